@@ -1,0 +1,127 @@
+"""Every exception the gateway raises on purpose, in one tree.
+
+::
+
+    GatewayError
+    ├── ConfigError                  the configuration file is invalid (carries every problem)
+    ├── InboundError                 an inbound request cannot be accepted
+    │   ├── VerificationError        missing, wrong or stale signature / credential  -> 401/403
+    │   ├── UnknownTenantError       nothing in the configuration owns this request   -> 404
+    │   ├── PayloadError             malformed, unsupported or oversized body         -> 400/413
+    │   └── IngestUnavailableError   the store could not make the message durable     -> 503
+    ├── DeliveryError                an outbound message could not be delivered
+    │   ├── TransientDeliveryError   try again later (carries an optional Retry-After)
+    │   └── PermanentDeliveryError   never retry; goes to the dead-letter list
+    ├── StoreError                   the store failed or is unreachable
+    └── AgentError                   an agent failed or timed out while answering
+
+Callers catch the narrowest class they can act on; nothing catches ``Exception`` merely to
+log it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "DeliveryError",
+    "GatewayError",
+    "InboundError",
+    "IngestUnavailableError",
+    "PayloadError",
+    "PermanentDeliveryError",
+    "StoreError",
+    "TransientDeliveryError",
+    "UnknownTenantError",
+    "VerificationError",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises deliberately."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; ``problems`` holds one ``(path, message)`` per fault."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {message}" for path, message in problems))
+
+
+class InboundError(GatewayError):
+    """An inbound request was refused. ``reason`` is a short, stable label for metrics."""
+
+    status: int = 400
+    reason: str = "bad_request"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class VerificationError(InboundError):
+    """The request's signature or credential is missing, wrong or stale."""
+
+    status = 401
+    reason = "bad_signature"
+
+    def __init__(self, message: str, *, reason: str | None = None, status: int = 401) -> None:
+        super().__init__(message, reason=reason)
+        self.status = status
+
+
+class UnknownTenantError(InboundError):
+    """No configured tenant or channel owns this request."""
+
+    status = 404
+    reason = "unknown_tenant"
+
+
+class PayloadError(InboundError):
+    """The body is malformed, unsupported or too large."""
+
+    status = 400
+    reason = "bad_payload"
+
+    def __init__(self, message: str, *, reason: str | None = None, status: int = 400) -> None:
+        super().__init__(message, reason=reason)
+        self.status = status
+
+
+class IngestUnavailableError(InboundError):
+    """The store could not make the message durable, so it must not be acknowledged."""
+
+    status = 503
+    reason = "store_unavailable"
+
+
+class DeliveryError(GatewayError):
+    """Delivery of an outbound message failed."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    """A failure worth retrying; ``retry_after`` is the platform's requested wait, if any."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A failure that no retry can fix; the message is dead-lettered with this reason."""
+
+
+class StoreError(GatewayError):
+    """The store failed or could not be reached."""
+
+
+class AgentError(GatewayError):
+    """An agent failed, returned something unusable, or ran past its timeout."""

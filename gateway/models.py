@@ -1,0 +1,233 @@
+"""The normalised message model every connector speaks.
+
+Inbound requests from any platform become :class:`InboundMessage`; agents' answers become
+:class:`OutboundMessage`; what the platform says about a delivery becomes a
+:class:`DeliveryReceipt`. All models are immutable and serialise to JSON for the store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Attachment",
+    "Button",
+    "Channel",
+    "ConversationKey",
+    "DeliveryReceipt",
+    "EmailReplyContext",
+    "EventKind",
+    "HttpReplyContext",
+    "InboundMessage",
+    "LineReplyContext",
+    "OutboundMessage",
+    "Participant",
+    "PersonaPresentation",
+    "ReplyContext",
+    "SlackReplyContext",
+    "WhatsAppReplyContext",
+    "new_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A time-ordered unique id (UUIDv7 layout): sortable, so logs and stores read in order."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Channel(StrEnum):
+    """The ways a conversation reaches the gateway."""
+
+    HTTP = "http"
+    SLACK = "slack"
+    LINE = "line"
+    WHATSAPP = "whatsapp"
+    EMAIL = "email"
+
+
+class EventKind(StrEnum):
+    """What happened; most events are plain messages."""
+
+    MESSAGE = "message"
+    COMMAND = "command"  # a slash command or similar explicit invocation
+    ACTION = "action"  # a button press / postback carrying a button's value
+    FOLLOW = "follow"  # the user added the bot (LINE follow, Slack app_home_opened…)
+    UNFOLLOW = "unfollow"
+    JOIN = "join"
+    LEAVE = "leave"
+
+
+class ConversationKey(_Frozen):
+    """Identifies one conversation: tenant + channel + the platform's id (+ thread)."""
+
+    tenant: str
+    channel: Channel
+    conversation_id: str
+    thread: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable string form, safe to embed in store keys."""
+        parts = [self.tenant, self.channel.value, self.conversation_id]
+        if self.thread is not None:
+            parts.append(self.thread)
+        return "/".join(quote(part, safe="") for part in parts)
+
+
+class Participant(_Frozen):
+    id: str
+    display_name: str | None = None
+    is_bot: bool = False
+
+
+class Attachment(_Frozen):
+    kind: Literal["image", "video", "audio", "file", "sticker", "location", "other"] = "file"
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Button(_Frozen):
+    """A simple choice. Channels without buttons render it as a numbered text line."""
+
+    label: str
+    value: str
+
+
+class HttpReplyContext(_Frozen):
+    kind: Literal["http"] = "http"
+
+
+class SlackReplyContext(_Frozen):
+    kind: Literal["slack"] = "slack"
+    team_id: str
+    channel_id: str
+    enterprise_id: str | None = None
+    message_ts: str | None = None
+    thread_ts: str | None = None
+    channel_type: str | None = None
+    response_url: str | None = None
+    command: str | None = None
+    ephemeral_user: str | None = None
+
+
+class LineReplyContext(_Frozen):
+    kind: Literal["line"] = "line"
+    destination: str
+    reply_token: str | None = None
+    source_type: Literal["user", "group", "room"] = "user"
+    source_id: str
+    user_id: str | None = None
+    is_redelivery: bool = False
+
+
+class WhatsAppReplyContext(_Frozen):
+    kind: Literal["whatsapp"] = "whatsapp"
+    from_address: str  # whatsapp:+15551234567 — the customer
+    to_address: str  # whatsapp:+15557654321 — the tenant's sender
+    messaging_service_sid: str | None = None
+    wa_id: str | None = None
+
+
+class EmailReplyContext(_Frozen):
+    kind: Literal["email"] = "email"
+    message_id: str
+    subject: str = ""
+    from_address: str
+    to_address: str
+    reply_to: str | None = None
+    references: tuple[str, ...] = ()
+
+
+ReplyContext = Annotated[
+    HttpReplyContext
+    | SlackReplyContext
+    | LineReplyContext
+    | WhatsAppReplyContext
+    | EmailReplyContext,
+    Field(discriminator="kind"),
+]
+
+
+class InboundMessage(_Frozen):
+    """One thing a person (or platform) said or did, normalised."""
+
+    id: str = Field(default_factory=new_id)
+    event_id: str  # the platform's id for this event; the dedupe key
+    conversation: ConversationKey
+    sender: Participant
+    kind: EventKind = EventKind.MESSAGE
+    received_at: datetime = Field(default_factory=utcnow)
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    raw: dict[str, Any] = Field(default_factory=dict)  # the platform payload, kept for audit
+
+
+class PersonaPresentation(_Frozen):
+    """How the persona shows itself on a channel."""
+
+    name: str
+    display_name: str
+    signature: str = ""
+    icon_url: str | None = None
+
+
+class OutboundMessage(_Frozen):
+    """One reply (or proactive message) to deliver on a conversation's channel."""
+
+    id: str = Field(default_factory=new_id)
+    conversation: ConversationKey
+    persona: PersonaPresentation
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    buttons: tuple[Button, ...] = ()
+    idempotency_key: str
+    in_reply_to: str | None = None  # InboundMessage.id
+    reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
+    created_at: datetime = Field(default_factory=utcnow)
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+
+    def text_with_buttons(self) -> str:
+        """The text with buttons degraded to numbered lines, for channels without buttons."""
+        if not self.buttons:
+            return self.text
+        lines = [self.text, ""] if self.text else []
+        lines += [f"{n}. {b.label}" for n, b in enumerate(self.buttons, start=1)]
+        return "\n".join(lines)
+
+
+class DeliveryReceipt(_Frozen):
+    """What a platform said about one outbound message."""
+
+    outbound_id: str
+    idempotency_key: str
+    channel: Channel
+    status: Literal["sent", "queued", "delivered", "read", "failed", "undelivered"] = "sent"
+    platform_message_id: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,200 @@
+"""The ``Store`` protocol: everything the gateway keeps, behind one small interface.
+
+Implementations: :mod:`gateway.store.sqlite` (embedded default, one host),
+:mod:`gateway.store.redis` (production, many processes on many hosts) and
+:mod:`gateway.store.memory` (the executable reference, for fast unit tests). The conformance
+suite in ``tests/store`` holds all three to the same semantics.
+
+Keys are opaque strings built by :mod:`gateway.store.keys`; an implementation never parses
+them. Values are bytes; callers own their encoding.
+
+Streams follow Redis Streams semantics: entry ids increase within a stream; a consumer group
+delivers each new entry to exactly one consumer; a delivered entry stays *pending* for its
+consumer until acknowledged; pending entries idle for long enough can be claimed by another
+consumer (the reclaim of a dead worker's work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "Admission",
+    "Commit",
+    "StateWrite",
+    "Store",
+    "StreamEntry",
+    "TokenBucketResult",
+    "Versioned",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    id: str
+    payload: bytes
+    deliveries: int = 0  # how many times a consumer group has handed this entry out
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    value: bytes
+    version: int  # starts at 1 on first write; 0 means "absent" in expectations
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Claim ``dedupe_key``; only if the claim is new, append ``payload`` to ``stream``."""
+
+    dedupe_key: str
+    stream: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Compare-and-set: write ``value`` only if the key's version is ``expected_version``."""
+
+    key: str
+    value: bytes
+    expected_version: int  # 0 = the key must not exist
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Changes applied all-or-nothing by :meth:`Store.commit`.
+
+    If ``state`` is given and its version check fails, nothing at all is applied.
+    """
+
+    state: StateWrite | None = None
+    appends: Sequence[tuple[str, bytes]] = ()  # (stream, payload)
+    records: Sequence[tuple[str, bytes, float | None]] = ()  # (key, value, ttl seconds)
+    acks: Sequence[tuple[str, str, str]] = ()  # (stream, group, entry id)
+    deletes: Sequence[str] = ()  # record or state keys to remove
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucketResult:
+    allowed: bool
+    remaining: float
+    retry_after: float  # seconds until ``cost`` tokens are available (0 when allowed)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable, shared state of the gateway. Every method is safe to call concurrently."""
+
+    url: str
+
+    async def ping(self) -> None:
+        """Raise :class:`~gateway.errors.StoreError` when the store is not reachable."""
+
+    async def aclose(self) -> None: ...
+
+    # -- dedupe + durable append (the ingest path) -------------------------------------------
+    async def admit(self, items: Sequence[Admission], *, dedupe_ttl: float) -> list[str | None]:
+        """For each item, atomically claim its dedupe key and append its payload.
+
+        Returns, per item, the new entry id, or ``None`` when the key was already claimed
+        (a duplicate: nothing appended). Implementations group-commit concurrent calls.
+        """
+        ...
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        """Set ``key`` if absent (expiring after ``ttl`` s). True if this call set it."""
+        ...
+
+    # -- streams -------------------------------------------------------------------------------
+    async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:
+        """Append an entry; with ``maxlen``, trim the oldest entries beyond it."""
+        ...
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the consumer group (reading from the stream's start) if missing."""
+        ...
+
+    async def read_group(
+        self,
+        streams: Sequence[str],
+        *,
+        group: str,
+        consumer: str,
+        count: int,
+        block: float,
+    ) -> list[tuple[str, StreamEntry]]:
+        """Hand out entries never delivered to ``group``, as ``(stream, entry)`` pairs.
+
+        Waits up to ``block`` seconds when there are none. Each returned entry becomes pending
+        for ``consumer``. Entries of one stream come in id order.
+        """
+        ...
+
+    async def claim_pending(
+        self, stream: str, *, group: str, consumer: str, min_idle: float, count: int
+    ) -> list[StreamEntry]:
+        """Take over pending entries idle for at least ``min_idle`` s, oldest first."""
+        ...
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries; returns how many were pending."""
+        ...
+
+    async def backlog(self, stream: str, group: str) -> int:
+        """Entries not yet acknowledged by ``group``: undelivered plus pending."""
+        ...
+
+    async def range(
+        self, stream: str, *, after: str | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        """Entries with id greater than ``after`` (all when None), oldest first."""
+        ...
+
+    async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None: ...
+
+    async def delete_entries(self, stream: str, ids: Sequence[str]) -> int: ...
+
+    # -- state and records ---------------------------------------------------------------------
+    async def get_state(self, key: str) -> Versioned | None: ...
+
+    async def commit(self, commit: Commit) -> int | None:
+        """Apply ``commit`` atomically. Returns the state's new version (0 when the commit has
+        no state write), or ``None`` when the state version check failed and nothing changed.
+        """
+        ...
+
+    async def put_record(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    async def get_record(self, key: str) -> bytes | None: ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Remove records, states and whole streams by key; returns how many existed."""
+        ...
+
+    async def scan(self, prefix: str, *, limit: int = 1000) -> list[str]:
+        """Keys of records, states and streams starting with ``prefix`` (unordered)."""
+        ...
+
+    # -- counters, buckets, leases ----------------------------------------------------------------
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        """Add to a counter (created at 0); ``ttl`` is set only when the counter is created."""
+        ...
+
+    async def take_tokens(
+        self, key: str, *, rate: float, burst: float, cost: float = 1.0
+    ) -> TokenBucketResult:
+        """Token bucket refilled at ``rate``/s up to ``burst``; take ``cost`` if available."""
+        ...
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl: float) -> bool:
+        """Take the lease if free or expired, or renew it if ``owner`` holds it."""
+        ...
+
+    async def release_lease(self, key: str, owner: str) -> None: ...
+
+    async def heartbeat(self, key: str, member: str, *, ttl: float) -> list[str]:
+        """Mark ``member`` alive for ``ttl`` s; return all members alive now, sorted."""
+        ...

@@ -1,0 +1,74 @@
+"""Every store key the gateway uses, built in one place.
+
+Conversations are spread over ``partitions`` partitions by a stable hash of their key. All
+keys of one partition carry the Redis Cluster hash tag ``{pN}``, so one conversation's
+inbox, outbox, state, dedupe claims and delivery records share one cluster slot and can be
+updated in one atomic script. Cross-partition keys (leases, membership, tenant counters)
+carry no partition tag and are only ever touched one key at a time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["Keyspace"]
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    prefix: str = "fb"
+    partitions: int = 8
+
+    def partition(self, conversation_key: str) -> int:
+        return zlib.crc32(conversation_key.encode()) % self.partitions
+
+    def _p(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}"
+
+    # -- per partition -------------------------------------------------------------------------
+    def inbox(self, partition: int) -> str:
+        return f"{self._p(partition)}:inbox"
+
+    def outbox(self, partition: int) -> str:
+        return f"{self._p(partition)}:outbox"
+
+    def dead_letters(self, partition: int) -> str:
+        return f"{self._p(partition)}:dead"
+
+    def seen(self, partition: int, scope: str, event_id: str) -> str:
+        """Dedupe claim for a platform event id within ``scope`` (channel + tenant)."""
+        return f"{self._p(partition)}:seen:{scope}:{event_id}"
+
+    def delivered(self, partition: int, idempotency_key: str) -> str:
+        return f"{self._p(partition)}:delivered:{idempotency_key}"
+
+    # -- per conversation (inside its partition) ---------------------------------------------
+    def conversation_prefix(self, conversation_key: str) -> str:
+        return f"{self._p(self.partition(conversation_key))}:c:{conversation_key}:"
+
+    def state(self, conversation_key: str) -> str:
+        return self.conversation_prefix(conversation_key) + "state"
+
+    def replies(self, conversation_key: str) -> str:
+        return self.conversation_prefix(conversation_key) + "replies"
+
+    def receipts(self, conversation_key: str) -> str:
+        return self.conversation_prefix(conversation_key) + "receipts"
+
+    def conversation_record(self, conversation_key: str, name: str) -> str:
+        return self.conversation_prefix(conversation_key) + name
+
+    # -- cluster-wide ----------------------------------------------------------------------------
+    def lease(self, role: str, partition: int) -> str:
+        return f"{self.prefix}:lease:{role}:{partition}"
+
+    def members(self, role: str) -> str:
+        return f"{self.prefix}:members:{role}"
+
+    def tenant_record(self, tenant: str, name: str) -> str:
+        return f"{self.prefix}:t:{tenant}:{name}"
+
+    def channel_record(self, channel: str, name: str) -> str:
+        """Connector-owned records (e.g. IMAP UIDs, cached auth)."""
+        return f"{self.prefix}:ch:{channel}:{name}"
