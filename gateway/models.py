@@ -208,6 +208,7 @@ class OutboundMessage(_Frozen):
     buttons: tuple[Button, ...] = ()
     idempotency_key: str
     in_reply_to: str | None = None  # InboundMessage.id
+    inbound_received_at: datetime | None = None  # for end-to-end latency
     reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
     created_at: datetime = Field(default_factory=utcnow)
     trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)

@@ -1,0 +1,1 @@
+"""Personas and the agents that answer for them."""

@@ -1,0 +1,65 @@
+"""The ``Agent`` protocol: what the worker asks of whoever answers for a persona.
+
+An agent receives an :class:`AgentContext` (the message, recent history, the persona and the
+channel's capabilities) and returns an :class:`AgentReply`. The worker runs it under the
+persona's timeout and cancels it there, so an agent must be cancellation-safe.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from gateway.models import Attachment, Button, InboundMessage
+
+if TYPE_CHECKING:
+    from agents.persona import Persona
+    from connectors.base import ChannelCapabilities
+
+__all__ = ["Agent", "AgentContext", "AgentReply", "HistoryTurn", "ReplyPart", "fill_template"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTurn:
+    role: Literal["user", "assistant"]
+    text: str
+    at: datetime
+    persona: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    message: InboundMessage
+    persona: Persona
+    history: tuple[HistoryTurn, ...]
+    capabilities: ChannelCapabilities
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPart:
+    text: str
+    buttons: tuple[Button, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReply:
+    parts: tuple[ReplyPart, ...] = ()
+    switch_persona: str | None = None  # stick the conversation to another persona
+
+    @classmethod
+    def text(cls, text: str, *, buttons: tuple[Button, ...] = ()) -> AgentReply:
+        return cls(parts=(ReplyPart(text=text, buttons=buttons),))
+
+
+class Agent(Protocol):
+    async def respond(self, context: AgentContext) -> AgentReply: ...
+
+
+def fill_template(template: str, variables: Mapping[str, str]) -> str:
+    """Replace ``$name`` placeholders; unknown names stay as written."""
+    return string.Template(template).safe_substitute(variables)

@@ -1,0 +1,125 @@
+"""Personas: declared bots, one YAML file each in a personas folder.
+
+A persona has a name, how it presents itself (display name, icon, signature), prompt
+templates with explicit versions (the latest unless pinned), the tools it may use (nothing
+unless listed) and the agent that answers for it.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+from gateway.models import PersonaPresentation
+
+__all__ = ["AgentSpec", "Persona", "PersonaRegistry", "PromptTemplate", "load_personas"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PromptTemplate(_Model):
+    """Versioned text; ``$variables`` are filled in at render time."""
+
+    versions: dict[int, str]
+    pin: int | None = None
+
+    @field_validator("versions")
+    @classmethod
+    def _not_empty(cls, value: dict[int, str]) -> dict[int, str]:
+        if not value:
+            raise ValueError("a prompt needs at least one version")
+        return value
+
+    @property
+    def version(self) -> int:
+        return self.pin if self.pin is not None else max(self.versions)
+
+    def render(self, variables: Mapping[str, str], *, version: int | None = None) -> str:
+        chosen = self.version if version is None else version
+        if chosen not in self.versions:
+            raise KeyError(f"prompt version {chosen} does not exist")
+        return string.Template(self.versions[chosen]).safe_substitute(variables)
+
+
+class AgentSpec(_Model):
+    kind: str = "rules"
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Persona(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str
+    description: str = ""
+    signature: str = ""
+    icon_url: str | None = None
+    prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
+    tools: tuple[str, ...] = ()  # deny-first: a tool not listed here is never offered
+    agent: AgentSpec = AgentSpec()
+    welcome: str | None = None
+    failure_reply: str = "Sorry, I could not answer that just now. Please try again shortly."
+
+    @property
+    def presentation(self) -> PersonaPresentation:
+        return PersonaPresentation(
+            name=self.name,
+            display_name=self.display_name,
+            signature=self.signature,
+            icon_url=self.icon_url,
+        )
+
+    def allows_tool(self, tool: str) -> bool:
+        return tool in self.tools
+
+
+class PersonaRegistry(Mapping[str, Persona]):
+    """The loaded personas by name; replaced whole on reload."""
+
+    def __init__(self, personas: Mapping[str, Persona], *, source: Path | None = None) -> None:
+        self._personas = dict(personas)
+        self.source = source
+
+    def __getitem__(self, name: str) -> Persona:
+        return self._personas[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._personas)
+
+    def __len__(self) -> int:
+        return len(self._personas)
+
+
+def load_personas(folder: Path) -> PersonaRegistry:
+    """Load every ``*.yaml`` in ``folder``; raise ConfigError listing every problem."""
+    problems: list[tuple[str, str]] = []
+    personas: dict[str, Persona] = {}
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not files:
+        problems.append((str(folder), "no persona files (*.yaml) found"))
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            persona = Persona.model_validate(data)
+        except yaml.YAMLError as exc:
+            problems.append((file.name, f"not valid YAML: {exc}"))
+            continue
+        except ValidationError as exc:
+            problems += [
+                (f"{file.name}:" + ".".join(str(p) for p in e["loc"]), e["msg"])
+                for e in exc.errors()
+            ]
+            continue
+        if persona.name in personas:
+            problems.append((f"{file.name}:name", f"duplicate persona {persona.name!r}"))
+        personas[persona.name] = persona
+    if problems:
+        raise ConfigError(problems)
+    return PersonaRegistry(personas, source=folder)

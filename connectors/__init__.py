@@ -1,0 +1,1 @@
+"""Platform connectors: one sub-package per channel, each implementing ``Connector``."""

@@ -1,0 +1,182 @@
+"""The ``Connector`` protocol and the framework-neutral request objects at the edge.
+
+A connector turns a platform's requests into :class:`~gateway.models.InboundMessage` and
+delivers :class:`~gateway.models.OutboundMessage`. It never sees aiohttp's ``Request``: the
+web layer hands it an :class:`InboundRequest` and sends back its :class:`InboundResponse`
+*after* the messages it returned are durably in the inbox (ack only after the append).
+
+Listeners that are not HTTP routes (Slack Socket Mode, the SMTP server, IMAP) run in
+``start()`` and call ``context.ingest.submit(...)`` themselves before acknowledging.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from gateway.models import Channel, DeliveryReceipt, InboundMessage, OutboundMessage
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from gateway.config import ChannelConfig, GatewayConfig, TenantConfig
+    from gateway.ingest import Ingestor
+    from gateway.metrics import Metrics
+    from gateway.store import Keyspace, Store
+
+__all__ = [
+    "ChannelCapabilities",
+    "Connector",
+    "ConnectorContext",
+    "ConnectorFactory",
+    "InboundRequest",
+    "InboundResponse",
+    "InboundResult",
+    "Pacing",
+    "Route",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """A platform's HTTP request, independent of the web framework."""
+
+    method: str
+    path: str
+    url: str  # the URL as the gateway saw it (scheme://host/path?query)
+    headers: Mapping[str, str]  # lower-cased names
+    query: Mapping[str, str]
+    body: bytes
+    remote: str | None = None
+    match_info: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResponse:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, data: Any, *, status: int = 200) -> InboundResponse:
+        return cls(status=status, body=json.dumps(data).encode(), content_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResult:
+    """What a route produced: messages to make durable, then the response that acks them."""
+
+    messages: Sequence[InboundMessage] = ()
+    response: InboundResponse = field(default_factory=InboundResponse)
+    # Called with one flag per message (True = new, False = duplicate) to shape the answer.
+    respond: Callable[[Sequence[bool]], InboundResponse] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str  # aiohttp-style pattern, e.g. "/v1/http/{tenant}/messages"
+    handler: Callable[[InboundRequest], Awaitable[InboundResult]]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCapabilities:
+    """What a channel can show; agents and the dispatcher adapt to it."""
+
+    buttons: bool = False
+    threads: bool = False
+    max_text_length: int = 4000
+    markdown: bool = False
+    attachments: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """A token bucket the dispatcher waits on before sending (delay, never drop)."""
+
+    key: str
+    rate: float  # sends per second
+    burst: float = 1.0
+
+
+class ConnectorContext:
+    """Shared resources a connector may use; all opened and closed by the app.
+
+    Connectors are built when the app is assembled (so their routes can be mounted) but the
+    store, the HTTP client session and the ingestor only exist once the app has started:
+    reading them earlier is a programming error.
+    """
+
+    def __init__(self, *, config: GatewayConfig, keyspace: Keyspace, metrics: Metrics) -> None:
+        self.config = config
+        self.keyspace = keyspace
+        self.metrics = metrics
+        self._store: Store | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ingest: Ingestor | None = None
+
+    def attach(self, *, store: Store, http: aiohttp.ClientSession, ingest: Ingestor) -> None:
+        self._store, self._http, self._ingest = store, http, ingest
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the store is opened when the app starts")
+        return self._store
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("the HTTP client session is opened when the app starts")
+        return self._http
+
+    @property
+    def ingest(self) -> Ingestor:
+        if self._ingest is None:
+            raise RuntimeError("the ingestor exists once the app starts")
+        return self._ingest
+
+
+class Connector(Protocol):
+    """One platform. Instances serve every tenant that configures a channel of its kind."""
+
+    channel: ClassVar[Channel]
+    capabilities: ClassVar[ChannelCapabilities]
+
+    def routes(self) -> Sequence[Route]:
+        """HTTP routes to mount (webhooks, long-poll endpoints); may be empty."""
+        ...
+
+    async def start(self) -> None:
+        """Start background listeners (sockets, SMTP, IMAP). Called once at app startup."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listeners and release resources. Called once at shutdown."""
+        ...
+
+    async def send(self, message: OutboundMessage) -> DeliveryReceipt:
+        """Deliver one message, or raise Transient/PermanentDeliveryError."""
+        ...
+
+    def pacing(self, message: OutboundMessage) -> Pacing | None:
+        """The platform's outbound limit that applies to ``message``, if any."""
+        ...
+
+
+class ConnectorFactory(Protocol):
+    config_model: ClassVar[type[ChannelConfig]]
+
+    def __call__(
+        self,
+        *,
+        context: ConnectorContext,
+        channels: Sequence[tuple[TenantConfig, ChannelConfig]],
+    ) -> Connector: ...

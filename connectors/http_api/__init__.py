@@ -1,0 +1,8 @@
+"""The HTTP API channel: websites and apps talk to personas over signed HTTP.
+
+The reference connector: the others follow the same shape.
+"""
+
+from connectors.http_api.connector import HttpApiConnector, HttpChannelConfig
+
+__all__ = ["HttpApiConnector", "HttpChannelConfig"]

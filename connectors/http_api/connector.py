@@ -1,0 +1,310 @@
+"""Inbound: ``POST /v1/channels/http/{tenant}/messages``, authenticated by a tenant API key
+(``Authorization: Bearer …``) or an ``X-FlowBiz-Signature`` HMAC (see
+:mod:`gateway.signing`).
+
+Replies reach the client two ways, both always available:
+
+- as signed webhooks to the tenant's ``callback_url`` (``X-FlowBiz-Signature`` over the
+  body, ``X-FlowBiz-Idempotency-Key`` to dedupe retries), and
+- by long-poll: ``GET /v1/channels/http/{tenant}/conversations/{id}/replies?after=CURSOR&wait=S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.base import (
+    ChannelCapabilities,
+    ConnectorContext,
+    InboundRequest,
+    InboundResponse,
+    InboundResult,
+    Pacing,
+    Route,
+)
+from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.errors import (
+    PayloadError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UnknownTenantError,
+    VerificationError,
+)
+from gateway.models import (
+    Channel,
+    ConversationKey,
+    DeliveryReceipt,
+    EventKind,
+    HttpReplyContext,
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    new_id,
+)
+from gateway.signing import SIGNATURE_HEADER, sign, verify
+
+__all__ = ["HttpApiConnector", "HttpChannelConfig"]
+
+IDEMPOTENCY_HEADER = "X-FlowBiz-Idempotency-Key"
+_MAX_WAIT = 30.0
+_POLL_INTERVAL = 0.2
+
+
+class HttpChannelConfig(ChannelConfig):
+    kind: Literal["http"] = "http"
+    api_keys: tuple[Secret, ...] = ()
+    signing_secrets: tuple[Secret, ...] = ()  # inbound; two valid during a rotation
+    callback_url: str | None = None
+    callback_secrets: tuple[Secret, ...] = ()  # outbound, newest first
+    replay_window_seconds: float = Field(default=300, gt=0)
+    reply_retention: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_auth(self) -> HttpChannelConfig:
+        if not self.api_keys and not self.signing_secrets:
+            raise ValueError("give api_keys or signing_secrets: inbound must be authenticated")
+        if self.callback_url is not None and not self.callback_secrets:
+            raise ValueError("callback_url needs callback_secrets to sign the webhooks")
+        return self
+
+
+class _User(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+
+
+class _InboundBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conversation_id: str = Field(min_length=1, max_length=256)
+    event_id: str | None = Field(default=None, min_length=1, max_length=256)
+    thread: str | None = Field(default=None, max_length=256)
+    user: _User
+    text: str = Field(default="", max_length=20_000)
+    action: str | None = Field(default=None, max_length=2_000)  # a button's value
+
+
+class HttpApiConnector:
+    channel: ClassVar[Channel] = Channel.HTTP
+    capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
+        buttons=True, threads=True, max_text_length=20_000, markdown=True, attachments=True
+    )
+    config_model: ClassVar[type[ChannelConfig]] = HttpChannelConfig
+
+    def __init__(
+        self,
+        *,
+        context: ConnectorContext,
+        channels: Sequence[tuple[TenantConfig, ChannelConfig]],
+    ) -> None:
+        self.context = context
+        self._channels: dict[str, HttpChannelConfig] = {}
+        for tenant, channel in channels:
+            if isinstance(channel, HttpChannelConfig) and tenant.id not in self._channels:
+                self._channels[tenant.id] = channel
+        self._new_reply = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route("POST", "/v1/channels/http/{tenant}/messages", self.receive, "http.receive"),
+            Route(
+                "GET",
+                "/v1/channels/http/{tenant}/conversations/{conversation_id}/replies",
+                self.replies,
+                "http.replies",
+            ),
+        ]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._new_reply.set()  # wake long-polls so shutdown is not held up
+
+    def pacing(self, message: OutboundMessage) -> Pacing | None:
+        return None
+
+    # -- inbound ---------------------------------------------------------------------------------
+    def _channel_for(self, request: InboundRequest) -> tuple[str, HttpChannelConfig]:
+        tenant = request.match_info.get("tenant", "")
+        channel = self._channels.get(tenant)
+        if channel is None:
+            raise UnknownTenantError(f"no HTTP channel for tenant {tenant!r}")
+        return tenant, channel
+
+    def verify(self, request: InboundRequest, channel: HttpChannelConfig) -> None:
+        """Accept a matching API key or a fresh, matching signature; nothing else."""
+        auth = request.header("authorization")
+        if auth.lower().startswith("bearer "):
+            presented = auth[7:].strip().encode()
+            if any(
+                hmac.compare_digest(presented, key.get_secret_value().encode())
+                for key in channel.api_keys
+            ):
+                return
+            raise VerificationError("invalid API key", reason="bad_api_key")
+        if not channel.signing_secrets:
+            raise VerificationError("missing API key", reason="missing_credentials")
+        verify(
+            request.header(SIGNATURE_HEADER) or None,
+            request.body,
+            [s.get_secret_value() for s in channel.signing_secrets],
+            tolerance=channel.replay_window_seconds,
+        )
+
+    async def receive(self, request: InboundRequest) -> InboundResult:
+        tenant, channel = self._channel_for(request)
+        self.verify(request, channel)
+        try:
+            body = _InboundBody.model_validate_json(request.body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise PayloadError(f"invalid message: {where}: {first['msg']}") from exc
+        if not body.text and body.action is None:
+            raise PayloadError("a message needs text or an action")
+        message = InboundMessage(
+            event_id=body.event_id or new_id(),
+            conversation=ConversationKey(
+                tenant=tenant,
+                channel=Channel.HTTP,
+                conversation_id=body.conversation_id,
+                thread=body.thread,
+            ),
+            sender=Participant(id=body.user.id, display_name=body.user.name),
+            kind=EventKind.ACTION if body.action is not None else EventKind.MESSAGE,
+            text=body.action if body.action is not None else body.text,
+            reply_context=HttpReplyContext(),
+            raw=json.loads(request.body),
+        )
+
+        def respond(flags: Sequence[bool]) -> InboundResponse:
+            return InboundResponse.json(
+                {"id": message.id, "event_id": message.event_id, "duplicate": not flags[0]},
+                status=202,
+            )
+
+        return InboundResult(messages=[message], respond=respond)
+
+    async def replies(self, request: InboundRequest) -> InboundResult:
+        tenant, channel = self._channel_for(request)
+        self.verify(request, channel)
+        key = ConversationKey(
+            tenant=tenant,
+            channel=Channel.HTTP,
+            conversation_id=request.match_info.get("conversation_id", ""),
+            thread=request.query.get("thread") or None,
+        ).key
+        after = request.query.get("after") or None
+        try:
+            wait = min(_MAX_WAIT, max(0.0, float(request.query.get("wait", "0"))))
+        except ValueError as exc:
+            raise PayloadError("wait must be a number of seconds") from exc
+        stream = self.context.keyspace.replies(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            self._new_reply.clear()
+            entries = await self.context.store.range(stream, after=after, count=100)
+            remaining = deadline - loop.time()
+            if entries or remaining <= 0:
+                break
+            # Woken at once by replies sent from this process; others are seen by polling.
+            try:
+                await asyncio.wait_for(self._new_reply.wait(), min(_POLL_INTERVAL, remaining))
+            except TimeoutError:
+                pass
+        replies = [json.loads(e.payload) for e in entries]
+        cursor = entries[-1].id if entries else after
+        return InboundResult(response=InboundResponse.json({"replies": replies, "next": cursor}))
+
+    # -- outbound --------------------------------------------------------------------------------
+    @staticmethod
+    def _payload(message: OutboundMessage) -> dict[str, Any]:
+        conv = message.conversation
+        return {
+            "id": message.id,
+            "tenant": conv.tenant,
+            "conversation_id": conv.conversation_id,
+            "thread": conv.thread,
+            "in_reply_to": message.in_reply_to,
+            "persona": message.persona.model_dump(mode="json"),
+            "text": message.text,
+            "buttons": [b.model_dump() for b in message.buttons],
+            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "created_at": message.created_at.isoformat(),
+            "idempotency_key": message.idempotency_key,
+        }
+
+    async def send(self, message: OutboundMessage) -> DeliveryReceipt:
+        conv = message.conversation
+        channel = self._channels.get(conv.tenant)
+        if channel is None:
+            raise PermanentDeliveryError(f"no HTTP channel for tenant {conv.tenant!r}")
+        body = json.dumps(self._payload(message)).encode()
+        ctx = self.context
+        posted = ctx.keyspace.conversation_record(conv.key, f"posted:{message.idempotency_key}")
+        if await ctx.store.claim(posted, ttl=ctx.config.store.dedupe_ttl_seconds):
+            await ctx.store.append(
+                ctx.keyspace.replies(conv.key), body, maxlen=channel.reply_retention
+            )
+            self._new_reply.set()
+        receipt = DeliveryReceipt(
+            outbound_id=message.id,
+            idempotency_key=message.idempotency_key,
+            channel=Channel.HTTP,
+            status="queued",
+        )
+        if channel.callback_url is None:
+            return receipt
+        await self._post_callback(channel, body, message.idempotency_key)
+        return receipt.model_copy(update={"status": "delivered"})
+
+    async def _post_callback(self, channel: HttpChannelConfig, body: bytes, key: str) -> None:
+        assert channel.callback_url is not None  # checked by the caller
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign([s.get_secret_value() for s in channel.callback_secrets], body),
+            IDEMPOTENCY_HEADER: key,
+            "User-Agent": "FlowBiz-Gateway",
+        }
+        try:
+            async with self.context.http.post(
+                channel.callback_url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The receiver dedupes on the idempotency key, so a retry is always safe here.
+            raise TransientDeliveryError(
+                f"callback failed: {type(exc).__name__}", code="network"
+            ) from exc
+        if 200 <= status < 300:
+            return
+        if status in (408, 425, 429) or status >= 500:
+            raise TransientDeliveryError(
+                f"callback answered {status}",
+                retry_after=_seconds(retry_after),
+                code=str(status),
+            )
+        raise PermanentDeliveryError(f"callback answered {status}", code=str(status))
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,126 @@
+"""``flowbiz``: check a configuration, serve, run the demo, simulate platform traffic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from agents.persona import PersonaRegistry, load_personas
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+from gateway.observability import configure_logging
+
+__all__ = ["check_config", "main"]
+
+
+def check_config(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry]:
+    """Load the file, its personas and their cross-references; ConfigError lists all faults."""
+    config = load_config(path)
+    personas = load_personas(config.personas_dir)
+    problems: list[tuple[str, str]] = []
+    known = set(personas)
+    if config.routing.default_persona not in known:
+        problems.append(("routing.default_persona", _unknown(config.routing.default_persona)))
+    for n, rule in enumerate(config.routing.rules):
+        if rule.persona not in known:
+            problems.append((f"routing.rules.{n}.persona", _unknown(rule.persona)))
+    for n, tenant in enumerate(config.tenants):
+        if tenant.default_persona is not None and tenant.default_persona not in known:
+            problems.append((f"tenants.{n}.default_persona", _unknown(tenant.default_persona)))
+    if problems:
+        raise ConfigError(problems)
+    return config, personas
+
+
+def _unknown(name: str) -> str:
+    return f"no persona named {name!r}"
+
+
+def _print_problems(error: ConfigError) -> None:
+    print(f"configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+    for path, message in error.problems:
+        print(f"  {path}: {message}", file=sys.stderr)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config, personas = check_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    channels = sum(len(t.channels) for t in config.tenants)
+    print(
+        f"ok: {len(config.tenants)} tenant(s), {channels} channel(s), "
+        f"{len(personas)} persona(s): {', '.join(sorted(personas))}"
+    )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.app import create_app
+
+    try:
+        config, personas = check_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    configure_logging(config.log_level)
+    app = create_app(config, role=args.role, personas=personas)
+    web.run_app(
+        app,
+        host=args.host or config.http.host,
+        port=args.port if args.port is not None else config.http.port,
+        shutdown_timeout=config.pipeline.shutdown_grace_seconds,
+        access_log=None,
+        print=lambda line: print(line, file=sys.stderr),
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(store_url=args.store, verbose=args.verbose))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowbiz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate a configuration file and its personas")
+    check.add_argument("config")
+    check.set_defaults(func=_cmd_check)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", required=True)
+    serve.add_argument("--role", choices=["all", "web", "worker"], default="all")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the gateway with the example config and emulators")
+    demo.add_argument("--store", help="store URL (default: sqlite file under ./var)")
+    demo.add_argument("--verbose", action="store_true", help="show the gateway's JSON logs")
+    demo.set_defaults(func=_cmd_demo)
+
+    simulate = sub.add_parser("simulate", help="send platform-style traffic to a gateway")
+    channels = simulate.add_subparsers(dest="channel", required=True)
+    from gateway.simulate import add_simulators
+
+    add_simulators(channels)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""The gateway's configuration: one YAML file, validated by pydantic.
+
+Credentials never live in the file: a secret field holds ``env:NAME`` and the value is read
+from the environment at load time. Channel settings are validated by the model that each
+connector declares (see :mod:`connectors.registry`), so ``flowbiz check`` reports a problem
+in a Slack or LINE block with the same precision as one in the core.
+
+:func:`load_config` collects *every* problem, each with the dotted path of its key, and
+raises one :class:`~gateway.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "ChannelConfig",
+    "GatewayConfig",
+    "HttpServerConfig",
+    "PipelineConfig",
+    "RoutingConfig",
+    "RoutingRule",
+    "Secret",
+    "StoreConfig",
+    "TenantConfig",
+    "load_config",
+    "parse_config",
+]
+
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _read_secret(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a secret must be written as env:VARIABLE_NAME")
+    match = _ENV_REF.match(value)
+    if match is None:
+        raise ValueError(
+            "secrets are read from the environment: write env:VARIABLE_NAME, not the value"
+        )
+    name = match.group(1)
+    found = os.environ.get(name)
+    if not found:
+        raise ValueError(f"environment variable {name} is not set")
+    return SecretStr(found)
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_read_secret)]
+"""A credential given as ``env:NAME`` in the file and read from the environment."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChannelConfig(_Model):
+    """Settings shared by every channel; connectors subclass it with their own fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    id: str = ""  # distinguishes several channels of one kind in a tenant; defaults to kind
+    api_base_url: str | None = None  # proxies, regional endpoints, the local emulators
+
+    @property
+    def name(self) -> str:
+        return self.id or self.kind
+
+
+class _RawChannel(_Model):
+    """First-pass view of a channel block: only the fields every channel shares."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: str
+    id: str = ""
+
+
+class TenantConfig(_Model):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    name: str = ""
+    plan: str = "free"
+    default_persona: str | None = None
+    channels: tuple[ChannelConfig, ...] = ()
+
+    def channel(self, kind: str, channel_id: str | None = None) -> ChannelConfig | None:
+        for channel in self.channels:
+            if channel.kind == kind and (channel_id is None or channel.name == channel_id):
+                return channel
+        return None
+
+
+class RoutingRule(_Model):
+    """First matching rule wins. Every given condition must hold."""
+
+    persona: str
+    tenant: str | None = None
+    channel: str | None = None
+    keywords: tuple[str, ...] = ()  # any of them, as whole words, case-insensitive
+    regex: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+
+class RoutingConfig(_Model):
+    default_persona: str = "core"
+    sticky_seconds: float = Field(default=1800, ge=0)
+    switch_command: str = "/persona"
+    rules: tuple[RoutingRule, ...] = ()
+
+
+class StoreConfig(_Model):
+    url: str = "sqlite://flowbiz.db"
+    partitions: int = Field(default=8, ge=1, le=1024)
+    prefix: str = "fb"
+    dedupe_ttl_seconds: float = Field(default=7 * 86400, gt=0)
+
+
+class HttpServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    public_base_url: str | None = None  # how platforms reach us, for signature checks
+
+
+class PipelineConfig(_Model):
+    agent_timeout_seconds: float = Field(default=15, gt=0)
+    history_limit: int = Field(default=20, ge=0)
+    max_delivery_attempts: int = Field(default=6, ge=1)
+    retry_base_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=300, gt=0)
+    delivery_timeout_seconds: float = Field(default=30, gt=0)
+    lease_seconds: float = Field(default=10, gt=0)
+    shutdown_grace_seconds: float = Field(default=10, ge=0)
+    max_in_flight: int = Field(default=512, ge=1)
+
+
+class GatewayConfig(_Model):
+    store: StoreConfig = StoreConfig()
+    http: HttpServerConfig = HttpServerConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    personas_dir: Path = Path("agents/personas")
+    routing: RoutingConfig = RoutingConfig()
+    tenants: tuple[TenantConfig, ...] = ()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    source: Path | None = None  # the file this came from, for relative paths
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        for tenant in self.tenants:
+            if tenant.id == tenant_id:
+                return tenant
+        return None
+
+    def channels_of_kind(self, kind: str) -> list[tuple[TenantConfig, ChannelConfig]]:
+        return [(t, c) for t in self.tenants for c in t.channels if c.kind == kind]
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in parts) or "(root)"
+
+
+def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
+    return [(_loc(prefix + tuple(e["loc"])), e["msg"]) for e in error.errors()]
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> None:
+    """Paths in the file are relative to the file, not to the working directory."""
+    personas = data.get("personas_dir")
+    if isinstance(personas, str) and not Path(personas).is_absolute():
+        data["personas_dir"] = str(base / personas)
+    store = data.get("store")
+    if isinstance(store, dict):
+        url = store.get("url")
+        if isinstance(url, str) and url.startswith("sqlite://") and not url.startswith(
+            "sqlite:///"
+        ):
+            store["url"] = "sqlite:///" + str(base / url.removeprefix("sqlite://"))
+
+
+def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
+    """Validate already-loaded YAML data; raise ConfigError with every problem found."""
+    from connectors.registry import channel_config_model  # connectors depend on core config
+
+    if not isinstance(data, dict):
+        raise ConfigError([("(root)", "the configuration must be a mapping")])
+    data = dict(data)
+    if source is not None:
+        _resolve_relative(data, source.parent)
+        data["source"] = str(source)
+    problems: list[tuple[str, str]] = []
+
+    # Pass 1: core fields, with channel blocks seen only as their shared fields.
+    core: GatewayConfig | None = None
+    try:
+        core = GatewayConfig.model_validate(_with_raw_channels(data))
+    except ValidationError as exc:
+        problems += _problems(exc)
+
+    # Pass 2: each channel block against its connector's own model.
+    typed: dict[tuple[int, int], ChannelConfig] = {}
+    tenants = data.get("tenants")
+    for ti, tenant in enumerate(tenants if isinstance(tenants, list) else []):
+        channels = tenant.get("channels") if isinstance(tenant, dict) else None
+        for ci, block in enumerate(channels if isinstance(channels, list) else []):
+            where: tuple[int | str, ...] = ("tenants", ti, "channels", ci)
+            if not isinstance(block, dict) or not isinstance(block.get("kind"), str):
+                continue  # pass 1 already reported it
+            model = channel_config_model(block["kind"])
+            if model is None:
+                problems.append((_loc((*where, "kind")), f"unknown channel kind {block['kind']!r}"))
+                continue
+            try:
+                typed[(ti, ci)] = model.model_validate(block)
+            except ValidationError as exc:
+                problems += _problems(exc, where)
+
+    if core is not None:
+        problems += _semantic_problems(core)
+    if problems or core is None:
+        raise ConfigError(problems)
+    new_tenants = tuple(
+        tenant.model_copy(
+            update={"channels": tuple(typed[(ti, ci)] for ci in range(len(tenant.channels)))}
+        )
+        for ti, tenant in enumerate(core.tenants)
+    )
+    return core.model_copy(update={"tenants": new_tenants})
+
+
+def _with_raw_channels(data: dict[str, Any]) -> dict[str, Any]:
+    tenants = data.get("tenants")
+    if not isinstance(tenants, list):
+        return data
+    out = []
+    for tenant in tenants:
+        if isinstance(tenant, dict) and isinstance(tenant.get("channels"), list):
+            tenant = dict(tenant)
+            tenant["channels"] = [
+                ChannelConfig.model_construct(kind=c.get("kind"), id=c.get("id") or "")
+                if isinstance(c, dict) and isinstance(c.get("kind"), str)
+                else c
+                for c in tenant["channels"]
+            ]
+        out.append(tenant)
+    return {**data, "tenants": out}
+
+
+def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for ti, tenant in enumerate(config.tenants):
+        if tenant.id in seen:
+            problems.append((f"tenants.{ti}.id", f"duplicate tenant id {tenant.id!r}"))
+        seen.add(tenant.id)
+        names: set[tuple[str, str]] = set()
+        for ci, channel in enumerate(tenant.channels):
+            if (channel.kind, channel.name) in names:
+                problems.append(
+                    (f"tenants.{ti}.channels.{ci}.id", f"duplicate channel {channel.name!r}")
+                )
+            names.add((channel.kind, channel.name))
+    if not config.personas_dir.is_dir():
+        problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
+    return problems
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML configuration file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {file}: {exc.strerror}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([("(file)", f"not valid YAML: {exc}")]) from exc
+    return parse_config(data, source=file.resolve())

@@ -1,0 +1,100 @@
+"""The dead-letter list: messages that could not be handled or delivered, with the reason.
+
+Each partition keeps its own list (same hash tag as its outbox), so moving a message there
+and acknowledging it is one atomic commit. Operators list, inspect, replay and discard
+entries (admin API and ``flowbiz dlq``); a replayed outbound message keeps its idempotency
+key, so replaying twice still delivers once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.models import new_id, utcnow
+from gateway.store import Commit, Keyspace, Store
+
+__all__ = ["DeadLetter", "discard", "list_dead_letters", "move_to_dead_letters", "replay"]
+
+OUTBOX_GROUP = "dispatchers"
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=new_id)
+    kind: Literal["inbound", "outbound"]
+    reason: str
+    code: str | None = None
+    attempts: int = 0
+    at: datetime = Field(default_factory=utcnow)
+    channel: str | None = None
+    tenant: str | None = None
+    conversation: str | None = None
+    partition: int
+    message: dict[str, Any] | None = None  # the inbound/outbound message as stored
+    raw: str | None = None  # when the stored payload could not even be parsed
+
+
+async def move_to_dead_letters(
+    store: Store, keyspace: Keyspace, letter: DeadLetter, *, ack: tuple[str, str, str]
+) -> None:
+    """Append the letter and acknowledge the failed entry in one atomic step."""
+    await store.commit(
+        Commit(
+            appends=[(keyspace.dead_letters(letter.partition), letter.model_dump_json().encode())],
+            acks=[ack],
+        )
+    )
+
+
+async def list_dead_letters(
+    store: Store, keyspace: Keyspace, *, tenant: str | None = None, limit: int = 100
+) -> list[tuple[str, DeadLetter]]:
+    """``(handle, letter)`` pairs; the handle (``partition:entry``) names it for replay."""
+    out: list[tuple[str, DeadLetter]] = []
+    for p in range(keyspace.partitions):
+        for entry in await store.range(keyspace.dead_letters(p), count=limit):
+            letter = DeadLetter.model_validate_json(entry.payload)
+            if tenant is None or letter.tenant == tenant:
+                out.append((f"{p}:{entry.id}", letter))
+    out.sort(key=lambda pair: pair[1].at)
+    return out[:limit]
+
+
+def _split(handle: str) -> tuple[int, str]:
+    partition, _, entry_id = handle.partition(":")
+    return int(partition), entry_id
+
+
+async def get_dead_letter(store: Store, keyspace: Keyspace, handle: str) -> DeadLetter | None:
+    partition, entry_id = _split(handle)
+    entry = await store.get_entry(keyspace.dead_letters(partition), entry_id)
+    return None if entry is None else DeadLetter.model_validate_json(entry.payload)
+
+
+async def replay(store: Store, keyspace: Keyspace, handle: str) -> bool:
+    """Put an outbound letter back on its outbox; False if gone or not replayable."""
+    partition, entry_id = _split(handle)
+    stream = keyspace.dead_letters(partition)
+    entry = await store.get_entry(stream, entry_id)
+    if entry is None:
+        return False
+    letter = DeadLetter.model_validate_json(entry.payload)
+    if letter.kind == "outbound" and letter.message is not None:
+        target = keyspace.outbox(partition)
+    elif letter.kind == "inbound" and letter.message is not None:
+        target = keyspace.inbox(partition)
+    else:
+        return False
+    await store.commit(Commit(appends=[(target, json.dumps(letter.message).encode())]))
+    await store.delete_entries(stream, [entry_id])
+    return True
+
+
+async def discard(store: Store, keyspace: Keyspace, handle: str) -> bool:
+    partition, entry_id = _split(handle)
+    return await store.delete_entries(keyspace.dead_letters(partition), [entry_id]) > 0

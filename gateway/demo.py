@@ -1,0 +1,132 @@
+"""``flowbiz demo``: the real gateway, the example config, the platform emulators.
+
+The demo starts the gateway exactly as ``serve`` would (same app factory, same pipeline, the
+embedded SQLite store) on a free loopback port, then plays one scene per connector: each
+scene starts that platform's emulator, sends signed traffic the way the platform does, and
+prints the conversation as the customer would see it. No platform account is needed.
+
+Scenes live beside their connectors (``connectors/<kind>/demo.py``, class ``Scene``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import yaml
+from aiohttp import web
+
+from agents.persona import load_personas
+from connectors.registry import CONNECTORS
+from gateway.app import create_app
+from gateway.config import parse_config
+from gateway.observability import configure_logging
+
+__all__ = ["EXAMPLE_CONFIG", "DEMO_SECRETS", "Scene", "Transcript", "run_demo"]
+
+EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "gateway.yaml"
+
+# Demo-only credentials, set only when the environment has none, so the example config's
+# env: references resolve. Real deployments set their own.
+DEMO_SECRETS = {
+    "ACME_HTTP_API_KEY": "demo-api-key",
+    "ACME_HTTP_SIGNING_SECRET": "demo-signing-secret",
+    "ACME_HTTP_CALLBACK_SECRET": "demo-callback-secret",
+}
+
+
+class Transcript:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def heading(self, title: str) -> None:
+        print(f"\n== {title} ==", file=self.out)
+
+    def customer(self, who: str, text: str) -> None:
+        print(f"  {who:>18} > {text}", file=self.out)
+
+    def bot(self, who: str, text: str, note: str = "") -> None:
+        lines = text.splitlines() or [""]
+        print(f"  {who:>18} < {lines[0]}", file=self.out)
+        for line in lines[1:]:
+            print(f"  {'':>18}   {line}", file=self.out)
+        if note:
+            print(f"  {'':>18}   [{note}]", file=self.out)
+
+    def note(self, text: str) -> None:
+        print(f"  {'':>18}   ({text})", file=self.out)
+
+
+class Scene(Protocol):
+    title: str
+
+    async def prepare(self, config: dict[str, Any]) -> None:
+        """Start this platform's emulator and add/patch its blocks in the config data."""
+
+    async def play(self, gateway_url: str, transcript: Transcript) -> bool:
+        """Send traffic through the running gateway; True when every reply arrived."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _scenes() -> list[Scene]:
+    scenes: list[Scene] = []
+    for target in CONNECTORS.values():
+        module_name = target.partition(":")[0] + ".demo"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # that connector has no demo scene (yet)
+            raise
+        scenes.append(module.Scene())
+    return scenes
+
+
+async def run_demo(
+    *, store_url: str | None = None, verbose: bool = False, out: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)
+    configure_logging("info" if verbose else "error")
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    state_dir = Path.cwd() / "var"
+    state_dir.mkdir(exist_ok=True)
+    data["store"]["url"] = store_url or f"sqlite:///{state_dir / 'demo.db'}"
+    scenes = _scenes()
+    transcript = Transcript(out)
+    ok = True
+    try:
+        for scene in scenes:
+            await scene.prepare(data)
+        config = parse_config(data, source=EXAMPLE_CONFIG)
+        personas = load_personas(config.personas_dir)
+        app = create_app(config, personas=personas)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # asyncio.Server
+        url = f"http://127.0.0.1:{port}"
+        print(
+            f"FlowBiz Gateway demo — gateway on {url}, store {config.store.url}, "
+            f"personas: {', '.join(sorted(personas))}",
+            file=out,
+        )
+        try:
+            for scene in scenes:
+                transcript.heading(scene.title)
+                ok = await scene.play(url, transcript) and ok
+        finally:
+            await runner.cleanup()
+    finally:
+        for scene in scenes:
+            await scene.close()
+    print("\nall replies delivered and verified" if ok else "\nSOME REPLIES WERE MISSING", file=out)
+    return 0 if ok else 1

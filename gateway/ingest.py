@@ -1,0 +1,79 @@
+"""Ingest: dedupe on the platform's event id and append to the inbox, before any ack.
+
+This is the only door into the pipeline. Web routes, Socket Mode, the SMTP listener and the
+IMAP poller all call :meth:`Ingestor.submit` and acknowledge to the platform only after it
+returns. The store group-commits concurrent submissions, so a burst of requests costs one
+transaction (SQLite) or one pipeline (Redis) rather than one round trip each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from gateway.errors import IngestUnavailableError, StoreError
+from gateway.metrics import Metrics
+from gateway.models import InboundMessage
+from gateway.observability import get_logger
+from gateway.store import Admission, Keyspace, Store
+
+__all__ = ["INBOX_GROUP", "Ingestor"]
+
+INBOX_GROUP = "workers"
+
+log = get_logger(__name__)
+
+
+class Ingestor:
+    def __init__(
+        self, *, store: Store, keyspace: Keyspace, metrics: Metrics, dedupe_ttl: float
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.metrics = metrics
+        self.dedupe_ttl = dedupe_ttl
+
+    def admission(self, message: InboundMessage) -> Admission:
+        conv = message.conversation
+        partition = self.keyspace.partition(conv.key)
+        scope = f"{conv.channel.value}:{conv.tenant}"
+        return Admission(
+            dedupe_key=self.keyspace.seen(partition, scope, message.event_id),
+            stream=self.keyspace.inbox(partition),
+            payload=message.model_dump_json().encode(),
+        )
+
+    async def submit(
+        self, messages: Sequence[InboundMessage], *, started: float | None = None
+    ) -> list[bool]:
+        """Make ``messages`` durable; per message, True if new and False if a duplicate.
+
+        Raises IngestUnavailableError when the store cannot take them: the caller must then
+        refuse the request so that the platform retries.
+        """
+        if not messages:
+            return []
+        begin = time.perf_counter() if started is None else started
+        try:
+            ids = await self.store.admit(
+                [self.admission(m) for m in messages], dedupe_ttl=self.dedupe_ttl
+            )
+        except StoreError as exc:
+            for m in messages:
+                self.metrics.inbound.labels(m.conversation.channel.value, "store_unavailable").inc()
+            log.error("ingest.store_unavailable", error=str(exc))
+            raise IngestUnavailableError("the message could not be stored; retry later") from exc
+        elapsed = time.perf_counter() - begin
+        flags = [entry_id is not None for entry_id in ids]
+        for message, new in zip(messages, flags, strict=True):
+            channel = message.conversation.channel.value
+            self.metrics.inbound.labels(channel, "accepted" if new else "duplicate").inc()
+            self.metrics.ingest_seconds.labels(channel).observe(elapsed)
+            log.debug(
+                "ingest.accepted" if new else "ingest.duplicate",
+                trace_id=message.trace_id,
+                tenant=message.conversation.tenant,
+                channel=channel,
+                event_id=message.event_id,
+            )
+        return flags

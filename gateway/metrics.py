@@ -1,0 +1,87 @@
+"""Prometheus metrics, one registry per app (so tests and several apps never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.inbound = Counter(
+            "flowbiz_inbound_total",
+            "Inbound requests/events by channel and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.ingest_seconds = Histogram(
+            "flowbiz_ingest_seconds",
+            "Time from request received to durable append",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "flowbiz_end_to_end_seconds",
+            "Time from inbound received to reply delivered",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_seconds = Histogram(
+            "flowbiz_agent_seconds",
+            "Agent answer time by persona",
+            ["persona", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "flowbiz_queue_depth",
+            "Entries not yet acknowledged, by queue",
+            ["queue"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "flowbiz_deliveries_total",
+            "Delivery attempts by channel and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "flowbiz_delivery_retries_total",
+            "Delivery retries scheduled, by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "flowbiz_dead_letters_total",
+            "Messages moved to the dead-letter list, by channel and reason",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.turns = Counter(
+            "flowbiz_turns_total",
+            "Inbound messages handled by the worker, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.channel_events = Counter(
+            "flowbiz_channel_events_total",
+            "Connector-specific events (unknown events, pushes, status callbacks…)",
+            ["channel", "event"],
+            registry=r,
+        )
+        self.listener_up = Gauge(
+            "flowbiz_listener_up",
+            "1 while a long-lived listener (socket, SMTP, IMAP) is connected",
+            ["listener"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,297 @@
+"""Partition ownership and per-conversation ordering, shared by the worker and dispatcher.
+
+Conversations are hashed onto partitions (:class:`~gateway.store.Keyspace`). Each role
+(``worker``, ``dispatcher``) spreads the partitions over its live processes with leases:
+a process holds about ``partitions / live processes`` of them, renews its leases while it
+lives, and drains a partition before it lets it go. Only the lease holder reads a
+partition's stream, so one conversation's entries are never handled by two processes at
+once, and within the process one task at a time handles each conversation, in stream
+order. Different conversations run concurrently up to ``max_in_flight`` entries.
+
+A process that dies stops renewing; once its leases expire another process takes the
+partitions and first claims every entry the dead one left pending (delivered, never
+acknowledged), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.errors import StoreError
+from gateway.metrics import Metrics
+from gateway.observability import get_logger
+from gateway.store import Keyspace, Store, StreamEntry
+
+__all__ = ["PartitionConsumer", "conversation_of"]
+
+log = get_logger(__name__)
+
+Handler = Callable[[int, StreamEntry], Awaitable[None]]
+
+
+def conversation_of(entry: StreamEntry) -> str:
+    """The ordering key of an inbox/outbox entry (both carry ``conversation``)."""
+    try:
+        conv = json.loads(entry.payload)["conversation"]
+        parts = [conv["tenant"], conv["channel"], conv["conversation_id"], conv.get("thread")]
+        return "/".join(str(p) for p in parts if p is not None)
+    except (ValueError, KeyError, TypeError):
+        return f"?{entry.id}"  # unparsable: its own queue; the handler dead-letters it
+
+
+@dataclass(slots=True)
+class _Owned:
+    partition: int
+    stream: str
+    draining: bool = False
+    in_flight: set[str] = field(default_factory=set)
+
+
+class PartitionConsumer:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keyspace: Keyspace,
+        role: str,
+        group: str,
+        stream_for: Callable[[int], str],
+        handler: Handler,
+        consumer_id: str,
+        metrics: Metrics,
+        lease_seconds: float = 10.0,
+        max_in_flight: int = 512,
+        read_count: int = 256,
+        block_seconds: float = 0.5,
+        stale_pending_seconds: float = 120.0,
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.role = role
+        self.group = group
+        self.stream_for = stream_for
+        self.handler = handler
+        self.consumer_id = consumer_id
+        self.metrics = metrics
+        self.lease_seconds = lease_seconds
+        self.max_in_flight = max_in_flight
+        self.read_count = read_count
+        self.block_seconds = block_seconds
+        self.stale_pending_seconds = stale_pending_seconds
+        self._owned: dict[int, _Owned] = {}
+        self._queues: dict[str, deque[tuple[_Owned, StreamEntry]]] = {}
+        self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._in_flight = 0
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._first_balance = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    @property
+    def owned_partitions(self) -> list[int]:
+        return sorted(self._owned)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._lease_loop(), name=f"{self.role}-leases"),
+            asyncio.create_task(self._read_loop(), name=f"{self.role}-reader"),
+        ]
+        # Wait for the first balancing round so a single process starts with its partitions.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_balance.wait(), timeout=self.lease_seconds)
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop reading, let in-flight work finish for ``grace`` s, hand back the rest."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        drainers = list(self._drainers.values())
+        for task in drainers:
+            task.cancel()  # unfinished entries stay pending; the next owner claims them
+        await asyncio.gather(*drainers, return_exceptions=True)
+        for owned in list(self._owned.values()):
+            with contextlib.suppress(StoreError):
+                await self.store.release_lease(
+                    self.keyspace.lease(self.role, owned.partition), self.consumer_id
+                )
+        self._owned.clear()
+
+    # -- leases --------------------------------------------------------------------------------
+    async def _lease_loop(self) -> None:
+        interval = self.lease_seconds / 3
+        rounds = 0
+        while not self._stopping:
+            try:
+                await self._balance()
+                if rounds % 10 == 0:
+                    await self._reclaim_stale()
+                    await self._report_depth()
+            except StoreError as exc:
+                log.warning("partitions.lease_round_failed", role=self.role, error=str(exc))
+            self._first_balance.set()
+            rounds += 1
+            await asyncio.sleep(interval)
+
+    async def _balance(self) -> None:
+        members = await self.store.heartbeat(
+            self.keyspace.members(self.role), self.consumer_id, ttl=self.lease_seconds
+        )
+        total = self.keyspace.partitions
+        target = math.ceil(total / max(1, len(members)))
+        # Renew what we hold; forget what we lost.
+        for p, owned in list(self._owned.items()):
+            key = self.keyspace.lease(self.role, p)
+            if owned.draining and not owned.in_flight:
+                await self.store.release_lease(key, self.consumer_id)
+                del self._owned[p]
+                log.info("partitions.released", role=self.role, partition=p)
+            elif not await self.store.acquire_lease(key, self.consumer_id, ttl=self.lease_seconds):
+                del self._owned[p]
+                log.warning("partitions.lease_lost", role=self.role, partition=p)
+        active = [o for o in self._owned.values() if not o.draining]
+        if len(active) > target:
+            for owned in sorted(active, key=lambda o: o.partition)[target:]:
+                owned.draining = True
+        elif len(active) < target:
+            # Start at an offset derived from our position so processes spread out.
+            offset = members.index(self.consumer_id) if self.consumer_id in members else 0
+            start = offset * target
+            for i in range(total):
+                if len([o for o in self._owned.values() if not o.draining]) >= target:
+                    break
+                p = (start + i) % total
+                if p in self._owned:
+                    continue
+                if await self.store.acquire_lease(
+                    self.keyspace.lease(self.role, p), self.consumer_id, ttl=self.lease_seconds
+                ):
+                    await self._adopt(p)
+
+    async def _adopt(self, partition: int) -> None:
+        stream = self.stream_for(partition)
+        await self.store.ensure_group(stream, self.group)
+        owned = _Owned(partition=partition, stream=stream)
+        self._owned[partition] = owned
+        # Whatever the previous owner left unacknowledged comes first, in order.
+        while True:
+            entries = await self.store.claim_pending(
+                stream, group=self.group, consumer=self.consumer_id, min_idle=0, count=500
+            )
+            for entry in entries:
+                self._enqueue(owned, entry)
+            if len(entries) < 500:
+                break
+        log.info("partitions.adopted", role=self.role, partition=partition)
+
+    async def _reclaim_stale(self) -> None:
+        """Entries pending far too long (e.g. a handler that crashed) are handled again."""
+        for owned in list(self._owned.values()):
+            entries = await self.store.claim_pending(
+                owned.stream,
+                group=self.group,
+                consumer=self.consumer_id,
+                min_idle=self.stale_pending_seconds,
+                count=100,
+            )
+            for entry in entries:
+                if entry.id not in owned.in_flight:
+                    self._enqueue(owned, entry)
+
+    async def _report_depth(self) -> None:
+        depth = 0
+        for owned in list(self._owned.values()):
+            depth += await self.store.backlog(owned.stream, self.group)
+        self.metrics.queue_depth.labels(self.role).set(depth)
+
+    # -- reading and ordering ------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while not self._stopping:
+            readable = [o for o in self._owned.values() if not o.draining]
+            if not readable:
+                await asyncio.sleep(0.05)
+                continue
+            await self._capacity.wait()
+            by_stream = {o.stream: o for o in readable}
+            try:
+                batch = await self.store.read_group(
+                    list(by_stream),
+                    group=self.group,
+                    consumer=self.consumer_id,
+                    count=max(1, min(self.read_count, self.max_in_flight - self._in_flight)),
+                    block=self.block_seconds,
+                )
+            except StoreError as exc:
+                log.warning("partitions.read_failed", role=self.role, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for stream, entry in batch:
+                owned = by_stream.get(stream)
+                if owned is not None:
+                    self._enqueue(owned, entry)
+
+    def _enqueue(self, owned: _Owned, entry: StreamEntry) -> None:
+        if entry.id in owned.in_flight:
+            return
+        owned.in_flight.add(entry.id)
+        self._in_flight += 1
+        self._idle.clear()
+        if self._in_flight >= self.max_in_flight:
+            self._capacity.clear()
+        conv = conversation_of(entry)
+        queue = self._queues.setdefault(conv, deque())
+        queue.append((owned, entry))
+        if conv not in self._drainers:
+            self._drainers[conv] = asyncio.create_task(self._drain(conv))
+
+    async def _drain(self, conv: str) -> None:
+        queue = self._queues[conv]
+        try:
+            while queue:
+                owned, entry = queue[0]
+                await self._handle(owned, entry)
+                queue.popleft()
+                owned.in_flight.discard(entry.id)
+                self._in_flight -= 1
+                if self._in_flight < self.max_in_flight:
+                    self._capacity.set()
+        finally:
+            if not queue:
+                del self._queues[conv]
+            del self._drainers[conv]
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, owned: _Owned, entry: StreamEntry) -> None:
+        for attempt in range(1, 4):
+            try:
+                await self.handler(owned.partition, entry)
+                return
+            except StoreError as exc:
+                # The store is flaky: wait and try the same entry again, keeping order.
+                log.warning(
+                    "partitions.handler_store_error",
+                    role=self.role,
+                    entry=entry.id,
+                    attempt=attempt,
+                    error=str(exc),
+                )
+                await asyncio.sleep(0.2 * attempt)
+        # Still failing: leave it pending; the stale-pending sweep hands it out again.
+        log.error("partitions.entry_left_pending", role=self.role, entry=entry.id)
