@@ -1,0 +1,92 @@
+"""Configuration: the example validates, and every problem is reported with its path."""
+
+import textwrap
+
+import pytest
+
+from gateway.cli import check_config, main
+from gateway.config import parse_config
+from gateway.demo import DEMO_SECRETS, EXAMPLE_CONFIG
+from gateway.errors import ConfigError
+from tests.harness import PERSONAS_DIR
+
+
+@pytest.fixture
+def demo_env(monkeypatch):
+    for name, value in DEMO_SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_example_config_is_valid(demo_env):
+    """The config the demo uses passes the same check `serve` runs."""
+    config, personas = check_config(EXAMPLE_CONFIG)
+    assert {"core", "docs", "infra"} <= set(personas)
+    http = config.tenants[0].channel("http")
+    assert http is not None
+    assert http.api_keys[0].get_secret_value() == "demo-api-key"
+
+
+def test_check_command_prints_every_problem_with_its_path(tmp_path, capsys, monkeypatch):
+    """`flowbiz check` lists all faults (core and channel blocks) and exits non-zero."""
+    monkeypatch.delenv("MISSING_SECRET", raising=False)
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            personas_dir: {PERSONAS_DIR}
+            store: {{partitions: 0}}
+            routing:
+              rules:
+                - persona: nobody
+                  regex: "(unclosed"
+            tenants:
+              - id: Bad Tenant
+                channels:
+                  - kind: carrier-pigeon
+                  - kind: http
+                    api_keys: [env:MISSING_SECRET]
+                    signing_secrets: [plain-text-secret]
+            """
+        )
+    )
+    assert main(["check", str(config)]) == 1
+    err = capsys.readouterr().err
+    for expected in (
+        "store.partitions",
+        "routing.rules.0.regex",
+        "tenants.0.id",
+        "tenants.0.channels.0.kind: unknown channel kind 'carrier-pigeon'",
+        "tenants.0.channels.1.api_keys.0: Value error, environment variable MISSING_SECRET",
+        "tenants.0.channels.1.signing_secrets.0",
+    ):
+        assert expected in err, expected
+    assert "plain-text-secret" not in err
+
+
+def test_unknown_persona_references_are_problems(tmp_path, demo_env):
+    """Routing to a persona that does not exist is caught before serving."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"personas_dir: {PERSONAS_DIR}\nrouting: {{default_persona: ghost}}\n"
+        "tenants: [{id: acme, default_persona: phantom}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_config(config)
+    paths = [p for p, _ in caught.value.problems]
+    assert paths == ["routing.default_persona", "tenants.0.default_persona"]
+
+
+def test_sqlite_path_is_relative_to_the_config_file(tmp_path):
+    """A relative SQLite URL lands next to the config file, not in the working directory."""
+    config = parse_config(
+        {"personas_dir": str(PERSONAS_DIR), "store": {"url": "sqlite://state/gw.db"}},
+        source=tmp_path / "gateway.yaml",
+    )
+    assert config.store.url == f"sqlite:///{tmp_path}/state/gw.db"
+
+
+def test_duplicate_tenants_are_refused():
+    """Two tenants with one id would make routing ambiguous."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"personas_dir": str(PERSONAS_DIR), "tenants": [{"id": "a"}, {"id": "a"}]})
+    assert caught.value.problems == [("tenants.1.id", "duplicate tenant id 'a'")]

@@ -1,0 +1,68 @@
+"""The normalised model: immutable, JSON round-trips, channel-neutral helpers."""
+
+import pydantic
+import pytest
+
+from gateway.models import (
+    Button,
+    Channel,
+    ConversationKey,
+    InboundMessage,
+    LineReplyContext,
+    OutboundMessage,
+    Participant,
+    PersonaPresentation,
+    new_id,
+)
+
+
+def _conv(**kw):
+    return ConversationKey(tenant="acme", channel=Channel.LINE, conversation_id="U1", **kw)
+
+
+def test_inbound_round_trips_with_typed_reply_context():
+    """The reply context comes back as the channel's own type after a JSON round trip."""
+    msg = InboundMessage(
+        event_id="ev1",
+        conversation=_conv(),
+        sender=Participant(id="U1"),
+        text="hi",
+        reply_context=LineReplyContext(destination="Ubot", source_id="U1", reply_token="rt"),
+    )
+    back = InboundMessage.model_validate_json(msg.model_dump_json())
+    assert back == msg
+    assert isinstance(back.reply_context, LineReplyContext)
+    assert back.reply_context.reply_token == "rt"
+
+
+def test_models_are_immutable():
+    """A message cannot be changed after creation (copies are explicit)."""
+    msg = InboundMessage(event_id="e", conversation=_conv(), sender=Participant(id="u"))
+    with pytest.raises(pydantic.ValidationError):
+        msg.text = "changed"  # type: ignore[misc]
+
+
+def test_conversation_key_is_unambiguous():
+    """Separators inside ids cannot make two conversations share a key."""
+    a = ConversationKey(tenant="t", channel=Channel.HTTP, conversation_id="a/b")
+    b = ConversationKey(tenant="t", channel=Channel.HTTP, conversation_id="a", thread="b")
+    assert a.key != b.key
+
+
+def test_buttons_degrade_to_numbered_text():
+    """Channels without buttons get the choices as numbered lines after the text."""
+    out = OutboundMessage(
+        conversation=_conv(),
+        persona=PersonaPresentation(name="core", display_name="Core"),
+        text="Pick one",
+        buttons=(Button(label="Yes", value="y"), Button(label="No", value="n")),
+        idempotency_key="k",
+    )
+    assert out.text_with_buttons() == "Pick one\n\n1. Yes\n2. No"
+
+
+def test_ids_are_unique_and_time_ordered():
+    """Gateway ids sort in creation order, so stores and logs read chronologically."""
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
