@@ -122,7 +122,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    assert rt.store is not None and rt.ingestor is not None  # opened by _store_ctx
+    assert rt.store is not None  # opened by _store_ctx
+    assert rt.ingestor is not None
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     rt.context.attach(store=rt.store, http=session, ingest=rt.ingestor)
     yield

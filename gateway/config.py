@@ -197,8 +197,10 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     store = data.get("store")
     if isinstance(store, dict):
         url = store.get("url")
-        if isinstance(url, str) and url.startswith("sqlite://") and not url.startswith(
-            "sqlite:///"
+        if (
+            isinstance(url, str)
+            and url.startswith("sqlite://")
+            and not url.startswith("sqlite:///")
         ):
             store["url"] = "sqlite:///" + str(base / url.removeprefix("sqlite://"))
 
@@ -262,7 +264,7 @@ def _with_raw_channels(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(tenant, dict) and isinstance(tenant.get("channels"), list):
             tenant = dict(tenant)
             tenant["channels"] = [
-                ChannelConfig.model_construct(kind=c.get("kind"), id=c.get("id") or "")
+                ChannelConfig.model_construct(kind=str(c["kind"]), id=str(c.get("id") or ""))
                 if isinstance(c, dict) and isinstance(c.get("kind"), str)
                 else c
                 for c in tenant["channels"]

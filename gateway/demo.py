@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.observability import configure_logging
 
-__all__ = ["EXAMPLE_CONFIG", "DEMO_SECRETS", "Scene", "Transcript", "run_demo"]
+__all__ = ["DEMO_SECRETS", "EXAMPLE_CONFIG", "Scene", "Transcript", "run_demo"]
 
 EXAMPLE_CONFIG = Path(__file__).parent / "examples" / "gateway.yaml"
 
@@ -111,9 +111,7 @@ async def run_demo(
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # asyncio.Server
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         print(
             f"FlowBiz Gateway demo — gateway on {url}, store {config.store.url}, "
             f"personas: {', '.join(sorted(personas))}",

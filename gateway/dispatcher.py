@@ -173,9 +173,7 @@ class Dispatcher:
         if pacing is None:
             return
         while True:
-            result = await self.store.take_tokens(
-                pacing.key, rate=pacing.rate, burst=pacing.burst
-            )
+            result = await self.store.take_tokens(pacing.key, rate=pacing.rate, burst=pacing.burst)
             if result.allowed:
                 return
             await asyncio.sleep(min(result.retry_after, 60.0))

@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["bind", "configure_logging", "get_logger", "mask"]
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "flowbiz_log_context", default={}
+    "flowbiz_log_context", default=_EMPTY
 )
 
 # Field names whose values are never written as they are.

@@ -109,7 +109,7 @@ class Worker:
             route = self.router.route(message, state, now)
             persona = self.personas[route.persona]
             reply = await self._answer(persona, message, state, route.remaining_text)
-            if reply.switch_persona in self.personas:
+            if reply.switch_persona is not None and reply.switch_persona in self.personas:
                 persona = self.personas[reply.switch_persona]
             outbound = [
                 OutboundMessage(
@@ -176,7 +176,8 @@ class Worker:
             "display_name": persona.display_name,
             "persona": persona.name,
             "tenant": message.conversation.tenant,
-            "tenant_name": (tenant.name if tenant is not None else "") or message.conversation.tenant,
+            "tenant_name": (tenant.name if tenant is not None else "")
+            or message.conversation.tenant,
             "channel": message.conversation.channel.value,
         }
         if message.kind in _SILENT_KINDS:
@@ -210,4 +211,3 @@ class Worker:
             return AgentReply.text(persona.failure_reply)
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply
-

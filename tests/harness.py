@@ -67,9 +67,7 @@ async def running_gateway(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    server = site._server  # aiohttp exposes the bound port only here
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    bound = runner.addresses[0][1]
     try:
         yield RunningGateway(url=f"http://127.0.0.1:{bound}", app=app, config=config)
     finally:

@@ -12,6 +12,7 @@ Replies reach the client two ways, both always available:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 from collections.abc import Sequence
@@ -218,10 +219,8 @@ class HttpApiConnector:
             if entries or remaining <= 0:
                 break
             # Woken at once by replies sent from this process; others are seen by polling.
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_reply.wait(), min(_POLL_INTERVAL, remaining))
-            except TimeoutError:
-                pass
         replies = [json.loads(e.payload) for e in entries]
         cursor = entries[-1].id if entries else after
         return InboundResult(response=InboundResponse.json({"replies": replies, "next": cursor}))

@@ -44,7 +44,6 @@ class Scene:
                 tenant="acme",
                 signing_secret=os.environ["ACME_HTTP_SIGNING_SECRET"],
             )
-            expected = 0
             for n, (conversation, user, text) in enumerate(_CONVERSATIONS):
                 transcript.customer(f"{user} (web)", text)
                 status, _ = await client.send(
@@ -54,17 +53,15 @@ class Scene:
                     user_name=user,
                     event_id=f"demo-{os.getpid()}-{n}",
                 )
-                expected += 1
                 try:
-                    received = await self.receiver.wait_for(expected, timeout=10)
+                    received = await self.receiver.wait_for(n + 1, timeout=10)
                 except TimeoutError:
                     transcript.note("no reply arrived")
                     return False
                 reply = received[-1].payload
                 transcript.bot(
                     reply["persona"]["display_name"],
-                    reply["text"]
-                    + "".join(f"\n[{b['label']}]" for b in reply["buttons"]),
+                    reply["text"] + "".join(f"\n[{b['label']}]" for b in reply["buttons"]),
                     note=f"HTTP {status}; webhook signature verified",
                 )
             # A retry of the same event must not produce a second reply.

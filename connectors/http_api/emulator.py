@@ -64,9 +64,7 @@ class CallbackReceiver:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        assert server is not None and server.sockets  # type: ignore[attr-defined]  # asyncio.Server
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # same
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
@@ -152,7 +150,10 @@ class HttpChannelClient:
         params = {"wait": str(wait)}
         if after is not None:
             params["after"] = after
-        url = f"{self.base_url}/v1/channels/http/{self.tenant}/conversations/{conversation_id}/replies"
+        url = (
+            f"{self.base_url}/v1/channels/http/{self.tenant}"
+            f"/conversations/{conversation_id}/replies"
+        )
         async with self.session.get(url, params=params, headers=self._auth(b"")) as response:
             response.raise_for_status()
             result: dict[str, Any] = await response.json()

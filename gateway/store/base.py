@@ -11,7 +11,8 @@ them. Values are bytes; callers own their encoding.
 Streams follow Redis Streams semantics: entry ids increase within a stream; a consumer group
 delivers each new entry to exactly one consumer; a delivered entry stays *pending* for its
 consumer until acknowledged; pending entries idle for long enough can be claimed by another
-consumer (the reclaim of a dead worker's work).
+consumer (the reclaim of a dead worker's work). Entry ids are opaque strings (decimal
+integers in SQLite, ``<ms>-<seq>`` in Redis): compare them only through the store.
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ class Store(Protocol):
         """Hand out entries never delivered to ``group``, as ``(stream, entry)`` pairs.
 
         Waits up to ``block`` seconds when there are none. Each returned entry becomes pending
-        for ``consumer``. Entries of one stream come in id order.
+        for ``consumer``. Entries of one stream come in id order. ``count`` caps the entries
+        taken from *each* stream (Redis ``COUNT`` semantics: one ``XREADGROUP`` over several
+        streams cannot cap the total), so a call may return up to ``count * len(streams)``.
+        The group is created (reading from the stream's start) if missing.
         """
         ...
 
@@ -175,7 +179,10 @@ class Store(Protocol):
         ...
 
     async def scan(self, prefix: str, *, limit: int = 1000) -> list[str]:
-        """Keys of records, states and streams starting with ``prefix`` (unordered)."""
+        """Live keys of records, states, streams and counters starting with ``prefix``
+        (unordered). Keys used only for buckets, leases and heartbeats may or may not be
+        listed (Redis cannot tell them apart), so give those their own prefixes.
+        """
         ...
 
     # -- counters, buckets, leases ----------------------------------------------------------------

@@ -56,7 +56,7 @@ class MemoryStore:
     async def aclose(self) -> None:
         return None
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _now() -> float:
         return time.monotonic()
@@ -87,7 +87,7 @@ class MemoryStore:
         self._records[key] = (b"1", self._exp(ttl))
         return True
 
-    # -- ingest --------------------------------------------------------------------------------------
+    # -- ingest --------------------------------------------------------------------------------
     async def admit(self, items: Sequence[Admission], *, dedupe_ttl: float) -> list[str | None]:
         return [
             self._append(item.stream, item.payload)
@@ -99,7 +99,7 @@ class MemoryStore:
     async def claim(self, key: str, *, ttl: float) -> bool:
         return self._claim(key, ttl)
 
-    # -- streams -------------------------------------------------------------------------------------
+    # -- streams -------------------------------------------------------------------------------
     async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:
         return self._append(stream, payload, maxlen)
 
@@ -111,12 +111,10 @@ class MemoryStore:
     ) -> list[tuple[str, StreamEntry]]:
         out: list[tuple[str, StreamEntry]] = []
         now = self._now()
-        for name in streams:
+        for name in dict.fromkeys(streams):
             s = self._stream(name)
             g = s.groups.setdefault(group, _Group())
-            for entry_id in sorted(i for i in s.entries if i > g.last_delivered):
-                if len(out) >= count:
-                    return out
+            for entry_id in sorted(i for i in s.entries if i > g.last_delivered)[:count]:
                 g.last_delivered = entry_id
                 g.pending[entry_id] = _Pending(consumer, now, 1)
                 out.append((name, StreamEntry(str(entry_id), s.entries[entry_id], 1)))
@@ -257,12 +255,19 @@ class MemoryStore:
         return self._delete(keys)
 
     async def scan(self, prefix: str, *, limit: int = 1000) -> list[str]:
-        keys: set[str] = set()
-        for table in (self._records, self._states, self._streams, self._counters):
-            keys.update(k for k in table if k.startswith(prefix))
+        keys: set[str] = {k for k in self._streams if k.startswith(prefix)}
+        keys.update(
+            k for k, v in self._records.items() if k.startswith(prefix) and self._alive(v[1])
+        )
+        keys.update(
+            k for k, v in self._states.items() if k.startswith(prefix) and self._alive(v[2])
+        )
+        keys.update(
+            k for k, v in self._counters.items() if k.startswith(prefix) and self._alive(v[1])
+        )
         return sorted(keys)[:limit]
 
-    # -- counters, buckets, leases ----------------------------------------------------------------
+    # -- counters, buckets, leases -------------------------------------------------------------
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         current = self._counters.get(key)
         if current is None or not self._alive(current[1]):

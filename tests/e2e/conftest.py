@@ -18,11 +18,9 @@ def http_channel_env(monkeypatch):
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture(params=["sqlite", "redis"] if __import__("os").environ.get("FB_TMP_MEMORY") is None else ["memory"])
+@pytest.fixture(params=["sqlite", "redis"])
 def store_url(request, tmp_path):
     """The URL of a fresh store, once for each real implementation."""
-    if request.param == "memory":
-        return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/gateway.db"
     return request.getfixturevalue("redis_url")

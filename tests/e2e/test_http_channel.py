@@ -93,7 +93,8 @@ async def _inbox_backlog(gw) -> int:
 async def test_message_is_answered_with_a_signed_webhook(client, receiver):
     """A signed message is acked 202 and its reply arrives as a verified webhook."""
     status, body = await client.send(conversation_id="c1", text="hello", user_name="Ann")
-    assert status == 202 and body["duplicate"] is False
+    assert status == 202
+    assert body["duplicate"] is False
     [reply] = await receiver.wait_for(1)
     assert reply.payload["text"] == "Hello Ann!"
     assert reply.payload["persona"]["display_name"] == "Core"
@@ -172,7 +173,9 @@ async def test_replies_can_be_long_polled(client):
     ],
     ids=["unknown-tenant", "malformed", "missing-fields", "too-large"],
 )
-async def test_bad_input_gets_a_clear_error_and_a_metric(gateway, session, path, body, status, error):
+async def test_bad_input_gets_a_clear_error_and_a_metric(
+    gateway, session, path, body, status, error
+):
     """Bad requests are refused with a reason and counted; the gateway keeps serving."""
     headers = {SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body)}
     payload = io.BytesIO(body) if len(body) > 1_000_000 else body  # large bodies as streams

@@ -47,7 +47,11 @@ def test_switch_command_wins_and_is_stripped(router):
     """`/persona docs …` picks docs and the agent sees only the rest of the text."""
     msg = _msg("/persona docs how to install")
     route = router.route(msg, _state(msg), utcnow())
-    assert (route.persona, route.reason, route.remaining_text) == ("docs", "switch", "how to install")
+    assert (route.persona, route.reason, route.remaining_text) == (
+        "docs",
+        "switch",
+        "how to install",
+    )
 
 
 def test_unknown_switch_target_is_ignored(router):
