@@ -1,0 +1,92 @@
+"""deploy/: what can be checked without a container engine is checked."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_validate import validate
+
+from gateway.config import parse_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PERSONAS = Path(__file__).resolve().parents[2] / "agents" / "personas"
+
+
+def _docs(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+@pytest.mark.parametrize("path", sorted((DEPLOY / "k8s").glob("*.yaml")), ids=lambda p: p.name)
+def test_kubernetes_manifests_match_their_schemas(path):
+    """Every manifest validates strictly against the Kubernetes API schemas."""
+    for doc in _docs(path):
+        validate(doc, "1.30.0", strict=True)
+
+
+@pytest.mark.parametrize("role", ["web", "worker"])
+def test_deployments_probe_health_and_readiness(role):
+    """Both roles run as non-root with liveness on /healthz and readiness on /readyz."""
+    [deployment] = _docs(DEPLOY / "k8s" / f"deployment-{role}.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["args"][container["args"].index("--role") + 1] == role
+
+
+def _with_demo_env(monkeypatch):
+    monkeypatch.setenv("ACME_HTTP_API_KEY", "k")
+    monkeypatch.setenv("ACME_HTTP_SIGNING_SECRET", "s")
+
+
+def test_shipped_gateway_configs_are_valid(monkeypatch):
+    """The config in the ConfigMap and the compose config pass the gateway's own check."""
+    _with_demo_env(monkeypatch)
+    [configmap] = _docs(DEPLOY / "k8s" / "configmap.yaml")
+    for data in (
+        yaml.safe_load(configmap["data"]["gateway.yaml"]),
+        yaml.safe_load((DEPLOY / "gateway.compose.yaml").read_text()),
+    ):
+        data["personas_dir"] = str(PERSONAS)  # the image's site-packages path is not here
+        config = parse_config(data)
+        assert config.store.url.startswith("redis://")
+
+
+def test_compose_runs_redis_with_aof_and_both_roles():
+    """Compose keeps acknowledged messages durable (AOF) and splits web and worker."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert "--appendonly" in compose["services"]["redis"]["command"]
+    roles = {
+        name: svc["command"][svc["command"].index("--role") + 1]
+        for name, svc in compose["services"].items()
+        if "command" in svc and "--role" in svc["command"]
+    }
+    assert roles == {"web": "web", "worker": "worker"}
+
+
+def test_image_entrypoint_runs_the_cli():
+    """The container's entrypoint hands its arguments to `flowbiz` (here: --help)."""
+    bindir = Path(sys.executable).parent
+    assert shutil.which("flowbiz", path=str(bindir)), "flowbiz console script not installed"
+    result = subprocess.run(  # noqa: S603 - our own entrypoint script
+        ["/bin/sh", str(DEPLOY / "entrypoint.sh"), "--help"],  # noqa: S607 - fixed system shell
+        env={**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout
+
+
+def test_systemd_unit_runs_a_role_per_instance():
+    """The systemd template passes its instance name as the role."""
+    unit = (DEPLOY / "systemd" / "flowbiz-gateway@.service").read_text()
+    assert "--role %i" in unit
+    assert "User=flowbiz" in unit
