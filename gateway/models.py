@@ -132,6 +132,8 @@ class SlackReplyContext(_Frozen):
     response_url: str | None = None
     command: str | None = None
     ephemeral_user: str | None = None
+    # Set for slash commands and clicks on ephemeral messages: how the answer is shown.
+    response_type: Literal["in_channel", "ephemeral"] | None = None
 
 
 class LineReplyContext(_Frozen):
@@ -150,16 +152,19 @@ class WhatsAppReplyContext(_Frozen):
     to_address: str  # whatsapp:+15557654321 — the tenant's sender
     messaging_service_sid: str | None = None
     wa_id: str | None = None
+    profile_name: str | None = None  # the customer's WhatsApp profile name, for templates
 
 
 class EmailReplyContext(_Frozen):
     kind: Literal["email"] = "email"
-    message_id: str
+    message_id: str  # the inbound Message-ID without brackets ("" when it had none)
     subject: str = ""
     from_address: str
-    to_address: str
+    from_name: str | None = None
+    to_address: str  # our address that received it: the reply comes from there
     reply_to: str | None = None
-    references: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()  # the inbound References, root first
+    persona_hint: str | None = None  # the persona configured for to_address, if any
 
 
 ReplyContext = Annotated[

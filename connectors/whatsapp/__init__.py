@@ -1,0 +1,10 @@
+"""WhatsApp through Twilio: signed webhooks (also behind proxies), the 24-hour window and
+templates, split replies, delivery receipts from status callbacks."""
+
+from connectors.whatsapp.connector import (
+    WhatsAppChannelConfig,
+    WhatsAppConnector,
+    WhatsAppTemplate,
+)
+
+__all__ = ["WhatsAppChannelConfig", "WhatsAppConnector", "WhatsAppTemplate"]

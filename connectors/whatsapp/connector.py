@@ -1,0 +1,757 @@
+"""WhatsApp through Twilio: signed form webhooks in, the Messages API out, status callbacks.
+
+Inbound, ``POST /whatsapp/webhook``: the form's ``To`` (or ``MessagingServiceSid``) picks
+the channel, ``X-Twilio-Signature`` is checked against the URL Twilio called (see
+:mod:`connectors.whatsapp.signature`), the message is made durable (deduped on
+``MessageSid``) and Twilio gets an empty TwiML ``<Response />`` at once.
+
+Outbound goes through the twilio SDK's async client. Inside the 24-hour customer-service
+window (since the conversation's last inbound message) replies are free-form, split at
+1,600 characters; outside it the persona's approved template (ContentSid) is sent, or the
+message is dead-lettered with reason "window closed".
+
+Status callbacks, ``POST /whatsapp/status`` (signed the same way), become
+:class:`~gateway.models.DeliveryReceipt` entries on the conversation; ``failed`` and
+``undelivered`` also land in the dead-letter list with Twilio's ErrorCode.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode
+
+import aiohttp
+from multidict import MultiDict
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+
+from agents.base import fill_template
+from connectors.base import (
+    ChannelCapabilities,
+    ConnectorContext,
+    InboundRequest,
+    InboundResponse,
+    InboundResult,
+    Pacing,
+    Route,
+)
+from connectors.whatsapp.signature import parse_form, signed_url, verify_signature
+from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.deadletters import DeadLetter
+from gateway.errors import (
+    ConfigError,
+    IngestUnavailableError,
+    PayloadError,
+    PermanentDeliveryError,
+    StoreError,
+    TransientDeliveryError,
+    UnknownTenantError,
+)
+from gateway.models import (
+    Attachment,
+    Channel,
+    ConversationKey,
+    DeliveryReceipt,
+    EventKind,
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    WhatsAppReplyContext,
+    utcnow,
+)
+from gateway.observability import get_logger
+from gateway.state import ConversationState
+from gateway.store import Admission
+
+__all__ = [
+    "BODY_LIMIT",
+    "WhatsAppChannelConfig",
+    "WhatsAppConnector",
+    "WhatsAppTemplate",
+    "split_body",
+]
+
+log = get_logger(__name__)
+
+BODY_LIMIT = 1600  # characters per Messages API Body
+WEBHOOK_PATH = "/whatsapp/webhook"
+STATUS_PATH = "/whatsapp/status"
+_EMPTY_TWIML = str(MessagingResponse().to_xml()).encode()
+_ADDRESS = re.compile(r"^whatsapp:\+[1-9][0-9]{6,14}$")
+_MAX_MEDIA = 10
+
+# Twilio error codes worth another try (the HTTP status alone says 4xx for some of them).
+_RETRYABLE_CODES = frozenset({20429, 20500, 20503, 30001, 63018})
+_WINDOW_CLOSED_CODE = 63016
+_ReceiptStatus = Literal["sent", "queued", "delivered", "read", "failed", "undelivered"]
+# Message statuses as Twilio reports them → the receipt's status.
+_RECEIPT_STATUS: dict[str, _ReceiptStatus] = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "partially_delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
+}
+_DEAD_STATUSES = frozenset({"failed", "undelivered"})
+
+
+class WhatsAppTemplate(BaseModel):
+    """An approved Content template, sent when the 24-hour window is closed.
+
+    ``variables`` maps the template's placeholders ("1", "2", …) to text in which
+    ``$profile_name``, ``$persona``, ``$display_name``, ``$tenant`` and ``$text`` (the reply
+    the persona wanted to send) are filled in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class WhatsAppChannelConfig(ChannelConfig):
+    kind: Literal["whatsapp"] = "whatsapp"
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: Secret
+    from_number: str | None = Field(default=None, pattern=_ADDRESS.pattern)
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    # The scheme://host[:port][/prefix] Twilio calls; the webhook URL in the console is this
+    # + /whatsapp/webhook. Falls back to http.public_base_url.
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    status_callback: bool = True
+    templates: dict[str, WhatsAppTemplate] = Field(default_factory=dict)  # persona → template
+    window_hours: float = Field(default=24, gt=0)
+    max_sends_per_second: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_sender(self) -> WhatsAppChannelConfig:
+        if self.from_number is None and self.messaging_service_sid is None:
+            raise ValueError("give from_number (whatsapp:+…) or messaging_service_sid")
+        return self
+
+
+@dataclass(slots=True)
+class _Channel:
+    tenant: str
+    config: WhatsAppChannelConfig
+    validator: RequestValidator
+    public_base_url: str | None
+    client: Any = None  # twilio.rest.Client, built inside the running loop
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    body: str | None = None
+    media_url: str | None = None
+    content_sid: str | None = None
+    content_variables: str | None = None
+
+
+# The response of the Twilio call made by the current task: the SDK's exceptions carry no
+# headers, and Retry-After is only in the response.
+_last_response: contextvars.ContextVar[list[TwilioResponse] | None] = contextvars.ContextVar(
+    "whatsapp_last_response", default=None
+)
+
+
+class _HeaderKeepingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
+    """The SDK's aiohttp client, also handing the raw response to the calling task."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        if auth is not None:
+            # aiohttp 3.14 deprecates the BasicAuth object the SDK builds from ``auth``; the
+            # same Authorization header, set directly (the SDK never logs that header).
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        response: TwilioResponse = await super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=None,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+        holder = _last_response.get()
+        if holder is not None:
+            holder.append(response)
+        return response
+
+
+def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
+    """Cut ``text`` into ordered parts of at most ``limit`` characters, at a line break or
+    space when one is near the limit."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n", 0, limit + 1), rest.rfind(" ", 0, limit + 1))
+        if cut < limit // 2:
+            cut = limit  # no good break point: cut hard rather than send tiny parts
+            parts.append(rest[:cut])
+            rest = rest[cut:]
+        else:
+            parts.append(rest[:cut].rstrip())
+            rest = rest[cut + 1 :]
+    if rest or not parts:
+        parts.append(rest)
+    return parts
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - utcnow()).total_seconds())
+
+
+def _attachment_kind(
+    mime: str,
+) -> Literal["image", "video", "audio", "file", "sticker", "location", "other"]:
+    major = mime.split("/", 1)[0].lower()
+    if mime.lower() == "image/webp":
+        return "sticker"  # WhatsApp stickers arrive as webp images
+    if major in ("image", "video", "audio"):
+        return major  # type: ignore[return-value]  # narrowed by the membership test above
+    return "file"
+
+
+class WhatsAppConnector:
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+    capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
+        buttons=False,  # free-form quick replies need a Content template; sent as text lines
+        threads=False,
+        max_text_length=BODY_LIMIT,
+        markdown=True,  # WhatsApp renders *bold*, _italic_, ~strike~
+        attachments=True,
+    )
+    config_model: ClassVar[type[ChannelConfig]] = WhatsAppChannelConfig
+
+    def __init__(
+        self,
+        *,
+        context: ConnectorContext,
+        channels: Sequence[tuple[TenantConfig, ChannelConfig]],
+    ) -> None:
+        self.context = context
+        self._channels: list[_Channel] = []
+        self._by_sender: dict[str, _Channel] = {}
+        self._by_service: dict[str, _Channel] = {}
+        problems: list[tuple[str, str]] = []
+        for tenant, config in channels:
+            if not isinstance(config, WhatsAppChannelConfig):
+                continue
+            channel = _Channel(
+                tenant=tenant.id,
+                config=config,
+                validator=RequestValidator(config.auth_token.get_secret_value()),
+                public_base_url=config.public_base_url or context.config.http.public_base_url,
+            )
+            if config.status_callback and channel.public_base_url is None:
+                problems.append(
+                    (
+                        f"tenants.{tenant.id}.channels.{config.name}.status_callback",
+                        "status callbacks need public_base_url (the URL Twilio calls back)",
+                    )
+                )
+            self._channels.append(channel)
+            for table, key in (
+                (self._by_sender, config.from_number),
+                (self._by_service, config.messaging_service_sid),
+            ):
+                if key is None:
+                    continue
+                if key in table:
+                    problems.append(
+                        (f"tenants.{tenant.id}.channels.{config.name}", f"{key} is used twice")
+                    )
+                table[key] = channel
+        if problems:
+            raise ConfigError(problems)
+        self._http: AsyncTwilioHttpClient | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route("POST", WEBHOOK_PATH, self.receive, "whatsapp.webhook"),
+            Route("POST", STATUS_PATH, self.status, "whatsapp.status"),
+        ]
+
+    async def start(self) -> None:
+        self._ensure_clients()
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+            for channel in self._channels:
+                channel.client = None
+
+    def _ensure_clients(self) -> None:
+        """Build the SDK clients; must run inside the event loop (aiohttp session)."""
+        if self._http is not None:
+            return
+        self._http = _HeaderKeepingHttpClient()
+        for channel in self._channels:
+            config = channel.config
+            client = Client(
+                config.account_sid,
+                config.auth_token.get_secret_value(),
+                http_client=self._http,
+                environment={},  # never pick up TWILIO_* variables meant for something else
+            )
+            if config.api_base_url:
+                # Domain.absolute_url joins base_url and /2010-04-01/…: the emulator, a proxy.
+                client.api.base_url = config.api_base_url.rstrip("/")
+            channel.client = client
+
+    def pacing(self, message: OutboundMessage) -> Pacing | None:
+        channel = self._channel_for_outbound(message)
+        if channel is None or channel.config.max_sends_per_second is None:
+            return None
+        rate = channel.config.max_sends_per_second
+        sender = channel.config.messaging_service_sid or channel.config.from_number or ""
+        key = self.context.keyspace.channel_record("whatsapp", f"pace:{sender}")
+        return Pacing(key=key, rate=rate, burst=max(1.0, rate))
+
+    # -- inbound ---------------------------------------------------------------------------------
+    def _channel_for_inbound(self, form: MultiDict[str], *, ours: str) -> _Channel:
+        """The channel owning the request: our address (``ours``) or the Messaging Service."""
+        channel = self._by_sender.get(form.get(ours, ""))
+        if channel is None:
+            channel = self._by_service.get(form.get("MessagingServiceSid", ""))
+        if channel is None:
+            raise UnknownTenantError(f"no WhatsApp channel for this {ours} / MessagingServiceSid")
+        account = form.get("AccountSid")
+        if account is not None and account != channel.config.account_sid:
+            raise UnknownTenantError("AccountSid does not match the channel's account")
+        return channel
+
+    def verify(self, request: InboundRequest, form: MultiDict[str], channel: _Channel) -> None:
+        """X-Twilio-Signature against the URL Twilio called; VerificationError (403) if not."""
+        url = signed_url(
+            request,
+            public_base_url=channel.public_base_url,
+            trusted_proxies=channel.config.trusted_proxies,
+        )
+        verify_signature(
+            request, form, validator=channel.validator, url=url, channel=channel.config.name
+        )
+
+    async def receive(self, request: InboundRequest) -> InboundResult:
+        form = parse_form(request)
+        channel = self._channel_for_inbound(form, ours="To")
+        self.verify(request, form, channel)
+        message = self._parse(channel, form)
+        return InboundResult(
+            messages=[message],
+            response=InboundResponse(body=_EMPTY_TWIML, content_type="text/xml"),
+        )
+
+    def _parse(self, channel: _Channel, form: MultiDict[str]) -> InboundMessage:
+        sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
+        customer = form.get("From", "")
+        ours = form.get("To", "")
+        if not re.fullmatch(r"[SM]M[0-9a-fA-F]{32}", sid):
+            raise PayloadError("MessageSid is missing or malformed")
+        if not _ADDRESS.match(customer) or not _ADDRESS.match(ours):
+            raise PayloadError("From and To must be whatsapp:+<number> addresses")
+        attachments = self._attachments(form)
+        events = self.context.metrics.channel_events
+        payload = form.get("ButtonPayload")
+        if payload:
+            kind, text = EventKind.ACTION, payload
+            events.labels("whatsapp", "button_reply").inc()
+        else:
+            kind, text = EventKind.MESSAGE, form.get("Body", "")
+        if attachments:
+            events.labels("whatsapp", "media_received").inc()
+        profile = form.get("ProfileName") or None
+        return InboundMessage(
+            event_id=sid,
+            conversation=ConversationKey(
+                tenant=channel.tenant, channel=Channel.WHATSAPP, conversation_id=customer
+            ),
+            sender=Participant(id=customer, display_name=profile),
+            kind=kind,
+            text=text,
+            attachments=attachments,
+            reply_context=WhatsAppReplyContext(
+                from_address=customer,
+                to_address=ours,
+                messaging_service_sid=form.get("MessagingServiceSid") or None,
+                wa_id=form.get("WaId") or None,
+                profile_name=profile,
+            ),
+            raw={key: form.getall(key)[0] for key in form},
+        )
+
+    @staticmethod
+    def _attachments(form: MultiDict[str]) -> tuple[Attachment, ...]:
+        try:
+            count = int(form.get("NumMedia", "0") or "0")
+        except ValueError as exc:
+            raise PayloadError("NumMedia is not a number") from exc
+        if not 0 <= count <= _MAX_MEDIA:
+            raise PayloadError("NumMedia is out of range")
+        found: list[Attachment] = []
+        for n in range(count):
+            url = form.get(f"MediaUrl{n}")
+            if not url:
+                raise PayloadError(f"MediaUrl{n} is missing")
+            mime = form.get(f"MediaContentType{n}", "application/octet-stream")
+            found.append(Attachment(kind=_attachment_kind(mime), mime_type=mime, url=url))
+        latitude, longitude = form.get("Latitude"), form.get("Longitude")
+        if latitude and longitude:
+            found.append(
+                Attachment(
+                    kind="location",
+                    name=form.get("Label") or None,
+                    extra={
+                        "latitude": latitude,
+                        "longitude": longitude,
+                        "address": form.get("Address") or None,
+                    },
+                )
+            )
+        return tuple(found)
+
+    # -- status callbacks ------------------------------------------------------------------------
+    async def status(self, request: InboundRequest) -> InboundResult:
+        form = parse_form(request)
+        channel = self._channel_for_status(request, form)
+        self.verify(request, form, channel)
+        sid = form.get("MessageSid") or form.get("SmsSid") or ""
+        twilio_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+        if not sid or not twilio_status:
+            raise PayloadError("MessageSid and MessageStatus are required")
+        events = self.context.metrics.channel_events
+        receipt_status = _RECEIPT_STATUS.get(twilio_status)
+        ok = InboundResult(response=InboundResponse(body=_EMPTY_TWIML, content_type="text/xml"))
+        if receipt_status is None:
+            events.labels("whatsapp", "status_other").inc()
+            return ok
+        events.labels("whatsapp", f"status_{twilio_status}").inc()
+        try:
+            record = await self._outbound_record(request.query.get("ob"), sid)
+            if record is None:
+                events.labels("whatsapp", "status_unmatched").inc()
+                log.warning("whatsapp.status_unmatched", message_sid=sid, status=twilio_status)
+                return ok
+            await self._store_status(channel, form, record, sid, twilio_status, receipt_status)
+        except StoreError as exc:
+            raise IngestUnavailableError("the status could not be stored; retry later") from exc
+        return ok
+
+    def _channel_for_status(self, request: InboundRequest, form: MultiDict[str]) -> _Channel:
+        tenant, name = request.query.get("tenant"), request.query.get("channel")
+        if tenant is not None:
+            for channel in self._channels:
+                if channel.tenant == tenant and channel.config.name == (name or "whatsapp"):
+                    return channel
+            raise UnknownTenantError("no WhatsApp channel for this status callback")
+        # Callbacks configured on the Messaging Service in the console carry no query.
+        return self._channel_for_inbound(form, ours="From")
+
+    async def _outbound_record(self, outbound_id: str | None, sid: str) -> dict[str, Any] | None:
+        store, keys = self.context.store, self.context.keyspace
+        if outbound_id is None:
+            found = await store.get_record(keys.channel_record("whatsapp", f"sid:{sid}"))
+            if found is None:
+                return None
+            outbound_id = found.decode()
+        raw = await store.get_record(keys.channel_record("whatsapp", f"out:{outbound_id}"))
+        if raw is None:
+            return None
+        record: dict[str, Any] = json.loads(raw)
+        return record
+
+    async def _store_status(
+        self,
+        channel: _Channel,
+        form: MultiDict[str],
+        record: Mapping[str, Any],
+        sid: str,
+        twilio_status: str,
+        receipt_status: _ReceiptStatus,
+    ) -> None:
+        ctx = self.context
+        conv = ConversationKey.model_validate(record["conversation"])
+        partition = ctx.keyspace.partition(conv.key)
+        error_code = form.get("ErrorCode") or None
+        receipt = DeliveryReceipt(
+            outbound_id=record["outbound_id"],
+            idempotency_key=record["idempotency_key"],
+            channel=Channel.WHATSAPP,
+            status=receipt_status,
+            platform_message_id=sid,
+            detail={
+                "twilio_status": twilio_status,
+                "error_code": error_code,
+                "source": "status_callback",
+            },
+        )
+        scope = f"whatsapp-status:{channel.tenant}"
+        admissions = [
+            Admission(
+                dedupe_key=ctx.keyspace.seen(partition, scope, f"{sid}:{twilio_status}"),
+                stream=ctx.keyspace.receipts(conv.key),
+                payload=receipt.model_dump_json().encode(),
+            )
+        ]
+        if twilio_status in _DEAD_STATUSES:
+            window = error_code == str(_WINDOW_CLOSED_CODE)
+            letter = DeadLetter(
+                kind="outbound",
+                reason=(
+                    f"Twilio reported {twilio_status}"
+                    + (f" with error {error_code}" if error_code else "")
+                    + (" (window closed)" if window else "")
+                ),
+                code=error_code or twilio_status,
+                attempts=1,
+                channel=Channel.WHATSAPP.value,
+                tenant=conv.tenant,
+                conversation=conv.key,
+                partition=partition,
+                message=record.get("message"),
+            )
+            admissions.append(
+                Admission(
+                    dedupe_key=ctx.keyspace.seen(partition, scope, f"{sid}:{twilio_status}:dead"),
+                    stream=ctx.keyspace.dead_letters(partition),
+                    payload=letter.model_dump_json().encode(),
+                )
+            )
+        added = await ctx.store.admit(admissions, dedupe_ttl=ctx.config.store.dedupe_ttl_seconds)
+        if len(added) > 1 and added[1] is not None:
+            ctx.metrics.dead_letters.labels("whatsapp", error_code or twilio_status).inc()
+            log.warning(
+                "whatsapp.delivery_failed",
+                message_sid=sid,
+                status=twilio_status,
+                error_code=error_code,
+                conversation=conv.key,
+            )
+
+    # -- outbound --------------------------------------------------------------------------------
+    def _channel_for_outbound(self, message: OutboundMessage) -> _Channel | None:
+        tenant = message.conversation.tenant
+        context = message.reply_context
+        candidates = [c for c in self._channels if c.tenant == tenant]
+        if isinstance(context, WhatsAppReplyContext):
+            for channel in candidates:
+                if context.to_address == channel.config.from_number or (
+                    context.messaging_service_sid is not None
+                    and context.messaging_service_sid == channel.config.messaging_service_sid
+                ):
+                    return channel
+        return candidates[0] if candidates else None
+
+    async def _window_open(self, conv: ConversationKey, config: WhatsAppChannelConfig) -> bool:
+        """Inside the customer-service window: a customer message less than 24 h ago."""
+        current = await self.context.store.get_state(self.context.keyspace.state(conv.key))
+        if current is None:
+            return False
+        last: datetime | None = ConversationState.model_validate_json(current.value).last_inbound_at
+        return last is not None and utcnow() - last < timedelta(hours=config.window_hours)
+
+    def _session_parts(self, message: OutboundMessage) -> list[_Part]:
+        text = message.text_with_buttons()
+        if message.persona.signature and text:
+            text = f"{text}\n\n{message.persona.signature}"
+        parts = [_Part(body=chunk) for chunk in split_body(text)] if text else []
+        # WhatsApp carries one media item per message: each attachment is its own message.
+        parts += [_Part(media_url=a.url) for a in message.attachments if a.url]
+        return parts
+
+    def _template_part(self, message: OutboundMessage, channel: _Channel) -> _Part:
+        template = channel.config.templates.get(message.persona.name)
+        if template is None:
+            self.context.metrics.channel_events.labels("whatsapp", "window_closed").inc()
+            raise PermanentDeliveryError(
+                "window closed: no customer message in the last "
+                f"{channel.config.window_hours:g} h and no approved template for persona "
+                f"{message.persona.name!r}",
+                code="window_closed",
+            )
+        context = message.reply_context
+        profile = context.profile_name if isinstance(context, WhatsAppReplyContext) else None
+        values = {
+            "profile_name": profile or "",
+            "persona": message.persona.name,
+            "display_name": message.persona.display_name,
+            "tenant": message.conversation.tenant,
+            "text": message.text,
+        }
+        variables = {k: fill_template(v, values) for k, v in template.variables.items()}
+        self.context.metrics.channel_events.labels("whatsapp", "template_sent").inc()
+        return _Part(
+            content_sid=template.content_sid,
+            content_variables=json.dumps(variables) if variables else None,
+        )
+
+    def _status_callback_url(self, channel: _Channel, message: OutboundMessage) -> str | None:
+        if not channel.config.status_callback or channel.public_base_url is None:
+            return None
+        query = urlencode(
+            {"tenant": channel.tenant, "channel": channel.config.name, "ob": message.id}
+        )
+        return f"{channel.public_base_url.rstrip('/')}{STATUS_PATH}?{query}"
+
+    async def send(self, message: OutboundMessage) -> DeliveryReceipt:
+        conv = message.conversation
+        channel = self._channel_for_outbound(message)
+        if channel is None:
+            raise PermanentDeliveryError(f"no WhatsApp channel for tenant {conv.tenant!r}")
+        self._ensure_clients()  # worker-only processes never call start()
+        context = message.reply_context
+        to = context.from_address if isinstance(context, WhatsAppReplyContext) else None
+        to = to or conv.conversation_id
+        window_open = await self._window_open(conv, channel.config)
+        parts = (
+            self._session_parts(message) if window_open else [self._template_part(message, channel)]
+        )
+        ctx = self.context
+        ttl = ctx.config.store.dedupe_ttl_seconds
+        await ctx.store.put_record(
+            ctx.keyspace.channel_record("whatsapp", f"out:{message.id}"),
+            json.dumps(
+                {
+                    "outbound_id": message.id,
+                    "idempotency_key": message.idempotency_key,
+                    "conversation": conv.model_dump(mode="json"),
+                    "message": message.model_dump(mode="json"),
+                }
+            ).encode(),
+            ttl=ttl,
+        )
+        callback = self._status_callback_url(channel, message)
+        sids: list[str] = []
+        statuses: list[str] = []
+        for n, part in enumerate(parts):
+            # A retry after a partial success must not post the parts that went out already.
+            sent_key = ctx.keyspace.conversation_record(
+                conv.key, f"wa_sent:{message.idempotency_key}:{n}"
+            )
+            already = await ctx.store.get_record(sent_key)
+            if already is not None:
+                sids.append(already.decode())
+                continue
+            sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
+            await ctx.store.put_record(sent_key, sid.encode(), ttl=ttl)
+            await ctx.store.put_record(
+                ctx.keyspace.channel_record("whatsapp", f"sid:{sid}"), message.id.encode(), ttl=ttl
+            )
+            sids.append(sid)
+            statuses.append(status)
+        return DeliveryReceipt(
+            outbound_id=message.id,
+            idempotency_key=message.idempotency_key,
+            channel=Channel.WHATSAPP,
+            status=_RECEIPT_STATUS.get(statuses[-1] if statuses else "queued", "queued"),
+            platform_message_id=sids[0] if sids else None,
+            detail={
+                "message_sids": sids,
+                "window": "open" if window_open else "closed",
+                "content_sid": parts[0].content_sid if parts else None,
+            },
+        )
+
+    async def _create(
+        self, channel: _Channel, *, to: str, part: _Part, status_callback: str | None
+    ) -> tuple[str, str]:
+        """One Messages API create through the SDK; Twilio's failures classified."""
+        config = channel.config
+        kwargs: dict[str, Any] = {"to": to}
+        if config.messaging_service_sid is not None:
+            kwargs["messaging_service_sid"] = config.messaging_service_sid
+        else:
+            kwargs["from_"] = config.from_number
+        if part.body is not None:
+            kwargs["body"] = part.body
+        if part.media_url is not None:
+            kwargs["media_url"] = [part.media_url]
+        if part.content_sid is not None:
+            kwargs["content_sid"] = part.content_sid
+        if part.content_variables is not None:
+            kwargs["content_variables"] = part.content_variables
+        if status_callback is not None:
+            kwargs["status_callback"] = status_callback
+        responses: list[TwilioResponse] = []
+        token = _last_response.set(responses)
+        try:
+            created = await channel.client.messages.create_async(**kwargs)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            headers = responses[-1].headers if responses else None
+            raise _classify(exc, headers) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # The connection never opened, so Twilio cannot have the message: retry.
+            raise TransientDeliveryError(
+                f"cannot reach the Messages API: {type(exc).__name__}", code="network"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise PermanentDeliveryError(
+                f"Messages API call broke off: {type(exc).__name__}; Twilio may have the message",
+                code="outcome_unknown",
+            ) from exc
+        finally:
+            _last_response.reset(token)
+        return str(created.sid), str(created.status or "queued")
+
+
+def _classify(
+    exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str] | None
+) -> TransientDeliveryError | PermanentDeliveryError:
+    status = int(exc.status)
+    code = int(exc.code) if exc.code is not None else None
+    label = str(code if code is not None else status)
+    if code == _WINDOW_CLOSED_CODE:
+        return PermanentDeliveryError(
+            "window closed: Twilio error 63016 (outside the 24-hour window, no template)",
+            code="window_closed",
+        )
+    if status == 429 or status >= 500 or code in _RETRYABLE_CODES:
+        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+        return TransientDeliveryError(
+            f"Messages API answered HTTP {status}, error {label}",
+            retry_after=retry_after,
+            code=label,
+        )
+    return PermanentDeliveryError(
+        f"Messages API refused the message: HTTP {status}, error {label}", code=label
+    )
