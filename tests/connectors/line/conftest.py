@@ -1,0 +1,220 @@
+"""Fixtures for the LINE channel: the emulator, a signed webhook sender, a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.base import AgentReply
+from agents.registry import AGENT_KINDS
+from connectors.line.emulator import LineEmulator, LineWebhookSender
+from gateway.ingest import INBOX_GROUP
+from tests.harness import RunningGateway, base_config, running_gateway
+
+DEST = "U" + "a1" * 16
+DEST_2 = "U" + "b2" * 16
+SECRET = "line-channel-secret-one"
+SECRET_2 = "line-channel-secret-two"
+TOKEN = "line-access-token-one"
+TOKEN_2 = "line-access-token-two"
+ALICE = "U" + "0a" * 16
+BOB = "U" + "0b" * 16
+GROUP = "C" + "1c" * 16
+ROOM = "R" + "2d" * 16
+
+# ~26k characters in paragraphs: six text objects of at most 5,000 UTF-16 units.
+LONG_REPLY = "\n".join(f"Paragraph {n}: " + "lorem ipsum dolor sit amet " * 36 for n in range(26))
+
+
+class SleepyAgent:
+    """A test bot that takes ``delay`` seconds to answer, like a slow LLM."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.delay = float(options.get("delay", 0))
+
+    async def respond(self, context: Any) -> AgentReply:
+        await asyncio.sleep(self.delay)
+        return AgentReply.text(f"slow answer to: {context.message.text}")
+
+
+@pytest.fixture(autouse=True)
+def line_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_LINE_SECRET", SECRET)
+    monkeypatch.setenv("T_LINE_TOKEN", TOKEN)
+    monkeypatch.setenv("T_LINE_SECRET_2", SECRET_2)
+    monkeypatch.setenv("T_LINE_TOKEN_2", TOKEN_2)
+    monkeypatch.setenv("T_LINE_BAD_TOKEN", "a-token-line-does-not-know")
+    monkeypatch.setitem(AGENT_KINDS, "sleepy", SleepyAgent)
+
+
+@pytest.fixture
+def personas_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    long_reply = LONG_REPLY.replace("'", "")
+    (folder / "core.yaml").write_text(
+        "name: core\n"
+        "display_name: Acme Helper\n"
+        "welcome: 'Welcome $user_name!'\n"
+        "agent:\n"
+        "  kind: rules\n"
+        "  options:\n"
+        "    rules:\n"
+        "      - keywords: [hello]\n"
+        "        reply: 'Hello $user_name!'\n"
+        "        buttons:\n"
+        "          - {label: Opening hours, value: opening hours}\n"
+        "          - {label: Pricing, value: pricing}\n"
+        "      - keywords: [pricing]\n"
+        "        reply: 'Pro costs 29 a month.'\n"
+        "      - keywords: [essay]\n"
+        f"        reply: '{long_reply}'\n"
+        "    fallback: 'I did not get that.'\n",
+        encoding="utf-8",
+    )
+    (folder / "sleepy.yaml").write_text(
+        "name: sleepy\ndisplay_name: Sleepy\n"
+        "agent: {kind: sleepy, timeout_seconds: 10, options: {delay: 1.2}}\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[LineEmulator]:
+    emulator = await LineEmulator().start()
+    emulator.add_channel(destination=DEST, access_token=TOKEN, channel_secret=SECRET)
+    emulator.add_channel(destination=DEST_2, access_token=TOKEN_2, channel_secret=SECRET_2)
+    emulator.add_profile(ALICE, "Alice")
+    emulator.add_profile(BOB, "Bob")
+    yield emulator
+    await emulator.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def line_channel(emulator: LineEmulator, **overrides: Any) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "kind": "line",
+        "destination": DEST,
+        "channel_secret": "env:T_LINE_SECRET",
+        "channel_access_token": "env:T_LINE_TOKEN",
+        "api_base_url": emulator.url,
+        "reply_token_margin_seconds": 10,
+        "request_timeout_seconds": 2,
+    }
+    block.update(overrides)
+    return block
+
+
+def line_config(
+    store_url: str, personas_dir: Path, channels: list[dict[str, Any]]
+) -> dict[str, Any]:
+    data = base_config(store_url, tenants=[{"id": "acme", "name": "Acme", "channels": channels}])
+    data["personas_dir"] = str(personas_dir)
+    data["routing"] = {
+        "default_persona": "core",
+        "rules": [{"persona": "sleepy", "keywords": ["slow"]}],
+    }
+    return data
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/gw.db"
+
+
+@pytest.fixture
+def line_gateway(store_url: str, personas_dir: Path, emulator: LineEmulator) -> GatewayFactory:
+    """Start a gateway with one LINE channel (overrides apply to its block)."""
+
+    def start(
+        *, channels: list[dict[str, Any]] | None = None, url: str | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[RunningGateway]:
+        blocks = channels if channels is not None else [line_channel(emulator, **overrides)]
+        return running_gateway(line_config(url or store_url, personas_dir, blocks))
+
+    return start
+
+
+@pytest.fixture
+def sender(
+    http: aiohttp.ClientSession, emulator: LineEmulator
+) -> Callable[[str], LineWebhookSender]:
+    def make(
+        gateway_url: str, *, destination: str = DEST, secret: str = SECRET
+    ) -> LineWebhookSender:
+        return LineWebhookSender(
+            session=http,
+            gateway_url=gateway_url,
+            destination=destination,
+            channel_secret=secret,
+            emulator=emulator,
+        )
+
+    return make
+
+
+async def inbox_backlog(gw: RunningGateway) -> int:
+    store = gw.runtime.store
+    assert store is not None
+    keyspace = gw.runtime.keyspace
+    return sum(
+        [await store.backlog(keyspace.inbox(p), INBOX_GROUP) for p in range(keyspace.partitions)]
+    )
+
+
+def channel_event(gw: RunningGateway, event: str) -> float:
+    value = gw.runtime.metrics.registry.get_sample_value(
+        "flowbiz_channel_events_total", {"channel": "line", "event": event}
+    )
+    return value or 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def line_redis_url(tmp_path: Path) -> Any:
+    """A private redis-server for the cross-process test (skipped where none is installed)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH, fixed arguments
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            import time
+
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
