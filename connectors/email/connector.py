@@ -1,0 +1,740 @@
+"""The email channel: an SMTP listener and IMAP mailboxes in, DKIM-signed SMTP replies out.
+
+Inbound, both ways end in :meth:`EmailConnector.accept`, which parses the raw message,
+applies loop protection, finds the thread's root and makes the message durable through
+``context.ingest.submit`` *before* the SMTP listener answers 250 or the IMAP poller flags
+the message. Verification is the SMTP recipient check (only configured addresses are
+accepted; the rest get 550 at RCPT) and, for IMAP, the mailbox login.
+
+Outcomes of one inbound message:
+
+- ``ingested`` / ``duplicate`` (same Message-ID seen before: the core's dedupe);
+- ``suppressed``: automatic mail (RFC 3834 and friends) or our own mail coming back. It
+  is recorded in a bounded audit stream and counted, never ingested, so no agent answers it;
+- ``quarantined``: hostile or unreadable MIME, kept with its reason (and the raw bytes) in
+  a bounded quarantine stream for an operator.
+
+Outbound: one reply per outbound message, threaded (In-Reply-To/References), marked
+``Auto-Submitted: auto-replied``, limited per thread by a token bucket, DKIM-signed, sent
+through the configured smarthost with aiosmtplib. SMTP 4xx is transient, 5xx permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+from aiosmtpd.smtp import Envelope, Session
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
+from connectors.email.compose import build_reply, dkim_sign
+from connectors.email.parsing import (
+    HostileEmail,
+    Limits,
+    ParsedEmail,
+    envelope_reasons,
+    normalise_address,
+    parse_email,
+)
+from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.errors import (
+    ConfigError,
+    IngestUnavailableError,
+    PermanentDeliveryError,
+    StoreError,
+    TransientDeliveryError,
+)
+from gateway.models import (
+    Channel,
+    ConversationKey,
+    DeliveryReceipt,
+    EmailReplyContext,
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    utcnow,
+)
+from gateway.observability import get_logger
+
+__all__ = [
+    "DkimConfig",
+    "EmailAddressConfig",
+    "EmailChannelConfig",
+    "EmailConnector",
+    "ImapConfig",
+    "InboundOutcome",
+    "OutboundSmtpConfig",
+    "ReplyRateConfig",
+    "SmtpListenerConfig",
+]
+
+log = get_logger(__name__)
+
+_OWN_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}\.flowbiz@(?P<domain>.+)$")
+_IN_THREAD_PARSE_BYTES = 512 * 1024  # parse bigger messages in a thread: keep the loop free
+_AUDIT_RETENTION = 1000
+_MAX_RECIPIENTS = 100
+
+
+# -- configuration ---------------------------------------------------------------------------------
+class _Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EmailAddressConfig(_Block):
+    """One address the gateway answers for, optionally tied to a persona."""
+
+    address: str
+    persona: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _is_address(cls, value: str) -> str:
+        address = normalise_address(value)
+        local, at, domain = address.partition("@")
+        if not local or not at or "." not in domain:
+            raise ValueError(f"not an email address: {value!r}")
+        return address
+
+
+class SmtpListenerConfig(_Block):
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)  # 0 picks a free port (tests)
+    hostname: str = "flowbiz.localhost"  # announced in the greeting; never looked up
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    tls_cert_file: Path | None = None  # enables STARTTLS
+    tls_key_file: Path | None = None
+    require_starttls: bool = False
+    timeout_seconds: float = Field(default=120, gt=0)
+
+
+class ImapConfig(_Block):
+    host: str
+    port: int | None = None  # 993 with tls, else 143
+    security: Literal["tls", "none"] = "tls"
+    username: str
+    password: Secret
+    mailbox: str = "INBOX"
+    address: str | None = None  # which configured address this mailbox receives; first if unset
+    idle: bool = True  # use IDLE when the server offers it; poll otherwise
+    poll_seconds: float = Field(default=60, gt=0)
+    idle_seconds: float = Field(default=25 * 60, gt=0, le=29 * 60)
+    move_to: str | None = None  # move ingested mail here; else flag it
+    processed_flag: str = "$FlowbizIngested"
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    batch: int = Field(default=50, ge=1, le=1000)
+    reconnect_seconds: float = Field(default=5, gt=0)
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
+class OutboundSmtpConfig(_Block):
+    host: str = "127.0.0.1"
+    port: int | None = None  # 465 with tls, 587 with starttls, else 25
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: Secret | None = None
+    validate_certs: bool = True
+    timeout_seconds: float = Field(default=30, gt=0)
+    max_per_second: float | None = Field(default=None, gt=0)  # the smarthost's sending limit
+
+
+class DkimConfig(_Block):
+    selector: str
+    domain: str
+    private_key: Secret  # the PEM text (PKCS#1 or PKCS#8)
+
+
+class ReplyRateConfig(_Block):
+    """At most ``max_replies`` per thread within ``per_seconds`` (a token bucket)."""
+
+    max_replies: int = Field(default=5, ge=1)
+    per_seconds: float = Field(default=3600, gt=0)
+
+
+class EmailChannelConfig(ChannelConfig):
+    kind: Literal["email"] = "email"
+    addresses: tuple[EmailAddressConfig, ...] = Field(min_length=1)
+    listener: SmtpListenerConfig | None = None
+    imap: ImapConfig | None = None
+    outbound: OutboundSmtpConfig = OutboundSmtpConfig()
+    dkim: DkimConfig | None = None
+    reply_rate: ReplyRateConfig = ReplyRateConfig()
+    max_text_chars: int = Field(default=20_000, gt=0)
+    max_attachments: int = Field(default=50, ge=0)
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    reply_languages: tuple[str, ...] = ("en",)
+    thread_ttl_seconds: float = Field(default=180 * 86400, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailChannelConfig:
+        if self.listener is None and self.imap is None:
+            raise ValueError("give a listener (SMTP) or an imap mailbox: mail must come in")
+        if self.imap is not None and self.imap.address is not None:
+            wanted = normalise_address(self.imap.address)
+            if wanted not in {a.address for a in self.addresses}:
+                raise ValueError(f"imap.address {wanted!r} is not one of the addresses")
+        if self.outbound.username is not None and self.outbound.password is None:
+            raise ValueError("outbound.username needs outbound.password")
+        return self
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_text_chars=self.max_text_chars,
+            max_attachments=self.max_attachments,
+            max_attachment_bytes=self.max_attachment_bytes,
+            reply_languages=self.reply_languages,
+        )
+
+    def smarthost(self) -> tuple[str, int]:
+        """Where replies go: ``api_base_url`` (``smtp://host:port``) overrides ``outbound``."""
+        if self.api_base_url:
+            parts = urlsplit(self.api_base_url)
+            if parts.hostname:
+                return parts.hostname, parts.port or 25
+        default = {"tls": 465, "starttls": 587, "none": 25}[self.outbound.security]
+        return self.outbound.host, self.outbound.port or default
+
+
+# -- inbound ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One configured address: which tenant and channel it belongs to."""
+
+    tenant: str
+    channel: EmailChannelConfig
+    address: str
+    persona: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundOutcome:
+    outcome: Literal["ingested", "duplicate", "suppressed", "quarantined"]
+    reason: str = ""
+
+
+class EmailConnector:
+    channel: ClassVar[Channel] = Channel.EMAIL
+    capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
+        buttons=False, threads=True, max_text_length=100_000, markdown=False, attachments=False
+    )
+    config_model: ClassVar[type[ChannelConfig]] = EmailChannelConfig
+
+    def __init__(
+        self,
+        *,
+        context: ConnectorContext,
+        channels: Sequence[tuple[TenantConfig, ChannelConfig]],
+    ) -> None:
+        self.context = context
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._channels: list[tuple[str, EmailChannelConfig]] = []
+        problems: list[tuple[str, str]] = []
+        for tenant, channel in channels:
+            if not isinstance(channel, EmailChannelConfig):
+                continue
+            self._channels.append((tenant.id, channel))
+            for entry in channel.addresses:
+                owner = self._mailboxes.get(entry.address)
+                if owner is not None and owner.tenant != tenant.id:
+                    problems.append(
+                        (f"tenants.{tenant.id}.channels.{channel.name}.addresses", (
+                            f"{entry.address} already belongs to tenant {owner.tenant}"
+                        ))
+                    )
+                    continue
+                self._mailboxes.setdefault(
+                    entry.address, Mailbox(tenant.id, channel, entry.address, entry.persona)
+                )
+        if problems:
+            raise ConfigError(problems)
+        self._domains = {a.rsplit("@", 1)[1] for a in self._mailboxes}
+        self._servers: list[asyncio.Server] = []
+        self._bound: dict[tuple[str, int], tuple[str, int]] = {}
+        self._pollers: list[Any] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def routes(self) -> Sequence[Route]:
+        return []
+
+    async def start(self) -> None:
+        from connectors.email.imap import ImapPoller  # the IMAP client is only needed with IMAP
+
+        endpoints: dict[tuple[str, int], list[SmtpListenerConfig]] = {}
+        for _, channel in self._channels:
+            if channel.listener is not None:
+                key = (channel.listener.host, channel.listener.port)
+                endpoints.setdefault(key, []).append(channel.listener)
+        loop = asyncio.get_running_loop()
+        for (host, port), listeners in endpoints.items():
+            handler = _SmtpHandler(self)
+            size = max(item.max_message_bytes for item in listeners)
+            first = listeners[0]
+            tls = _server_tls(listeners)
+
+            def factory(
+                handler: _SmtpHandler = handler,
+                size: int = size,
+                first: SmtpListenerConfig = first,
+                tls: ssl.SSLContext | None = tls,
+            ) -> SMTPServerProtocol:
+                return SMTPServerProtocol(
+                    handler,
+                    data_size_limit=size,
+                    enable_SMTPUTF8=True,
+                    hostname=first.hostname,
+                    ident="FlowBiz Gateway ESMTP",
+                    tls_context=tls,
+                    require_starttls=tls is not None and any(i.require_starttls for i in listeners),
+                    timeout=first.timeout_seconds,
+                    loop=loop,
+                )
+
+            server = await loop.create_server(factory, host, port)
+            bound = server.sockets[0].getsockname()
+            self._servers.append(server)
+            self._bound[(host, port)] = (bound[0], bound[1])
+            self.context.metrics.listener_up.labels(f"email-smtp:{host}:{port}").set(1)
+            log.info("email.smtp_listening", host=bound[0], port=bound[1])
+        for tenant, channel in self._channels:
+            if channel.imap is not None:
+                poller = ImapPoller(connector=self, tenant=tenant, channel=channel)
+                poller.start()
+                self._pollers.append(poller)
+
+    async def stop(self) -> None:
+        for poller in self._pollers:
+            await poller.stop()
+        self._pollers.clear()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for host, port in self._bound:
+            self.context.metrics.listener_up.labels(f"email-smtp:{host}:{port}").set(0)
+        self._servers.clear()
+
+    def listener_address(self, tenant: str) -> tuple[str, int]:
+        """Where the SMTP listener serving ``tenant`` is bound (useful with port 0)."""
+        for owner, channel in self._channels:
+            if owner == tenant and channel.listener is not None:
+                return self._bound[(channel.listener.host, channel.listener.port)]
+        raise KeyError(f"no SMTP listener for tenant {tenant!r}")
+
+    def pacing(self, message: OutboundMessage) -> Pacing | None:
+        mailbox = self._mailbox_for_reply(message)
+        if mailbox is None or mailbox.channel.outbound.max_per_second is None:
+            return None
+        host, port = mailbox.channel.smarthost()
+        rate = mailbox.channel.outbound.max_per_second
+        return Pacing(key=f"email:smarthost:{host}:{port}", rate=rate, burst=max(1.0, rate))
+
+    # -- inbound ---------------------------------------------------------------------------------
+    def mailbox(self, address: str) -> Mailbox | None:
+        """The configured mailbox for ``address``; ``name+tag@`` falls back to ``name@``."""
+        address = normalise_address(address)
+        found = self._mailboxes.get(address)
+        if found is None and "+" in address:
+            local, _, domain = address.partition("@")
+            found = self._mailboxes.get(f"{local.split('+', 1)[0]}@{domain}")
+        return found
+
+    def _record(self, name: str) -> str:
+        return self.context.keyspace.channel_record(Channel.EMAIL.value, name)
+
+    def _event(self, event: str) -> None:
+        self.context.metrics.channel_events.labels(Channel.EMAIL.value, event).inc()
+
+    async def accept(
+        self,
+        raw: bytes,
+        *,
+        recipients: Sequence[str],
+        mail_from: str | None,
+        source: Literal["smtp", "imap"],
+    ) -> InboundOutcome:
+        """Parse, screen and ingest one message for the configured ``recipients``.
+
+        Raises IngestUnavailableError when the store cannot take it; the caller must then not
+        acknowledge (SMTP 451, IMAP: leave unflagged) so that it is delivered again.
+        """
+        mailboxes: dict[tuple[str, str], Mailbox] = {}
+        for recipient in recipients:
+            found = self.mailbox(recipient)
+            if found is not None:
+                mailboxes.setdefault((found.tenant, found.channel.name), found)
+        if not mailboxes:
+            return InboundOutcome("suppressed", "no_configured_recipient")
+        targets = list(mailboxes.values())
+        limits = targets[0].channel.limits
+        try:
+            try:
+                if len(raw) > _IN_THREAD_PARSE_BYTES:
+                    parsed = await asyncio.to_thread(parse_email, raw, limits=limits)
+                else:
+                    parsed = parse_email(raw, limits=limits)
+            except HostileEmail as exc:
+                await self._quarantine(targets, raw, exc, source=source, mail_from=mail_from)
+                return InboundOutcome("quarantined", exc.reason)
+            reasons = self._loop_reasons(parsed, mail_from)
+            if reasons:
+                await self._suppress(targets, parsed, reasons, source=source)
+                return InboundOutcome("suppressed", ",".join(reasons))
+            messages = [
+                await self._inbound_message(m, parsed, raw, source, mail_from) for m in targets
+            ]
+        except StoreError as exc:
+            raise IngestUnavailableError("the store could not record the message") from exc
+        flags = await self.context.ingest.submit(messages)
+        return InboundOutcome("ingested" if any(flags) else "duplicate")
+
+    def _loop_reasons(self, parsed: ParsedEmail, mail_from: str | None) -> tuple[str, ...]:
+        reasons = list(parsed.loop_reasons)
+        reasons += [r for r in envelope_reasons(mail_from) if r not in reasons]
+        own = _OWN_MESSAGE_ID.match(parsed.message_id or "")
+        if own is not None and own.group("domain").lower() in self._domains:
+            reasons.append("own_message")
+        senders = {parsed.from_address, normalise_address(parseaddr(mail_from or "")[1])}
+        if any(self.mailbox(s) is not None for s in senders if s):
+            reasons.append("own_address")
+        return tuple(reasons)
+
+    async def _thread_root(self, tenant: str, parsed: ParsedEmail) -> str:
+        candidates = list(dict.fromkeys([*parsed.in_reply_to, *reversed(parsed.references)]))
+        for message_id in candidates[:20]:
+            root = await self.context.store.get_record(self._record(f"thread:{tenant}:{message_id}"))
+            if root is not None:
+                return root.decode()
+        if parsed.references:
+            return parsed.references[0]
+        return parsed.message_id or parsed.event_id
+
+    async def _remember_thread(
+        self, tenant: str, message_id: str, root: str, channel: EmailChannelConfig
+    ) -> None:
+        await self.context.store.put_record(
+            self._record(f"thread:{tenant}:{message_id}"),
+            root.encode(),
+            ttl=channel.thread_ttl_seconds,
+        )
+
+    async def _inbound_message(
+        self,
+        mailbox: Mailbox,
+        parsed: ParsedEmail,
+        raw: bytes,
+        source: str,
+        mail_from: str | None,
+    ) -> InboundMessage:
+        root = await self._thread_root(mailbox.tenant, parsed)
+        if parsed.message_id is not None:
+            await self._remember_thread(mailbox.tenant, parsed.message_id, root, mailbox.channel)
+        text = parsed.text or parsed.subject
+        return InboundMessage(
+            event_id=parsed.event_id,
+            conversation=ConversationKey(
+                tenant=mailbox.tenant, channel=Channel.EMAIL, conversation_id=root
+            ),
+            sender=Participant(id=parsed.from_address, display_name=parsed.from_name),
+            text=text,
+            attachments=parsed.attachments,
+            reply_context=EmailReplyContext(
+                message_id=parsed.message_id or "",
+                subject=parsed.subject,
+                from_address=parsed.from_address,
+                from_name=parsed.from_name,
+                to_address=mailbox.address,
+                reply_to=parsed.reply_to,
+                references=parsed.references,
+                persona_hint=mailbox.persona,
+            ),
+            raw={
+                "source": source,
+                "mail_from": mail_from,
+                "size": len(raw),
+                "headers": parsed.headers,
+                "defects": parsed.defects,
+                "thread_root": root,
+                "text_chars": parsed.full_text_chars,
+            },
+        )
+
+    async def _audit(self, name: str, entry: dict[str, Any]) -> None:
+        await self.context.store.append(
+            self._record(name), json.dumps(entry).encode(), maxlen=_AUDIT_RETENTION
+        )
+
+    async def _quarantine(
+        self,
+        targets: Sequence[Mailbox],
+        raw: bytes,
+        exc: HostileEmail,
+        *,
+        source: str,
+        mail_from: str | None,
+    ) -> None:
+        self._event(f"quarantined_{exc.reason}")
+        for mailbox in targets:
+            await self._audit(
+                f"quarantine:{mailbox.tenant}",
+                {
+                    "at": utcnow().isoformat(),
+                    "reason": exc.reason,
+                    "detail": exc.detail,
+                    "source": source,
+                    "mail_from": mail_from,
+                    "to": mailbox.address,
+                    "size": len(raw),
+                    # Kept so an operator can inspect or re-inject it: nothing is lost.
+                    "raw": raw.decode("utf-8", errors="surrogateescape").encode(
+                        "utf-8", errors="backslashreplace"
+                    ).decode("utf-8"),
+                },
+            )
+        log.warning("email.quarantined", reason=exc.reason, source=source, size=len(raw))
+
+    async def _quarantine_unfetched(
+        self, tenant: str, address: str, *, size: int, reason: str, source: str
+    ) -> None:
+        """Quarantine a message left on the server unread (too large to fetch)."""
+        self._event(f"quarantined_{reason}")
+        await self._audit(
+            f"quarantine:{tenant}",
+            {"at": utcnow().isoformat(), "reason": reason, "source": source, "to": address,
+             "size": size, "raw": None},
+        )
+        log.warning("email.quarantined", reason=reason, source=source, size=size)
+
+    async def _suppress(
+        self,
+        targets: Sequence[Mailbox],
+        parsed: ParsedEmail,
+        reasons: Sequence[str],
+        *,
+        source: str,
+    ) -> None:
+        for reason in reasons:
+            self._event(f"suppressed_{reason}")
+        for mailbox in targets:
+            await self._audit(
+                f"suppressed:{mailbox.tenant}",
+                {
+                    "at": utcnow().isoformat(),
+                    "reasons": list(reasons),
+                    "source": source,
+                    "message_id": parsed.message_id,
+                    "from": parsed.from_address,
+                    "to": mailbox.address,
+                },
+            )
+        log.info("email.suppressed", reasons=",".join(reasons), source=source)
+
+    async def quarantined(self, tenant: str, *, count: int = 100) -> list[dict[str, Any]]:
+        """The tenant's quarantined messages, oldest first (operators and tests)."""
+        entries = await self.context.store.range(self._record(f"quarantine:{tenant}"), count=count)
+        return [json.loads(e.payload) for e in entries]
+
+    async def suppressed(self, tenant: str, *, count: int = 100) -> list[dict[str, Any]]:
+        """The tenant's suppressed (automatic or looping) messages, oldest first."""
+        entries = await self.context.store.range(self._record(f"suppressed:{tenant}"), count=count)
+        return [json.loads(e.payload) for e in entries]
+
+    # -- outbound --------------------------------------------------------------------------------
+    def _mailbox_for_reply(self, message: OutboundMessage) -> Mailbox | None:
+        context = message.reply_context
+        if not isinstance(context, EmailReplyContext):
+            return None
+        mailbox = self.mailbox(context.to_address)
+        if mailbox is None or mailbox.tenant != message.conversation.tenant:
+            return None
+        return mailbox
+
+    async def send(self, message: OutboundMessage) -> DeliveryReceipt:
+        context = message.reply_context
+        if not isinstance(context, EmailReplyContext):
+            raise PermanentDeliveryError(
+                "an email reply needs the inbound message's email context", code="no_context"
+            )
+        mailbox = self._mailbox_for_reply(message)
+        if mailbox is None:
+            raise PermanentDeliveryError(
+                f"no email channel of tenant {message.conversation.tenant!r} owns the address",
+                code="no_channel",
+            )
+        channel = mailbox.channel
+        recipient = context.reply_to or context.from_address
+        if not recipient or self.mailbox(recipient) is not None:
+            raise PermanentDeliveryError("refusing to mail our own address", code="loop")
+        await self._check_reply_rate(message, channel)
+        try:
+            reply = build_reply(
+                from_address=mailbox.address,
+                from_name=message.persona.display_name,
+                to_address=recipient,
+                to_name=context.from_name if recipient == context.from_address else None,
+                subject=context.subject,
+                parent_message_id=context.message_id,
+                parent_references=context.references,
+                text=message.text_with_buttons(),
+                signature=message.persona.signature,
+                idempotency_key=message.idempotency_key,
+            )
+        except ValueError as exc:
+            raise PermanentDeliveryError(
+                f"cannot build the reply: {exc}", code="bad_address"
+            ) from exc
+        data = reply.message.as_bytes()
+        if channel.dkim is not None:
+            data = dkim_sign(
+                data,
+                selector=channel.dkim.selector,
+                domain=channel.dkim.domain,
+                private_key=channel.dkim.private_key.get_secret_value().encode(),
+            )
+        answer = await self._deliver(channel, reply.sender, reply.recipient, data)
+        await self._remember_thread(
+            mailbox.tenant, reply.message_id, message.conversation.conversation_id, channel
+        )
+        self._event("reply_sent")
+        return DeliveryReceipt(
+            outbound_id=message.id,
+            idempotency_key=message.idempotency_key,
+            channel=Channel.EMAIL,
+            status="sent",
+            platform_message_id=reply.message_id,
+            detail={"smtp": answer, "dkim": channel.dkim is not None},
+        )
+
+    async def _check_reply_rate(self, message: OutboundMessage, channel: EmailChannelConfig) -> None:
+        """Stop two auto-responders ping-ponging: a token bucket per thread.
+
+        Only a message's first attempt takes a token, so the core's retries of one reply are
+        not counted as several replies, and an operator's replay of a capped reply goes out.
+        """
+        store = self.context.store
+        first = await store.claim(
+            self._record(f"attempt:{message.idempotency_key}"),
+            ttl=self.context.config.store.dedupe_ttl_seconds,
+        )
+        if not first:
+            return
+        cap = channel.reply_rate
+        bucket = await store.take_tokens(
+            self._record(f"rate:{message.conversation.key}"),
+            rate=cap.max_replies / cap.per_seconds,
+            burst=cap.max_replies,
+        )
+        if not bucket.allowed:
+            self._event("reply_rate_capped")
+            raise PermanentDeliveryError(
+                f"reply rate cap reached for this thread ({cap.max_replies} per "
+                f"{cap.per_seconds:g}s); not sent",
+                code="reply_rate_capped",
+            )
+
+    async def _deliver(
+        self, channel: EmailChannelConfig, sender: str, recipient: str, data: bytes
+    ) -> str:
+        host, port = channel.smarthost()
+        out = channel.outbound
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            use_tls=out.security == "tls",
+            start_tls=out.security == "starttls",
+            validate_certs=out.validate_certs,
+            timeout=out.timeout_seconds,
+            local_hostname=sender.rsplit("@", 1)[1],
+        )
+        try:
+            async with client:
+                if out.username is not None and out.password is not None:
+                    await client.login(out.username, out.password.get_secret_value())
+                await client.mail(sender)
+                await client.rcpt(recipient)
+                try:
+                    response = await client.data(data)
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+                    # The message may have been taken before the line dropped: never resend
+                    # blindly (see gateway.dispatcher); an operator decides.
+                    raise PermanentDeliveryError(
+                        f"connection lost during DATA: {type(exc).__name__}",
+                        code="outcome_unknown",
+                    ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            reply = f"{exc.code} {exc.message}"
+            if 400 <= exc.code < 500:
+                raise TransientDeliveryError(f"smarthost answered {reply}", code=str(exc.code)) from exc
+            raise PermanentDeliveryError(f"smarthost answered {reply}", code=str(exc.code)) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TransientDeliveryError(
+                f"smarthost unreachable: {type(exc).__name__}", code="network"
+            ) from exc
+        return f"{response.code} {response.message}"
+
+
+def _server_tls(listeners: Sequence[SmtpListenerConfig]) -> ssl.SSLContext | None:
+    for item in listeners:
+        if item.tls_cert_file is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(item.tls_cert_file, item.tls_key_file)
+            return context
+    return None
+
+
+class _SmtpHandler:
+    """aiosmtpd hooks: check recipients at RCPT, ingest at DATA, answer only after that."""
+
+    def __init__(self, connector: EmailConnector) -> None:
+        self.connector = connector
+
+    async def handle_RCPT(  # noqa: N802 - the name aiosmtpd looks up
+        self,
+        server: SMTPServerProtocol,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= _MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        if self.connector.mailbox(address) is None:
+            self.connector._event("rcpt_unknown")
+            return "550 5.1.1 Recipient address rejected: no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(  # noqa: N802 - the name aiosmtpd looks up
+        self, server: SMTPServerProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        raw = envelope.original_content or envelope.content
+        if not isinstance(raw, bytes):
+            raw = str(raw or "").encode("utf-8", errors="surrogateescape")
+        for recipient in envelope.rcpt_tos:
+            mailbox = self.connector.mailbox(recipient)
+            listener = mailbox.channel.listener if mailbox is not None else None
+            if listener is not None and len(raw) > listener.max_message_bytes:
+                self.connector._event("too_large")
+                return "552 5.3.4 Message size exceeds the limit for this recipient"
+        try:
+            result = await self.connector.accept(
+                raw, recipients=envelope.rcpt_tos, mail_from=envelope.mail_from, source="smtp"
+            )
+        except IngestUnavailableError:
+            self.connector._event("smtp_deferred")
+            return "451 4.3.0 Temporary failure storing the message; try again later"
+        self.connector._event(f"smtp_{result.outcome}")
+        if result.outcome == "quarantined":
+            return "250 2.6.0 Message accepted for review"
+        return "250 2.0.0 Message accepted"

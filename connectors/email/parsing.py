@@ -1,0 +1,383 @@
+"""Raw RFC 5322 bytes to a :class:`ParsedEmail`, or :class:`HostileEmail` with a reason.
+
+The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
+
+- cheap byte-level checks run *before* the parser, because the parser itself recurses once
+  per nesting level and keeps every header: header sections over a size or count limit and
+  messages with more nested containers than the limit are refused unparsed;
+- the body is text/plain when there is one, otherwise HTML turned into text; charsets are
+  decoded with a lenient fallback; quoted replies and signatures are stripped with
+  ``mail-parser-reply``;
+- attachments become metadata only (name, type, size). Nothing is ever decompressed, so
+  an archive "bomb" is just a file of its stored size;
+- headers that mark mail as automatic (RFC 3834 and common practice) are collected as
+  ``loop_reasons``; the connector decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import email
+import email.errors
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
+from html.parser import HTMLParser
+
+from mailparser_reply import EmailReplyParser
+
+from gateway.models import Attachment
+
+__all__ = [
+    "HostileEmail",
+    "Limits",
+    "ParsedEmail",
+    "html_to_text",
+    "message_ids",
+    "normalise_address",
+    "parse_email",
+]
+
+# What a broken message can make the stdlib parser raise. It is written defensively, but its
+# header parser has had IndexError/AttributeError bugs on crafted input; any of these means
+# "this message cannot be read", never "crash the listener".
+_PARSER_FAILURES = (
+    email.errors.MessageError,
+    ValueError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    UnicodeError,
+    RecursionError,
+    AssertionError,
+)
+
+_MSGID = re.compile(rb"<([^<>\s]{1,990})>")
+_MSGID_STR = re.compile(r"<([^<>\s]{1,990})>")
+_CONTAINER = re.compile(rb"(?im)^content-type:\s*(?:multipart|message)/")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_LINE = re.compile(rb"(?m)^[!-9;-~]+:")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_AUTOMATIC_SENDERS = re.compile(
+    r"^(mailer-daemon|listserv|majordomo|owner-.*|.*-request|.*-bounces?|noreply-dmarc-support)$",
+    re.IGNORECASE,
+)
+_SUPPRESS_VALUES = frozenset({"all", "autoreply", "oof"})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one message may contain; beyond them it is refused with a reason."""
+
+    max_header_bytes: int = 256 * 1024
+    max_headers: int = 1000
+    max_containers: int = 32  # multipart/* and message/* parts: bounds the parser's recursion
+    max_parts: int = 200
+    max_text_chars: int = 20_000
+    max_attachments: int = 50
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    reply_languages: tuple[str, ...] = ("en",)
+
+
+class HostileEmail(Exception):  # noqa: N818 - reads as a verdict: "hostile email"
+    """The message cannot or must not be processed; ``reason`` is a short, stable label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEmail:
+    event_id: str  # the Message-ID without brackets, else a digest of the raw bytes
+    message_id: str | None
+    from_address: str
+    from_name: str | None
+    reply_to: str | None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    date: str | None
+    text: str  # the new part of the message: quotes and signature removed
+    full_text_chars: int
+    attachments: tuple[Attachment, ...]
+    loop_reasons: tuple[str, ...]  # why a reply would be inappropriate, from the headers
+    defects: int
+    headers: dict[str, str] = field(default_factory=dict)  # a few, for audit
+
+
+def normalise_address(address: str) -> str:
+    """Lower-case, strip brackets and whitespace; sub-addresses (``+tag``) are kept."""
+    return address.strip().strip("<>").strip().lower()
+
+
+def message_ids(value: str | None, *, limit: int = 100) -> tuple[str, ...]:
+    """The ids in a Message-ID/In-Reply-To/References value, without brackets.
+
+    Long chains keep their first id (the thread's root) and the most recent ones.
+    """
+    if not value:
+        return ()
+    found = _MSGID_STR.findall(value)
+    if not found and value.strip() and " " not in value.strip() and "@" in value:
+        found = [value.strip()]  # some clients omit the brackets
+    if len(found) > limit:
+        found = [found[0], *found[-(limit - 1) :]]
+    return tuple(found)
+
+
+def _precheck(raw: bytes, limits: Limits) -> None:
+    match = _HEADER_END.search(raw)
+    header_bytes = match.start() if match else len(raw)
+    if header_bytes > limits.max_header_bytes:
+        raise HostileEmail("headers_too_large", f"{header_bytes} bytes of headers")
+    if len(_HEADER_LINE.findall(raw, 0, header_bytes)) > limits.max_headers:
+        raise HostileEmail("too_many_headers")
+    containers = len(_CONTAINER.findall(raw))
+    if containers > limits.max_containers:
+        raise HostileEmail("too_deeply_nested", f"{containers} nested containers")
+
+
+def _header(msg: EmailMessage, name: str) -> str | None:
+    try:
+        value = msg.get(name)
+    except _PARSER_FAILURES:
+        # One unreadable header is not a reason to drop a message; fall back to the raw text.
+        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    return None if value is None else str(value)
+
+
+def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
+    values = [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
+    return [(n, normalise_address(a)) for n, a in getaddresses(values) if "@" in a]
+
+
+def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
+    """Parse one message; raise :class:`HostileEmail` when it must be refused or quarantined."""
+    limits = limits or Limits()
+    _precheck(raw, limits)
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert isinstance(msg, EmailMessage)  # policy.default always builds EmailMessage
+        return _extract(msg, raw, limits)
+    except HostileEmail:
+        raise
+    except _PARSER_FAILURES as exc:
+        raise HostileEmail("unparsable", type(exc).__name__) from exc
+
+
+def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
+    senders = _addresses(msg, "from") or _addresses(msg, "sender")
+    if not senders:
+        raise HostileEmail("no_sender", "no usable From address")
+    from_name, from_address = senders[0]
+    reply_to = _addresses(msg, "reply-to")
+    ids = message_ids(_header(msg, "message-id"), limit=1)
+    message_id = ids[0] if ids else None
+    event_id = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    in_reply_to = message_ids(_header(msg, "in-reply-to"), limit=10)
+    references = message_ids(_header(msg, "references"))
+    if not references and len(in_reply_to) == 1:
+        references = in_reply_to  # RFC 5322 §3.6.4: In-Reply-To stands in for References
+
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in _leaves(msg, limits):
+        _take_part(part, plain, html, attachments, limits)
+    if plain:
+        full = "\n\n".join(plain)
+    elif html:
+        full = "\n\n".join(html_to_text(h) for h in html)
+    else:
+        full = ""
+    full = full[: limits.max_text_chars * 5]  # bound the reply parser's work
+    text = _strip_quotes(full, limits.reply_languages)[: limits.max_text_chars]
+
+    subject = (_header(msg, "subject") or "").replace("\r", " ").replace("\n", " ").strip()
+    headers = {
+        name: value[:500]
+        for name in ("date", "auto-submitted", "precedence", "list-id", "user-agent")
+        if (value := _header(msg, name)) is not None
+    }
+    return ParsedEmail(
+        event_id=event_id,
+        message_id=message_id,
+        from_address=from_address,
+        from_name=from_name or None,
+        reply_to=reply_to[0][1] if reply_to else None,
+        to=tuple(a for _, a in _addresses(msg, "to")),
+        cc=tuple(a for _, a in _addresses(msg, "cc")),
+        subject=subject[:998],
+        in_reply_to=in_reply_to,
+        references=references,
+        date=_header(msg, "date"),
+        text=text,
+        full_text_chars=len(full),
+        attachments=tuple(attachments),
+        loop_reasons=automatic_reasons(msg, from_address),
+        defects=len(msg.defects),
+        headers=headers,
+    )
+
+
+def _leaves(msg: EmailMessage, limits: Limits) -> Iterator[EmailMessage]:
+    """Every non-container part, depth first, iteratively (the count is bounded)."""
+    stack: list[EmailMessage] = [msg]
+    seen = 0
+    while stack:
+        part = stack.pop()
+        seen += 1
+        if seen > limits.max_parts:
+            raise HostileEmail("too_many_parts", f"more than {limits.max_parts} MIME parts")
+        if part.get_content_maintype() == "multipart":
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend(reversed([c for c in children if isinstance(c, EmailMessage)]))
+            continue
+        yield part
+
+
+def _take_part(
+    part: EmailMessage,
+    plain: list[str],
+    html: list[str],
+    attachments: list[Attachment],
+    limits: Limits,
+) -> None:
+    ctype = part.get_content_type()
+    disposition = part.get_content_disposition()
+    filename = part.get_filename()
+    if disposition != "attachment" and filename is None and ctype in ("text/plain", "text/html"):
+        content = _text_content(part)
+        (plain if ctype == "text/plain" else html).append(content)
+        return
+    if len(attachments) >= limits.max_attachments:
+        raise HostileEmail("too_many_attachments", f"more than {limits.max_attachments}")
+    payload = part.get_payload(decode=True)
+    size = len(payload) if isinstance(payload, bytes) else 0
+    extra: dict[str, object] = {}
+    if size > limits.max_attachment_bytes:
+        extra["over_limit"] = True  # kept as metadata only, flagged for the agent and operator
+    kind = {"image": "image", "video": "video", "audio": "audio"}.get(
+        part.get_content_maintype(), "file"
+    )
+    attachments.append(
+        Attachment(
+            kind=kind,  # type: ignore[arg-type]  # values are members of the Literal above
+            name=(filename or "")[:255] or None,
+            mime_type=ctype,
+            size=size,
+            extra=extra,
+        )
+    )
+
+
+def _text_content(part: EmailMessage) -> str:
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name: UTF-8 is the most likely truth
+        return data.decode("utf-8", errors="replace")
+
+
+def _strip_quotes(text: str, languages: tuple[str, ...]) -> str:
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        return ""
+    parsed = EmailReplyParser(languages=list(languages)).read(text)
+    replies = parsed.replies
+    latest = replies[0].body.strip() if replies else ""
+    return latest or text
+
+
+def automatic_reasons(msg: EmailMessage, from_address: str) -> tuple[str, ...]:
+    """Why this message looks automatic (RFC 3834 §2 and common practice); empty if human."""
+    reasons: list[str] = []
+    auto = (_header(msg, "auto-submitted") or "").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        reasons.append("auto_submitted")
+    if any(k.lower().startswith("list-") for k in msg.keys()):
+        reasons.append("mailing_list")
+    precedence = (_header(msg, "precedence") or "").strip().lower()
+    if precedence in ("bulk", "list", "junk"):
+        reasons.append("precedence_" + precedence)
+    suppress = {
+        v.strip().lower() for v in (_header(msg, "x-auto-response-suppress") or "").split(",")
+    }
+    if suppress & _SUPPRESS_VALUES:
+        reasons.append("auto_response_suppressed")
+    return_path = _header(msg, "return-path")
+    if return_path is not None and not normalise_address(parseaddr(return_path)[1]):
+        reasons.append("null_return_path")
+    if msg.get_content_type() == "multipart/report":
+        reasons.append("delivery_report")
+    if _AUTOMATIC_SENDERS.match(from_address.split("@", 1)[0]):
+        reasons.append("automatic_sender")
+    return tuple(reasons)
+
+
+def envelope_reasons(mail_from: str | None) -> tuple[str, ...]:
+    """The SMTP envelope sender's verdict: a null path or a daemon means no reply."""
+    if mail_from is None:
+        return ()
+    address = normalise_address(mail_from)
+    if not address:
+        return ("null_return_path",)
+    if _AUTOMATIC_SENDERS.match(address.split("@", 1)[0]):
+        return ("automatic_sender",)
+    return ()
+
+
+# -- HTML to text ----------------------------------------------------------------------------------
+_BLOCK_TAGS = frozenset(
+    {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "hr"}
+)
+_SKIP_TAGS = frozenset({"script", "style", "head", "title", "blockquote"})
+
+
+class _HtmlText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            # <blockquote> is how HTML mail quotes the previous message: not the new text.
+            self.skipping += 1
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append("\n")
+            if tag == "li":
+                self.chunks.append("- ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.chunks.append(_SPACES.sub(" ", data.replace("\r", " ").replace("\n", " ")))
+
+
+def html_to_text(html: str) -> str:
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    lines = (line.strip() for line in "".join(parser.chunks).split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
