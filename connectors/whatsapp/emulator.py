@@ -125,6 +125,7 @@ class TwilioEmulator:
     refused: list[tuple[int, int]] = field(default_factory=list)  # (HTTP status, code)
     callbacks: list[SentCallback] = field(default_factory=list)
     _failures: deque[_Failure] = field(default_factory=deque)
+    _pass_before_failing: int = 0
     _delivery_failures: dict[str, tuple[str, int]] = field(default_factory=dict)
     _closed_windows: dict[str, bool] = field(default_factory=dict)  # to → refuse at the API
     _runner: web.AppRunner | None = None
@@ -145,10 +146,13 @@ class TwilioEmulator:
         code: int = 20429,
         retry_after: float | str | None = None,
         message: str = "Too Many Requests",
+        after: int = 0,
     ) -> None:
-        """Refuse the next ``count`` create calls with this status and Twilio error code."""
+        """Refuse ``count`` create calls with this status and Twilio error code, once
+        ``after`` more calls have gone through."""
         ra = None if retry_after is None else str(retry_after)
         self._failures.extend(_Failure(status, code, ra, message) for _ in range(count))
+        self._pass_before_failing = after
 
     def fail_delivery(
         self, to: str, *, status: str = "undelivered", error_code: int = 63024
@@ -222,7 +226,9 @@ class TwilioEmulator:
             self.refused.append((401, 20003))
             return _error(401, 20003, "Authenticate")
         form = await request.post()
-        if self._failures:
+        if self._failures and self._pass_before_failing > 0:
+            self._pass_before_failing -= 1
+        elif self._failures:
             failure = self._failures.popleft()
             self.refused.append((failure.status, failure.code))
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else None

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 
 from connectors.whatsapp.emulator import TwilioWebhookSender
-from gateway.models import Channel, ConversationKey, InboundMessage
+from gateway.deadletters import DeadLetter, list_dead_letters
+from gateway.models import (
+    Channel,
+    ConversationKey,
+    DeliveryReceipt,
+    InboundMessage,
+    OutboundMessage,
+    PersonaPresentation,
+    WhatsAppReplyContext,
+    new_id,
+)
+from gateway.state import ConversationState
+from gateway.store import Commit, StateWrite
 from tests.harness import RunningGateway
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -57,3 +70,67 @@ async def has_state(gw: RunningGateway, customer: str = CUSTOMER) -> bool:
     store = gw.runtime.store
     assert store is not None
     return await store.get_state(gw.runtime.keyspace.state(conversation(customer).key)) is not None
+
+
+def proactive(
+    text: str, *, persona: str = "core", customer: str = CUSTOMER, profile: str = "Alice"
+) -> OutboundMessage:
+    """A message the gateway starts (not a reply): the window decides how it may go out."""
+    display = {"core": "Echo Desk", "quiet": "Quiet Desk"}[persona]
+    return OutboundMessage(
+        conversation=conversation(customer),
+        persona=PersonaPresentation(name=persona, display_name=display),
+        text=text,
+        idempotency_key=f"proactive-{new_id()}",
+        reply_context=WhatsAppReplyContext(
+            from_address=customer, to_address=SENDER, profile_name=profile
+        ),
+    )
+
+
+async def enqueue(gw: RunningGateway, message: OutboundMessage) -> None:
+    """Put ``message`` on its outbox partition, as the worker does with replies."""
+    store, keys = gw.runtime.store, gw.runtime.keyspace
+    assert store is not None
+    partition = keys.partition(message.conversation.key)
+    await store.append(keys.outbox(partition), message.model_dump_json().encode())
+
+
+async def age_last_inbound(gw: RunningGateway, hours: float, customer: str = CUSTOMER) -> None:
+    """Move the conversation's last inbound message ``hours`` into the past."""
+    store, keys = gw.runtime.store, gw.runtime.keyspace
+    assert store is not None
+    key = keys.state(conversation(customer).key)
+    current = await store.get_state(key)
+    assert current is not None
+    state = ConversationState.model_validate_json(current.value)
+    assert state.last_inbound_at is not None
+    older = state.model_copy(
+        update={"last_inbound_at": state.last_inbound_at - timedelta(hours=hours)}
+    )
+    written = await store.commit(
+        Commit(
+            state=StateWrite(
+                key=key,
+                value=older.model_dump_json().encode(),
+                expected_version=current.version,
+            )
+        )
+    )
+    assert written is not None
+
+
+async def dead_letters(gw: RunningGateway) -> list[DeadLetter]:
+    store = gw.runtime.store
+    assert store is not None
+    return [letter for _, letter in await list_dead_letters(store, gw.runtime.keyspace)]
+
+
+async def receipts(gw: RunningGateway, customer: str = CUSTOMER) -> list[DeliveryReceipt]:
+    store = gw.runtime.store
+    assert store is not None
+    stream = gw.runtime.keyspace.receipts(conversation(customer).key)
+    return [
+        DeliveryReceipt.model_validate_json(e.payload)
+        for e in await store.range(stream, count=1000)
+    ]
