@@ -1,8 +1,9 @@
 """Choosing the persona that answers a message.
 
 Order: an explicit switch written in the message (``/persona docs``), then the persona the
-conversation is stuck to, then the first matching rule, then the tenant's default, then the
-global default.
+conversation is stuck to, then the persona the channel names for where the message arrived
+(``reply_context.persona_hint``, e.g. an email address's persona), then the first matching
+rule, then the tenant's default, then the global default.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["Route", "Router"]
 @dataclass(frozen=True, slots=True)
 class Route:
     persona: str
-    reason: str  # switch | sticky | rule:N | tenant-default | default
+    reason: str  # switch | sticky | channel-hint | rule:N | tenant-default | default
     remaining_text: str  # the text with a switch command removed
 
 
@@ -67,6 +68,11 @@ class Router:
         sticky = state.sticky_persona(now)
         if sticky is not None and sticky in self.personas:
             return Route(sticky, "sticky", text)
+        # A channel may name the persona for where the message arrived (an email address
+        # configured with a persona); it outranks the keyword rules, not an explicit switch.
+        hint = getattr(message.reply_context, "persona_hint", None)
+        if isinstance(hint, str) and hint in self.personas:
+            return Route(hint, "channel-hint", text)
         for n, compiled in enumerate(self._rules):
             if compiled.matches(message) and compiled.rule.persona in self.personas:
                 return Route(compiled.rule.persona, f"rule:{n}", text)
