@@ -280,7 +280,10 @@ class LineEmulator:
         body = await self._json(request) if request.method == "POST" else None
         injected = self._injected(endpoint)
         if injected is not None:
-            await self._record(RecordedCall(endpoint, injected.status, destination, body))
+            retry_key = request.headers.get("X-Line-Retry-Key")
+            await self._record(
+                RecordedCall(endpoint, injected.status, destination, body, retry_key)
+            )
             return destination, body, injected
         return destination, body, None
 

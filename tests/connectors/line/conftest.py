@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from agents.base import AgentReply
 from agents.registry import AGENT_KINDS
@@ -33,7 +34,9 @@ GROUP = "C" + "1c" * 16
 ROOM = "R" + "2d" * 16
 
 # ~26k characters in paragraphs: six text objects of at most 5,000 UTF-16 units.
-LONG_REPLY = "\n".join(f"Paragraph {n}: " + "lorem ipsum dolor sit amet " * 36 for n in range(26))
+LONG_REPLY = "\n".join(
+    f"Paragraph {n}: " + " ".join(["lorem ipsum dolor sit amet"] * 36) for n in range(26)
+)
 
 
 class SleepyAgent:
@@ -61,30 +64,33 @@ def line_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def personas_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "personas"
     folder.mkdir()
-    long_reply = LONG_REPLY.replace("'", "")
-    (folder / "core.yaml").write_text(
-        "name: core\n"
-        "display_name: Acme Helper\n"
-        "welcome: 'Welcome $user_name!'\n"
-        "agent:\n"
-        "  kind: rules\n"
-        "  options:\n"
-        "    rules:\n"
-        "      - keywords: [hello]\n"
-        "        reply: 'Hello $user_name!'\n"
-        "        buttons:\n"
-        "          - {label: Opening hours, value: opening hours}\n"
-        "          - {label: Pricing, value: pricing}\n"
-        "      - keywords: [pricing]\n"
-        "        reply: 'Pro costs 29 a month.'\n"
-        "      - keywords: [essay]\n"
-        f"        reply: '{long_reply}'\n"
-        "    fallback: 'I did not get that.'\n",
-        encoding="utf-8",
-    )
+    core = {
+        "name": "core",
+        "display_name": "Acme Helper",
+        "welcome": "Welcome $user_name!",
+        "agent": {
+            "kind": "rules",
+            "options": {
+                "rules": [
+                    {
+                        "keywords": ["hello"],
+                        "reply": "Hello $user_name!",
+                        "buttons": [
+                            {"label": "Opening hours", "value": "opening hours"},
+                            {"label": "Pricing", "value": "pricing"},
+                        ],
+                    },
+                    {"keywords": ["pricing"], "reply": "Pro costs 29 a month."},
+                    {"keywords": ["essay"], "reply": LONG_REPLY},
+                ],
+                "fallback": "I did not get that.",
+            },
+        },
+    }
+    (folder / "core.yaml").write_text(yaml.safe_dump(core), encoding="utf-8")
     (folder / "sleepy.yaml").write_text(
         "name: sleepy\ndisplay_name: Sleepy\n"
-        "agent: {kind: sleepy, timeout_seconds: 10, options: {delay: 1.2}}\n",
+        "agent: {kind: sleepy, timeout_seconds: 10, options: {delay: 0.3}}\n",
         encoding="utf-8",
     )
     return folder
