@@ -1,0 +1,6 @@
+"""The Slack channel: Events API, slash commands, buttons and Socket Mode in; threaded,
+persona-styled replies out through the Web API."""
+
+from connectors.slack.connector import SlackChannelConfig, SlackConnector
+
+__all__ = ["SlackChannelConfig", "SlackConnector"]

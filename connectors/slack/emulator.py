@@ -1,0 +1,765 @@
+"""A local Slack: the Web API subset the connector uses, Socket Mode, and a signing sender.
+
+:class:`SlackEmulator` is a real aiohttp server:
+
+- ``POST /api/auth.test``, ``/api/chat.postMessage``, ``/api/chat.postEphemeral`` with
+  Slack's answers (``invalid_auth``, ``channel_not_found``, ``msg_too_long`` above 40,000
+  characters, ``invalid_blocks`` for a section over 3,000), every call recorded;
+- failures on demand: :meth:`fail_next` (429 with ``Retry-After``, 500, any ``error``),
+  :meth:`drop_next` (read and record the request, then cut the connection or never answer:
+  the "did it post?" case);
+- ``POST /api/apps.connections.open`` answering a ``ws://`` URL served here, where
+  :meth:`push` sends Socket Mode envelopes and every ack is recorded;
+- ``POST /hooks/…``: the ``response_url`` endpoint for slash commands and clicks.
+
+:class:`SlackSender` signs requests exactly as Slack does (``v0`` HMAC with slack_sdk's
+``SignatureVerifier``) and posts Events API callbacks (with ``X-Slack-Retry-Num`` retries),
+slash commands and interactivity payloads. The payload builders produce complete payloads in
+the shapes Slack documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+__all__ = [
+    "ApiCall",
+    "EmulatedWorkspace",
+    "PostedMessage",
+    "SlackEmulator",
+    "SlackSender",
+    "app_mention_event",
+    "block_actions_payload",
+    "event_callback",
+    "message_event",
+    "slash_command_fields",
+]
+
+MAX_TEXT = 40_000
+MAX_SECTION = 3_000
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedWorkspace:
+    team_id: str = "T0FLOWBIZ"
+    bot_token: str = "xoxb-emulated-bot-token"  # noqa: S105 - the emulator's own fake token
+    bot_user_id: str = "U0FLOWBOT"
+    bot_id: str = "B0FLOWBOT"
+    app_token: str = "xapp-emulated-app-token"  # noqa: S105 - the emulator's own fake token
+    app_id: str = "A0FLOWAPP"
+    enterprise_id: str | None = None
+    team_domain: str = "flowbiz-demo"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    status: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """A message that Slack accepted (and would show)."""
+
+    via: Literal["chat.postMessage", "chat.postEphemeral", "response_url"]
+    team_id: str | None
+    channel: str | None
+    text: str
+    ts: str
+    thread_ts: str | None = None
+    user: str | None = None  # the viewer of an ephemeral message
+    username: str | None = None
+    icon_url: str | None = None
+    blocks: tuple[dict[str, Any], ...] = ()
+    response_type: str | None = None
+
+    @property
+    def buttons(self) -> list[tuple[str, str]]:
+        """(label, value) of the buttons in the message's actions blocks."""
+        return [
+            (e["text"]["text"], e.get("value", ""))
+            for b in self.blocks
+            if b.get("type") == "actions"
+            for e in b.get("elements", [])
+            if e.get("type") == "button"
+        ]
+
+    @property
+    def shown_text(self) -> str:
+        """The text as a person sees it: the sections when blocks are present."""
+        sections = [
+            b["text"]["text"] for b in self.blocks if b.get("type") == "section" and "text" in b
+        ]
+        body = "".join(sections) if sections else self.text
+        return body.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    error: str
+    retry_after: float | None
+
+
+class SlackEmulator:
+    def __init__(
+        self,
+        *,
+        workspaces: tuple[EmulatedWorkspace, ...] = (EmulatedWorkspace(),),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        missing_channels: frozenset[str] = frozenset({"C0GONE"}),
+    ) -> None:
+        self.workspaces = workspaces
+        self.host = host
+        self.port = port
+        self.missing_channels = missing_channels
+        self.calls: list[ApiCall] = []
+        self.posted: list[PostedMessage] = []
+        self.acks: list[str] = []
+        self.connections_opened = 0
+        self.refuse_connections = False
+        self.max_text = MAX_TEXT  # lower it to see how the connector copes with msg_too_long
+        self._failures: dict[str, deque[_Failure]] = {}
+        self._drops: dict[str, deque[Literal["disconnect", "hang"]]] = {}
+        self._ts = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._changed: asyncio.Condition | None = None
+        self._sockets: list[tuple[web.WebSocketResponse, EmulatedWorkspace]] = []
+        self._tickets: dict[str, EmulatedWorkspace] = {}
+        self._release = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What the gateway's ``api_base_url`` should be."""
+        return f"{self.base_url}/api/"
+
+    async def start(self) -> SlackEmulator:
+        self._changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_post("/api/auth.test", self._auth_test)
+        app.router.add_post("/api/chat.postMessage", self._post_message)
+        app.router.add_post("/api/chat.postEphemeral", self._post_ephemeral)
+        app.router.add_post("/api/apps.connections.open", self._connections_open)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_post("/hooks/{path:.*}", self._response_url)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        assert server is not None
+        assert server.sockets  # type: ignore[attr-defined]  # asyncio.Server has .sockets
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # same
+        return self
+
+    async def stop(self) -> None:
+        self._release.set()
+        for ws, _ in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- failure injection -------------------------------------------------------------------
+    def fail_next(
+        self,
+        method: str,
+        count: int = 1,
+        *,
+        status: int = 429,
+        error: str = "ratelimited",
+        retry_after: float | None = 1,
+    ) -> None:
+        """The next ``count`` calls of ``method`` fail (nothing is posted)."""
+        self._failures.setdefault(method, deque()).extend(
+            [_Failure(status, error, retry_after if status == 429 else None)] * count
+        )
+
+    def drop_next(self, method: str, *, mode: Literal["disconnect", "hang"] = "disconnect") -> None:
+        """The next call of ``method`` IS posted, but the caller never gets the answer."""
+        self._drops.setdefault(method, deque()).append(mode)
+
+    # -- waiting -----------------------------------------------------------------------------
+    async def wait_for_posts(self, count: int, *, timeout: float = 10.0) -> list[PostedMessage]:
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.posted) >= count)
+        return list(self.posted)
+
+    async def wait_for_connections(self, count: int, *, timeout: float = 10.0) -> None:
+        """Wait until ``count`` Socket Mode connections have been opened in total."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(
+                lambda: self.connections_opened >= count and bool(self.open_sockets)
+            )
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    def response_url(self, team_id: str = "T0FLOWBIZ") -> str:
+        return f"{self.base_url}/hooks/commands/{team_id}/{next(self._ts)}/{uuid.uuid4().hex}"
+
+    # -- Web API -----------------------------------------------------------------------------
+    async def _args(self, request: web.Request) -> tuple[dict[str, Any], str | None]:
+        if request.content_type == "application/json":
+            args = await request.json()
+        else:
+            args = dict(await request.post())
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else args.get("token")
+        return args, token
+
+    def _workspace(self, token: str | None) -> EmulatedWorkspace | None:
+        return next((w for w in self.workspaces if w.bot_token == token), None)
+
+    def _answer(
+        self, method: str, args: dict[str, Any], token: str | None, body: dict[str, Any]
+    ) -> web.Response:
+        error = body.get("error") if not body.get("ok") else None
+        self.calls.append(ApiCall(method, args, token, 200, error))
+        return web.json_response(body)
+
+    async def _injected(
+        self, method: str, args: dict[str, Any], token: str | None, request: web.Request
+    ) -> web.Response | None:
+        queue = self._failures.get(method)
+        if queue:
+            failure = queue.popleft()
+            self.calls.append(ApiCall(method, args, token, failure.status, failure.error))
+            headers = (
+                {"Retry-After": str(int(failure.retry_after))}
+                if failure.retry_after is not None
+                else {}
+            )
+            return web.json_response(
+                {"ok": False, "error": failure.error}, status=failure.status, headers=headers
+            )
+        return None
+
+    async def _auth_test(self, request: web.Request) -> web.Response:
+        args, token = await self._args(request)
+        ws = self._workspace(token)
+        if ws is None:
+            return self._answer("auth.test", args, token, {"ok": False, "error": "invalid_auth"})
+        return self._answer(
+            "auth.test",
+            args,
+            token,
+            {
+                "ok": True,
+                "url": f"https://{ws.team_domain}.slack.com/",
+                "team": ws.team_domain,
+                "user": "flowbiz",
+                "team_id": ws.team_id,
+                "user_id": ws.bot_user_id,
+                "bot_id": ws.bot_id,
+                "enterprise_id": ws.enterprise_id,
+                "is_enterprise_install": False,
+            },
+        )
+
+    async def _post_message(self, request: web.Request) -> web.StreamResponse:
+        return await self._post("chat.postMessage", request)
+
+    async def _post_ephemeral(self, request: web.Request) -> web.StreamResponse:
+        return await self._post("chat.postEphemeral", request)
+
+    async def _post(
+        self, method: Literal["chat.postMessage", "chat.postEphemeral"], request: web.Request
+    ) -> web.StreamResponse:
+        args, token = await self._args(request)
+        injected = await self._injected(method, args, token, request)
+        if injected is not None:
+            return injected
+        ws = self._workspace(token)
+        if ws is None:
+            return self._answer(method, args, token, {"ok": False, "error": "invalid_auth"})
+        channel = args.get("channel")
+        if not channel or channel in self.missing_channels:
+            return self._answer(method, args, token, {"ok": False, "error": "channel_not_found"})
+        text = args.get("text") or ""
+        blocks = args.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not text and not blocks:
+            return self._answer(method, args, token, {"ok": False, "error": "no_text"})
+        if len(text) > self.max_text:
+            return self._answer(method, args, token, {"ok": False, "error": "msg_too_long"})
+        if not _blocks_valid(blocks):
+            return self._answer(method, args, token, {"ok": False, "error": "invalid_blocks"})
+        if method == "chat.postEphemeral" and not args.get("user"):
+            return self._answer(method, args, token, {"ok": False, "error": "user_not_in_channel"})
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        self.posted.append(
+            PostedMessage(
+                via=method,
+                team_id=ws.team_id,
+                channel=channel,
+                text=text,
+                ts=ts,
+                thread_ts=args.get("thread_ts"),
+                user=args.get("user"),
+                username=args.get("username"),
+                icon_url=args.get("icon_url"),
+                blocks=tuple(blocks),
+            )
+        )
+        await self._notify()
+        drops = self._drops.get(method)
+        if drops:
+            mode = drops.popleft()
+            self.calls.append(ApiCall(method, args, token, 0, "dropped"))
+            if mode == "hang":
+                await self._release.wait()
+            assert request.transport is not None
+            request.transport.close()  # the post happened; the answer never arrives
+            return web.Response()
+        if method == "chat.postEphemeral":
+            return self._answer(method, args, token, {"ok": True, "message_ts": ts})
+        return self._answer(
+            method,
+            args,
+            token,
+            {
+                "ok": True,
+                "channel": channel,
+                "ts": ts,
+                "message": {
+                    "type": "message",
+                    "subtype": "bot_message",
+                    "text": text,
+                    "ts": ts,
+                    "bot_id": ws.bot_id,
+                    "username": args.get("username"),
+                },
+            },
+        )
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        queue = self._failures.get("response_url")
+        if queue:
+            failure = queue.popleft()
+            self.calls.append(ApiCall("response_url", body, None, failure.status, failure.error))
+            return web.Response(status=failure.status, text=failure.error)
+        self.calls.append(ApiCall("response_url", body, None, 200, None))
+        parts = request.match_info["path"].split("/")
+        self.posted.append(
+            PostedMessage(
+                via="response_url",
+                team_id=parts[1] if len(parts) > 1 else None,
+                channel=None,
+                text=body.get("text") or "",
+                ts=f"{int(time.time())}.{next(self._ts):06d}",
+                blocks=tuple(body.get("blocks") or ()),
+                response_type=body.get("response_type"),
+            )
+        )
+        await self._notify()
+        return web.Response(text="ok")
+
+    # -- Socket Mode -------------------------------------------------------------------------
+    async def _connections_open(self, request: web.Request) -> web.Response:
+        args, token = await self._args(request)
+        ws = next((w for w in self.workspaces if w.app_token == token), None)
+        if ws is None:
+            return self._answer(
+                "apps.connections.open", args, token, {"ok": False, "error": "invalid_auth"}
+            )
+        if self.refuse_connections:
+            return self._answer(
+                "apps.connections.open", args, token, {"ok": False, "error": "internal_error"}
+            )
+        ticket = uuid.uuid4().hex
+        self._tickets[ticket] = ws
+        url = f"ws://{self.host}:{self.port}/link/?ticket={ticket}&app_id={ws.app_id}"
+        return self._answer("apps.connections.open", args, token, {"ok": True, "url": url})
+
+    @property
+    def open_sockets(self) -> list[web.WebSocketResponse]:
+        return [ws for ws, _ in self._sockets if not ws.closed]
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        workspace = self._tickets.pop(request.query.get("ticket", ""), None)
+        if workspace is None:
+            raise web.HTTPUnauthorized()
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append((ws, workspace))
+        self.connections_opened += 1
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self.open_sockets),
+                "debug_info": {"host": "emulator", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": workspace.app_id},
+            }
+        )
+        await self._notify()
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                if isinstance(data, dict) and "envelope_id" in data:
+                    self.acks.append(str(data["envelope_id"]))
+                    await self._notify()
+        finally:
+            await self._notify()
+        return ws
+
+    async def push(
+        self,
+        envelope_type: Literal["events_api", "slash_commands", "interactive"],
+        payload: dict[str, Any],
+        *,
+        envelope_id: str | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> str:
+        """Send one envelope on the newest open socket; returns its envelope_id."""
+        sockets = self.open_sockets
+        if not sockets:
+            raise RuntimeError("no Socket Mode connection is open")
+        envelope_id = envelope_id or str(uuid.uuid4())
+        await sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "payload": payload,
+                "type": envelope_type,
+                "accepts_response_payload": envelope_type != "events_api",
+                "retry_attempt": retry_attempt,
+                "retry_reason": retry_reason,
+            }
+        )
+        return envelope_id
+
+    async def wait_for_ack(self, envelope_id: str, *, timeout: float = 10.0) -> None:
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: envelope_id in self.acks)
+
+    async def disconnect_sockets(self, *, graceful: bool = True) -> None:
+        """Graceful: Slack's ``disconnect`` message (refresh); else the socket just closes."""
+        for ws in self.open_sockets:
+            if graceful:
+                await ws.send_json(
+                    {"type": "disconnect", "reason": "refresh_requested", "debug_info": {}}
+                )
+            else:
+                await ws.close()
+
+
+def _blocks_valid(blocks: Any) -> bool:
+    if not isinstance(blocks, list) or len(blocks) > 50:
+        return False
+    for block in blocks:
+        if not isinstance(block, dict):
+            return False
+        if block.get("type") == "section":
+            text = block.get("text", {}).get("text", "")
+            if not text or len(text) > MAX_SECTION:
+                return False
+        if block.get("type") == "actions":
+            elements = block.get("elements", [])
+            if not elements or len(elements) > 25:
+                return False
+            for e in elements:
+                if len(e.get("text", {}).get("text", "")) > 75 or len(e.get("value", "")) > 2000:
+                    return False
+    return True
+
+
+# -- payloads, as Slack sends them ---------------------------------------------------------------
+def message_event(
+    *,
+    text: str,
+    user: str = "U0CUSTOMER",
+    channel: str = "D0DIRECT",
+    channel_type: str = "im",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    team: str = "T0FLOWBIZ",
+    **extra: Any,
+) -> dict[str, Any]:
+    ts = ts or _new_ts()
+    event: dict[str, Any] = {
+        "type": "message",
+        "channel": channel,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "event_ts": ts,
+        "channel_type": channel_type,
+        "team": team,
+        "client_msg_id": str(uuid.uuid4()),
+        "blocks": [
+            {
+                "type": "rich_text",
+                "block_id": uuid.uuid4().hex[:5],
+                "elements": [
+                    {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}
+                ],
+            }
+        ],
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = user
+    event.update(extra)
+    return event
+
+
+def app_mention_event(
+    *,
+    text: str,
+    bot_user_id: str = "U0FLOWBOT",
+    user: str = "U0CUSTOMER",
+    channel: str = "C0GENERAL",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    team: str = "T0FLOWBIZ",
+) -> dict[str, Any]:
+    ts = ts or _new_ts()
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{bot_user_id}> {text}",
+        "ts": ts,
+        "team": team,
+        "channel": channel,
+        "event_ts": ts,
+        "client_msg_id": str(uuid.uuid4()),
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def event_callback(
+    event: dict[str, Any],
+    *,
+    team_id: str = "T0FLOWBIZ",
+    api_app_id: str = "A0FLOWAPP",
+    bot_user_id: str = "U0FLOWBOT",
+    event_id: str | None = None,
+    enterprise_id: str | None = None,
+) -> dict[str, Any]:
+    """The Events API envelope around one event (the current ``authorizations`` shape)."""
+    return {
+        "token": "legacy-verification-token",
+        "team_id": team_id,
+        "enterprise_id": enterprise_id,
+        "context_team_id": team_id,
+        "context_enterprise_id": enterprise_id,
+        "api_app_id": api_app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        "authorizations": [
+            {
+                "enterprise_id": enterprise_id,
+                "team_id": team_id,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+        "event_context": f"4-{uuid.uuid4().hex}",
+    }
+
+
+def slash_command_fields(
+    *,
+    command: str,
+    text: str,
+    response_url: str,
+    team_id: str = "T0FLOWBIZ",
+    channel_id: str = "C0GENERAL",
+    user_id: str = "U0CUSTOMER",
+    user_name: str = "alice",
+    api_app_id: str = "A0FLOWAPP",
+) -> dict[str, str]:
+    return {
+        "token": "legacy-verification-token",
+        "team_id": team_id,
+        "team_domain": "flowbiz-demo",
+        "channel_id": channel_id,
+        "channel_name": "general",
+        "user_id": user_id,
+        "user_name": user_name,
+        "command": command,
+        "text": text,
+        "api_app_id": api_app_id,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+    }
+
+
+def block_actions_payload(
+    *,
+    value: str,
+    label: str = "Button",
+    message_ts: str,
+    thread_ts: str | None = None,
+    team_id: str = "T0FLOWBIZ",
+    channel_id: str = "D0DIRECT",
+    user_id: str = "U0CUSTOMER",
+    response_url: str = "https://hooks.slack.com/actions/T0FLOWBIZ/1/x",
+    is_ephemeral: bool = False,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message_ts,
+        "channel_id": channel_id,
+        "is_ephemeral": is_ephemeral,
+    }
+    message: dict[str, Any] = {
+        "type": "message",
+        "subtype": "bot_message",
+        "text": "…",
+        "ts": message_ts,
+        "bot_id": "B0FLOWBOT",
+    }
+    if thread_ts is not None:
+        container["thread_ts"] = thread_ts
+        message["thread_ts"] = thread_ts
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": "alice", "name": "alice", "team_id": team_id},
+        "api_app_id": "A0FLOWAPP",
+        "token": "legacy-verification-token",
+        "container": container,
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+        "team": {"id": team_id, "domain": "flowbiz-demo"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel_id, "name": "directmessage"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": "flowbiz_button_0",
+                "block_id": "flowbiz_buttons",
+                "text": {"type": "plain_text", "text": label, "emoji": True},
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+        "state": {"values": {}},
+    }
+    if not is_ephemeral:
+        payload["message"] = message
+    return payload
+
+
+def _new_ts() -> str:
+    return f"{time.time():.6f}"
+
+
+# -- the sender ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class SlackSender:
+    """Posts signed, Slack-shaped requests to a gateway, as Slack's servers do."""
+
+    session: aiohttp.ClientSession
+    gateway_url: str
+    signing_secret: str
+    sent: list[tuple[str, int]] = field(default_factory=list)
+
+    def headers(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(self.signing_secret).generate_signature(
+            timestamp=ts, body=body
+        )
+        assert signature is not None  # always set for a str timestamp
+        return {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature,
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+        }
+
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+        timestamp: int | None = None,
+    ) -> tuple[int, str]:
+        all_headers = {"Content-Type": content_type}
+        if sign:
+            all_headers.update(self.headers(body, timestamp=timestamp))
+        all_headers.update(headers or {})
+        async with self.session.post(
+            f"{self.gateway_url}{path}", data=body, headers=all_headers
+        ) as response:
+            self.sent.append((path, response.status))
+            return response.status, await response.text()
+
+    async def event(
+        self,
+        envelope: dict[str, Any],
+        *,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+    ) -> tuple[int, str]:
+        """Deliver an Events API callback; ``retry_num`` marks it as Slack's n-th retry."""
+        headers = {}
+        if retry_num is not None:
+            headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason}
+        return await self.post(
+            "/slack/events",
+            json.dumps(envelope).encode(),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    async def url_verification(self, challenge: str) -> tuple[int, str]:
+        body = {"token": "legacy-verification-token", "challenge": challenge}
+        body["type"] = "url_verification"
+        return await self.post(
+            "/slack/events", json.dumps(body).encode(), content_type="application/json"
+        )
+
+    async def command(self, fields: dict[str, str]) -> tuple[int, str]:
+        return await self.post(
+            "/slack/commands",
+            urlencode(fields).encode(),
+            content_type="application/x-www-form-urlencoded",
+        )
+
+    async def interaction(self, payload: dict[str, Any]) -> tuple[int, str]:
+        return await self.post(
+            "/slack/interactivity",
+            f"payload={quote(json.dumps(payload))}".encode(),
+            content_type="application/x-www-form-urlencoded",
+        )
