@@ -50,6 +50,7 @@ class ReplyPart:
 class AgentReply:
     parts: tuple[ReplyPart, ...] = ()
     switch_persona: str | None = None  # stick the conversation to another persona
+    handoff: str | None = None  # hand the conversation to people; the reason (gateway/handoff.py)
 
     @classmethod
     def text(cls, text: str, *, buttons: tuple[Button, ...] = ()) -> AgentReply:

@@ -66,6 +66,13 @@ class Persona(_Model):
     agent: AgentSpec = AgentSpec()
     welcome: str | None = None
     failure_reply: str = "Sorry, I could not answer that just now. Please try again shortly."
+    # Sent instead of an answer when the safety pre-check blocks a message (gateway/safety.py).
+    refusal: str = (
+        "For your safety I cannot accept card numbers, passwords or keys in this chat. "
+        "Please remove them and write again."
+    )
+    # Files the persona's tools may search (search_docs); relative to the persona file.
+    knowledge_dir: Path | None = None
 
     @property
     def presentation(self) -> PersonaPresentation:
@@ -117,6 +124,8 @@ def load_personas(folder: Path) -> PersonaRegistry:
                 for e in exc.errors()
             ]
             continue
+        if persona.knowledge_dir is not None and not persona.knowledge_dir.is_absolute():
+            persona = persona.model_copy(update={"knowledge_dir": folder / persona.knowledge_dir})
         if persona.name in personas:
             problems.append((f"{file.name}:name", f"duplicate persona {persona.name!r}"))
         personas[persona.name] = persona

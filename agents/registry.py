@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from agents.base import Agent
 from agents.echo import EchoAgent
+from agents.llm import LlmAgent
 from agents.persona import Persona
 from agents.rules import RulesAgent
+from agents.webhook import WebhookAgent
 
-__all__ = ["AGENT_KINDS", "build_agent"]
+__all__ = ["AGENT_KINDS", "PersonaBound", "build_agent"]
 
 AgentBuilder = Callable[[dict[str, Any]], Agent]
 
 AGENT_KINDS: dict[str, AgentBuilder] = {
     "rules": RulesAgent.from_options,
     "echo": EchoAgent.from_options,
+    "webhook": WebhookAgent.from_options,
+    "llm": LlmAgent.from_options,
 }
+
+
+@runtime_checkable
+class PersonaBound(Protocol):
+    """An agent that prepares itself for its persona (e.g. builds the tools it may use)."""
+
+    def bind(self, persona: Persona) -> None: ...
 
 
 def build_agent(persona: Persona) -> Agent:
     builder = AGENT_KINDS.get(persona.agent.kind)
     if builder is None:
         raise KeyError(f"persona {persona.name!r}: unknown agent kind {persona.agent.kind!r}")
-    return builder(persona.agent.options)
+    agent = builder(persona.agent.options)
+    if isinstance(agent, PersonaBound):
+        agent.bind(persona)
+    return agent

@@ -1,0 +1,257 @@
+"""The LLM agent: any OpenAI-compatible chat-completions endpoint, with permitted tools.
+
+Options::
+
+    base_url: https://api.openai.com/v1      # or a local server: http://127.0.0.1:11434/v1
+    model: gpt-4o-mini
+    api_key_env: OPENAI_API_KEY              # the *name* of the variable; omit for no key
+    prompt: system                           # which of the persona's prompts is the system one
+    prompt_version: null                     # pin a version; default: the persona's choice
+    history_turns: 10                        # recent turns sent along
+    max_steps: 4                             # model calls per message (stop condition)
+    timeout_seconds: 30                      # the whole turn, tools included (stop condition)
+    request_timeout_seconds: 20              # one model call
+    temperature: 0.3
+    deterministic: false                     # true: temperature 0 and a fixed seed
+    seed: 7
+    max_tokens: null
+    tool_options:                            # per-tool settings, see agents/tools
+      run_command: {allow: ["uptime"]}
+
+Tools are deny-first: only the persona's ``tools`` are offered, and a call to any other name
+is refused and reported back to the model as an error, as is a call whose arguments do not
+match the tool's JSON schema. The model then gets another step to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.base import AgentContext, AgentReply, ReplyPart
+from agents.persona import Persona
+from agents.tools import Tool, ToolContext, ToolResult, build_tools
+from gateway.errors import AgentError
+from gateway.observability import get_logger
+
+__all__ = ["LlmAgent", "LlmOptions"]
+
+log = get_logger(__name__)
+
+_DEFAULT_SYSTEM = "You are $display_name, an assistant of $tenant_name. Be brief and accurate."
+
+
+class LlmOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    prompt: str = "system"
+    prompt_version: int | None = None
+    history_turns: int = Field(default=10, ge=0)
+    max_steps: int = Field(default=4, ge=1, le=20)
+    timeout_seconds: float = Field(default=30, gt=0)
+    request_timeout_seconds: float = Field(default=20, gt=0)
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    deterministic: bool = False
+    seed: int = 7
+    max_tokens: int | None = Field(default=None, gt=0)
+    tool_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class _FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str = "{}"
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: str = "function"
+    function: _FunctionCall
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Completion(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    choices: list[_Choice] = Field(min_length=1)
+
+
+class LlmAgent:
+    def __init__(self, options: LlmOptions) -> None:
+        self.options = options
+        self.tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> LlmAgent:
+        return cls(LlmOptions.model_validate(options))
+
+    def bind(self, persona: Persona) -> None:
+        """Build the persona's permitted tools (and nothing else); called once at load."""
+        self.tools = build_tools(persona, self.options.tool_options)
+        self._validators = {}
+        for name, tool in self.tools.items():
+            Draft202012Validator.check_schema(tool.parameters)
+            self._validators[name] = Draft202012Validator(tool.parameters)
+
+    # -- the turn ----------------------------------------------------------------------------
+    async def respond(self, context: AgentContext) -> AgentReply:
+        try:
+            async with asyncio.timeout(self.options.timeout_seconds):
+                return await self._run(context)
+        except TimeoutError as exc:
+            raise AgentError("the LLM agent ran past its overall timeout") from exc
+
+    def _messages(self, context: AgentContext) -> list[dict[str, Any]]:
+        opts = self.options
+        template = context.persona.prompts.get(opts.prompt)
+        if template is not None:
+            system = template.render(context.variables, version=opts.prompt_version)
+        else:
+            system = _DEFAULT_SYSTEM
+            for name, value in context.variables.items():
+                system = system.replace(f"${name}", value)
+        turns = context.history[-opts.history_turns :] if opts.history_turns else ()
+        return [
+            {"role": "system", "content": system},
+            *({"role": t.role, "content": t.text} for t in turns),
+            {"role": "user", "content": context.message.text},
+        ]
+
+    def _request(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        opts = self.options
+        body: dict[str, Any] = {"model": opts.model, "messages": messages}
+        if opts.deterministic:
+            body |= {"temperature": 0, "seed": opts.seed}
+        else:
+            body["temperature"] = opts.temperature
+        if opts.max_tokens is not None:
+            body["max_tokens"] = opts.max_tokens
+        if self.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in self.tools.values()
+            ]
+            body["tool_choice"] = "auto"
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": "FlowBiz-Gateway"}
+        name = self.options.api_key_env
+        if name is not None:
+            key = os.environ.get(name)
+            if not key:
+                raise AgentError(f"environment variable {name} (the LLM API key) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _run(self, context: AgentContext) -> AgentReply:
+        messages = self._messages(context)
+        headers = self._headers()
+        tool_context = ToolContext(agent=context)
+        switch: str | None = None
+        handoff: str | None = None
+        async with aiohttp.ClientSession() as session:
+            for step in range(1, self.options.max_steps + 1):
+                message = await self._complete(session, headers, messages)
+                calls = message.tool_calls or []
+                log.info(
+                    "agent.llm_step", persona=context.persona.name, step=step, calls=len(calls)
+                )
+                if not calls:
+                    text = (message.content or "").strip()
+                    parts = (ReplyPart(text=text),) if text else ()
+                    return AgentReply(parts=parts, switch_persona=switch, handoff=handoff)
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": message.content,
+                        "tool_calls": [c.model_dump() for c in calls],
+                    }
+                )
+                for call in calls:
+                    result = await self._call_tool(call, tool_context)
+                    switch = result.switch_persona or switch
+                    handoff = result.handoff or handoff
+                    content = (
+                        json.dumps({"error": result.content}) if result.is_error else result.content
+                    )
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        raise AgentError(f"the LLM agent reached its step limit ({self.options.max_steps})")
+
+    async def _complete(
+        self,
+        session: aiohttp.ClientSession,
+        headers: Mapping[str, str],
+        messages: list[dict[str, Any]],
+    ) -> _Message:
+        url = self.options.base_url.rstrip("/") + "/chat/completions"
+        try:
+            async with session.post(
+                url,
+                json=self._request(messages),
+                headers=dict(headers),
+                timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_seconds),
+            ) as response:
+                status = response.status
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AgentError(f"the LLM endpoint failed: {type(exc).__name__}") from exc
+        if status != 200:
+            raise AgentError(f"the LLM endpoint answered {status}")
+        try:
+            return _Completion.model_validate_json(raw).choices[0].message
+        except ValidationError as exc:
+            raise AgentError("the LLM endpoint's answer is not a chat completion") from exc
+
+    async def _call_tool(self, call: _ToolCall, context: ToolContext) -> ToolResult:
+        name = call.function.name
+        persona = context.agent.persona.name
+        tool = self.tools.get(name)
+        if tool is None:  # deny-first: whatever the model asks for, only listed tools run
+            log.warning("agent.tool_refused", persona=persona, tool=name[:64], reason="not_allowed")
+            return ToolResult(content=f"tool {name!r} is not permitted here", is_error=True)
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError:
+            return ToolResult(content="the arguments are not valid JSON", is_error=True)
+        error = next(iter(self._validators[name].iter_errors(arguments)), None)
+        if error is not None:
+            log.warning(
+                "agent.tool_refused", persona=persona, tool=name, reason="invalid_arguments"
+            )
+            where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+            return ToolResult(
+                content=f"invalid arguments at {where}: {error.message}", is_error=True
+            )
+        log.info("agent.tool_called", persona=persona, tool=name)
+        return await tool.run(arguments, context)

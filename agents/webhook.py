@@ -1,0 +1,308 @@
+"""The webhook agent: bring your own bot, in any language, behind an HTTPS URL.
+
+For each message the gateway POSTs the normalised context (the message, the persona, recent
+history, the channel's capabilities) to the bot's URL as JSON, signed like every FlowBiz
+webhook (:mod:`gateway.signing`: ``X-FlowBiz-Signature: t=…,v1=…``, two ``v1`` entries while
+a secret rotates). ``X-FlowBiz-Idempotency-Key`` carries the inbound message id, the same on
+every retry, so the bot can answer a retry from its own cache.
+
+The bot answers either inline (``200`` with ``{"parts": [{"text": …, "buttons": […]}]}``, or
+the shorthand ``{"text": …}``) or with ``202 Accepted``: "I will answer later", through the
+admin API's send-message route. ``204`` means "no reply".
+
+Options::
+
+    url: https://bot.example.com/flowbiz
+    secrets_env: [BOT_SECRET, BOT_SECRET_OLD]   # environment variable names, newest first
+    attempt_timeout_seconds: 5
+    retries: 2                                  # extra tries on network errors, 408/429/5xx
+    history: 10                                 # history turns sent along
+    allow_private_network: false                # SSRF guard: see below
+
+The target URL is checked against SSRF: the host is resolved and loopback, link-local,
+private, reserved, multicast and unspecified addresses are refused (at connect time, through
+the resolver, so a DNS answer that changes after validation is caught too). Only a persona
+whose options say ``allow_private_network: true`` may reach such addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.base import AgentContext, AgentReply, ReplyPart
+from gateway.errors import AgentError
+from gateway.models import Button
+from gateway.observability import get_logger
+from gateway.signing import SIGNATURE_HEADER, sign
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "TargetRefusedError",
+    "WebhookAgent",
+    "WebhookOptions",
+    "context_payload",
+    "refusal_reason",
+]
+
+log = get_logger(__name__)
+
+IDEMPOTENCY_HEADER = "X-FlowBiz-Idempotency-Key"
+ATTEMPT_HEADER = "X-FlowBiz-Attempt"
+_MAX_RESPONSE_BYTES = 256 * 1024
+_RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class TargetRefusedError(OSError):
+    """The bot's address is one the SSRF guard refuses."""
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def refusal_reason(address: IpAddress) -> str | None:
+    """Why the SSRF guard refuses ``address``, or None when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    checks = (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("not globally routable", not address.is_global),
+    )
+    for label, hit in checks:
+        if hit:
+            return label
+    return None
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves like the system, then refuses the whole answer if any address is refused."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            reason = refusal_reason(ipaddress.ip_address(result["host"]))
+            if reason is not None:
+                raise TargetRefusedError(f"{host} resolves to a {reason} address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class WebhookOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    secrets_env: tuple[str, ...] = Field(min_length=1, max_length=2)
+    attempt_timeout_seconds: float = Field(default=5, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_base_seconds: float = Field(default=0.2, gt=0)
+    history: int = Field(default=10, ge=0)
+    allow_private_network: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the bot URL must be an absolute http(s) URL")
+        return value
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str = Field(default="", max_length=20_000)
+    buttons: tuple[Button, ...] = Field(default=(), max_length=20)
+
+
+class _BotAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    parts: tuple[_Part, ...] = Field(default=(), max_length=10)
+    text: str | None = Field(default=None, max_length=20_000)
+    buttons: tuple[Button, ...] = Field(default=(), max_length=20)
+    switch_persona: str | None = None
+    handoff: str | None = Field(default=None, max_length=500)
+
+    def reply(self) -> AgentReply:
+        parts = [ReplyPart(text=p.text, buttons=p.buttons) for p in self.parts]
+        if self.text is not None:
+            parts.insert(0, ReplyPart(text=self.text, buttons=self.buttons))
+        return AgentReply(
+            parts=tuple(parts), switch_persona=self.switch_persona, handoff=self.handoff
+        )
+
+
+def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
+    """The JSON a bot receives. Platform payloads and reply tokens are never included."""
+    message = context.message
+    conv = message.conversation
+    caps = context.capabilities
+    turns = context.history[-history:] if history else ()
+    return {
+        "version": 1,
+        "type": "message",
+        "message": {
+            "id": message.id,
+            "event_id": message.event_id,
+            "kind": message.kind.value,
+            "text": message.text,
+            "received_at": message.received_at.isoformat(),
+            "sender": {"id": message.sender.id, "display_name": message.sender.display_name},
+            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "conversation": {
+                "tenant": conv.tenant,
+                "channel": conv.channel.value,
+                "conversation_id": conv.conversation_id,
+                "thread": conv.thread,
+                "key": conv.key,
+            },
+        },
+        "persona": {"name": context.persona.name, "display_name": context.persona.display_name},
+        "history": [
+            {"role": t.role, "text": t.text, "at": t.at.isoformat(), "persona": t.persona}
+            for t in turns
+        ],
+        "capabilities": {
+            "buttons": caps.buttons,
+            "threads": caps.threads,
+            "max_text_length": caps.max_text_length,
+            "markdown": caps.markdown,
+            "attachments": caps.attachments,
+        },
+        "variables": dict(context.variables),
+    }
+
+
+class WebhookAgent:
+    def __init__(self, options: WebhookOptions) -> None:
+        self.options = options
+        host = urlsplit(options.url).hostname or ""
+        try:
+            literal: IpAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        # A literal address never reaches the resolver, so it is judged here.
+        self._literal_refusal = refusal_reason(literal) if literal is not None else None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> WebhookAgent:
+        return cls(WebhookOptions.model_validate(options))
+
+    def _secrets(self) -> list[str]:
+        found = [os.environ.get(name, "") for name in self.options.secrets_env]
+        if not all(found):
+            raise AgentError("a webhook signing secret is not set in the environment")
+        return found
+
+    async def respond(self, context: AgentContext) -> AgentReply:
+        opts = self.options
+        if self._literal_refusal is not None and not opts.allow_private_network:
+            log.warning("agent.webhook_refused", persona=context.persona.name, reason="ssrf")
+            raise AgentError(f"bot URL refused: a {self._literal_refusal} address")
+        body = json.dumps(context_payload(context, history=opts.history)).encode()
+        secrets = self._secrets()
+        connector = aiohttp.TCPConnector(
+            resolver=None if opts.allow_private_network else _GuardedResolver(),
+            use_dns_cache=False,
+        )
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for attempt in range(1, opts.retries + 2):
+                outcome = await self._attempt(session, body, secrets, context, attempt)
+                if isinstance(outcome, AgentReply):
+                    return outcome
+                if attempt > opts.retries:
+                    break
+                delay = (
+                    outcome if outcome is not None else opts.retry_base_seconds * 2 ** (attempt - 1)
+                )
+                await asyncio.sleep(delay)
+        raise AgentError(f"the bot did not answer after {opts.retries + 1} tries")
+
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        body: bytes,
+        secrets: list[str],
+        context: AgentContext,
+        attempt: int,
+    ) -> AgentReply | float | None:
+        """One POST. A reply, or the wait before the next try (None = the usual backoff)."""
+        opts = self.options
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "FlowBiz-Gateway",
+            SIGNATURE_HEADER: sign(secrets, body),  # signed per try: the timestamp stays fresh
+            IDEMPOTENCY_HEADER: context.message.id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        persona = context.persona.name
+        try:
+            async with session.post(
+                opts.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,  # a redirect could lead past the SSRF check
+                timeout=aiohttp.ClientTimeout(total=opts.attempt_timeout_seconds),
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                raw = await response.content.read(_MAX_RESPONSE_BYTES + 1)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, TargetRefusedError):
+                log.warning("agent.webhook_refused", persona=persona, reason="ssrf")
+                raise AgentError(f"bot URL refused: {exc.os_error}") from exc
+            log.warning("agent.webhook_retry", persona=persona, attempt=attempt, error="connect")
+            return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            log.warning("agent.webhook_retry", persona=persona, attempt=attempt, error=error)
+            return None
+        if status in (202, 204):
+            log.info("agent.webhook_deferred" if status == 202 else "agent.webhook_silent")
+            return AgentReply()
+        if 200 <= status < 300:
+            return self._parse(raw)
+        if status in _RETRY_STATUSES or status >= 500:
+            log.warning("agent.webhook_retry", persona=persona, attempt=attempt, status=status)
+            return _seconds(retry_after, cap=opts.attempt_timeout_seconds)
+        raise AgentError(f"the bot answered {status}")
+
+    @staticmethod
+    def _parse(raw: bytes) -> AgentReply:
+        if len(raw) > _MAX_RESPONSE_BYTES:
+            raise AgentError("the bot's answer is too large")
+        if not raw.strip():
+            return AgentReply()
+        try:
+            return _BotAnswer.model_validate_json(raw).reply()
+        except ValidationError as exc:
+            raise AgentError(f"the bot's answer is not valid: {exc.error_count()} errors") from exc
+
+
+def _seconds(value: str | None, *, cap: float) -> float | None:
+    if value is None:
+        return None
+    try:
+        return min(cap, max(0.0, float(value)))
+    except ValueError:
+        return None
