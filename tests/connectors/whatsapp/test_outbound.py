@@ -24,20 +24,7 @@ from tests.connectors.whatsapp.support import (
 )
 from tests.harness import RunningGateway, eventually, running_gateway
 
-WORDS = [
-    "lorem",
-    "ipsum",
-    "dolor",
-    "sit",
-    "amet",
-    "consectetur",
-    "adipiscing",
-    "elit",
-    "sed",
-    "do",
-    "eiusmod",
-    "tempor",
-]
+WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "elit", "tempor")
 
 
 def long_text(length: int) -> str:
