@@ -39,6 +39,12 @@ class RedisServer:
         """Send one command over a fresh socket and return the raw reply line."""
         return redis_command(self.port, *args)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no flush — what a crash looks like."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

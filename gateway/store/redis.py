@@ -43,6 +43,8 @@ from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult
 __all__ = ["RedisStore"]
 
 _FIELD = b"p"  # the one field of every stream entry: the caller's payload
+_CONNECT_TIMEOUT = 5.0
+_COMMAND_TIMEOUT = 10.0  # a server that stops answering must surface as StoreError, not a hang
 
 # Claim each dedupe key and append its payload only if the claim is new, in one atomic step:
 # a crash can never leave a claimed key without its entry, nor an entry without its claim.
@@ -252,10 +254,18 @@ class RedisStore:
 
     @classmethod
     async def open(cls, url: str) -> RedisStore:
-        def connect() -> Redis:
-            return Redis.from_url(url, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        def connect(socket_timeout: float | None) -> Redis:
+            # Options in the URL's query string take precedence over these defaults.
+            return Redis.from_url(
+                url,
+                decode_responses=False,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=socket_timeout,
+            )
 
-        store = cls(url, connect(), connect())
+        # The blocking pool has no socket timeout (a BLOCK may be long); read_group bounds it.
+        store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
         try:
             await store.ping()
         except BaseException:
@@ -298,8 +308,17 @@ class RedisStore:
             # Everything queued while the previous pipeline was in flight goes in this one.
             commands, self._commands = self._commands, []
             admits, self._admits = self._admits, []
-            commands.extend(self._admit_commands(admits))
-            await self._run_pipeline(commands, reload_scripts=True)
+            try:
+                commands.extend(self._admit_commands(admits))
+                await self._run_pipeline(commands, reload_scripts=True)
+            except BaseException:
+                # Never leave a caller waiting forever on a batch that died half-way.
+                failed = StoreError("redis pipeline aborted")
+                for command in commands:
+                    command.done(failed)
+                for call in admits:
+                    _resolve(call.future, failed)
+                raise
 
     async def _run_pipeline(self, commands: list[_Command], *, reload_scripts: bool) -> None:
         try:
@@ -421,10 +440,13 @@ class RedisStore:
             blocking = ("BLOCK", _ms(remaining)) if remaining > 0 else ()
             client = self._blocking if blocking else self._client
             try:
-                reply = await _command(
-                    client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count, *blocking,
-                    "STREAMS", *names, *(">" * len(names)),
-                )  # fmt: skip
+                async with asyncio.timeout(max(remaining, 0) + _COMMAND_TIMEOUT):
+                    reply = await _command(
+                        client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+                        *blocking, "STREAMS", *names, *(">" * len(names)),
+                    )  # fmt: skip
+            except TimeoutError as exc:
+                raise StoreError("redis XREADGROUP did not answer in time") from exc
             except ResponseError as exc:
                 if attempt == 0 and str(exc).startswith("NOGROUP"):
                     # Like the reference store: a missing group reads from the stream start.

@@ -82,6 +82,19 @@ CREATE TABLE IF NOT EXISTS members (
 ) WITHOUT ROWID;
 """
 
+# Live keys of every listed kind within [prefix, upper): see SqliteStore.scan.
+_SCAN_SQL = """
+SELECT key FROM records WHERE key >= :prefix AND key < :upper
+    AND substr(key, 1, :n) = :prefix AND (expires_at IS NULL OR expires_at > :now)
+UNION SELECT key FROM states WHERE key >= :prefix AND key < :upper
+    AND substr(key, 1, :n) = :prefix AND (expires_at IS NULL OR expires_at > :now)
+UNION SELECT key FROM counters WHERE key >= :prefix AND key < :upper
+    AND substr(key, 1, :n) = :prefix AND (expires_at IS NULL OR expires_at > :now)
+UNION SELECT stream FROM streams WHERE stream >= :prefix AND stream < :upper
+    AND substr(stream, 1, :n) = :prefix
+ORDER BY 1 LIMIT :limit
+"""
+
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 _POLL_SECONDS = 0.025  # how often a blocked read_group looks for other processes' appends
 _PURGE_SECONDS = 30.0  # at most this often, a flush also deletes some expired rows
@@ -118,6 +131,21 @@ def _exp(now: float, ttl: float | None) -> float | None:
 
 def _alive(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
+
+
+def _prefix_upper(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (None: no bound).
+
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points, so bumping the last
+    code point works; surrogates cannot be encoded and are skipped.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            bumped = last + 1 if not 0xD7FF <= last < 0xDFFF else 0xE000
+            return prefix[:-1] + chr(bumped)
+        prefix = prefix[:-1]
+    return None
 
 
 class _Wakeup:
@@ -159,6 +187,9 @@ class SqliteStore:
         store = cls(url, path, synchronous=synchronous, busy_timeout=busy_timeout)
         try:
             await store._call(store._connect)
+        except OSError as exc:  # e.g. the directory cannot be created
+            store._executor.shutdown(wait=False)
+            raise StoreError(f"sqlite store cannot open its file: {exc}") from exc
         except BaseException:
             store._executor.shutdown(wait=False)
             raise
@@ -225,6 +256,12 @@ class SqliteStore:
                     if not fut.done():
                         fut.set_exception(StoreError(f"sqlite commit failed: {exc}"))
                 continue
+            except BaseException:
+                # Never leave a caller waiting forever on a batch that died half-way.
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreError("sqlite batch aborted"))
+                raise
             if appended:
                 self._wakeup.notify()
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
@@ -265,6 +302,17 @@ class SqliteStore:
         if now < self._next_purge:
             return
         self._next_purge = now + _PURGE_SECONDS
+        # Own savepoint: a failed purge (it only tidies up) must not fail the batch's writes;
+        # it is simply tried again next time.
+        conn.execute("SAVEPOINT purge")
+        try:
+            self._purge(conn, now)
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO purge")
+        conn.execute("RELEASE purge")
+
+    @staticmethod
+    def _purge(conn: sqlite3.Connection, now: float) -> None:
         for table in ("records", "states"):
             conn.execute(
                 f"DELETE FROM {table} WHERE key IN (SELECT key FROM {table}"  # noqa: S608 — table names are constants
@@ -621,21 +669,14 @@ class SqliteStore:
         return await self._write(partial(self._delete_rows, keys=list(keys)))
 
     async def scan(self, prefix: str, *, limit: int = 1000) -> list[str]:
-        # substr() compares the prefix exactly: no LIKE/GLOB wildcards to escape.
+        # A key range [prefix, upper) lets SQLite walk the primary-key indexes; the substr()
+        # check keeps the match exact (and no LIKE/GLOB wildcards need escaping). Without an
+        # upper bound, an empty BLOB serves: SQLite orders every TEXT value below any BLOB.
+        upper: str | bytes = _prefix_upper(prefix) or b""
+        params = {"prefix": prefix, "upper": upper, "n": len(prefix), "limit": limit}
+
         def op(conn: sqlite3.Connection) -> list[str]:
-            now = time.time()
-            args = (len(prefix), prefix)
-            rows = conn.execute(
-                "SELECT key FROM records WHERE substr(key, 1, ?) = ?"
-                " AND (expires_at IS NULL OR expires_at > ?)"
-                " UNION SELECT key FROM states WHERE substr(key, 1, ?) = ?"
-                " AND (expires_at IS NULL OR expires_at > ?)"
-                " UNION SELECT key FROM counters WHERE substr(key, 1, ?) = ?"
-                " AND (expires_at IS NULL OR expires_at > ?)"
-                " UNION SELECT stream FROM streams WHERE substr(stream, 1, ?) = ?"
-                " ORDER BY 1 LIMIT ?",
-                (*args, now, *args, now, *args, now, *args, limit),
-            ).fetchall()
+            rows = conn.execute(_SCAN_SQL, params | {"now": time.time()}).fetchall()
             return [str(r[0]) for r in rows]
 
         return await self._read(op)

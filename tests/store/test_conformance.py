@@ -17,6 +17,7 @@ from gateway.errors import ConfigError, StoreError
 from gateway.store import Admission, Commit, StateWrite, Store, open_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.conftest import start_redis_server
 
 P0 = "t:{p0}"
 P1 = "t:{p1}"
@@ -546,3 +547,46 @@ async def test_redis_unreachable_raises_store_error() -> None:
     """Opening a store on a port where nothing listens fails with StoreError."""
     with pytest.raises(StoreError):
         await RedisStore.open("redis://127.0.0.1:1/0")
+
+
+@pytest.mark.redis
+async def test_redis_server_gone_raises_store_error(tmp_path: Path) -> None:
+    """When the server dies, calls fail fast with StoreError instead of hanging."""
+    server = start_redis_server(tmp_path)
+    store = await RedisStore.open(server.url)
+    try:
+        await store.put_record("t:k", b"v")
+        server.kill()
+        with pytest.raises(StoreError):
+            await store.admit([Admission("t:seen", INBOX, b"x")], dedupe_ttl=60)
+        with pytest.raises(StoreError):
+            await store.ping()
+        with pytest.raises(StoreError):
+            await store.read_group([INBOX], group="g", consumer="c", count=1, block=0.1)
+        with pytest.raises(StoreError):
+            await store.take_tokens("t:b", rate=1, burst=1)
+    finally:
+        await store.aclose()
+        server.stop()
+
+
+@pytest.mark.redis
+async def test_redis_with_aof_keeps_acknowledged_admits_across_a_crash(tmp_path: Path) -> None:
+    """With appendfsync always, an acknowledged admit survives SIGKILL of the server."""
+    server = start_redis_server(tmp_path, appendonly=True)
+    try:
+        store = await RedisStore.open(server.url)
+        try:
+            ids = await store.admit([Admission("t:seen", INBOX, b"x")], dedupe_ttl=60)
+        finally:
+            await store.aclose()
+        server.kill()
+        server = start_redis_server(tmp_path, appendonly=True, port=server.port)
+        store = await RedisStore.open(server.url)
+        try:
+            assert [e.id for e in await store.range(INBOX)] == ids
+            assert await store.admit([Admission("t:seen", INBOX, b"x")], dedupe_ttl=60) == [None]
+        finally:
+            await store.aclose()
+    finally:
+        server.stop()
