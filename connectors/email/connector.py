@@ -25,7 +25,7 @@ import asyncio
 import json
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -249,9 +249,10 @@ class EmailConnector:
                 owner = self._mailboxes.get(entry.address)
                 if owner is not None and owner.tenant != tenant.id:
                     problems.append(
-                        (f"tenants.{tenant.id}.channels.{channel.name}.addresses", (
-                            f"{entry.address} already belongs to tenant {owner.tenant}"
-                        ))
+                        (
+                            f"tenants.{tenant.id}.channels.{channel.name}.addresses",
+                            (f"{entry.address} already belongs to tenant {owner.tenant}"),
+                        )
                     )
                     continue
                 self._mailboxes.setdefault(
@@ -278,29 +279,7 @@ class EmailConnector:
                 endpoints.setdefault(key, []).append(channel.listener)
         loop = asyncio.get_running_loop()
         for (host, port), listeners in endpoints.items():
-            handler = _SmtpHandler(self)
-            size = max(item.max_message_bytes for item in listeners)
-            first = listeners[0]
-            tls = _server_tls(listeners)
-
-            def factory(
-                handler: _SmtpHandler = handler,
-                size: int = size,
-                first: SmtpListenerConfig = first,
-                tls: ssl.SSLContext | None = tls,
-            ) -> SMTPServerProtocol:
-                return SMTPServerProtocol(
-                    handler,
-                    data_size_limit=size,
-                    enable_SMTPUTF8=True,
-                    hostname=first.hostname,
-                    ident="FlowBiz Gateway ESMTP",
-                    tls_context=tls,
-                    require_starttls=tls is not None and any(i.require_starttls for i in listeners),
-                    timeout=first.timeout_seconds,
-                    loop=loop,
-                )
-
+            factory = self._smtp_factory(listeners, loop)
             server = await loop.create_server(factory, host, port)
             bound = server.sockets[0].getsockname()
             self._servers.append(server)
@@ -312,6 +291,31 @@ class EmailConnector:
                 poller = ImapPoller(connector=self, tenant=tenant, channel=channel)
                 poller.start()
                 self._pollers.append(poller)
+
+    def _smtp_factory(
+        self, listeners: Sequence[SmtpListenerConfig], loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], SMTPServerProtocol]:
+        """One aiosmtpd protocol per connection, in this loop (no Controller thread)."""
+        handler = _SmtpHandler(self)
+        size = max(item.max_message_bytes for item in listeners)
+        first = listeners[0]
+        tls = _server_tls(listeners)
+        require_starttls = tls is not None and any(i.require_starttls for i in listeners)
+
+        def factory() -> SMTPServerProtocol:
+            return SMTPServerProtocol(
+                handler,
+                data_size_limit=size,
+                enable_SMTPUTF8=True,
+                hostname=first.hostname,
+                ident="FlowBiz Gateway ESMTP",
+                tls_context=tls,
+                require_starttls=require_starttls,
+                timeout=first.timeout_seconds,
+                loop=loop,
+            )
+
+        return factory
 
     async def stop(self) -> None:
         for poller in self._pollers:
@@ -413,7 +417,9 @@ class EmailConnector:
     async def _thread_root(self, tenant: str, parsed: ParsedEmail) -> str:
         candidates = list(dict.fromkeys([*parsed.in_reply_to, *reversed(parsed.references)]))
         for message_id in candidates[:20]:
-            root = await self.context.store.get_record(self._record(f"thread:{tenant}:{message_id}"))
+            root = await self.context.store.get_record(
+                self._record(f"thread:{tenant}:{message_id}")
+            )
             if root is not None:
                 return root.decode()
         if parsed.references:
@@ -497,9 +503,9 @@ class EmailConnector:
                     "to": mailbox.address,
                     "size": len(raw),
                     # Kept so an operator can inspect or re-inject it: nothing is lost.
-                    "raw": raw.decode("utf-8", errors="surrogateescape").encode(
-                        "utf-8", errors="backslashreplace"
-                    ).decode("utf-8"),
+                    "raw": raw.decode("utf-8", errors="surrogateescape")
+                    .encode("utf-8", errors="backslashreplace")
+                    .decode("utf-8"),
                 },
             )
         log.warning("email.quarantined", reason=exc.reason, source=source, size=len(raw))
@@ -511,8 +517,14 @@ class EmailConnector:
         self._event(f"quarantined_{reason}")
         await self._audit(
             f"quarantine:{tenant}",
-            {"at": utcnow().isoformat(), "reason": reason, "source": source, "to": address,
-             "size": size, "raw": None},
+            {
+                "at": utcnow().isoformat(),
+                "reason": reason,
+                "source": source,
+                "to": address,
+                "size": size,
+                "raw": None,
+            },
         )
         log.warning("email.quarantined", reason=reason, source=source, size=size)
 
@@ -616,7 +628,9 @@ class EmailConnector:
             detail={"smtp": answer, "dkim": channel.dkim is not None},
         )
 
-    async def _check_reply_rate(self, message: OutboundMessage, channel: EmailChannelConfig) -> None:
+    async def _check_reply_rate(
+        self, message: OutboundMessage, channel: EmailChannelConfig
+    ) -> None:
         """Stop two auto-responders ping-ponging: a token bucket per thread.
 
         Only a message's first attempt takes a token, so the core's retries of one reply are
@@ -675,7 +689,9 @@ class EmailConnector:
         except aiosmtplib.SMTPResponseException as exc:
             reply = f"{exc.code} {exc.message}"
             if 400 <= exc.code < 500:
-                raise TransientDeliveryError(f"smarthost answered {reply}", code=str(exc.code)) from exc
+                raise TransientDeliveryError(
+                    f"smarthost answered {reply}", code=str(exc.code)
+                ) from exc
             raise PermanentDeliveryError(f"smarthost answered {reply}", code=str(exc.code)) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientDeliveryError(
@@ -699,7 +715,7 @@ class _SmtpHandler:
     def __init__(self, connector: EmailConnector) -> None:
         self.connector = connector
 
-    async def handle_RCPT(  # noqa: N802 - the name aiosmtpd looks up
+    async def handle_RCPT(
         self,
         server: SMTPServerProtocol,
         session: Session,
@@ -715,7 +731,7 @@ class _SmtpHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802 - the name aiosmtpd looks up
+    async def handle_DATA(
         self, server: SMTPServerProtocol, session: Session, envelope: Envelope
     ) -> str:
         raw = envelope.original_content or envelope.content

@@ -61,7 +61,7 @@ class RelayedMail:
 
     def text(self) -> str:
         body = self.message.get_body(preferencelist=("plain",))
-        content = "" if body is None else str(body.get_content())  # type: ignore[attr-defined]  # EmailMessage part
+        content = "" if body is None else str(body.get_content())
         return content.replace("\r\n", "\n")
 
 
@@ -77,8 +77,9 @@ class Smarthost:
     _server: asyncio.Server | None = None
     _arrived: asyncio.Condition | None = None
 
-    def fail_next(self, count: int, *, reply: str = "451 4.3.0 Try again later",
-                  stage: Stage = "data") -> None:
+    def fail_next(
+        self, count: int, *, reply: str = "451 4.3.0 Try again later", stage: Stage = "data"
+    ) -> None:
         """Answer the next ``count`` transactions with ``reply`` at ``stage``."""
         self._failures.extend([(stage, reply)] * count)
 
@@ -112,7 +113,7 @@ class Smarthost:
             return self._failures.popleft()[1]
         return None
 
-    async def handle_RCPT(  # noqa: N802 - the name aiosmtpd looks up
+    async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         failure = self._failure("rcpt")
@@ -121,9 +122,7 @@ class Smarthost:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802 - the name aiosmtpd looks up
-        self, server: Any, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         self.attempts += 1
         failure = self._failure("data")
         if failure is not None:
@@ -191,7 +190,7 @@ class MailSender:
         refs = str(original.get("References", "")).split()
         parent = str(original["Message-ID"])
         body = original.get_body(preferencelist=("plain",))
-        quoted = "" if body is None else str(body.get_content())  # type: ignore[attr-defined]  # EmailMessage part
+        quoted = "" if body is None else str(body.get_content())
         sender = str(original["From"])
         quote = "\n".join(f"> {line}" for line in quoted.splitlines())
         return self.compose(
@@ -213,7 +212,9 @@ class MailSender:
     ) -> tuple[int, str]:
         """Deliver; return the listener's final ``(code, text)`` instead of raising on 4xx/5xx."""
         if isinstance(message, EmailMessage):
-            sender = mail_from if mail_from is not None else str(message["From"].addresses[0].addr_spec)
+            sender = (
+                mail_from if mail_from is not None else str(message["From"].addresses[0].addr_spec)
+            )
             recipients = list(rcpt_to or [str(a.addr_spec) for a in message["To"].addresses])
             data = message.as_bytes()
         else:
@@ -221,7 +222,10 @@ class MailSender:
             recipients = list(rcpt_to or [])
             data = message
         client = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, start_tls=False, timeout=10,
+            hostname=self.host,
+            port=self.port,
+            start_tls=False,
+            timeout=10,
             local_hostname="mx.customer.example",
         )
         try:
@@ -237,7 +241,7 @@ class MailSender:
         return response.code, response.message
 
 
-# -- DKIM --------------------------------------------------------------------------------------------
+# -- DKIM ---------------------------------------------------------------------------------------
 # A public key in DNS is a DER SubjectPublicKeyInfo. dkimpy parses DER but cannot write it
 # (its builder knows neither INTEGER nor BIT STRING), so the few bytes are written here.
 _RSA_ENCRYPTION_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1

@@ -14,6 +14,7 @@ over from the messages that do not carry the processed flag.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
@@ -66,10 +67,8 @@ class ImapPoller:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self._close()
 
@@ -94,7 +93,9 @@ class ImapPoller:
         cfg = self.config
         if cfg.security == "tls":
             client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                cfg.host, cfg.port or 993, timeout=cfg.timeout_seconds,
+                cfg.host,
+                cfg.port or 993,
+                timeout=cfg.timeout_seconds,
                 ssl_context=ssl.create_default_context(),
             )
         else:
@@ -166,9 +167,7 @@ class ImapPoller:
                 "FETCH",
             )
             pending = sorted(
-                (uid, size, flags)
-                for uid, size, flags in _listing(listing.lines)
-                if uid > last_uid
+                (uid, size, flags) for uid, size, flags in _listing(listing.lines) if uid > last_uid
             )
             if not pending:
                 return

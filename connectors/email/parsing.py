@@ -26,8 +26,9 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
+from typing import Literal
 
-from mailparser_reply import EmailReplyParser
+from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]  # ships no py.typed
 
 from gateway.models import Attachment
 
@@ -35,6 +36,8 @@ __all__ = [
     "HostileEmail",
     "Limits",
     "ParsedEmail",
+    "automatic_reasons",
+    "envelope_reasons",
     "html_to_text",
     "message_ids",
     "normalise_address",
@@ -55,7 +58,6 @@ _PARSER_FAILURES = (
     AssertionError,
 )
 
-_MSGID = re.compile(rb"<([^<>\s]{1,990})>")
 _MSGID_STR = re.compile(r"<([^<>\s]{1,990})>")
 _CONTAINER = re.compile(rb"(?im)^content-type:\s*(?:multipart|message)/")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -83,7 +85,7 @@ class Limits:
     reply_languages: tuple[str, ...] = ("en",)
 
 
-class HostileEmail(Exception):  # noqa: N818 - reads as a verdict: "hostile email"
+class HostileEmail(Exception):
     """The message cannot or must not be processed; ``reason`` is a short, stable label."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -155,6 +157,17 @@ def _header(msg: EmailMessage, name: str) -> str | None:
 
 
 def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
+    """``(display name, address)`` pairs, encoded-words decoded; raw text if that fails."""
+    found: list[tuple[str, str]] = []
+    try:
+        for header in msg.get_all(name) or []:
+            for address in getattr(header, "addresses", ()):
+                if "@" in address.addr_spec:
+                    found.append((address.display_name, normalise_address(address.addr_spec)))
+    except _PARSER_FAILURES:
+        found = []
+    if found:
+        return found
     values = [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
     return [(n, normalise_address(a)) for n, a in getaddresses(values) if "@" in a]
 
@@ -266,12 +279,13 @@ def _take_part(
     extra: dict[str, object] = {}
     if size > limits.max_attachment_bytes:
         extra["over_limit"] = True  # kept as metadata only, flagged for the agent and operator
-    kind = {"image": "image", "video": "video", "audio": "audio"}.get(
-        part.get_content_maintype(), "file"
+    maintype = part.get_content_maintype()
+    kind: Literal["image", "video", "audio", "file"] = (
+        maintype if maintype in ("image", "video", "audio") else "file"  # type: ignore[assignment]  # narrowed by the membership test
     )
     attachments.append(
         Attachment(
-            kind=kind,  # type: ignore[arg-type]  # values are members of the Literal above
+            kind=kind,
             name=(filename or "")[:255] or None,
             mime_type=ctype,
             size=size,
@@ -306,7 +320,7 @@ def automatic_reasons(msg: EmailMessage, from_address: str) -> tuple[str, ...]:
     auto = (_header(msg, "auto-submitted") or "").split(";")[0].strip().lower()
     if auto and auto != "no":
         reasons.append("auto_submitted")
-    if any(k.lower().startswith("list-") for k in msg.keys()):
+    if any(k.lower().startswith("list-") for k in msg):
         reasons.append("mailing_list")
     precedence = (_header(msg, "precedence") or "").strip().lower()
     if precedence in ("bulk", "list", "junk"):
@@ -355,10 +369,10 @@ class _HtmlText(HTMLParser):
         if tag in _SKIP_TAGS:
             # <blockquote> is how HTML mail quotes the previous message: not the new text.
             self.skipping += 1
+        elif tag == "li":
+            self.chunks.append("\n- ")
         elif tag in _BLOCK_TAGS:
             self.chunks.append("\n")
-            if tag == "li":
-                self.chunks.append("- ")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BLOCK_TAGS:
@@ -367,7 +381,7 @@ class _HtmlText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCK_TAGS:
+        elif tag in _BLOCK_TAGS and tag != "li":
             self.chunks.append("\n")
 
     def handle_data(self, data: str) -> None:

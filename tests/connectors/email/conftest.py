@@ -72,7 +72,7 @@ class EmailWorld:
 @pytest.fixture
 def dkim_env(monkeypatch: pytest.MonkeyPatch, dkim_key: bytes) -> Iterator[None]:
     monkeypatch.setenv(DKIM_ENV, dkim_key.decode())
-    yield
+    return
 
 
 @asynccontextmanager
@@ -93,8 +93,10 @@ async def email_world(
         connector = gw.runtime.connectors[Channel.EMAIL]
         assert isinstance(connector, EmailConnector)
         has_listener = block_overrides.get("listener", True) is not None
-        sender = MailSender(*connector.listener_address("acme")) if has_listener else MailSender(
-            "127.0.0.1", 0
+        sender = (
+            MailSender(*connector.listener_address("acme"))
+            if has_listener
+            else MailSender("127.0.0.1", 0)
         )
         yield EmailWorld(gateway=gw, connector=connector, sender=sender, smarthost=smarthost)
 
