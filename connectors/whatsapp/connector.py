@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,7 +38,6 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
-from agents.base import fill_template
 from connectors.base import (
     ChannelCapabilities,
     ConnectorContext,
@@ -206,23 +206,41 @@ class _HeaderKeepingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # 
         return response
 
 
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitting(text: str, limit: int) -> int:
+    """How many characters of ``text`` fit in ``limit`` UTF-16 code units."""
+    if _utf16_units(text) <= limit:
+        return len(text)
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return index
+    return len(text)
+
+
 def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
     """Cut ``text`` into ordered parts of at most ``limit`` characters, at a line break or
-    space when one is near the limit."""
+    space when one is near the limit.
+
+    Characters are counted as UTF-16 code units, as Twilio counts them, so an emoji counts
+    twice and a part never goes over the limit however the platform counts.
+    """
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n", 0, limit + 1), rest.rfind(" ", 0, limit + 1))
-        if cut < limit // 2:
-            cut = limit  # no good break point: cut hard rather than send tiny parts
-            parts.append(rest[:cut])
-            rest = rest[cut:]
+    while (fits := _fitting(rest, limit)) < len(rest):
+        cut = max(rest.rfind("\n", 0, fits + 1), rest.rfind(" ", 0, fits + 1))
+        if cut < fits // 2:
+            parts.append(rest[:fits])  # no good break point: cut hard, not into tiny parts
+            rest = rest[fits:]
         else:
             parts.append(rest[:cut].rstrip())
             rest = rest[cut + 1 :]
-    if rest or not parts:
-        parts.append(rest)
-    return parts
+    parts.append(rest)
+    return [part for part in parts if part.strip()] or [""]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -594,7 +612,7 @@ class WhatsAppConnector:
         text = message.text_with_buttons()
         if message.persona.signature and text:
             text = f"{text}\n\n{message.persona.signature}"
-        parts = [_Part(body=chunk) for chunk in split_body(text)] if text else []
+        parts = [_Part(body=chunk) for chunk in split_body(text) if chunk] if text.strip() else []
         # WhatsApp carries one media item per message: each attachment is its own message.
         parts += [_Part(media_url=a.url) for a in message.attachments if a.url]
         return parts
@@ -618,7 +636,9 @@ class WhatsAppConnector:
             "tenant": message.conversation.tenant,
             "text": message.text,
         }
-        variables = {k: fill_template(v, values) for k, v in template.variables.items()}
+        variables = {
+            k: string.Template(v).safe_substitute(values) for k, v in template.variables.items()
+        }
         self.context.metrics.channel_events.labels("whatsapp", "template_sent").inc()
         return _Part(
             content_sid=template.content_sid,

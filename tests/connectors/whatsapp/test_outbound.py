@@ -58,12 +58,13 @@ async def test_a_1700_character_reply_arrives_in_two_ordered_parts(
 
 
 def test_split_body_keeps_order_and_limits() -> None:
-    """Parts stay within the limit, in order, cut at spaces or newlines, hard-cut otherwise."""
+    """Parts stay within the limit (UTF-16 units), in order, cut at spaces, else hard."""
     assert split_body("short") == ["short"]
     assert split_body("") == [""]
     assert split_body("aaaa bbbb cccc", limit=9) == ["aaaa bbbb", "cccc"]
     assert split_body("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
     assert split_body("line one\nline two", limit=12) == ["line one", "line two"]
+    assert split_body("ab \U0001f600\U0001f600", limit=4) == ["ab", "\U0001f600\U0001f600"]
 
 
 async def test_429_with_retry_after_is_retried_and_delivered_once(
