@@ -234,7 +234,12 @@ class PartitionConsumer:
                     list(by_stream),
                     group=self.group,
                     consumer=self.consumer_id,
-                    count=max(1, min(self.read_count, self.max_in_flight - self._in_flight)),
+                    # count applies per stream, so share the free capacity among them
+                    count=max(
+                        1,
+                        min(self.read_count, self.max_in_flight - self._in_flight)
+                        // len(by_stream),
+                    ),
                     block=self.block_seconds,
                 )
             except StoreError as exc:
