@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from connectors.whatsapp.emulator import TwilioEmulator
+from gateway.errors import ConfigError
 from gateway.models import EventKind, WhatsAppReplyContext
 from tests.connectors.whatsapp.conftest import ConfigFactory
 from tests.connectors.whatsapp.support import (
@@ -125,3 +127,29 @@ async def test_unknown_sender_number_is_404_and_malformed_input_is_400(
         await asyncio.sleep(0.2)
         assert await inbox_messages(gw) == []
         assert emulator.messages == []
+
+
+async def test_hostile_signed_fields_are_400_not_a_crash(
+    make_config: ConfigFactory, emulator: TwilioEmulator, http: aiohttp.ClientSession
+) -> None:
+    """Signed but nonsensical NumMedia, missing media URLs or a non-UTF-8 body get 400."""
+    async with running_gateway(make_config()) as gw:
+        sender = sender_for(gw, http)
+        for override in ({"NumMedia": "many"}, {"NumMedia": "99"}, {"NumMedia": "1"}):
+            params = {**sender.inbound(from_=CUSTOMER, to=SENDER, body="x"), **override}
+            assert (await sender.post(params))[0] == 400
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with http.post(
+            f"{gw.url}/whatsapp/webhook", data=b"Body=\xff\xfe&To=x", headers=headers
+        ) as response:
+            assert response.status == 400
+        assert await inbox_messages(gw) == []
+
+
+async def test_status_callbacks_without_a_public_url_are_a_startup_error(
+    make_config: ConfigFactory,
+) -> None:
+    """status_callback needs a public base URL to give Twilio; the gateway refuses to start."""
+    with pytest.raises(ConfigError, match="status_callback"):
+        async with running_gateway(make_config(public_base_url=None)):
+            pass
