@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.models import Channel
 from gateway.observability import get_logger
 from gateway.partitions import PartitionConsumer
+from gateway.quotas import QuotaPolicy
 from gateway.store import Keyspace, Store, open_store
 from gateway.worker import Worker
 
@@ -58,6 +59,7 @@ class Runtime:
     worker: Worker | None = None
     dispatcher: Dispatcher | None = None
     consumers: list[PartitionConsumer] = field(default_factory=list)
+    quotas: QuotaPolicy | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -103,6 +105,14 @@ def create_app(
     app.cleanup_ctx.append(_connectors_ctx)
     if role in ("all", "worker"):
         app.cleanup_ctx.append(_consumers_ctx)
+    # Imported here: the admin package reads RUNTIME from this module.
+    from gateway.admin.personas import install_persona_sync
+    from gateway.admin.routes import mount_admin
+
+    if role in ("all", "web"):
+        mount_admin(app)
+    if role in ("all", "worker"):
+        install_persona_sync(app)
     return app
 
 
@@ -126,7 +136,11 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     assert rt.ingestor is not None
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     rt.context.attach(store=rt.store, http=session, ingest=rt.ingestor)
+    rt.quotas = QuotaPolicy(
+        config=rt.config, store=rt.store, keyspace=rt.keyspace, metrics=rt.metrics, http=session
+    )
     yield
+    await rt.quotas.aclose()
     await session.close()
 
 
@@ -153,6 +167,7 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         personas=rt.personas,
         connectors=rt.connectors,
         metrics=rt.metrics,
+        quotas=rt.quotas,
     )
     rt.dispatcher = Dispatcher(
         config=rt.config,

@@ -25,15 +25,19 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from gateway.errors import ConfigError
+from gateway.handoff import HandoffConfig
+from gateway.safety import SafetyConfig
 
 __all__ = [
     "ChannelConfig",
     "GatewayConfig",
     "HttpServerConfig",
     "PipelineConfig",
+    "PlanConfig",
     "RoutingConfig",
     "RoutingRule",
     "Secret",
@@ -94,12 +98,45 @@ class _RawChannel(_Model):
     id: str = ""
 
 
+class PlanConfig(_Model):
+    """Limits of a plan (see docs/quotas.md); ``None`` means no limit of that kind."""
+
+    monthly_outbound_messages: int | None = Field(default=None, ge=0)
+    monthly_line_pushes: int | None = Field(default=None, ge=0)  # paid LINE pushes
+    inbound_per_user_per_minute: float | None = Field(default=None, gt=0)
+    inbound_burst: int = Field(default=10, ge=1)
+    replies_per_conversation_per_minute: float | None = Field(default=None, gt=0)
+    reply_burst: int = Field(default=10, ge=1)
+    soft_limit_ratio: float = Field(default=0.8, gt=0, le=1)  # warn the tenant at this share
+    # Sent once per window per conversation when the persona has no ``quota_notice`` prompt;
+    # null keeps the conversation silent.
+    over_quota_notice: str | None = (
+        "We have reached our message limit for now and cannot answer at the moment. "
+        "We will be back soon."
+    )
+
+
+def _default_plans() -> dict[str, PlanConfig]:
+    # Built-in plan names without limits, so configs naming them stay valid; declare
+    # ``plans:`` to give them limits.
+    return {"free": PlanConfig(), "pro": PlanConfig(), "enterprise": PlanConfig()}
+
+
 class TenantConfig(_Model):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     name: str = ""
     plan: str = "free"
     default_persona: str | None = None
     channels: tuple[ChannelConfig, ...] = ()
+    # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
+    notify_url: str | None = None
+    notify_secrets: tuple[Secret, ...] = ()
+
+    @model_validator(mode="after")
+    def _signed_notifications(self) -> TenantConfig:
+        if self.notify_url is not None and not self.notify_secrets:
+            raise ValueError("notify_url needs notify_secrets to sign the webhooks")
+        return self
 
     def channel(self, kind: str, channel_id: str | None = None) -> ChannelConfig | None:
         for channel in self.channels:
@@ -168,6 +205,9 @@ class GatewayConfig(_Model):
     personas_dir: Path = Path("agents/personas")
     routing: RoutingConfig = RoutingConfig()
     tenants: tuple[TenantConfig, ...] = ()
+    plans: dict[str, PlanConfig] = Field(default_factory=_default_plans)
+    safety: SafetyConfig = SafetyConfig()  # the pre-check before any agent (gateway/safety.py)
+    handoff: HandoffConfig | None = None  # human handoff (gateway/handoff.py); off when absent
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: Path | None = None  # the file this came from, for relative paths
 
@@ -287,6 +327,8 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
                     (f"tenants.{ti}.channels.{ci}.id", f"duplicate channel {channel.name!r}")
                 )
             names.add((channel.kind, channel.name))
+        if tenant.plan not in config.plans:
+            problems.append((f"tenants.{ti}.plan", f"unknown plan {tenant.plan!r}"))
     if not config.personas_dir.is_dir():
         problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
     return problems

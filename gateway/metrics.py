@@ -76,6 +76,12 @@ class Metrics:
             ["channel", "event"],
             registry=r,
         )
+        self.quota_events = Counter(
+            "flowbiz_quota_events_total",
+            "Quota and rate-limit decisions, by limit and outcome",
+            ["limit", "outcome"],
+            registry=r,
+        )
         self.listener_up = Gauge(
             "flowbiz_listener_up",
             "1 while a long-lived listener (socket, SMTP, IMAP) is connected",

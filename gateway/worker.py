@@ -20,16 +20,22 @@ from agents.base import Agent, AgentContext, AgentReply, HistoryTurn, fill_templ
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
 from connectors.base import ChannelCapabilities, Connector
+from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig
+from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
 from gateway.errors import AgentError, StoreError
+from gateway.handoff import HandoffDesk, handoff_fact
 from gateway.ingest import INBOX_GROUP
 from gateway.metrics import Metrics
 from gateway.models import Channel, EventKind, InboundMessage, OutboundMessage, utcnow
 from gateway.observability import bind, get_logger
+from gateway.quotas import QuotaPolicy
 from gateway.routing import Router
+from gateway.safety import SafetyCheck, Verdict, audit_verdict
 from gateway.state import ConversationState
 from gateway.store import Commit, Keyspace, StateWrite, Store, StreamEntry
+from gateway.usage import Usage
 
 __all__ = ["Worker"]
 
@@ -50,12 +56,23 @@ class Worker:
         personas: PersonaRegistry,
         connectors: Mapping[Channel, Connector],
         metrics: Metrics,
+        quotas: QuotaPolicy | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.keyspace = keyspace
         self.connectors = connectors
         self.metrics = metrics
+        self.quotas = quotas  # None: no plans enforced (unit tests of the bare pipeline)
+        self.usage = Usage(store, keyspace)
+        self.audit = AuditLog(store, keyspace)
+        self.safety = SafetyCheck(config.safety)
+        self.handoff = HandoffDesk(
+            config=config.handoff,
+            store=store,
+            keyspace=keyspace,
+            history_limit=config.pipeline.history_limit,
+        )
         self.reload(personas)
 
     def reload(self, personas: PersonaRegistry) -> None:
@@ -88,11 +105,34 @@ class Worker:
             channel=conv.channel.value,
             conversation=conv.key,
         ):
+            if self.handoff.is_operators(conv):  # people talk there; no bot answers
+                outcome = await self.handoff.operator_turn(partition, entry, message)
+                self.metrics.turns.labels(f"handoff_{outcome}").inc()
+                return
             await self._turn(partition, entry, message)
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
+        quota = _QuotaStep(self.quotas, message)
+        try:
+            await self._turn_once(partition, entry, message, quota)
+        except BaseException:
+            await quota.give_back()  # nothing was queued: the reservation returns
+            raise
+
+    async def _turn_once(
+        self, partition: int, entry: StreamEntry, message: InboundMessage, quota: _QuotaStep
+    ) -> None:
         inbox = self.keyspace.inbox(partition)
-        state_key = self.keyspace.state(message.conversation.key)
+        conv = message.conversation
+        state_key = self.keyspace.state(conv.key)
+        # The safety pre-check, once per message (not per commit retry), before any agent.
+        verdict = (
+            self.safety.check(message.text)
+            if message.kind not in _SILENT_KINDS | _GREETING_KINDS
+            else Verdict("allow", redacted=message.text)
+        )
+        if verdict.action != "allow":
+            await audit_verdict(self.audit, message, verdict)
         for _ in range(_MAX_CONFLICTS):
             current = await self.store.get_state(state_key)
             state = (
@@ -105,10 +145,32 @@ class Worker:
                 await self.store.ack(inbox, INBOX_GROUP, [entry.id])
                 self.metrics.turns.labels("already_handled").inc()
                 return
+            # The quota step (DESIGN: load state → quota → route → agent).
+            if message.kind not in _SILENT_KINDS and not await quota.inbound_allowed():
+                await self.store.ack(inbox, INBOX_GROUP, [entry.id])
+                self.metrics.turns.labels("rate_limited").inc()
+                await self.usage.record(
+                    tenant=conv.tenant, channel=conv.channel.value, persona=None, rate_limited=1
+                )
+                return
+            exhausted = await quota.exhausted_before_agent()
             now = utcnow()
             route = self.router.route(message, state, now)
             persona = self.personas[route.persona]
-            reply = await self._answer(persona, message, state, route.remaining_text)
+            started = time.perf_counter()
+            handed_off = handoff_fact(state)
+            if exhausted:
+                reply = AgentReply()  # over quota: the agent is not even asked
+            elif verdict.blocked:
+                reply = AgentReply.text(persona.refusal)
+            elif handed_off is not None:
+                reply = AgentReply()  # people answer this conversation now
+            elif self.handoff.requested(message):
+                reply = self.handoff.customer_reply(AgentReply(handoff="the customer asked"))
+            else:
+                reply = await self._answer(persona, message, state, route.remaining_text)
+                reply = self.handoff.customer_reply(reply)
+            agent_ms = 0 if exhausted else round((time.perf_counter() - started) * 1000)
             if reply.switch_persona is not None and reply.switch_persona in self.personas:
                 persona = self.personas[reply.switch_persona]
             outbound = [
@@ -127,9 +189,12 @@ class Worker:
                 for n, part in enumerate(reply.parts)
                 if part.text or part.attachments
             ]
+            outcome = await quota.settle(len(outbound)) if not exhausted else "over_quota"
+            if outcome != "ok":
+                outbound = await self._quota_outcome(outcome, persona, message, quota)
             new_state = state.after_turn(
                 inbound_id=message.id,
-                inbound_text=message.text,
+                inbound_text=verdict.redacted,  # a blocked card number is not kept
                 received_at=message.received_at,
                 persona=persona.name,
                 sticky_seconds=self.config.routing.sticky_seconds,
@@ -141,6 +206,7 @@ class Worker:
                 new_state = new_state.model_copy(
                     update={"facts": {**new_state.facts, "left": now.isoformat()}}
                 )
+            new_state = await self._handoff_step(new_state, message, persona, reply, verdict)
             version = await self.store.commit(
                 Commit(
                     state=StateWrite(
@@ -153,19 +219,100 @@ class Worker:
                         for o in outbound
                     ],
                     acks=[(inbox, INBOX_GROUP, entry.id)],
+                    records=index_records(
+                        self.keyspace,
+                        message,
+                        persona=persona.name,
+                        dedupe_ttl=self.config.store.dedupe_ttl_seconds,
+                    ),
                 )
             )
             if version is not None:
-                self.metrics.turns.labels("answered" if outbound else "silent").inc()
+                quota.reserved = 0  # the replies are queued: the reservation is spent
+                label = outcome if outcome != "ok" else "answered" if outbound else "silent"
+                self.metrics.turns.labels(label).inc()
                 log.info(
                     "worker.turn_committed",
                     persona=persona.name,
                     route=route.reason,
                     replies=len(outbound),
                 )
+                await self.usage.record(
+                    tenant=conv.tenant,
+                    channel=conv.channel.value,
+                    persona=persona.name,
+                    inbound=1,
+                    outbound=len(outbound) if outcome == "ok" else 0,
+                    agent_ms=agent_ms,
+                    over_quota=int(outcome == "over_quota"),
+                    reply_capped=int(outcome == "reply_capped"),
+                )
                 return
             self.metrics.turns.labels("conflict").inc()
         raise StoreError(f"conversation state kept changing; gave up after {_MAX_CONFLICTS} tries")
+
+    async def _quota_outcome(
+        self, outcome: str, persona: Persona, message: InboundMessage, quota: _QuotaStep
+    ) -> list[OutboundMessage]:
+        """Over quota: the notice once per window and conversation, else nothing."""
+        if outcome != "over_quota" or not await quota.notice_claimed():
+            return []
+        conv = message.conversation
+        if not quota.audited:  # once, even when the commit is retried
+            quota.audited = True
+            await self.audit.write(
+                AuditEvent(
+                    actor="gateway",
+                    action="quota.exceeded",
+                    tenant=conv.tenant,
+                    detail={"quota": "outbound", "conversation": digest(conv.key)},
+                )
+            )
+        variables = {"display_name": persona.display_name, "tenant": conv.tenant}
+        template = persona.prompts.get("quota_notice")
+        if template is not None:
+            text: str | None = template.render(variables)
+        else:
+            assert self.quotas is not None  # outcomes other than "ok" come from the policy
+            text = (await self.quotas.plan(conv.tenant)).over_quota_notice
+        if not text:
+            return []
+        return [
+            OutboundMessage(
+                conversation=conv,
+                persona=persona.presentation,
+                text=fill_template(text, variables),
+                idempotency_key=f"{message.id}:quota-notice",
+                in_reply_to=message.id,
+                inbound_received_at=message.received_at,
+                reply_context=message.reply_context,
+                trace_id=message.trace_id,
+            )
+        ]
+
+    async def _handoff_step(
+        self,
+        state: ConversationState,
+        message: InboundMessage,
+        persona: Persona,
+        reply: AgentReply,
+        verdict: Verdict,
+    ) -> ConversationState:
+        """Relay a handed-off customer's message to the operators, or start a handoff."""
+        fact = handoff_fact(state)
+        if fact is not None:
+            if not verdict.blocked:
+                await self.handoff.relay_customer(message, fact)
+            fact = self.handoff.refreshed(fact, message)
+        elif reply.handoff is not None and self.handoff.enabled:
+            fact = await self.handoff.begin(
+                message=message, state=state, persona=persona.presentation, reason=reply.handoff
+            )
+        elif reply.handoff is not None:
+            log.warning("handoff.not_configured", persona=persona.name)
+        if fact is None:
+            return state
+        return state.model_copy(update={"facts": {**state.facts, "handoff": fact}})
 
     async def _answer(
         self, persona: Persona, message: InboundMessage, state: ConversationState, text: str
@@ -211,3 +358,69 @@ class Worker:
             return AgentReply.text(persona.failure_reply)
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply
+
+
+class _QuotaStep:
+    """One message's quota decisions, taken once and kept across commit retries."""
+
+    def __init__(self, policy: QuotaPolicy | None, message: InboundMessage) -> None:
+        self.policy = policy
+        self.message = message
+        self.reserved = 0
+        self._inbound: bool | None = None
+        self._replies_allowed: bool | None = None
+        self._notice: bool | None = None
+        self.audited = False
+
+    async def inbound_allowed(self) -> bool:
+        if self.policy is None:
+            return True
+        if self._inbound is None:
+            self._inbound = await self.policy.allow_inbound(self.message)
+        return self._inbound
+
+    async def exhausted_before_agent(self) -> bool:
+        if self.policy is None or self.reserved:
+            return False
+        return await self.policy.outbound_exhausted(self.message.conversation.tenant)
+
+    async def settle(self, count: int) -> str:
+        """Reserve quota for ``count`` replies: "ok", "reply_capped" or "over_quota"."""
+        if self.policy is None or count == 0:
+            await self._adjust(0)
+            return "ok"
+        if self._replies_allowed is None:
+            self._replies_allowed = await self.policy.allow_replies(
+                self.message.conversation, count
+            )
+        if not self._replies_allowed:
+            await self._adjust(0)
+            return "reply_capped"
+        return "ok" if await self._adjust(count) else "over_quota"
+
+    async def _adjust(self, count: int) -> bool:
+        """Make the reservation exactly ``count``; False (and none held) if refused."""
+        if self.policy is None or count == self.reserved:
+            return True
+        tenant = self.message.conversation.tenant
+        if count < self.reserved:
+            await self.policy.release_outbound(tenant, self.reserved - count)
+            self.reserved = count
+            return True
+        if await self.policy.reserve_outbound(tenant, count - self.reserved):
+            self.reserved = count
+            return True
+        await self._adjust(0)
+        return False
+
+    async def notice_claimed(self) -> bool:
+        if self.policy is None:
+            return False
+        if self._notice is None:
+            self._notice = await self.policy.claim_notice(self.message.conversation)
+        return self._notice
+
+    async def give_back(self) -> None:
+        if self.policy is not None and self.reserved:
+            await self.policy.release_outbound(self.message.conversation.tenant, self.reserved)
+            self.reserved = 0

@@ -59,6 +59,15 @@ class Keyspace:
     def conversation_record(self, conversation_key: str, name: str) -> str:
         return self.conversation_prefix(conversation_key) + name
 
+    def conversation_index(self, tenant: str, conversation_key: str) -> str:
+        """The tenant's index entry for a conversation (admin listing), in its partition."""
+        return self.conversation_index_prefix(tenant, self.partition(conversation_key)) + (
+            conversation_key
+        )
+
+    def conversation_index_prefix(self, tenant: str, partition: int) -> str:
+        return f"{self._p(partition)}:ix:{tenant}:"
+
     # -- cluster-wide ----------------------------------------------------------------------------
     def lease(self, role: str, partition: int) -> str:
         return f"{self.prefix}:lease:{role}:{partition}"
@@ -68,6 +77,30 @@ class Keyspace:
 
     def tenant_record(self, tenant: str, name: str) -> str:
         return f"{self.prefix}:t:{tenant}:{name}"
+
+    def quota_counter(self, tenant: str, name: str, window: str) -> str:
+        return f"{self.prefix}:q:{tenant}:{name}:{window}"
+
+    def inbound_bucket(self, tenant: str, channel: str, user: str) -> str:
+        return f"{self.prefix}:bucket:in:{tenant}:{channel}:{user}"
+
+    def usage_prefix(self, tenant: str) -> str:
+        return f"{self.prefix}:usage:{tenant}:"
+
+    def usage(self, tenant: str, day: str, channel: str, persona: str, metric: str) -> str:
+        return f"{self.usage_prefix(tenant)}{day}:{channel}:{persona}:{metric}"
+
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def api_key_prefix(self) -> str:
+        return f"{self.prefix}:apikey:"
+
+    def api_key(self, key_id: str) -> str:
+        return self.api_key_prefix() + key_id
+
+    def personas_version(self) -> str:
+        return f"{self.prefix}:personas:version"
 
     def channel_record(self, channel: str, name: str) -> str:
         """Connector-owned records (e.g. IMAP UIDs, cached auth)."""

@@ -1,0 +1,148 @@
+"""``GET /v1/openapi.json``: the OpenAPI 3.1 document, built from the operation table.
+
+Schemas come from the same pydantic models that parse requests and write responses
+(JSON Schema 2020-12, which OpenAPI 3.1 uses as is), so the document describes exactly
+what is served.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway.admin.routes import OPERATIONS, PATH_PATTERNS, Operation
+from gateway.admin.schemas import ErrorBody
+
+__all__ = ["build_openapi", "openapi_handler"]
+
+_REF = "#/components/schemas/{model}"
+_Schemas = Mapping[tuple[Any, Any], dict[str, Any]]
+_ERROR_TEXT = {
+    400: "The query or body could not be read",
+    401: "No API key, or an unknown or revoked one",
+    403: "The key's role or scope does not allow this",
+    404: "Nothing by that name",
+    409: "The resource is not in a state that allows this",
+    422: "The body breaks the schema or names something unknown",
+    429: "Over quota",
+    503: "A subsystem is unavailable",
+}
+
+
+def _models() -> list[tuple[type[BaseModel], Any]]:
+    seen: dict[type[BaseModel], Any] = {ErrorBody: "serialization"}
+    for op in OPERATIONS:
+        if op.response is not None:
+            seen[op.response] = "serialization"
+        if op.body is not None:
+            seen[op.body] = "validation"
+    return list(seen.items())
+
+
+def _parameters(op: Operation, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": PATH_PATTERNS[name]},
+        }
+        for name in op.path_params
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=_REF)
+        required = set(schema.get("required", []))
+        for name, prop in schema.get("properties", {}).items():
+            prop = dict(prop)
+            prop.pop("title", None)
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+        defs.update(schema.get("$defs", {}))
+    return params
+
+
+def _operation(op: Operation, schemas: _Schemas, defs: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if op.response is None:
+        responses[str(op.status)] = {"description": "Done"}
+    else:
+        ref = schemas[(op.response, "serialization")]
+        responses[str(op.status)] = {
+            "description": "OK",
+            "content": {"application/json": {"schema": ref}},
+        }
+    error_ref = schemas[(ErrorBody, "serialization")]
+    for status in sorted({401, 403, *op.errors}):
+        if status == 503 and op.response is not None:
+            # Health answers 503 with the same body as 200, telling what is wrong.
+            schema = schemas[(op.response, "serialization")]
+        else:
+            schema = error_ref
+        responses[str(status)] = {
+            "description": _ERROR_TEXT[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+    responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    out: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "description": f"Needs the `{op.role.value}` role"
+        + {
+            "global": "; global keys only.",
+            "tenant": "; a tenant-scoped key only for its own tenant.",
+            "any": "; a tenant-scoped key sees only its own tenant's data.",
+        }[op.scope]
+        + (" Written to the audit log." if op.mutating else ""),
+        "parameters": _parameters(op, defs),
+        "responses": responses,
+    }
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas[(op.body, "validation")]}},
+        }
+    return out
+
+
+@functools.cache
+def build_openapi() -> dict[str, Any]:
+    """The document (built once per process: the table is static)."""
+    schemas, top = models_json_schema(_models(), ref_template=_REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas, defs)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "FlowBiz Gateway admin API",
+            "version": "1",
+            "description": "Tenants, plans and quotas, conversations, dead letters, usage "
+            "and audit. See docs/admin-api.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An admin API key (`flowbiz keys create`)",
+                }
+            },
+        },
+    }
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    return web.Response(body=json.dumps(build_openapi()).encode(), content_type="application/json")

@@ -1,0 +1,250 @@
+"""Request and response bodies of the admin API (they are also its OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.admin.keys import Role
+from gateway.audit import AuditEvent
+from gateway.config import PlanConfig
+from gateway.deadletters import DeadLetter
+from gateway.models import Button, DeliveryReceipt
+from gateway.quotas import QuotaStatus
+from gateway.state import HistoryEntry
+from gateway.usage import UsageRow
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+PERSONA_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+HANDLE_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
+DEAD_LETTER_PATTERN = r"^[0-9]{1,4}:[0-9]{1,20}(-[0-9]{1,20})?$"
+CURSOR_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorBody(_Out):
+    error: str
+    message: str
+
+
+# -- keys ------------------------------------------------------------------------------------------
+class KeyView(_Out):
+    id: str
+    name: str
+    role: Role
+    tenant: str | None
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class KeyList(_Out):
+    keys: list[KeyView]
+
+
+class KeyCreate(_In):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    tenant: str | None = Field(default=None, pattern=TENANT_PATTERN)
+
+
+class KeyCreated(_Out):
+    key: KeyView
+    token: str = Field(description="The secret token. Shown only in this response.")
+
+
+# -- tenants ---------------------------------------------------------------------------------------
+class ChannelView(_Out):
+    kind: str
+    id: str
+
+
+class TenantView(_Out):
+    id: str
+    name: str
+    plan: str
+    configured_plan: str
+    default_persona: str | None
+    channels: list[ChannelView]
+    notify_url: str | None
+    limits: PlanConfig
+
+
+class TenantList(_Out):
+    tenants: list[TenantView]
+
+
+class PlanChange(_In):
+    plan: str = Field(min_length=1, max_length=100)
+
+
+class UsageReport(_Out):
+    tenant: str
+    since: date | None
+    until: date | None
+    rows: list[UsageRow]
+    totals: dict[str, int]
+
+
+QuotaView = QuotaStatus
+
+
+# -- conversations ---------------------------------------------------------------------------------
+class ConversationSummary(_Out):
+    id: str = Field(description="Opaque handle naming the conversation in this API")
+    channel: str
+    conversation_id: str
+    thread: str | None
+    persona: str | None
+    last_inbound_at: datetime | None
+    updated_at: datetime
+
+
+class ConversationList(_Out):
+    conversations: list[ConversationSummary]
+
+
+class ConversationView(_Out):
+    id: str
+    tenant: str
+    channel: str
+    conversation_id: str
+    thread: str | None
+    persona: str | None
+    persona_until: datetime | None
+    last_inbound_at: datetime | None
+    history: list[HistoryEntry]
+    facts: dict[str, Any]
+
+
+class ConversationExport(_Out):
+    conversation: dict[str, Any] | None
+    state: dict[str, Any] | None
+    replies: list[dict[str, Any]]
+    receipts: list[dict[str, Any]]
+    exported_at: datetime
+
+
+class EraseResult(_Out):
+    erased: bool
+    keys_deleted: int
+    stream_entries_deleted: int
+
+
+class ProactiveMessage(_In):
+    text: str = Field(min_length=1, max_length=20_000)
+    persona: str | None = Field(default=None, pattern=PERSONA_PATTERN)
+    buttons: list[Button] = Field(default_factory=list, max_length=10)
+
+
+class Accepted(_Out):
+    id: str
+    idempotency_key: str
+
+
+class ReceiptList(_Out):
+    receipts: list[DeliveryReceipt]
+
+
+# -- personas --------------------------------------------------------------------------------------
+class PersonaView(_Out):
+    name: str
+    display_name: str
+    description: str
+    agent: str
+    tools: list[str]
+    prompts: dict[str, int] = Field(description="prompt name → the version in use")
+
+
+class PersonaList(_Out):
+    personas: list[PersonaView]
+
+
+class ToolView(_Out):
+    name: str
+
+
+class ToolList(_Out):
+    persona: str
+    tools: list[ToolView]
+
+
+class ReloadResult(_Out):
+    personas: list[str]
+    version: int
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+class DeadLetterView(_Out):
+    handle: str
+    letter: DeadLetter
+
+
+class DeadLetterList(_Out):
+    dead_letters: list[DeadLetterView]
+
+
+class ReplayResult(_Out):
+    handle: str
+    replayed: bool
+
+
+# -- audit and health ------------------------------------------------------------------------------
+class AuditItem(_Out):
+    cursor: str
+    event: AuditEvent
+
+
+class AuditList(_Out):
+    events: list[AuditItem]
+
+
+class ConsumerHealth(_Out):
+    role: str
+    running: bool
+    partitions: list[int]
+
+
+class Health(_Out):
+    status: Literal["ok", "degraded"]
+    role: str
+    store: Literal["ok", "unreachable"]
+    store_error: str | None
+    consumers: list[ConsumerHealth]
+    connectors: list[str]
+    personas: int
+    personas_version: int | None
+
+
+# -- query strings ---------------------------------------------------------------------------------
+class _Query(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class LimitQuery(_Query):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class UsageQuery(_Query):
+    since: date | None = None
+    until: date | None = None
+
+
+class DeadLetterQuery(_Query):
+    tenant: str | None = Field(default=None, pattern=TENANT_PATTERN)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AuditQuery(_Query):
+    tenant: str | None = Field(default=None, pattern=TENANT_PATTERN)
+    after: str | None = Field(default=None, pattern=CURSOR_PATTERN)
+    limit: int = Field(default=100, ge=1, le=1000)

@@ -1,0 +1,275 @@
+"""The tenant's conversations as the operator sees them: index, history, export, erase.
+
+The worker keeps, in the same atomic commit as each turn:
+
+- an **index entry** per conversation (``Keyspace.conversation_index``), in the
+  conversation's partition, so listing a tenant's conversations is one prefix scan per
+  partition and the entry moves with the conversation's other keys; it also keeps the last
+  reply context, which a proactive message needs;
+- an **inbound marker** per handled message (``c:<conv>:in:<message id>``, expiring with the
+  dedupe claims) naming the platform event id and the sender, so erase can find the dedupe
+  claim, the delivery records and the sender's rate-limit bucket of that conversation.
+
+:func:`erase_conversation` removes everything the store holds about one conversation: its
+state and history, replies, receipts, markers and notices, its index entry, the dedupe
+claims of its events, the delivery records of its replies, and its entries in the inbox,
+outbox and dead-letter streams of its partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.models import (
+    Channel,
+    ConversationKey,
+    DeliveryReceipt,
+    HttpReplyContext,
+    InboundMessage,
+    ReplyContext,
+    utcnow,
+)
+from gateway.state import ConversationState
+from gateway.store import Keyspace, Store, StreamEntry
+
+__all__ = [
+    "ConversationIndexEntry",
+    "EraseReport",
+    "conversation_handle",
+    "erase_conversation",
+    "export_conversation",
+    "index_records",
+    "list_conversations",
+    "parse_handle",
+    "read_index_entry",
+]
+
+_SCAN_LIMIT = 10_000
+_PAGE = 500
+
+
+def conversation_handle(key: str) -> str:
+    """An opaque, URL-safe name for a conversation key (it may contain ``/`` and ``%``)."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def parse_handle(handle: str) -> str | None:
+    """The conversation key behind a handle, or None when it is not a valid handle."""
+    if not handle or len(handle) > 2048:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(handle + "=" * (-len(handle) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if conversation_handle(key) != handle or key.count("/") not in (2, 3):
+        return None
+    return key
+
+
+class ConversationIndexEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    conversation: ConversationKey
+    persona: str | None = None
+    last_inbound_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
+
+    @property
+    def handle(self) -> str:
+        return conversation_handle(self.key)
+
+
+class _InboundMarker(BaseModel):
+    event_id: str
+    sender: str
+
+
+def index_records(
+    keyspace: Keyspace, message: InboundMessage, *, persona: str | None, dedupe_ttl: float
+) -> list[tuple[str, bytes, float | None]]:
+    """The records a turn commits next to its state: index entry and inbound marker."""
+    conv = message.conversation
+    entry = ConversationIndexEntry(
+        key=conv.key,
+        conversation=conv,
+        persona=persona,
+        last_inbound_at=message.received_at,
+        reply_context=message.reply_context,
+    )
+    marker = _InboundMarker(event_id=message.event_id, sender=message.sender.id)
+    return [
+        (
+            keyspace.conversation_index(conv.tenant, conv.key),
+            entry.model_dump_json().encode(),
+            None,
+        ),
+        (
+            keyspace.conversation_record(conv.key, f"in:{message.id}"),
+            marker.model_dump_json().encode(),
+            dedupe_ttl,
+        ),
+    ]
+
+
+async def read_index_entry(
+    store: Store, keyspace: Keyspace, tenant: str, key: str
+) -> ConversationIndexEntry | None:
+    raw = await store.get_record(keyspace.conversation_index(tenant, key))
+    return None if raw is None else ConversationIndexEntry.model_validate_json(raw)
+
+
+async def list_conversations(
+    store: Store, keyspace: Keyspace, tenant: str, *, limit: int = 100
+) -> list[ConversationIndexEntry]:
+    """The tenant's conversations, most recently active first."""
+    found: list[ConversationIndexEntry] = []
+    for partition in range(keyspace.partitions):
+        for key in await store.scan(
+            keyspace.conversation_index_prefix(tenant, partition), limit=_SCAN_LIMIT
+        ):
+            raw = await store.get_record(key)
+            if raw is not None:
+                found.append(ConversationIndexEntry.model_validate_json(raw))
+    found.sort(key=lambda e: e.updated_at, reverse=True)
+    return found[:limit]
+
+
+async def read_state(store: Store, keyspace: Keyspace, key: str) -> ConversationState | None:
+    current = await store.get_state(keyspace.state(key))
+    return None if current is None else ConversationState.model_validate_json(current.value)
+
+
+async def _all_entries(store: Store, stream: str) -> list[StreamEntry]:
+    out: list[StreamEntry] = []
+    after: str | None = None
+    while True:
+        page = await store.range(stream, after=after, count=_PAGE)
+        out.extend(page)
+        if len(page) < _PAGE:
+            return out
+        after = page[-1].id
+
+
+async def read_receipts(store: Store, keyspace: Keyspace, key: str) -> list[DeliveryReceipt]:
+    return [
+        DeliveryReceipt.model_validate_json(e.payload)
+        for e in await _all_entries(store, keyspace.receipts(key))
+    ]
+
+
+async def export_conversation(
+    store: Store, keyspace: Keyspace, tenant: str, key: str
+) -> dict[str, Any] | None:
+    """Everything kept about one conversation, as JSON-ready data (None if unknown)."""
+    entry = await read_index_entry(store, keyspace, tenant, key)
+    state = await read_state(store, keyspace, key)
+    if entry is None and state is None:
+        return None
+    replies = [json.loads(e.payload) for e in await _all_entries(store, keyspace.replies(key))]
+    return {
+        "conversation": None if entry is None else entry.model_dump(mode="json"),
+        "state": None if state is None else state.model_dump(mode="json"),
+        "replies": replies,
+        "receipts": [r.model_dump(mode="json") for r in await read_receipts(store, keyspace, key)],
+        "exported_at": utcnow().isoformat(),
+    }
+
+
+class EraseReport(BaseModel):
+    keys_deleted: int = 0
+    stream_entries_deleted: int = 0
+
+
+def _entry_conversation(payload: bytes) -> str | None:
+    """The conversation key an inbox/outbox/dead-letter entry belongs to, if readable."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    conv = data.get("conversation")
+    if isinstance(conv, str):  # dead letters carry the key itself
+        return conv
+    if isinstance(data.get("message"), dict):
+        conv = data["message"].get("conversation")
+    if isinstance(conv, dict):
+        try:
+            return ConversationKey.model_validate(conv).key
+        except ValidationError:
+            return None
+    return None
+
+
+async def erase_conversation(
+    store: Store, keyspace: Keyspace, tenant: str, key: str, *, extra_keys: Sequence[str] = ()
+) -> EraseReport:
+    """Remove every trace of conversation ``key`` from the store (GDPR erasure).
+
+    ``extra_keys`` are further keys to delete that only the caller can name (e.g. rate-limit
+    buckets, which a store may not list in scans).
+    """
+    report = EraseReport()
+    partition = keyspace.partition(key)
+    conv_prefix = keyspace.conversation_prefix(key)
+    conv_keys = set(await store.scan(conv_prefix, limit=_SCAN_LIMIT))
+    to_delete: set[str] = set(conv_keys) | set(extra_keys)
+    to_delete.add(keyspace.conversation_index(tenant, key))
+    to_delete.add(keyspace.state(key))
+    to_delete.add(keyspace.replies(key))
+    to_delete.add(keyspace.receipts(key))
+    to_delete.add(keyspace.conversation_record(key, "reply-bucket"))
+    channel, scope = _scope_of(key)
+    marker_prefix = keyspace.conversation_record(key, "in:")
+    for record_key in sorted(k for k in conv_keys if k.startswith(marker_prefix)):
+        inbound_id = record_key[len(marker_prefix) :]
+        raw = await store.get_record(record_key)
+        if raw is not None:
+            try:
+                marker = _InboundMarker.model_validate_json(raw)
+            except ValidationError:
+                marker = None
+            if marker is not None:
+                if scope is not None:
+                    to_delete.add(keyspace.seen(partition, scope, marker.event_id))
+                if channel is not None:
+                    to_delete.add(keyspace.inbound_bucket(tenant, channel, marker.sender))
+        to_delete.update(
+            await store.scan(keyspace.delivered(partition, f"{inbound_id}:"), limit=_SCAN_LIMIT)
+        )
+    for receipt in await read_receipts(store, keyspace, key):
+        to_delete.add(keyspace.delivered(partition, receipt.idempotency_key))
+    for stream in (
+        keyspace.inbox(partition),
+        keyspace.outbox(partition),
+        keyspace.dead_letters(partition),
+    ):
+        ids = [
+            e.id for e in await _all_entries(store, stream) if _entry_conversation(e.payload) == key
+        ]
+        if ids:
+            report.stream_entries_deleted += await store.delete_entries(stream, ids)
+    report.keys_deleted = await store.delete(sorted(to_delete))
+    return report
+
+
+def _scope_of(key: str) -> tuple[str | None, str | None]:
+    """(channel, dedupe scope) of a conversation key ``tenant/channel/id[/thread]``."""
+    parts = key.split("/")
+    if len(parts) < 3:
+        return None, None
+    try:
+        channel = Channel(parts[1]).value
+    except ValueError:
+        return None, None
+    # Tenant ids never need quoting (config pattern), so the key's first part is the id.
+    return channel, f"{channel}:{parts[0]}"

@@ -1,0 +1,139 @@
+"""Usage counters per tenant, day, channel and persona.
+
+Each count is one store counter (``Store.incr``) under ``Keyspace.usage(...)``, kept for
+:data:`USAGE_TTL_SECONDS`. Counting is best effort next to the turn it describes: it runs
+after the turn's commit, so a crash between the two loses a count, never a message.
+
+Metrics: ``inbound``, ``outbound``, ``line_pushes``, ``agent_ms``, ``dead_letters``,
+``over_quota``, ``rate_limited`` and ``reply_capped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.models import utcnow
+from gateway.store import Keyspace, Store
+
+__all__ = ["METRICS", "USAGE_TTL_SECONDS", "Usage", "UsageRow", "read_usage", "record_usage"]
+
+USAGE_TTL_SECONDS = 400 * 86400
+METRICS = (
+    "inbound",
+    "outbound",
+    "line_pushes",
+    "agent_ms",
+    "dead_letters",
+    "over_quota",
+    "rate_limited",
+    "reply_capped",
+)
+NO_PERSONA = "-"
+
+
+class UsageRow(BaseModel):
+    """The counts of one tenant on one day, channel and persona."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    day: date
+    channel: str
+    persona: str
+    inbound: int = 0
+    outbound: int = 0
+    line_pushes: int = 0
+    agent_ms: int = 0
+    dead_letters: int = 0
+    over_quota: int = 0
+    rate_limited: int = 0
+    reply_capped: int = 0
+
+
+async def record_usage(
+    store: Store,
+    keyspace: Keyspace,
+    *,
+    tenant: str,
+    channel: str,
+    persona: str | None,
+    counts: Mapping[str, int],
+    at: datetime | None = None,
+) -> None:
+    """Add ``counts`` (metric → amount) to today's row; zero amounts are skipped."""
+    day = (at or utcnow()).date().isoformat()
+    who = persona or NO_PERSONA
+    await asyncio.gather(
+        *(
+            store.incr(
+                keyspace.usage(tenant, day, channel, who, metric), amount, ttl=USAGE_TTL_SECONDS
+            )
+            for metric, amount in counts.items()
+            if amount and metric in METRICS
+        )
+    )
+
+
+async def read_usage(
+    store: Store,
+    keyspace: Keyspace,
+    *,
+    tenant: str,
+    since: date | None = None,
+    until: date | None = None,
+) -> list[UsageRow]:
+    """Rows of ``tenant`` between ``since`` and ``until`` (inclusive), oldest first."""
+    prefix = keyspace.usage_prefix(tenant)
+    keys = await store.scan(prefix, limit=100_000)
+    rows: dict[tuple[str, str, str], dict[str, int]] = {}
+    wanted: list[tuple[tuple[str, str, str], str, str]] = []
+    for key in keys:
+        parts = key[len(prefix) :].rsplit(":", 3)
+        if len(parts) != 4 or parts[3] not in METRICS:
+            continue
+        day_text, channel, persona, metric = parts
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            continue
+        if (since is not None and day < since) or (until is not None and day > until):
+            continue
+        wanted.append(((day_text, channel, persona), metric, key))
+    # incr by 0 reads a counter without changing it (the protocol has no plain read).
+    values = await asyncio.gather(*(store.incr(key, 0) for _, _, key in wanted))
+    for (row_key, metric, _), value in zip(wanted, values, strict=True):
+        rows.setdefault(row_key, {})[metric] = value
+    return [
+        UsageRow(
+            tenant=tenant,
+            day=date.fromisoformat(day_text),
+            channel=channel,
+            persona=persona,
+            **counts,
+        )
+        for (day_text, channel, persona), counts in sorted(rows.items())
+    ]
+
+
+class Usage:
+    """The recorder bound to one store, for the worker, dispatcher and quota policy."""
+
+    def __init__(self, store: Store, keyspace: Keyspace) -> None:
+        self.store = store
+        self.keyspace = keyspace
+
+    async def record(
+        self, *, tenant: str, channel: str, persona: str | None, **counts: int
+    ) -> None:
+        await record_usage(
+            self.store,
+            self.keyspace,
+            tenant=tenant,
+            channel=channel,
+            persona=persona,
+            counts=counts,
+        )
