@@ -88,6 +88,7 @@ async def test_sigkilled_worker_loses_nothing_and_answers_nothing_twice(
             await receiver.wait_for(MESSAGES // 4, timeout=60)
             first.send_signal(signal.SIGKILL)
             first.wait()
+            answered_before_kill = len(receiver.unique())
             second = _start_worker(config_path)
             await producer
             received = await receiver.wait_for(MESSAGES, timeout=90)
@@ -97,6 +98,7 @@ async def test_sigkilled_worker_loses_nothing_and_answers_nothing_twice(
                 proc.terminate()
                 proc.wait(timeout=15)
 
+    assert answered_before_kill < MESSAGES, "the worker finished before it could be killed"
     await asyncio.sleep(1.0)  # a second answer to anything would arrive in this time
     unique = receiver.unique()
     assert len(unique) == MESSAGES
