@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", action="store_true", help="show the gateway's JSON logs")
     demo.set_defaults(func=_cmd_demo)
 
+    from gateway.admin.cli import add_admin_commands
+
+    add_admin_commands(sub)
+
     simulate = sub.add_parser("simulate", help="send platform-style traffic to a gateway")
     channels = simulate.add_subparsers(dest="channel", required=True)
     from gateway.simulate import add_simulators

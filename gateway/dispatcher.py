@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.models import Channel, OutboundMessage, utcnow
 from gateway.observability import bind, get_logger
 from gateway.store import Commit, Keyspace, Store, StreamEntry
+from gateway.usage import record_usage
 
 __all__ = ["Dispatcher", "backoff_delay"]
 
@@ -202,4 +203,12 @@ class Dispatcher:
         )
         await move_to_dead_letters(self.store, self.keyspace, letter, ack=ack)
         self.metrics.dead_letters.labels(channel, code or "error").inc()
+        await record_usage(
+            self.store,
+            self.keyspace,
+            tenant=message.conversation.tenant,
+            channel=channel,
+            persona=message.persona.name,
+            counts={"dead_letters": 1},
+        )
         log.warning("dispatch.dead_lettered", code=code, attempts=attempts)
