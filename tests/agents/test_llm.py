@@ -42,7 +42,7 @@ def llm_persona(base_url: str, *, tools=("handoff", "switch_persona"), **options
 
 
 async def test_prompt_history_and_determinism_are_sent(emulator):
-    """The latest prompt version is rendered, history is windowed, temperature 0 and the seed go out."""
+    """The latest prompt version is rendered, history windowed, temperature 0 and the seed sent."""
     emulator.script(ScriptedReply.text("Hello Alice!"))
     persona = llm_persona(emulator.base_url)
     history = (turn("user", "one"), turn("assistant", "two"), turn("user", "three"))
@@ -54,7 +54,9 @@ async def test_prompt_history_and_determinism_are_sent(emulator):
         "content": "You are Helper at Acme; the user is Alice.",
     }
     assert [m["content"] for m in sent["messages"][1:]] == ["two", "three", "hi"]
-    assert sent["temperature"] == 0 and sent["seed"] == 42 and sent["model"] == "test-model"
+    assert sent["temperature"] == 0
+    assert sent["seed"] == 42
+    assert sent["model"] == "test-model"
     assert {t["function"]["name"] for t in sent["tools"]} == {"handoff", "switch_persona"}
 
 
@@ -66,7 +68,7 @@ async def test_pinned_prompt_version_is_used(emulator):
 
 
 async def test_a_tool_the_persona_does_not_list_is_refused_and_reported(emulator):
-    """A call to run_command (not in persona.tools) is refused as an error; the model then answers."""
+    """A call to run_command (not in persona.tools) is refused as an error; the model recovers."""
     emulator.script(
         ScriptedReply.call("run_command", {"command": "uptime"}),
         ScriptedReply.text("Sorry, I cannot do that."),
@@ -89,7 +91,8 @@ async def test_arguments_are_validated_against_the_tool_schema(emulator):
     )
     persona = llm_persona(emulator.base_url)
     reply = await build_agent(persona).respond(make_context(persona, "help"))
-    assert reply.handoff is None and reply.parts[0].text == "ok"
+    assert reply.handoff is None
+    assert reply.parts[0].text == "ok"
     errors = [json.loads(r["messages"][-1]["content"])["error"] for r in emulator.requests[1:]]
     assert "reason" in errors[0]
     assert "not valid JSON" in errors[1]

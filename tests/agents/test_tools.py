@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
+from agents.examples import EXAMPLES_DIR
 from agents.persona import Persona
 from agents.tools import ToolContext
 from agents.tools.command import CommandPolicy, RunCommandTool
 from agents.tools.docs import SearchDocsTool
-from agents.examples import EXAMPLES_DIR
 from tests.agents.conftest import make_context
 
 PERSONA = Persona(name="ops", display_name="Ops")
@@ -25,7 +25,8 @@ async def test_allowlisted_command_runs_without_a_shell():
     assert not result.is_error
     assert result.content == "exit status 0\nhello world\n"
     refused = await tool().run({"command": "echo a; rm -rf /tmp/x"}, CONTEXT)
-    assert refused.is_error and "deny" in refused.content
+    assert refused.is_error
+    assert "deny" in refused.content
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,8 @@ async def test_allowlisted_command_runs_without_a_shell():
 async def test_commands_outside_the_allowlist_or_with_shell_syntax_are_refused(command):
     """Anything not starting with an allowed argv prefix, or with shell syntax, never runs."""
     result = await tool().run({"command": command}, CONTEXT)
-    assert result.is_error and result.content.startswith("Refused")
+    assert result.is_error
+    assert result.content.startswith("Refused")
 
 
 async def test_prefix_match_is_word_for_word():
@@ -49,7 +51,8 @@ async def test_prefix_match_is_word_for_word():
 async def test_persona_deny_patterns_apply():
     """A persona's deny pattern refuses an otherwise allowlisted command."""
     result = await tool(deny=["(?i)secret"]).run({"command": "echo SECRET"}, CONTEXT)
-    assert result.is_error and "deny" in result.content
+    assert result.is_error
+    assert "deny" in result.content
 
 
 async def test_child_gets_no_gateway_secrets(monkeypatch):
@@ -66,7 +69,8 @@ async def test_a_command_past_its_timeout_is_killed():
     result = await RunCommandTool(policy).execute(
         [sys.executable, "-c", "import time; time.sleep(5)"]
     )
-    assert result.is_error and "Killed" in result.content
+    assert result.is_error
+    assert "Killed" in result.content
 
 
 async def test_search_docs_finds_the_relevant_passage():

@@ -30,7 +30,7 @@ def persona_for(url: str, **options) -> Persona:
 
 
 async def test_bot_verifies_signature_made_with_either_rotation_secret_and_answers_inline(faq_bot):
-    """The bot, holding only the old secret, verifies the two-secret header and its answer comes back."""
+    """The bot, holding only the old secret, verifies the two-secret header and answers inline."""
     persona = persona_for(faq_bot.url)
     agent = build_agent(persona)
     context = make_context(persona, "what are your opening hours?", history=(turn("user", "hi"),))
@@ -43,7 +43,8 @@ async def test_bot_verifies_signature_made_with_either_rotation_secret_and_answe
     assert payload["persona"]["name"] == "faq"
     assert payload["history"][0]["text"] == "hi"
     assert payload["capabilities"]["buttons"] is True
-    assert "raw" not in payload["message"] and "reply_context" not in payload["message"]
+    assert "raw" not in payload["message"]
+    assert "reply_context" not in payload["message"]
 
 
 async def test_bot_rejects_a_wrong_secret_and_the_agent_fails(faq_bot, monkeypatch):
@@ -75,7 +76,8 @@ async def test_transient_failures_are_retried_with_the_same_idempotency_key(faq_
     assert reply.parts[0].text.startswith("Plans:")
     keys = {c["headers"]["X-FlowBiz-Idempotency-Key"] for c in faq_bot.bot.calls}
     attempts = [c["headers"]["X-FlowBiz-Attempt"] for c in faq_bot.bot.calls]
-    assert len(keys) == 1 and attempts == ["1", "2", "3"]
+    assert len(keys) == 1
+    assert attempts == ["1", "2", "3"]
 
 
 async def test_gives_up_after_the_configured_retries(faq_bot):
@@ -106,7 +108,8 @@ async def test_202_means_the_bot_answers_later_and_a_slow_bot_times_out():
     try:
         persona = persona_for(f"http://127.0.0.1:{port}/bot?slow=1", attempt_timeout_seconds=0.2)
         reply = await build_agent(persona).respond(make_context(persona, "hi"))
-        assert reply.parts == () and reply.handoff is None
+        assert reply.parts == ()
+        assert reply.handoff is None
         assert calls == ["1", "2"]
     finally:
         await runner.cleanup()
@@ -142,7 +145,7 @@ async def test_hostname_resolving_to_loopback_is_refused_at_connect_time(faq_bot
     ],
 )
 def test_refusal_reason_classifies_addresses(address, reason):
-    """Metadata, private, mapped-loopback and carrier-grade NAT addresses are refused; public ones pass."""
+    """Metadata, private, mapped-loopback and CGNAT addresses are refused; public ones pass."""
     import ipaddress
 
     assert refusal_reason(ipaddress.ip_address(address)) == reason
