@@ -35,6 +35,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 __all__ = [
+    "ACME_FILE",
     "ApiCall",
     "EmulatedWorkspace",
     "PostedMessage",
@@ -87,6 +88,7 @@ class PostedMessage:
     icon_url: str | None = None
     blocks: tuple[dict[str, Any], ...] = ()
     response_type: str | None = None
+    received_at: float = field(default_factory=time.monotonic)
 
     @property
     def buttons(self) -> list[tuple[str, str]]:
@@ -114,6 +116,7 @@ class _Failure:
     status: int
     error: str
     retry_after: float | None
+    skip: int = 0  # calls to let through before this failure applies
 
 
 class SlackEmulator:
@@ -189,10 +192,12 @@ class SlackEmulator:
         status: int = 429,
         error: str = "ratelimited",
         retry_after: float | None = 1,
+        after: int = 0,
     ) -> None:
-        """The next ``count`` calls of ``method`` fail (nothing is posted)."""
+        """After ``after`` more successful calls, ``count`` calls of ``method`` fail."""
         self._failures.setdefault(method, deque()).extend(
-            [_Failure(status, error, retry_after if status == 429 else None)] * count
+            _Failure(status, error, retry_after if status == 429 else None, after if n == 0 else 0)
+            for n in range(count)
         )
 
     def drop_next(self, method: str, *, mode: Literal["disconnect", "hang"] = "disconnect") -> None:
@@ -246,7 +251,9 @@ class SlackEmulator:
         self, method: str, args: dict[str, Any], token: str | None, request: web.Request
     ) -> web.Response | None:
         queue = self._failures.get(method)
-        if queue:
+        if queue and queue[0].skip > 0:
+            queue[0].skip -= 1
+        elif queue:
             failure = queue.popleft()
             self.calls.append(ApiCall(method, args, token, failure.status, failure.error))
             headers = (
@@ -494,6 +501,38 @@ def _blocks_valid(blocks: Any) -> bool:
 
 
 # -- payloads, as Slack sends them ---------------------------------------------------------------
+ACME_FILE: dict[str, Any] = {
+    "id": "F0INVOICE",
+    "created": 1700000000,
+    "timestamp": 1700000000,
+    "name": "invoice.png",
+    "title": "invoice.png",
+    "mimetype": "image/png",
+    "filetype": "png",
+    "pretty_type": "PNG",
+    "user": "U0CUSTOMER",
+    "user_team": "T0FLOWBIZ",
+    "editable": False,
+    "size": 52_344,
+    "mode": "hosted",
+    "is_external": False,
+    "external_type": "",
+    "is_public": False,
+    "public_url_shared": False,
+    "display_as_bot": False,
+    "username": "",
+    "url_private": "https://files.slack.com/files-pri/T0FLOWBIZ-F0INVOICE/invoice.png",
+    "url_private_download": (
+        "https://files.slack.com/files-pri/T0FLOWBIZ-F0INVOICE/download/invoice.png"
+    ),
+    "permalink": "https://flowbiz-demo.slack.com/files/U0CUSTOMER/F0INVOICE/invoice.png",
+    "original_w": 800,
+    "original_h": 600,
+    "has_rich_preview": False,
+}
+"""A complete ``files[]`` entry as Slack puts it on a file_share message."""
+
+
 def message_event(
     *,
     text: str,

@@ -37,7 +37,7 @@ GLOBEX = EmulatedWorkspace(
 # Paragraphs of ~1,000 characters, ~9,000 in all, with the characters Slack makes us escape.
 LONG_TEXT = "\n".join(
     f"Part {n} <tag> & co: " + "lorem ipsum dolor sit amet " * 36 for n in range(9)
-)
+).rstrip()
 
 
 @pytest.fixture(autouse=True)
@@ -136,8 +136,12 @@ def store_url(tmp_path: Path) -> str:
 def slack_gateway(store_url: str, personas_dir: Path, emulator: SlackEmulator) -> GatewayFactory:
     """Start the real gateway with an acme Slack channel (keyword overrides for the block)."""
 
-    def start(**channel: Any) -> AbstractAsyncContextManager[RunningGateway]:
-        return running_gateway(slack_config(store_url, personas_dir, emulator, **channel))
+    def start(
+        *, pipeline: dict[str, Any] | None = None, **channel: Any
+    ) -> AbstractAsyncContextManager[RunningGateway]:
+        data = slack_config(store_url, personas_dir, emulator, **channel)
+        data["pipeline"].update(pipeline or {})
+        return running_gateway(data)
 
     return start
 
@@ -221,3 +225,6 @@ async def inbox_entries(gw: RunningGateway) -> int:
     for partition in range(rt.keyspace.partitions):
         total += len(await rt.store.range(rt.keyspace.inbox(partition), count=1000))
     return total
+
+
+NOW = 1_700_000_000

@@ -17,6 +17,7 @@ from connectors.slack.emulator import (
 )
 from gateway.errors import UnknownTenantError, VerificationError
 from tests.connectors.slack.conftest import (
+    NOW,
     FixedClock,
     inbox_entries,
     make_connector,
@@ -24,7 +25,6 @@ from tests.connectors.slack.conftest import (
     signed_request,
 )
 
-NOW = 1_700_000_000
 BODY = json.dumps(event_callback(message_event(text="hello", ts="1700000000.000100"))).encode()
 
 
