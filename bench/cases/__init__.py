@@ -1,0 +1,75 @@
+"""Bench cases: each module here exposes ``cases() -> list[ThroughputCase]``.
+
+A throughput case starts one server process (pinned to the server core), names the request
+generator that feeds it (cases fed by the same generator get byte-identical request
+streams) and optionally checks the store afterwards. To add a channel, write
+``bench/cases/<kind>.py`` with its plain-SDK baseline and its gateway case and list the
+module in ``MODULES``; a module whose connector is not installed yet returns no cases.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import Placement, RedisServer, Server
+from bench.wrk import RawRequest
+
+__all__ = ["MODULES", "RequestMaker", "RunContext", "ThroughputCase", "all_cases"]
+
+MODULES = ("bench.cases.bare_aiohttp", "bench.cases.http_api")
+
+# (count, tag) -> requests; ``tag`` makes event ids distinct between request files.
+RequestMaker = Callable[[int, str], Iterator[RawRequest]]
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What a case may use while it runs: the scratch folder, the cores, the stores."""
+
+    workdir: Path
+    placement: Placement
+    redis: RedisServer | None = None
+    counter: int = 0
+
+    def scratch(self, name: str) -> Path:
+        self.counter += 1
+        path = self.workdir / f"{self.counter:02d}-{name}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def store_url(self, kind: str, where: Path) -> str:
+        """A fresh, empty store of ``kind`` (memory, sqlite or redis)."""
+        if kind == "memory":
+            return "memory://"
+        if kind == "sqlite":
+            return f"sqlite:///{where / 'gateway.db'}"
+        if kind == "redis":
+            if self.redis is None:
+                self.redis = RedisServer(self.workdir / "redis", cores=self.placement.load).start()
+            self.redis.flush()
+            return self.redis.url
+        raise ValueError(f"unknown store kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputCase:
+    key: str  # short, for --cases and the JSON output
+    label: str  # the table's first column
+    requests: RequestMaker
+    start: Callable[[RunContext], Server]
+    unique: bool = True  # needs distinct event ids (False for baselines that ignore them)
+    baseline: str | None = None  # key of the case's own plain-SDK baseline, if any
+    # Run after the server stopped: a short note proving the work was really done.
+    check: Callable[[RunContext, Server], str] | None = None
+    needs: tuple[str, ...] = field(default=())  # programs that must be installed
+
+
+def all_cases() -> list[ThroughputCase]:
+    found: list[ThroughputCase] = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        found.extend(module.cases())
+    return found

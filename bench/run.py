@@ -1,0 +1,439 @@
+"""``python -m bench``: run every case in one go and print one table (see bench/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import e2e, wrk
+from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
+from bench.procs import Placement, RedisServer, Server, rss_mib
+
+E2E_STORES = ("sqlite", "redis")
+DEFAULT_RPS_GUESS = 15_000.0  # sizes the request file when no baseline ran first
+
+
+@dataclass(slots=True)
+class Row:
+    key: str
+    label: str
+    load: str
+    rps: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    vs_bare: float = math.nan
+    vs_own: float = math.nan
+    rss_before: float | None = None
+    rss_after: float | None = None
+    notes: list[str] = field(default_factory=list)
+    failed: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Options:
+    seconds: float
+    warmup: float
+    connections: int
+    threads: int
+    rate: float
+    e2e_seconds: float
+    crash: bool
+    repeat_baseline: bool
+    selected: set[str] | None
+    profile: Path | None
+
+
+class RequestFiles:
+    """Pre-signed request files, made once per (generator, size, tag) and reused."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._made: dict[tuple[int, int, str], tuple[Path, float]] = {}
+
+    def get(self, maker: RequestMaker, count: int, tag: str) -> tuple[Path, float]:
+        """The file and how long signing it took."""
+        key = (id(maker), count, tag)
+        if key not in self._made:
+            began = time.perf_counter()
+            path = self.folder / f"requests-{tag}-{count}.txt"
+            wrk.write_requests(path, maker(count, tag))
+            self._made[key] = (path, time.perf_counter() - began)
+        return self._made[key]
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line[:200] for line in text[-lines:])
+
+
+def _profile(server: Server, out: Path, seconds: float, load: Callable[[], object]) -> str:
+    """py-spy record the server while ``load`` runs again (not measured)."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        return "profile skipped: py-spy not installed (pip install py-spy)"
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"{server.name}.collapsed"
+    cmd = [
+        binary,
+        "record",
+        "--pid",
+        str(server.pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(raw),
+    ]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    load()
+    spy.wait(timeout=seconds + 30)
+    return f"profile: {raw}"
+
+
+def run_throughput(
+    case: ThroughputCase,
+    ctx: RunContext,
+    files: RequestFiles,
+    opts: Options,
+    *,
+    expected_rps: float,
+) -> Row:
+    row = Row(
+        key=case.key,
+        label=case.label,
+        load=f"wrk {opts.connections} conns, {opts.seconds:g}s",
+    )
+    missing = [p for p in case.needs if shutil.which(p) is None]
+    if missing:
+        row.failed = f"needs {', '.join(missing)}"
+        return row
+    # Enough distinct requests for the run, sized from the baseline's rate (an upper bound).
+    if case.unique:
+        main_count = int(expected_rps * opts.seconds * 1.2) + 2 * opts.connections
+        warm_count = int(expected_rps * opts.warmup * 1.2) + 2 * opts.connections
+    else:
+        main_count = warm_count = 20_000
+    warm_file, _ = files.get(case.requests, warm_count, "warm")
+    main_file, signing = files.get(case.requests, main_count, "main")
+    row.detail["requests_file"] = main_count
+    row.detail["signing_seconds"] = round(signing, 2)
+    try:
+        server = case.start(ctx)
+    except RuntimeError as exc:
+        row.failed = str(exc)
+        logs = sorted(ctx.workdir.glob("*/*.log"), key=lambda p: p.stat().st_mtime)
+        if logs:
+            row.failed += f": {_tail(logs[-1])}"
+        return row
+    try:
+        row.rss_before = rss_mib(server.pid)
+
+        def load(path: Path, seconds: float) -> wrk.WrkResult:
+            return wrk.run(
+                server.url,
+                path,
+                seconds=seconds,
+                connections=opts.connections,
+                threads=opts.threads,
+                cores=ctx.placement.load,
+            )
+
+        if opts.warmup > 0:
+            load(warm_file, opts.warmup)
+        result = load(main_file, opts.seconds)
+        row.rss_after = rss_mib(server.pid)
+        row.rps, row.p50_ms, row.p99_ms = result.rps, result.p50_ms, result.p99_ms
+        row.detail["wrk"] = asdict(result)
+        if result.non_2xx or result.socket_errors:
+            row.notes.append(f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors")
+        if case.unique and result.wrapped:
+            row.notes.append(f"ran out of fresh ids {result.wrapped}x (duplicates sent)")
+        if opts.profile is not None and case.unique:
+            prof_file, _ = files.get(case.requests, main_count, "profile")
+            row.notes.append(
+                _profile(
+                    server,
+                    opts.profile,
+                    opts.seconds,
+                    lambda: load(prof_file, opts.seconds),
+                )
+            )
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        row.failed = f"{exc}: {_tail(server.log_path)}"
+    finally:
+        server.stop()
+    if server.proc.returncode not in (0, -15) and row.failed is None:
+        row.notes.append(f"server exited {server.proc.returncode}")
+    if case.check is not None and row.failed is None:
+        try:
+            acked = row.detail["wrk"]["requests"] - row.detail["wrk"]["non_2xx"]
+            row.notes.append(f"{case.check(ctx, server)} (>= {acked} acked in the timed run)")
+        except (RuntimeError, OSError) as exc:
+            row.notes.append(f"check failed: {exc}")
+    return row
+
+
+def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
+    row = Row(
+        key=f"e2e.{store}",
+        label=f"(c) end to end, {store}, role all, rules agent",
+        load=f"{opts.rate:g} msg/s fixed, {opts.e2e_seconds:g}s",
+    )
+    try:
+        r = e2e.fixed_rate(ctx, store=store, rate=opts.rate, seconds=opts.e2e_seconds)
+    except RuntimeError as exc:
+        row.failed = str(exc)
+        return row
+    row.rps, row.p50_ms, row.p99_ms = r.delivered_per_s, r.p50_ms, r.p99_ms
+    row.rss_before, row.rss_after = r.rss_before, r.rss_after
+    row.detail = asdict(r)
+    row.notes.append(f"ack p50/p99 {r.ack_p50_ms:.1f}/{r.ack_p99_ms:.1f} ms")
+    row.notes.append(f"max {r.max_ms:.0f} ms; {r.delivered}/{r.sent} delivered")
+    if r.lost or r.failed_posts:
+        row.notes.append(f"LOST {r.lost}, failed posts {r.failed_posts}")
+    return row
+
+
+def run_crash(ctx: RunContext, store: str) -> Row:
+    row = Row(
+        key=f"crash.{store}",
+        label=f"(d) worker SIGKILLed, {store}, echo agent",
+        load="2000 msgs, 40 convs, web + 2 workers",
+    )
+    try:
+        r = e2e.crash(ctx, store=store)
+    except RuntimeError as exc:
+        row.failed = str(exc)
+        return row
+    row.rps, row.p50_ms, row.p99_ms = r.messages / r.seconds, r.p50_ms, r.p99_ms
+    row.detail = asdict(r)
+    row.notes.append(
+        f"lost {r.lost}, answered twice {r.answered_twice}, out of order {r.out_of_order}, "
+        f"wire retries {r.wire_retries}, longest gap after kill {r.recovery_gap_ms:.0f} ms"
+    )
+    return row
+
+
+# -- the table ------------------------------------------------------------------------------------
+def _num(value: float, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def _rss(row: Row) -> str:
+    if row.rss_before is None or row.rss_after is None:
+        return "-"
+    return f"{row.rss_before:.0f}->{row.rss_after:.0f}"
+
+
+def render(rows: Sequence[Row]) -> str:
+    header = ["case", "load", "req/s", "p50 ms", "p99 ms", "x bare", "RSS MiB", "notes"]
+    lines = []
+    for r in rows:
+        if r.failed is not None:
+            lines.append([r.label, r.load, "-", "-", "-", "-", "-", f"FAILED: {r.failed}"])
+            continue
+        ratio = _num(r.vs_bare, ".0%")
+        if not math.isnan(r.vs_own):
+            ratio += f" (own {r.vs_own:.0%})"
+        lines.append(
+            [
+                r.label,
+                r.load,
+                _num(r.rps, ",.0f"),
+                _num(r.p50_ms, ".2f"),
+                _num(r.p99_ms, ".2f"),
+                ratio,
+                _rss(r),
+                "; ".join(r.notes),
+            ]
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header[:-1])]
+
+    def fmt(cells: Sequence[str]) -> str:
+        left = (0, 1)
+        parts = [
+            c.ljust(widths[i]) if i in left else c.rjust(widths[i])
+            for i, c in enumerate(cells[:-1])
+        ]
+        return " | ".join([*parts, cells[-1]]).rstrip()
+
+    rule = "-+-".join("-" * w for w in widths) + "-+-" + "-" * 5
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])
+
+
+def machine(placement: Placement, redis: RedisServer | None) -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = "absent"
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        wrk_version = (out.stdout or out.stderr).split("Copyright")[0].strip()
+    return {
+        "cpu": f"{model}, {os.cpu_count()} logical cores",
+        "placement": placement.describe(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": metadata.version("aiohttp"),
+        "sqlite": sqlite3.sqlite_version,
+        "redis-server": (redis or RedisServer(Path("."), cores=())).version(),
+        "wrk": wrk_version,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Bare aiohttp vs the gateway's ingest (per store) vs end to end, one table.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs, no crash scenario")
+    parser.add_argument("--seconds", type=float, help="timed wrk run per case (default 10)")
+    parser.add_argument("--warmup", type=float, help="untimed wrk run first (default 2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rate", type=float, default=500, help="end-to-end messages/s")
+    parser.add_argument("--e2e-seconds", type=float, help="end-to-end run (default 10)")
+    parser.add_argument("--no-crash", action="store_true", help="skip the SIGKILL scenario")
+    parser.add_argument(
+        "--cases",
+        help="comma-separated keys to run (e.g. bare,http.redis,e2e.redis,crash.redis); "
+        "ratios need bare",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=Path, help="py-spy each ingest case into this folder")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--list", action="store_true", help="list the case keys and exit")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    opts = Options(
+        seconds=args.seconds or (3.0 if quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        connections=args.connections,
+        threads=args.threads,
+        rate=args.rate,
+        e2e_seconds=args.e2e_seconds or (3.0 if quick else 10.0),
+        crash=not (quick or args.no_crash),
+        repeat_baseline=not quick,
+        selected=set(args.cases.split(",")) if args.cases else None,
+        profile=args.profile,
+    )
+    return args, opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, opts = _parse(argv)
+    cases = all_cases()
+    keys = [c.key for c in cases] + [f"e2e.{s}" for s in E2E_STORES] + ["crash.redis"]
+    if args.list:
+        print("\n".join(keys))
+        return 0
+    if opts.selected is not None and not opts.selected <= set(keys):
+        print(f"unknown case(s): {sorted(opts.selected - set(keys))}", file=sys.stderr)
+        return 2
+
+    def wanted(key: str) -> bool:
+        return opts.selected is None or key in opts.selected
+
+    placement = Placement.choose()
+    os.sched_setaffinity(0, placement.load)  # this process drives load and receives callbacks
+    workdir = Path(tempfile.mkdtemp(prefix="flowbiz-bench-"))
+    ctx = RunContext(workdir=workdir, placement=placement)
+    files = RequestFiles(workdir)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    print(f"# {command}", file=sys.stderr)
+    print(f"# {placement.describe()}; scratch {workdir}", file=sys.stderr)
+    began = time.perf_counter()
+    info: dict[str, str] = {}
+    rows: list[Row] = []
+    try:
+        info = machine(placement, None)
+        expected = DEFAULT_RPS_GUESS
+        plan = [c for c in cases if wanted(c.key)]
+        for case in plan:
+            print(f"# running {case.key} ...", file=sys.stderr)
+            row = run_throughput(case, ctx, files, opts, expected_rps=expected)
+            if case.key == "bare" and row.failed is None:
+                expected = row.rps
+            rows.append(row)
+        for store in E2E_STORES:
+            if wanted(f"e2e.{store}"):
+                print(f"# running e2e.{store} ...", file=sys.stderr)
+                rows.append(run_e2e(ctx, opts, store))
+        if opts.crash and wanted("crash.redis"):
+            print("# running crash.redis ...", file=sys.stderr)
+            rows.append(run_crash(ctx, "redis"))
+        bare_rows = [r for r in rows if r.key == "bare" and r.failed is None]
+        if opts.repeat_baseline and bare_rows:
+            print("# running bare again ...", file=sys.stderr)
+            again = run_throughput(cases[0], ctx, files, opts, expected_rps=expected)
+            again.label += ", again at the end"
+            again.key = "bare.end"
+            rows.append(again)
+            if again.failed is None:
+                bare_rows.append(again)
+        info["redis-server"] = (ctx.redis or RedisServer(workdir, cores=())).version()
+    finally:
+        if ctx.redis is not None:
+            ctx.redis.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    bare = sum(r.rps for r in bare_rows) / len(bare_rows) if bare_rows else math.nan
+    by_key = {r.key: r for r in rows}
+    own = {c.key: c.baseline for c in cases}
+    for r in rows:
+        if r.failed is None and not r.key.startswith(("e2e.", "crash.")):
+            r.vs_bare = r.rps / bare
+        base = own.get(r.key)
+        if base is not None and base in by_key and by_key[base].failed is None:
+            r.vs_own = r.rps / by_key[base].rps
+    elapsed = time.perf_counter() - began
+    print()
+    print(render(rows))
+    print()
+    print(f"x bare = req/s / mean of the bare-aiohttp runs ({_num(bare, ',.0f')} req/s).")
+    print(
+        "Ingest rows: closed-loop wrk latencies at saturation. End-to-end rows: req/s = "
+        "replies delivered/s, p50/p99 from scheduled send to signed callback received."
+    )
+    for name, value in info.items():
+        print(f"{name}: {value}")
+    print(f"command: {command}  ({elapsed:.0f} s)")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {"command": command, "machine": info, "rows": [asdict(r) for r in rows]},
+                indent=2,
+                default=str,
+            )
+        )
+    return 0 if all(r.failed is None for r in rows) else 1
