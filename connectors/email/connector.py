@@ -84,6 +84,7 @@ log = get_logger(__name__)
 _OWN_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}\.flowbiz@(?P<domain>.+)$")
 _IN_THREAD_PARSE_BYTES = 512 * 1024  # parse bigger messages in a thread: keep the loop free
 _AUDIT_RETENTION = 1000
+_QUARANTINE_RAW_BYTES = 1024 * 1024
 _MAX_RECIPIENTS = 100
 
 
@@ -502,8 +503,10 @@ class EmailConnector:
                     "mail_from": mail_from,
                     "to": mailbox.address,
                     "size": len(raw),
-                    # Kept so an operator can inspect or re-inject it: nothing is lost.
-                    "raw": raw.decode("utf-8", errors="surrogateescape")
+                    # Kept so an operator can inspect or re-inject it (bounded in size).
+                    "raw_truncated": len(raw) > _QUARANTINE_RAW_BYTES,
+                    "raw": raw[:_QUARANTINE_RAW_BYTES]
+                    .decode("utf-8", errors="surrogateescape")
                     .encode("utf-8", errors="backslashreplace")
                     .decode("utf-8"),
                 },
@@ -750,6 +753,10 @@ class _SmtpHandler:
         except IngestUnavailableError:
             self.connector._event("smtp_deferred")
             return "451 4.3.0 Temporary failure storing the message; try again later"
+        except Exception:  # an unexpected failure must defer (451), never bounce: nothing lost
+            self.connector._event("smtp_error")
+            log.error("email.smtp_failed", exc_info=True)
+            return "451 4.3.0 Temporary failure processing the message; try again later"
         self.connector._event(f"smtp_{result.outcome}")
         if result.outcome == "quarantined":
             return "250 2.6.0 Message accepted for review"

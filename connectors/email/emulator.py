@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import subprocess
 from collections import deque
 from collections.abc import Sequence
@@ -25,12 +26,13 @@ from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any, Literal
 
 import aiosmtplib
 import dkim
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from dkim.crypto import parse_pem_private_key
 
 from gateway.models import utcnow
@@ -42,6 +44,7 @@ __all__ = [
     "dkim_dns_record",
     "dkim_verify",
     "generate_dkim_key",
+    "generate_tls_certificate",
 ]
 
 Stage = Literal["rcpt", "data"]
@@ -71,8 +74,12 @@ class Smarthost:
 
     host: str = "127.0.0.1"
     port: int = 0
+    tls_context: ssl.SSLContext | None = None  # offer STARTTLS (and require it)
+    credentials: tuple[str, str] | None = None  # require AUTH with this user and password
     received: list[RelayedMail] = field(default_factory=list)
     attempts: int = 0  # DATA commands seen, failed ones included
+    logins: list[str] = field(default_factory=list)  # users that authenticated
+    tls_sessions: int = 0  # DATA commands that arrived over TLS
     _failures: deque[tuple[Stage, str]] = field(default_factory=deque)
     _server: asyncio.Server | None = None
     _arrived: asyncio.Condition | None = None
@@ -88,7 +95,14 @@ class Smarthost:
         self._arrived = asyncio.Condition()
         self._server = await loop.create_server(
             lambda: SMTPServerProtocol(
-                self, hostname="smarthost.localhost", enable_SMTPUTF8=True, loop=loop
+                self,
+                hostname="smarthost.localhost",
+                enable_SMTPUTF8=True,
+                tls_context=self.tls_context,
+                require_starttls=self.tls_context is not None,
+                auth_required=self.credentials is not None,
+                authenticator=self._authenticate if self.credentials is not None else None,
+                loop=loop,
             ),
             self.host,
             self.port,
@@ -108,6 +122,16 @@ class Smarthost:
             await self._arrived.wait_for(lambda: len(self.received) >= count)
         return list(self.received)
 
+    def _authenticate(
+        self, server: Any, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword) and self.credentials is not None:
+            user, password = data.login.decode(), data.password.decode()
+            if (user, password) == self.credentials:
+                self.logins.append(user)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
     def _failure(self, stage: Stage) -> str | None:
         if self._failures and self._failures[0][0] == stage:
             return self._failures.popleft()[1]
@@ -124,6 +148,8 @@ class Smarthost:
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         self.attempts += 1
+        if session.ssl is not None:
+            self.tls_sessions += 1
         failure = self._failure("data")
         if failure is not None:
             return failure
@@ -145,6 +171,7 @@ class MailSender:
     host: str
     port: int
     domain: str = "customer.example"
+    tls: bool = False  # STARTTLS (certificates not checked: the emulator's are self-signed)
 
     def compose(
         self,
@@ -224,7 +251,8 @@ class MailSender:
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
-            start_tls=False,
+            start_tls=self.tls,
+            validate_certs=False,
             timeout=10,
             local_hostname="mx.customer.example",
         )
@@ -275,6 +303,15 @@ def dkim_verify(message: bytes, *, dns_record: bytes) -> bool:
         return dns_record
 
     return bool(dkim.verify(message, dnsfunc=dnsfunc))
+
+
+def generate_tls_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed ``localhost`` certificate and key (PEM files), made by ``openssl``."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)  # noqa: S603 - fixed argv, no shell
+    return cert, key
 
 
 def generate_dkim_key(bits: int = 2048) -> bytes:

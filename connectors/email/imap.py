@@ -86,6 +86,10 @@ class ImapPoller:
                 # Nothing was flagged or recorded for the message: it is fetched again.
                 metrics.listener_up.labels(self._listener).set(0)
                 self.connector._event("imap_deferred")
+            except Exception:  # keep the mailbox served: log, reconnect and go on
+                metrics.listener_up.labels(self._listener).set(0)
+                self.connector._event("imap_error")
+                log.error("email.imap_failed", exc_info=True)
             await self._close()
             await asyncio.sleep(self.config.reconnect_seconds)
 
@@ -135,6 +139,8 @@ class ImapPoller:
         if client is None:
             return
         try:
+            if client.has_pending_idle():
+                client.idle_done()  # else LOGOUT would queue behind the IDLE
             await asyncio.wait_for(client.logout(), 5)
         except (aioimaplib.Abort, aioimaplib.CommandTimeout, OSError, TimeoutError):
             pass  # the connection is going away either way

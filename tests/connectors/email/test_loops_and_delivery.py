@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
 
-from connectors.email.emulator import Smarthost
+from connectors.email.emulator import Smarthost, dkim_verify, generate_tls_certificate
 from gateway.deadletters import list_dead_letters
 from tests.connectors.email.conftest import SUPPORT, EmailWorld, email_world
 from tests.harness import eventually
@@ -196,3 +197,47 @@ async def test_smarthost_5xx_dead_letters_with_the_server_reply(
     assert "mailbox unavailable" in letter.reason
     assert letter.attempts == 1
     assert world.smarthost.received == []
+
+
+async def test_starttls_and_auth_on_both_sides(
+    tmp_path: Path, dkim_env: None, monkeypatch: pytest.MonkeyPatch, dkim_record: bytes
+) -> None:
+    """Inbound over STARTTLS (required); outbound with STARTTLS + AUTH to the smarthost."""
+    cert, key = generate_tls_certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    relay = await Smarthost(tls_context=server_tls, credentials=("relay-user", "relay-pw")).start()
+    monkeypatch.setenv("TEST_RELAY_PASSWORD", "relay-pw")
+    try:
+        async with email_world(
+            f"sqlite:///{tmp_path}/gw.db",
+            relay,
+            listener={
+                "host": "127.0.0.1",
+                "port": 0,
+                "tls_cert_file": str(cert),
+                "tls_key_file": str(key),
+                "require_starttls": True,
+            },
+            outbound={
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "security": "starttls",
+                "validate_certs": False,
+                "username": "relay-user",
+                "password": "env:TEST_RELAY_PASSWORD",
+            },
+        ) as world:
+            msg = world.sender.compose(
+                from_addr=JANE, from_name="Jane", to=SUPPORT, subject="tls", text="hello"
+            )
+            plain_code, _ = await world.sender.send(msg)
+            assert plain_code == 530  # must issue STARTTLS first
+            world.sender.tls = True
+            assert (await world.sender.send(msg))[0] == 250
+            [reply] = await relay.wait_for(1)
+            assert relay.logins == ["relay-user"]
+            assert relay.tls_sessions == 1
+            assert dkim_verify(reply.data, dns_record=dkim_record)
+    finally:
+        await relay.stop()
