@@ -8,7 +8,8 @@ every retry, so the bot can answer a retry from its own cache.
 
 The bot answers either inline (``200`` with ``{"parts": [{"text": …, "buttons": […]}]}``, or
 the shorthand ``{"text": …}``) or with ``202 Accepted``: "I will answer later", through the
-admin API's send-message route. ``204`` means "no reply".
+admin API's send-message route (``POST /v1/tenants/{tenant}/conversations/{handle}/messages``
+with an operator API key; ``handle`` is in the payload). ``204`` means "no reply".
 
 Options::
 
@@ -41,6 +42,7 @@ from aiohttp.resolver import ThreadedResolver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.base import AgentContext, AgentReply, ReplyPart
+from gateway.conversations import conversation_handle
 from gateway.errors import AgentError
 from gateway.models import Button
 from gateway.observability import get_logger
@@ -175,6 +177,8 @@ def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
                 "conversation_id": conv.conversation_id,
                 "thread": conv.thread,
                 "key": conv.key,
+                # for answering later: POST /v1/tenants/{tenant}/conversations/{handle}/messages
+                "handle": conversation_handle(conv.key),
             },
         },
         "persona": {"name": context.persona.name, "display_name": context.persona.display_name},

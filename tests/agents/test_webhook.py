@@ -8,6 +8,7 @@ from aiohttp import web
 from agents.persona import Persona
 from agents.registry import build_agent
 from agents.webhook import WebhookAgent, refusal_reason
+from gateway.conversations import parse_handle
 from gateway.errors import AgentError
 from tests.agents.conftest import make_context, turn
 
@@ -43,6 +44,8 @@ async def test_bot_verifies_signature_made_with_either_rotation_secret_and_answe
     assert payload["persona"]["name"] == "faq"
     assert payload["history"][0]["text"] == "hi"
     assert payload["capabilities"]["buttons"] is True
+    conversation = payload["message"]["conversation"]
+    assert parse_handle(conversation["handle"]) == conversation["key"] == "acme/http/c1"
     assert "raw" not in payload["message"]
     assert "reply_context" not in payload["message"]
 
