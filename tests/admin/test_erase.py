@@ -1,0 +1,149 @@
+"""Erasing a conversation leaves nothing of it in the store, on SQLite and on Redis.
+
+The check does not trust the store's own API: it reads every table of the SQLite file, or
+every key of every type in Redis, and looks for the conversation's marks anywhere.
+"""
+
+import sqlite3
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from connectors.http_api.emulator import HttpChannelClient
+from gateway.admin.keys import Role, create_key
+from gateway.conversations import conversation_handle
+from tests.e2e.conftest import SECRETS, http_tenant
+from tests.harness import base_config, eventually, running_gateway
+
+MARKS = (b"victim", b"ev-secret")
+
+
+def _sqlite_leftovers(path: str) -> list[str]:
+    found = []
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in db.execute(f"SELECT * FROM {table}"):  # noqa: S608 - names from the schema
+                blob = b"|".join(v if isinstance(v, bytes) else str(v).encode() for v in row)
+                if any(mark in blob for mark in MARKS):
+                    found.append(f"{table}: {row[0]}")
+    return found
+
+
+async def _redis_leftovers(url: str) -> list[str]:
+    found = []
+    client = aioredis.from_url(url)
+    try:
+        async for key in client.scan_iter(count=1000):
+            kind = (await client.type(key)).decode()
+            if kind == "string":
+                parts = [await client.get(key) or b""]
+            elif kind == "stream":
+                parts = [b"".join(k + v for k, v in f.items()) for _, f in await client.xrange(key)]
+            elif kind == "hash":
+                parts = [k + v for k, v in (await client.hgetall(key)).items()]
+            elif kind == "zset":
+                parts = await client.zrange(key, 0, -1)
+            elif kind == "set":
+                parts = list(await client.smembers(key))
+            else:
+                parts = [kind.encode()]
+            blob = key + b"|" + b"|".join(parts)
+            if any(mark in blob for mark in MARKS):
+                found.append(key.decode())
+    finally:
+        await client.aclose()
+    return found
+
+
+async def _leftovers(store_url: str) -> list[str]:
+    if store_url.startswith("sqlite:///"):
+        return _sqlite_leftovers(store_url.removeprefix("sqlite:///"))
+    return await _redis_leftovers(store_url)
+
+
+async def test_erase_removes_every_trace_of_a_conversation(store_url, receiver):
+    """State, history, replies, receipts, dedupe, delivery, buckets, queues, dead letters: gone."""
+    data = base_config(store_url, tenants=[http_tenant(receiver.url) | {"plan": "limited"}])
+    data["plans"] = {
+        "limited": {
+            "monthly_outbound_messages": 100,
+            "inbound_per_user_per_minute": 60,
+            "replies_per_conversation_per_minute": 60,
+        }
+    }
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        auth = {"Authorization": f"Bearer {token}"}
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(
+            conversation_id="victim", text="hello", user_id="victim-user", event_id="ev-secret-1"
+        )
+        await client.send(conversation_id="other", text="hello", user_id="someone")
+        await receiver.wait_for(2)
+        receiver.fail_next(1, status=400)  # the next reply is refused for good: a dead letter
+        await client.send(
+            conversation_id="victim", text="pricing", user_id="victim-user", event_id="ev-secret-2"
+        )
+
+        async def dead_lettered():
+            async with session.get(gw.url + "/v1/dead-letters", headers=auth) as response:
+                return (await response.json())["dead_letters"]
+
+        await eventually(dead_lettered)
+        assert await _leftovers(store_url)  # the marks really are in the store before
+
+        handle = conversation_handle("acme/http/victim")
+        url = f"{gw.url}/v1/tenants/acme/conversations/{handle}"
+        async with session.delete(url, headers=auth) as response:
+            assert response.status == 200, await response.text()
+            report = await response.json()
+        assert report["erased"] is True
+        assert report["stream_entries_deleted"] >= 4  # 2 inbox, 1+ outbox, 1 dead letter
+
+        assert await _leftovers(store_url) == []
+        async with session.get(url, headers=auth) as response:
+            assert response.status == 404
+        async with session.delete(url, headers=auth) as response:
+            assert response.status == 404
+        # the other conversation is untouched
+        other = conversation_handle("acme/http/other")
+        async with session.get(
+            f"{gw.url}/v1/tenants/acme/conversations/{other}", headers=auth
+        ) as response:
+            assert response.status == 200
+            assert len((await response.json())["history"]) == 2
+        # the audit log records the erase without naming the conversation
+        async with session.get(gw.url + "/v1/audit", headers=auth) as response:
+            events = [i["event"] for i in (await response.json())["events"]]
+        erases = [e for e in events if e["action"] == "eraseConversation"]
+        assert [e["status"] for e in erases] == [200, 404]  # failed attempts are audited too
+        erase = erases[0]
+        assert erase["target"]["conversation"].startswith("sha256:")
+        assert erase["remote"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_erased_event_can_be_sent_again_as_new(store_url, receiver):
+    """The dedupe claim is erased too: the same event id afterwards counts as a new message."""
+    async with running_gateway(base_config(store_url, tenants=[http_tenant(receiver.url)])) as gw:
+        async with aiohttp.ClientSession() as session:
+            rt = gw.runtime
+            _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+            client = HttpChannelClient(
+                session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+            )
+            await client.send(conversation_id="victim", text="hi", event_id="ev-1")
+            await receiver.wait_for(1)
+            handle = conversation_handle("acme/http/victim")
+            async with session.delete(
+                f"{gw.url}/v1/tenants/acme/conversations/{handle}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 200
+            _, body = await client.send(conversation_id="victim", text="hi", event_id="ev-1")
+            assert body["duplicate"] is False
