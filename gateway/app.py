@@ -151,9 +151,10 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
         for connector in rt.connectors.values():
             await connector.start()
     yield
-    if listening:
-        for connector in rt.connectors.values():
-            await connector.stop()
+    # Every role releases connector resources: a worker-role process never starts listeners,
+    # but its send() calls may have opened SDK clients that only stop() closes.
+    for connector in rt.connectors.values():
+        await connector.stop()
 
 
 async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:

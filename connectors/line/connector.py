@@ -94,6 +94,7 @@ from gateway.models import (
     utcnow,
 )
 from gateway.observability import get_logger
+from gateway.quotas import QuotaPolicy
 
 __all__ = [
     "MAX_MESSAGES_PER_CALL",
@@ -257,6 +258,7 @@ class LineConnector:
             self._by_name[(tenant.id, channel.name)] = bot
         self._background: set[asyncio.Task[None]] = set()
         self._profiles: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._quota_policy: QuotaPolicy | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
@@ -278,6 +280,14 @@ class LineConnector:
             if bot.client is not None:
                 await bot.client.close()
                 bot.client = bot.api = None
+        if self._quota_policy is not None:
+            await self._quota_policy.aclose()
+            self._quota_policy = None
+
+    @property
+    def open_clients(self) -> int:
+        """Messaging API clients currently open (one per channel that has made a call)."""
+        return sum(1 for bot in self._bots if bot.client is not None)
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         bot = self._bot_for(message)
@@ -626,6 +636,7 @@ class LineConnector:
         batch: list[Any],
         message_ids: list[str],
     ) -> str:
+        await self._reserve_push(message, index)
         request = PushMessageRequest(to=context.source_id, messages=batch)
         timeout = aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds)
         try:
@@ -649,6 +660,23 @@ class LineConnector:
         await self._count_push(message.conversation.tenant)
         message_ids.extend(m.id for m in response.data.sent_messages or [])
         return "push"
+
+    async def _reserve_push(self, message: OutboundMessage, index: int) -> None:
+        """Take one unit of the tenant's paid-push quota, once per batch however often retried."""
+        store = self.context.store
+        reserved = self.context.keyspace.conversation_record(
+            message.conversation.key, f"line_push_reserved:{message.idempotency_key}#{index}"
+        )
+        if not await store.claim(reserved, ttl=self.context.config.store.dedupe_ttl_seconds):
+            return  # an earlier attempt of this push already holds its unit
+        if self._quota_policy is None:
+            self._quota_policy = QuotaPolicy.from_context(self.context)
+        if not await self._quota_policy.allow_paid_push(message.conversation.tenant):
+            await store.delete([reserved])
+            self._count("push_over_quota")
+            raise PermanentDeliveryError(
+                "the tenant's monthly LINE push quota is used up", code="push_quota"
+            )
 
     async def _count_push(self, tenant: str) -> None:
         """Pushes are billed to the tenant: a metric and a per-day usage counter for quotas."""

@@ -8,8 +8,15 @@ from datetime import UTC, datetime
 
 from connectors.line.connector import MAX_TEXT_UTF16, push_retry_key, split_text, utf16_len
 from gateway.deadletters import list_dead_letters
-from tests.connectors.line.conftest import ALICE, LONG_REPLY, channel_event
-from tests.harness import eventually
+from gateway.models import Channel
+from tests.connectors.line.conftest import (
+    ALICE,
+    LONG_REPLY,
+    channel_event,
+    line_channel,
+    line_config,
+)
+from tests.harness import eventually, running_gateway
 
 # With this margin a token counts as fresh for 0.2 s; the sleepy agent takes 0.3 s.
 STALE_AFTER_AGENT = 59.8
@@ -187,3 +194,43 @@ def test_push_retry_key_is_a_stable_uuid_per_batch():
     assert push_retry_key(key, 0) == push_retry_key(key, 0)
     assert push_retry_key(key, 0) != push_retry_key(key, 1)
     assert uuid.UUID(push_retry_key(key, 0)).version == 5
+
+
+async def test_split_web_and_worker_roles_deliver_and_release_clients(
+    store_url, personas_dir, emulator, sender
+):
+    """Scale-out: a web process ingests, a worker process replies and shuts down cleanly."""
+    data = line_config(store_url, personas_dir, [line_channel(emulator)])
+    async with running_gateway(data, role="web") as web, running_gateway(data, role="worker") as wk:
+        line = sender(web.url)
+        assert await line.post([line.text("hello", user_id=ALICE)]) == 200
+        [delivery] = await emulator.wait_for(1)
+        assert (delivery.via, delivery.texts) == ("reply", ["Hello Alice!"])
+        worker_line = wk.runtime.connectors[Channel.LINE]
+        assert worker_line.open_clients == 1  # created by send(): workers never start()
+    assert worker_line.open_clients == 0  # closed at shutdown, in the worker role too
+
+
+async def test_push_quota_is_taken_once_per_push_and_enforced(
+    store_url, personas_dir, emulator, sender
+):
+    """Paid pushes take the plan's monthly quota once despite retries; beyond it: dead letter."""
+    emulator.fail_next(1, status=500, endpoint="push")
+    data = line_config(
+        store_url,
+        personas_dir,
+        [line_channel(emulator, reply_token_margin_seconds=STALE_AFTER_AGENT)],
+    )
+    data["plans"] = {"tiny": {"monthly_line_pushes": 1}}
+    data["tenants"][0]["plan"] = "tiny"
+    async with running_gateway(data) as gw:
+        line = sender(gw.url)
+        assert await line.post([line.text("slow one", user_id=ALICE)]) == 200
+        await emulator.wait_for(1)
+        assert [c.status for c in emulator.calls_to("push")] == [500, 200]
+        assert await line.post([line.text("slow two", user_id=ALICE)]) == 200
+        letters = await eventually(lambda: list_dead_letters(gw.runtime.store, gw.runtime.keyspace))
+        [(_, letter)] = letters
+        assert letter.code == "push_quota"
+        assert len(emulator.deliveries) == 1
+        assert channel_event(gw, "push_over_quota") == 1
