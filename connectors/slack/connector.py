@@ -676,6 +676,7 @@ class SlackConnector:
             partial(self._on_socket_request, listener)
         )
         # connect() retries until it succeeds; startup must not wait for Slack.
+        # The SDK leaves connect()/close() unannotated; naming their type keeps mypy strict.
         connect: Callable[[], Coroutine[Any, Any, None]] = listener.client.connect
         listener.connecting = asyncio.create_task(connect())
         listener.watching = asyncio.create_task(self._watch_socket(listener))
