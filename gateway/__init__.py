@@ -4,7 +4,8 @@ The public surface: the app factory, the configuration loader, the message model
 exception tree. Everything else is importable from its module but may change.
 """
 
-from gateway.app import create_app
+from typing import TYPE_CHECKING, Any
+
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import (
     ConfigError,
@@ -24,6 +25,9 @@ from gateway.models import (
     OutboundMessage,
 )
 
+if TYPE_CHECKING:
+    from gateway.app import create_app
+
 __all__ = [
     "Channel",
     "ConfigError",
@@ -42,3 +46,13 @@ __all__ = [
     "create_app",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The app imports every connector and agent, which import the models from here: load
+    # it on first use so `import connectors.x` works before `import gateway`.
+    if name == "create_app":
+        from gateway.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'gateway' has no attribute {name!r}")
