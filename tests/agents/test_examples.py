@@ -122,3 +122,30 @@ def test_example_personas_load_and_build():
     assert personas["docs-assistant"].knowledge_dir.resolve() == EXAMPLES_DIR / "knowledge" / "docs"
     for persona in personas.values():
         build_agent(persona)
+
+
+async def test_demo_scene_plays_every_example_through_the_gateway(tmp_path, monkeypatch):
+    """The examples' demo scene gets a reply from each example persona over the HTTP channel."""
+    import io
+
+    from agents.examples.scene import Scene
+    from gateway.demo import Transcript
+    from tests.harness import PERSONAS_DIR as CORE_PERSONAS
+
+    monkeypatch.setenv("ACME_HTTP_API_KEY", SECRETS["T_API_KEY"])
+    data = base_config(f"sqlite:///{tmp_path}/gw.db", tenants=[http_tenant(None)])
+    scene = Scene()
+    out = io.StringIO()
+    try:
+        await scene.prepare(data)
+        async with running_gateway(data) as gw:
+            assert {"core", "faq", "docs-assistant", "oncall"} <= set(gw.runtime.personas)
+            assert str(CORE_PERSONAS) != data["personas_dir"]
+            assert await scene.play(gw.url, Transcript(out))
+    finally:
+        await scene.close()
+    transcript = out.getvalue()
+    assert "We are open Monday to Friday" in transcript
+    assert "[webhooks.md]" in transcript
+    assert "load average" in transcript
+    assert "Refused" in transcript
