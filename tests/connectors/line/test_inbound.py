@@ -118,7 +118,7 @@ async def test_redelivery_to_another_process_is_deduped(
     line_gateway, sender, emulator, store, request, store_url
 ):
     """Two gateways on one store: the event at one and its redelivery at the other, one reply."""
-    url = store_url if store == "sqlite" else request.getfixturevalue("line_redis_url")
+    url = store_url if store == "sqlite" else request.getfixturevalue("redis_url")
     async with line_gateway(url=url) as first, line_gateway(url=url) as second:
         event = sender(first.url).text("hello", user_id=ALICE)
         assert await sender(first.url).post([event]) == 200
