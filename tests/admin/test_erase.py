@@ -130,20 +130,20 @@ async def test_erase_removes_every_trace_of_a_conversation(store_url, receiver):
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 async def test_erased_event_can_be_sent_again_as_new(store_url, receiver):
     """The dedupe claim is erased too: the same event id afterwards counts as a new message."""
-    async with running_gateway(base_config(store_url, tenants=[http_tenant(receiver.url)])) as gw:
-        async with aiohttp.ClientSession() as session:
-            rt = gw.runtime
-            _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
-            client = HttpChannelClient(
-                session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
-            )
-            await client.send(conversation_id="victim", text="hi", event_id="ev-1")
-            await receiver.wait_for(1)
-            handle = conversation_handle("acme/http/victim")
-            async with session.delete(
-                f"{gw.url}/v1/tenants/acme/conversations/{handle}",
-                headers={"Authorization": f"Bearer {token}"},
-            ) as response:
-                assert response.status == 200
-            _, body = await client.send(conversation_id="victim", text="hi", event_id="ev-1")
-            assert body["duplicate"] is False
+    data = base_config(store_url, tenants=[http_tenant(receiver.url)])
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(conversation_id="victim", text="hi", event_id="ev-1")
+        await receiver.wait_for(1)
+        handle = conversation_handle("acme/http/victim")
+        async with session.delete(
+            f"{gw.url}/v1/tenants/acme/conversations/{handle}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200
+        _, body = await client.send(conversation_id="victim", text="hi", event_id="ev-1")
+        assert body["duplicate"] is False

@@ -17,7 +17,9 @@ def _data(store_url, receiver, plan, tmp_path, *, notice_prompt=False):
     data["plans"] = {"metered": plan}
     folder = tmp_path / "personas"
     folder.mkdir()
-    prompt = "prompts: {quota_notice: {versions: {1: 'Limit reached, $display_name is resting.'}}}\n"
+    prompt = (
+        "prompts: {quota_notice: {versions: {1: 'Limit reached, $display_name is resting.'}}}\n"
+    )
     (folder / "core.yaml").write_text(
         "name: core\ndisplay_name: Echo\nagent: {kind: echo, options: {prefix: 're:'}}\n"
         + (prompt if notice_prompt else "")
@@ -46,7 +48,9 @@ async def test_over_quota_sends_the_persona_notice_once_then_nothing(
     store_url, receiver, session, tmp_path
 ):
     """Quota 2: two answers, the persona's notice once, then silence; usage, audit, metric."""
-    data = _data(store_url, receiver, {"monthly_outbound_messages": 2}, tmp_path, notice_prompt=True)
+    data = _data(
+        store_url, receiver, {"monthly_outbound_messages": 2}, tmp_path, notice_prompt=True
+    )
     async with running_gateway(data) as gw:
         client = HttpChannelClient(
             session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
@@ -99,7 +103,9 @@ async def test_inbound_rate_limit_drops_a_users_excess_only(store_url, receiver,
         assert sum(r.rate_limited for r in rows) == 1
 
 
-async def test_reply_rate_cap_silences_a_chatty_conversation(store_url, receiver, session, tmp_path):
+async def test_reply_rate_cap_silences_a_chatty_conversation(
+    store_url, receiver, session, tmp_path
+):
     """One reply per conversation per minute: the second turn is answered by nothing."""
     plan = {"replies_per_conversation_per_minute": 0.5, "reply_burst": 1}
     async with running_gateway(_data(store_url, receiver, plan, tmp_path)) as gw:

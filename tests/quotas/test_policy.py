@@ -36,9 +36,7 @@ async def stores(store_url):
 
 def _policy(config, store, http=None):
     keyspace = Keyspace(prefix=config.store.prefix, partitions=config.store.partitions)
-    return QuotaPolicy(
-        config=config, store=store, keyspace=keyspace, metrics=Metrics(), http=http
-    )
+    return QuotaPolicy(config=config, store=store, keyspace=keyspace, metrics=Metrics(), http=http)
 
 
 async def test_concurrent_reservations_take_exactly_the_limit(store_url, stores):

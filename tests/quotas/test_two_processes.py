@@ -66,8 +66,18 @@ async def test_two_processes_hammering_one_tenant_send_exactly_the_quota(
     config_path.write_text(yaml.safe_dump(data))
     port = free_port()
     process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)]
-        + ["--role", "all", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config_path),
+            "--role",
+            "all",
+            "--port",
+            str(port),
+        ],
         env={**os.environ, **SECRETS},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
