@@ -329,6 +329,13 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
             names.add((channel.kind, channel.name))
         if tenant.plan not in config.plans:
             problems.append((f"tenants.{ti}.plan", f"unknown plan {tenant.plan!r}"))
+    if config.handoff is not None:
+        ops = config.handoff.operators
+        desk = config.tenant(ops.tenant)
+        if desk is None or desk.channel(ops.channel.value) is None:
+            problems.append(
+                ("handoff.operators", f"tenant {ops.tenant!r} has no {ops.channel.value} channel")
+            )
     if not config.personas_dir.is_dir():
         problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
     return problems

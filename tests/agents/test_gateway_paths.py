@@ -190,3 +190,17 @@ async def test_flagged_message_is_answered_and_audited(tmp_path, receiver, perso
         rt = gw.runtime
         events = await AuditLog(rt.store, rt.keyspace).read(tenant="acme")
         assert [e.action for _, e in events if e.action.startswith("safety.")] == ["safety.flag"]
+
+
+def test_handoff_operators_must_name_a_configured_channel(tmp_path, personas_dir):
+    """A handoff whose operators' tenant has no channel of that kind is a config error."""
+    from gateway.config import parse_config
+    from gateway.errors import ConfigError
+
+    data = base_config(f"sqlite:///{tmp_path}/gw.db", tenants=[http_tenant(None)])
+    data["personas_dir"] = str(personas_dir)
+    data["handoff"] = {"operators": {"tenant": "acme", "channel": "slack", "conversation_id": "C1"}}
+    with pytest.raises(ConfigError, match=r"handoff\.operators"):
+        parse_config(data)
+    data["handoff"]["operators"]["channel"] = "http"
+    assert parse_config(data).handoff.operators.conversation_id == "C1"
