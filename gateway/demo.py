@@ -84,6 +84,10 @@ def _scenes() -> list[Scene]:
                 continue  # that connector has no demo scene (yet)
             raise
         scenes.append(module.Scene())
+    # The example bots come last: the HTTP scene counts its callbacks from the start.
+    from agents.examples.scene import Scene as ExamplesScene
+
+    scenes.append(ExamplesScene(personas_base=EXAMPLE_CONFIG.parent))
     return scenes
 
 
