@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway.admin.routes import OPERATIONS, PATH_PATTERNS, Operation
 from gateway.admin.schemas import ErrorBody
+from gateway.app import RUNTIME
 
 __all__ = ["build_openapi", "openapi_handler"]
 
@@ -45,16 +46,15 @@ def _models() -> list[tuple[type[BaseModel], Any]]:
     return list(seen.items())
 
 
-def _parameters(op: Operation, defs: dict[str, Any]) -> list[dict[str, Any]]:
-    params: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "pattern": PATH_PATTERNS[name]},
-        }
-        for name in op.path_params
-    ]
+def _parameters(
+    op: Operation, defs: dict[str, Any], examples: Mapping[str, tuple[str, ...]]
+) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in op.path_params:
+        schema: dict[str, Any] = {"type": "string", "pattern": PATH_PATTERNS[name]}
+        if examples.get(name):
+            schema["examples"] = list(examples[name])
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         schema = op.query.model_json_schema(ref_template=_REF)
         required = set(schema.get("required", []))
@@ -68,7 +68,12 @@ def _parameters(op: Operation, defs: dict[str, Any]) -> list[dict[str, Any]]:
     return params
 
 
-def _operation(op: Operation, schemas: _Schemas, defs: dict[str, Any]) -> dict[str, Any]:
+def _operation(
+    op: Operation,
+    schemas: _Schemas,
+    defs: dict[str, Any],
+    examples: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if op.response is None:
         responses[str(op.status)] = {"description": "Done"}
@@ -101,7 +106,7 @@ def _operation(op: Operation, schemas: _Schemas, defs: dict[str, Any]) -> dict[s
             "any": "; a tenant-scoped key sees only its own tenant's data.",
         }[op.scope]
         + (" Written to the audit log." if op.mutating else ""),
-        "parameters": _parameters(op, defs),
+        "parameters": _parameters(op, defs, examples),
         "responses": responses,
     }
     if op.body is not None:
@@ -112,14 +117,15 @@ def _operation(op: Operation, schemas: _Schemas, defs: dict[str, Any]) -> dict[s
     return out
 
 
-@functools.cache
-def build_openapi() -> dict[str, Any]:
-    """The document (built once per process: the table is static)."""
+@functools.lru_cache(maxsize=8)
+def build_openapi(tenants: tuple[str, ...] = (), personas: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The document; the configured tenants and loaded personas serve as examples."""
     schemas, top = models_json_schema(_models(), ref_template=_REF)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
+    examples = {"tenant": tenants[:5], "persona": personas[:5]}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas, defs)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas, defs, examples)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -145,4 +151,6 @@ def build_openapi() -> dict[str, Any]:
 
 
 async def openapi_handler(request: web.Request) -> web.Response:
-    return web.Response(body=json.dumps(build_openapi()).encode(), content_type="application/json")
+    rt = request.app[RUNTIME]
+    document = build_openapi(tuple(t.id for t in rt.config.tenants), tuple(sorted(rt.personas)))
+    return web.Response(body=json.dumps(document).encode(), content_type="application/json")

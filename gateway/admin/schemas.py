@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.admin.keys import Role
 from gateway.audit import AuditEvent
@@ -234,9 +235,19 @@ class LimitQuery(_Query):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
+def _iso_day(value: Any) -> Any:
+    # Query strings arrive as text; lax parsing would take "0" for 1970-01-01.
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) is None:
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
+
+
 class UsageQuery(_Query):
-    since: date | None = None
-    until: date | None = None
+    since: IsoDay | None = None
+    until: IsoDay | None = None
 
 
 class DeadLetterQuery(_Query):
