@@ -321,6 +321,7 @@ class WhatsAppConnector:
         if problems:
             raise ConfigError(problems)
         self._http: AsyncTwilioHttpClient | None = None
+        self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
@@ -333,6 +334,7 @@ class WhatsAppConnector:
         self._ensure_clients()
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -343,6 +345,10 @@ class WhatsAppConnector:
         """Build the SDK clients; must run inside the event loop (aiohttp session)."""
         if self._http is not None:
             return
+        if self._stopped:
+            # A send racing shutdown must not open a session nobody will close; the entry
+            # stays pending and is delivered after the restart or by another process.
+            raise TransientDeliveryError("the WhatsApp connector is shutting down", code="stopping")
         self._http = _HeaderKeepingHttpClient()
         for channel in self._channels:
             config = channel.config
