@@ -20,6 +20,7 @@ from gateway.store import Commit, Keyspace, Store
 __all__ = ["DeadLetter", "discard", "list_dead_letters", "move_to_dead_letters", "replay"]
 
 OUTBOX_GROUP = "dispatchers"
+_REPLAY_CLAIM_TTL = 30 * 86400.0
 
 
 class DeadLetter(BaseModel):
@@ -90,7 +91,18 @@ async def replay(store: Store, keyspace: Keyspace, handle: str) -> bool:
         target = keyspace.inbox(partition)
     else:
         return False
-    await store.commit(Commit(appends=[(target, json.dumps(letter.message).encode())]))
+    # Only one replay of a letter may run, even when two operators click at once.
+    if not await store.claim(keyspace.replayed(partition, entry_id), ttl=_REPLAY_CLAIM_TTL):
+        return False
+    deletes: list[str] = []
+    key = letter.message.get("idempotency_key")
+    if letter.kind == "outbound" and isinstance(key, str):
+        # A platform may report failure after the send was recorded as delivered (Twilio
+        # status callbacks): the operator's replay must be allowed to send it again.
+        deletes.append(keyspace.delivered(partition, key))
+    await store.commit(
+        Commit(appends=[(target, json.dumps(letter.message).encode())], deletes=deletes)
+    )
     await store.delete_entries(stream, [entry_id])
     return True
 

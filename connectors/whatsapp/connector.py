@@ -110,6 +110,7 @@ _RECEIPT_STATUS: dict[str, _ReceiptStatus] = {
     "undelivered": "undelivered",
 }
 _DEAD_STATUSES = frozenset({"failed", "undelivered"})
+_MAX_PARTS = 64  # a reply is never split into more parts than this
 
 
 class WhatsAppTemplate(BaseModel):
@@ -583,6 +584,7 @@ class WhatsAppConnector:
             )
         added = await ctx.store.admit(admissions, dedupe_ttl=ctx.config.store.dedupe_ttl_seconds)
         if len(added) > 1 and added[1] is not None:
+            await self._forget_failed_part(conv, str(record["idempotency_key"]), sid)
             ctx.metrics.dead_letters.labels("whatsapp", error_code or twilio_status).inc()
             log.warning(
                 "whatsapp.delivery_failed",
@@ -591,6 +593,21 @@ class WhatsAppConnector:
                 error_code=error_code,
                 conversation=conv.key,
             )
+
+    async def _forget_failed_part(
+        self, conv: ConversationKey, idempotency_key: str, sid: str
+    ) -> None:
+        """Twilio failed this part after accepting it: let an operator's replay send it again
+        (the parts that did arrive stay recorded, so a replay sends only what failed)."""
+        store, keys = self.context.store, self.context.keyspace
+        for n in range(_MAX_PARTS):
+            key = keys.conversation_record(conv.key, f"wa_sent:{idempotency_key}:{n}")
+            found = await store.get_record(key)
+            if found is None:
+                return
+            if found.decode() == sid:
+                await store.delete([key])
+                return
 
     # -- outbound --------------------------------------------------------------------------------
     def _channel_for_outbound(self, message: OutboundMessage) -> _Channel | None:

@@ -40,6 +40,10 @@ class Keyspace:
         """Dedupe claim for a platform event id within ``scope`` (channel + tenant)."""
         return f"{self._p(partition)}:seen:{scope}:{event_id}"
 
+    def replayed(self, partition: int, entry_id: str) -> str:
+        """Claimed by the one replay a dead letter may have."""
+        return f"{self._p(partition)}:dead:replayed:{entry_id}"
+
     def delivered(self, partition: int, idempotency_key: str) -> str:
         return f"{self._p(partition)}:delivered:{idempotency_key}"
 

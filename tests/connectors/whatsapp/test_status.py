@@ -9,6 +9,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from connectors.whatsapp.emulator import SentCallback, TwilioEmulator
+from gateway.deadletters import list_dead_letters, replay
 from gateway.models import DeliveryReceipt
 from tests.connectors.whatsapp.conftest import ConfigFactory
 from tests.connectors.whatsapp.support import (
@@ -141,3 +142,22 @@ async def test_unsigned_status_callback_is_refused(
         assert await repost(gw, http, SentCallback(callback.url, forged.params, 0)) == 200
         assert len(await receipts(gw)) == before + 1  # the same payload, signed, is accepted
         assert len(await dead_letters(gw)) == 1
+
+
+async def test_replaying_an_undelivered_letter_sends_it_again(
+    make_config: ConfigFactory, emulator: TwilioEmulator, http: aiohttp.ClientSession
+) -> None:
+    """A message Twilio reported undelivered is sent once more when an operator replays it."""
+    emulator.fail_delivery(CUSTOMER, status="undelivered", error_code=63024)
+    async with running_gateway(make_config()) as gw:
+        emulator.gateway_url = gw.url
+        await sender_for(gw, http).send(from_=CUSTOMER, to=SENDER, body="hello")
+        await eventually(lambda: dead_letters(gw))
+        emulator._delivery_failures.clear()  # the operator fixed the cause
+        store = gw.runtime.store
+        assert store is not None
+        [(handle, _)] = await list_dead_letters(store, gw.runtime.keyspace)
+        assert await replay(store, gw.runtime.keyspace, handle) is True
+        first, second = await emulator.wait_for(2)
+        assert second.body == first.body
+        assert await dead_letters(gw) == []
