@@ -77,7 +77,7 @@ class Router:
             if compiled.matches(message) and compiled.rule.persona in self.personas:
                 return Route(compiled.rule.persona, f"rule:{n}", text)
         tenant = self.config.tenant(message.conversation.tenant)
-        if tenant is not None and tenant.default_persona is not None:
-            if tenant.default_persona in self.personas:
-                return Route(tenant.default_persona, "tenant-default", text)
+        default = tenant.default_persona if tenant is not None else None
+        if default is not None and default in self.personas:
+            return Route(default, "tenant-default", text)
         return Route(self.config.routing.default_persona, "default", text)
