@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.http_api.emulator import CallbackReceiver
 from gateway.store import Store, open_store
+from tests.harness import SECRETS
 
 
 # -- redis-server --------------------------------------------------------------------------------
@@ -154,3 +156,35 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     opened = await open_store(url)
     yield opened
     await opened.aclose()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh store, once for each real implementation."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gateway.db"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[CallbackReceiver]:
+    """A tenant's website: verifies and records the signed reply webhooks."""
+    receiver = await CallbackReceiver(secrets=[SECRETS["T_CALLBACK"]]).start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+def channel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put the test channels' secrets (``tests.harness.SECRETS``) in the environment."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+async def notify_receiver() -> AsyncIterator[CallbackReceiver]:
+    """Receives a tenant's quota warnings; accepts only ones signed with T_NOTIFY."""
+    receiver = await CallbackReceiver(secrets=[SECRETS["T_NOTIFY"]]).start()
+    yield receiver
+    await receiver.stop()

@@ -21,6 +21,15 @@ from gateway.app import RUNTIME, Role, Runtime, create_app
 from gateway.config import GatewayConfig, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Channel secrets the test configs reference as env:NAME (set by the `channel_env` fixture).
+SECRETS = {
+    "T_API_KEY": "test-api-key",
+    "T_SIGN": "test-signing-secret",
+    "T_SIGN_OLD": "test-signing-secret-old",
+    "T_CALLBACK": "test-callback-secret",
+    "T_NOTIFY": "test-notify-secret",
+}
 PERSONAS_DIR = REPO / "agents" / "personas"
 
 
@@ -44,6 +53,18 @@ def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+def http_tenant(callback_url: str | None, tenant: str = "acme") -> dict[str, Any]:
+    """A tenant with one HTTP API channel using the SECRETS above."""
+    channel: dict[str, Any] = {
+        "kind": "http",
+        "api_keys": ["env:T_API_KEY"],
+        "signing_secrets": ["env:T_SIGN", "env:T_SIGN_OLD"],
+    }
+    if callback_url is not None:
+        channel |= {"callback_url": callback_url, "callback_secrets": ["env:T_CALLBACK"]}
+    return {"id": tenant, "name": "Acme", "channels": [channel]}
 
 
 @dataclass(slots=True)

@@ -14,14 +14,14 @@ from agents.examples.faq_bot import FaqBot
 from agents.persona import Persona
 from connectors.base import ChannelCapabilities
 from gateway.models import Channel, ConversationKey, InboundMessage, Participant
-from tests.e2e.conftest import (  # noqa: F401 - the whole-path fixtures, shared as is
-    http_channel_env,
-    receiver,
-    store_url,
-)
 
 BOT_SECRET = "bot-secret-new"
 BOT_SECRET_OLD = "bot-secret-old"
+
+
+@pytest.fixture(autouse=True)
+def _channel_env(channel_env: None) -> None:
+    """Applies the suite's ``channel_env`` to every test in this folder."""
 
 
 @pytest.fixture
