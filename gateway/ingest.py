@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from prometheus_client import Counter, Histogram
+
 from gateway.errors import IngestUnavailableError, StoreError
 from gateway.metrics import Metrics
 from gateway.models import InboundMessage
@@ -32,6 +34,22 @@ class Ingestor:
         self.keyspace = keyspace
         self.metrics = metrics
         self.dedupe_ttl = dedupe_ttl
+        # Labelled metric children, looked up once: ``labels()`` costs about a microsecond,
+        # which the ingest path pays per message (see docs/performance.md).
+        self._outcomes: dict[tuple[str, str], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
+
+    def _count(self, channel: str, outcome: str) -> Counter:
+        child = self._outcomes.get((channel, outcome))
+        if child is None:
+            child = self._outcomes[channel, outcome] = self.metrics.inbound.labels(channel, outcome)
+        return child
+
+    def _latency_of(self, channel: str) -> Histogram:
+        child = self._latency.get(channel)
+        if child is None:
+            child = self._latency[channel] = self.metrics.ingest_seconds.labels(channel)
+        return child
 
     def admission(self, message: InboundMessage) -> Admission:
         conv = message.conversation
@@ -67,8 +85,8 @@ class Ingestor:
         flags = [entry_id is not None for entry_id in ids]
         for message, new in zip(messages, flags, strict=True):
             channel = message.conversation.channel.value
-            self.metrics.inbound.labels(channel, "accepted" if new else "duplicate").inc()
-            self.metrics.ingest_seconds.labels(channel).observe(elapsed)
+            self._count(channel, "accepted" if new else "duplicate").inc()
+            self._latency_of(channel).observe(elapsed)
             log.debug(
                 "ingest.accepted" if new else "ingest.duplicate",
                 trace_id=message.trace_id,
