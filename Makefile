@@ -34,6 +34,7 @@ pytest: $(BIN)/.installed system-deps
 
 test: lint typecheck pytest
 
+bench: export FLOWBIZ_BENCH := 1
 bench: $(BIN)/.installed system-deps
 	$(BIN)/python -m bench
 
