@@ -25,7 +25,7 @@ from aiohttp import web
 from bench import gateway
 from bench.cases import RunContext
 from bench.cases.http_api import message_body
-from bench.procs import Server, rss_mib
+from bench.procs import Server, cpu_seconds, rss_mib
 from gateway.errors import VerificationError
 from gateway.signing import SIGNATURE_HEADER, sign, verify
 
@@ -171,6 +171,7 @@ class E2EResult:
     rss_before: float | None
     rss_after: float | None
     failed_posts: int
+    cpu_us_per_message: float  # the gateway's CPU time per message, all of its work included
 
 
 async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, seconds: float) -> Any:
@@ -182,6 +183,7 @@ async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, second
         )
         await receiver.wait_for(list(warm.scheduled), timeout=15)
         rss_before = rss_mib(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         began = time.perf_counter()
         sent = await _send_at_rate(
             session, server.url, rate=rate, count=int(rate * seconds), tag="e2e"
@@ -190,6 +192,10 @@ async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, second
         await receiver.wait_for(ids, timeout=15)
         finished = max((receiver.first_arrival.get(i, 0.0) for i in ids), default=began)
         rss_after = rss_mib(server.pid)
+        cpu_after = cpu_seconds(server.pid)
+    cpu_us = math.nan
+    if cpu_before is not None and cpu_after is not None and ids:
+        cpu_us = (cpu_after - cpu_before) / len(ids) * 1e6
     latencies = [
         (receiver.first_arrival[i] - sent.scheduled[i]) * 1e3
         for i in ids
@@ -209,6 +215,7 @@ async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, second
         rss_before=rss_before,
         rss_after=rss_after,
         failed_posts=sent.failed,
+        cpu_us_per_message=cpu_us,
     )
 
 

@@ -72,6 +72,17 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and all its threads so far, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: field 14 (utime) and 15 (stime) of proc(5), 1-based overall.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wait_http(url: str, *, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     """Poll ``url`` until it answers 2xx; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout

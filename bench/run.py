@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import e2e, wrk
 from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
-from bench.procs import Placement, RedisServer, Server, rss_mib
+from bench.procs import Placement, RedisServer, Server, cpu_seconds, rss_mib
 
 E2E_STORES = ("sqlite", "redis")
 DEFAULT_RPS_GUESS = 15_000.0  # sizes the request file when no baseline ran first
@@ -38,6 +38,8 @@ class Row:
     p99_ms: float = math.nan
     vs_bare: float = math.nan
     vs_own: float = math.nan
+    cpu_vs_bare: float = math.nan  # bare's CPU per request / this case's: the ratio on a free core
+    cpu_us: float = math.nan  # server CPU time per request: steadier than req/s when shared
     rss_before: float | None = None
     rss_after: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -100,10 +102,9 @@ def _profile(server: Server, out: Path, seconds: float, load: Callable[[], objec
         "--duration",
         str(max(1, round(seconds))),
         "--rate",
-        "200",
+        "1000",
         "--format",
         "raw",
-        "--nonblocking",
         "--output",
         str(raw),
     ]
@@ -164,8 +165,15 @@ def run_throughput(
 
         if opts.warmup > 0:
             load(warm_file, opts.warmup)
+        cpu_before = cpu_seconds(server.pid)
         result = load(main_file, opts.seconds)
+        cpu_after = cpu_seconds(server.pid)
         row.rss_after = rss_mib(server.pid)
+        if cpu_before is not None and cpu_after is not None and result.requests:
+            row.cpu_us = (cpu_after - cpu_before) / result.requests * 1e6
+            share = (cpu_after - cpu_before) / result.seconds
+            row.detail["server_core_share"] = round(share, 2)
+            row.notes.append(f"server busy {share:.0%} of its core")
         row.rps, row.p50_ms, row.p99_ms = result.rps, result.p50_ms, result.p99_ms
         row.detail["wrk"] = asdict(result)
         if result.non_2xx or result.socket_errors:
@@ -210,9 +218,12 @@ def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
         return row
     row.rps, row.p50_ms, row.p99_ms = r.delivered_per_s, r.p50_ms, r.p99_ms
     row.rss_before, row.rss_after = r.rss_before, r.rss_after
+    row.cpu_us = r.cpu_us_per_message
     row.detail = asdict(r)
     row.notes.append(f"ack p50/p99 {r.ack_p50_ms:.1f}/{r.ack_p99_ms:.1f} ms")
     row.notes.append(f"max {r.max_ms:.0f} ms; {r.delivered}/{r.sent} delivered")
+    if not math.isnan(r.cpu_us_per_message):
+        row.notes.append(f"one core sustains ~{1e6 / r.cpu_us_per_message:,.0f} msg/s")
     if r.lost or r.failed_posts:
         row.notes.append(f"LOST {r.lost}, failed posts {r.failed_posts}")
     return row
@@ -250,11 +261,12 @@ def _rss(row: Row) -> str:
 
 
 def render(rows: Sequence[Row]) -> str:
-    header = ["case", "load", "req/s", "p50 ms", "p99 ms", "x bare", "RSS MiB", "notes"]
+    header = ["case", "load", "req/s", "p50 ms", "p99 ms", "x bare", "CPU us/req", "x bare CPU"]
+    header += ["RSS MiB", "notes"]
     lines = []
     for r in rows:
         if r.failed is not None:
-            lines.append([r.label, r.load, "-", "-", "-", "-", "-", f"FAILED: {r.failed}"])
+            lines.append([r.label, r.load, *["-"] * 7, f"FAILED: {r.failed}"])
             continue
         ratio = _num(r.vs_bare, ".0%")
         if not math.isnan(r.vs_own):
@@ -267,6 +279,8 @@ def render(rows: Sequence[Row]) -> str:
                 _num(r.p50_ms, ".2f"),
                 _num(r.p99_ms, ".2f"),
                 ratio,
+                _num(r.cpu_us, ".0f"),
+                _num(r.cpu_vs_bare, ".0%"),
                 _rss(r),
                 "; ".join(r.notes),
             ]
@@ -408,19 +422,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     bare = sum(r.rps for r in bare_rows) / len(bare_rows) if bare_rows else math.nan
+    bare_cpu = sum(r.cpu_us for r in bare_rows) / len(bare_rows) if bare_rows else math.nan
     by_key = {r.key: r for r in rows}
     own = {c.key: c.baseline for c in cases}
     for r in rows:
         if r.failed is None and not r.key.startswith(("e2e.", "crash.")):
             r.vs_bare = r.rps / bare
+            r.cpu_vs_bare = bare_cpu / r.cpu_us
         base = own.get(r.key)
         if base is not None and base in by_key and by_key[base].failed is None:
             r.vs_own = r.rps / by_key[base].rps
     elapsed = time.perf_counter() - began
+    info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print()
     print(render(rows))
     print()
-    print(f"x bare = req/s / mean of the bare-aiohttp runs ({_num(bare, ',.0f')} req/s).")
+    print(
+        f"x bare = req/s / mean of the bare-aiohttp runs ({_num(bare, ',.0f')} req/s); "
+        f"x bare CPU = bare's server CPU per request ({_num(bare_cpu, '.0f')} us) / the "
+        "case's: the throughput ratio on an otherwise idle core, steadier on a shared machine."
+    )
     print(
         "Ingest rows: closed-loop wrk latencies at saturation. End-to-end rows: req/s = "
         "replies delivered/s, p50/p99 from scheduled send to signed callback received."
