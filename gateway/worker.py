@@ -115,9 +115,10 @@ class Worker:
         quota = _QuotaStep(self.quotas, message)
         try:
             await self._turn_once(partition, entry, message, quota)
-        except BaseException:
-            await quota.give_back()  # nothing was queued: the reservation returns
-            raise
+        finally:
+            # Whatever was reserved but not committed with replies (a failure, or a race lost
+            # to another process that already answered) returns to the tenant.
+            await quota.give_back()
 
     async def _turn_once(
         self, partition: int, entry: StreamEntry, message: InboundMessage, quota: _QuotaStep
