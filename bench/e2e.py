@@ -25,7 +25,7 @@ from aiohttp import web
 from bench import gateway
 from bench.cases import RunContext
 from bench.cases.http_api import message_body
-from bench.procs import Server, cpu_seconds, rss_mib
+from bench.procs import Server, cpu_seconds, rss_mib, start_profiler
 from gateway.errors import VerificationError
 from gateway.signing import SIGNATURE_HEADER, sign, verify
 
@@ -174,7 +174,9 @@ class E2EResult:
     cpu_us_per_message: float  # the gateway's CPU time per message, all of its work included
 
 
-async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, seconds: float) -> Any:
+async def _fixed_rate(
+    server: Server, receiver: Receiver, *, rate: float, seconds: float, profile: Path | None
+) -> Any:
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm-up: leases taken, code paths hot; not measured.
@@ -193,6 +195,14 @@ async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, second
         finished = max((receiver.first_arrival.get(i, 0.0) for i in ids), default=began)
         rss_after = rss_mib(server.pid)
         cpu_after = cpu_seconds(server.pid)
+        if profile is not None:  # an extra pass under py-spy, after the measured one
+            spy = start_profiler(server.pid, profile / f"{server.name}.collapsed", seconds)
+            if spy is not None:
+                more = await _send_at_rate(
+                    session, server.url, rate=rate, count=int(rate * seconds), tag="e2e-prof"
+                )
+                await receiver.wait_for(list(more.scheduled), timeout=15)
+                await asyncio.to_thread(spy.wait, seconds + 30)
     cpu_us = math.nan
     if cpu_before is not None and cpu_after is not None and ids:
         cpu_us = (cpu_after - cpu_before) / len(ids) * 1e6
@@ -219,7 +229,9 @@ async def _fixed_rate(server: Server, receiver: Receiver, *, rate: float, second
     )
 
 
-def fixed_rate(ctx: RunContext, *, store: str, rate: float, seconds: float) -> E2EResult:
+def fixed_rate(
+    ctx: RunContext, *, store: str, rate: float, seconds: float, profile: Path | None = None
+) -> E2EResult:
     """One gateway process (``--role all``, rules agent) driven at ``rate`` messages/s."""
 
     async def run() -> E2EResult:
@@ -237,7 +249,9 @@ def fixed_rate(ctx: RunContext, *, store: str, rate: float, seconds: float) -> E
                 role="all",
             )
             try:
-                result: E2EResult = await _fixed_rate(server, receiver, rate=rate, seconds=seconds)
+                result: E2EResult = await _fixed_rate(
+                    server, receiver, rate=rate, seconds=seconds, profile=profile
+                )
             finally:
                 await asyncio.to_thread(server.stop)
         finally:

@@ -220,6 +220,19 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
 
+def start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of ``pid`` for ``seconds`` into ``output`` (collapsed stacks)."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        return None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    cmd += ["--rate", "1000", "--format", "raw", "--output", str(output)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the load starts
+    return spy
+
+
 @contextlib.contextmanager
 def stopping(server: Server) -> Iterator[Server]:
     try:

@@ -22,7 +22,14 @@ from typing import Any
 
 from bench import e2e, wrk
 from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
-from bench.procs import Placement, RedisServer, Server, cpu_seconds, rss_mib
+from bench.procs import (
+    Placement,
+    RedisServer,
+    Server,
+    cpu_seconds,
+    rss_mib,
+    start_profiler,
+)
 
 E2E_STORES = ("sqlite", "redis")
 DEFAULT_RPS_GUESS = 15_000.0  # sizes the request file when no baseline ran first
@@ -89,30 +96,12 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def _profile(server: Server, out: Path, seconds: float, load: Callable[[], object]) -> str:
     """py-spy record the server while ``load`` runs again (not measured)."""
-    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(binary).exists():
+    spy = start_profiler(server.pid, out / f"{server.name}.collapsed", seconds)
+    if spy is None:
         return "profile skipped: py-spy not installed (pip install py-spy)"
-    out.mkdir(parents=True, exist_ok=True)
-    raw = out / f"{server.name}.collapsed"
-    cmd = [
-        binary,
-        "record",
-        "--pid",
-        str(server.pid),
-        "--duration",
-        str(max(1, round(seconds))),
-        "--rate",
-        "1000",
-        "--format",
-        "raw",
-        "--output",
-        str(raw),
-    ]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
     load()
     spy.wait(timeout=seconds + 30)
-    return f"profile: {raw}"
+    return f"profile: {out / server.name}.collapsed"
 
 
 def run_throughput(
@@ -212,7 +201,9 @@ def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
         load=f"{opts.rate:g} msg/s fixed, {opts.e2e_seconds:g}s",
     )
     try:
-        r = e2e.fixed_rate(ctx, store=store, rate=opts.rate, seconds=opts.e2e_seconds)
+        r = e2e.fixed_rate(
+            ctx, store=store, rate=opts.rate, seconds=opts.e2e_seconds, profile=opts.profile
+        )
     except RuntimeError as exc:
         row.failed = str(exc)
         return row
@@ -344,7 +335,11 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         "ratios need bare",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--profile", type=Path, help="py-spy each ingest case into this folder")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy each ingest and end-to-end case (an extra, unmeasured pass) into this folder",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--list", action="store_true", help="list the case keys and exit")
     args = parser.parse_args(argv)
