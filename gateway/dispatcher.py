@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from connectors.base import Connector
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP, DeadLetter, move_to_dead_letters
-from gateway.errors import PermanentDeliveryError, TransientDeliveryError
+from gateway.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from gateway.metrics import Metrics
 from gateway.models import Channel, OutboundMessage, utcnow
 from gateway.observability import bind, get_logger
@@ -155,7 +155,7 @@ class Dispatcher:
                 )
                 return
             receipt_json = receipt.model_dump_json().encode()
-            await self.store.commit(
+            await self._record_delivery(
                 Commit(
                     records=[(delivered_key, receipt_json, self.config.store.dedupe_ttl_seconds)],
                     appends=[(self.keyspace.receipts(message.conversation.key), receipt_json)],
@@ -168,6 +168,23 @@ class Dispatcher:
                 self.metrics.end_to_end_seconds.labels(channel).observe(latency)
             log.info("dispatch.delivered", attempt=attempt)
             return
+
+    async def _record_delivery(self, commit: Commit) -> None:
+        """Record a send that happened, retrying while the store is down.
+
+        Letting the StoreError out would hand the entry back and send it a second time
+        (Slack, for one, has no idempotency key). Repeating the commit is safe: records are
+        overwritten and acks are idempotent; at worst the receipt is appended twice.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self.store.commit(commit)
+                return
+            except StoreError as exc:
+                log.warning("dispatch.record_retry", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
     async def _pace(self, connector: Connector, message: OutboundMessage) -> None:
         pacing = connector.pacing(message)

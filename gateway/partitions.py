@@ -34,6 +34,8 @@ log = get_logger(__name__)
 
 Handler = Callable[[int, StreamEntry], Awaitable[None]]
 
+_MAX_STORE_RETRY_DELAY = 2.0
+
 
 def conversation_of(entry: StreamEntry) -> str:
     """The ordering key of an inbox/outbox entry (both carry ``conversation``)."""
@@ -95,6 +97,7 @@ class PartitionConsumer:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._first_balance = asyncio.Event()
+        self._recover = False  # a read failed: claim what is pending on us before reading
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -228,6 +231,14 @@ class PartitionConsumer:
                 await asyncio.sleep(0.05)
                 continue
             await self._capacity.wait()
+            if self._recover:
+                try:
+                    await self._claim_unseen(readable)
+                except StoreError as exc:
+                    log.warning("partitions.recover_failed", role=self.role, error=str(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                self._recover = False
             by_stream = {o.stream: o for o in readable}
             try:
                 batch = await self.store.read_group(
@@ -244,12 +255,26 @@ class PartitionConsumer:
                 )
             except StoreError as exc:
                 log.warning("partitions.read_failed", role=self.role, error=str(exc))
+                # The read may have reached the store and only its answer been lost: those
+                # entries are pending on us, unseen. Claim them before reading new ones.
+                self._recover = True
                 await asyncio.sleep(0.5)
                 continue
             for stream, entry in batch:
                 owned = by_stream.get(stream)
                 if owned is not None:
                     self._enqueue(owned, entry)
+
+    async def _claim_unseen(self, readable: list[_Owned]) -> None:
+        """Take back, in order, every entry pending on this consumer that it is not handling."""
+        # No more can be pending on us than we hold plus one lost read.
+        most = self.max_in_flight + self.read_count
+        for owned in readable:
+            entries = await self.store.claim_pending(
+                owned.stream, group=self.group, consumer=self.consumer_id, min_idle=0, count=most
+            )
+            for entry in entries:
+                self._enqueue(owned, entry)
 
     def _enqueue(self, owned: _Owned, entry: StreamEntry) -> None:
         if entry.id in owned.in_flight:
@@ -284,12 +309,16 @@ class PartitionConsumer:
                 self._idle.set()
 
     async def _handle(self, owned: _Owned, entry: StreamEntry) -> None:
-        for attempt in range(1, 4):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self.handler(owned.partition, entry)
                 return
             except StoreError as exc:
-                # The store is flaky: wait and try the same entry again, keeping order.
+                # The store is down or flaky (a Redis restart): try the same entry again
+                # until it comes back. Moving on would answer the conversation's next
+                # message first, and the skipped one only after the stale-pending sweep.
                 log.warning(
                     "partitions.handler_store_error",
                     role=self.role,
@@ -297,6 +326,8 @@ class PartitionConsumer:
                     attempt=attempt,
                     error=str(exc),
                 )
-                await asyncio.sleep(0.2 * attempt)
-        # Still failing: leave it pending; the stale-pending sweep hands it out again.
-        log.error("partitions.entry_left_pending", role=self.role, entry=entry.id)
+            if self._stopping or self._owned.get(owned.partition) is not owned:
+                # Lost the partition: the entry stays pending and its next owner claims it.
+                log.error("partitions.entry_left_pending", role=self.role, entry=entry.id)
+                return
+            await asyncio.sleep(min(0.2 * attempt, _MAX_STORE_RETRY_DELAY))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -77,6 +77,7 @@ from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.errors import (
     PayloadError,
     PermanentDeliveryError,
+    StoreError,
     TransientDeliveryError,
     UnknownTenantError,
     VerificationError,
@@ -622,7 +623,7 @@ class LineConnector:
             raise PermanentDeliveryError(
                 f"reply outcome unknown: {type(exc).__name__}", code="outcome_unknown"
             ) from exc
-        await store.put_record(replied_key, b"1", ttl=ttl)
+        await _keep_trying(lambda: store.put_record(replied_key, b"1", ttl=ttl))
         self._count("reply")
         message_ids.extend(m.id for m in response.data.sent_messages or [])
         return True
@@ -684,6 +685,21 @@ class LineConnector:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         key = self.context.keyspace.tenant_record(tenant, f"usage:line_push:{day}")
         await self.context.store.incr(key, ttl=_USAGE_TTL)
+
+
+async def _keep_trying(write: Callable[[], Awaitable[None]]) -> None:
+    """A store write recording that LINE already took a reply: retried while the store is
+    down, because letting the error out would make the next attempt push a second copy.
+    The dispatcher's delivery timeout bounds the wait."""
+    delay = 0.1
+    while True:
+        try:
+            await write()
+            return
+        except StoreError as exc:
+            log.warning("line.record_retry", error=str(exc))
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, 2.0)
 
 
 def _classify(exc: ApiException, call: str) -> TransientDeliveryError | PermanentDeliveryError:
