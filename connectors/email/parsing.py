@@ -147,13 +147,22 @@ def _precheck(raw: bytes, limits: Limits) -> None:
         raise HostileEmail("too_deeply_nested", f"{containers} nested containers")
 
 
+def _clean(text: str) -> str:
+    """Undo the parser's surrogate escapes: raw 8-bit header bytes are decoded as UTF-8
+    (RFC 6532) with replacement, so no lone surrogate reaches JSON serialisation."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _header(msg: EmailMessage, name: str) -> str | None:
     try:
         value = msg.get(name)
     except _PARSER_FAILURES:
         # One unreadable header is not a reason to drop a message; fall back to the raw text.
         value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-    return None if value is None else str(value)
+    return None if value is None else _clean(str(value))
 
 
 def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
@@ -163,12 +172,14 @@ def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
         for header in msg.get_all(name) or []:
             for address in getattr(header, "addresses", ()):
                 if "@" in address.addr_spec:
-                    found.append((address.display_name, normalise_address(address.addr_spec)))
+                    found.append(
+                        (_clean(address.display_name), normalise_address(_clean(address.addr_spec)))
+                    )
     except _PARSER_FAILURES:
         found = []
     if found:
         return found
-    values = [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
+    values = [_clean(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
     return [(n, normalise_address(a)) for n, a in getaddresses(values) if "@" in a]
 
 
@@ -268,6 +279,7 @@ def _take_part(
     ctype = part.get_content_type()
     disposition = part.get_content_disposition()
     filename = part.get_filename()
+    filename = None if filename is None else _clean(filename)
     if disposition != "attachment" and filename is None and ctype in ("text/plain", "text/html"):
         content = _text_content(part)
         (plain if ctype == "text/plain" else html).append(content)
@@ -299,7 +311,7 @@ def _text_content(part: EmailMessage) -> str:
     data = payload if isinstance(payload, bytes) else b""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, errors="replace")
+        return _clean(data.decode(charset, errors="replace"))
     except LookupError:  # an unknown charset name: UTF-8 is the most likely truth
         return data.decode("utf-8", errors="replace")
 
