@@ -39,21 +39,54 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
 class InboundRequest:
-    """A platform's HTTP request, independent of the web framework."""
+    """A platform's HTTP request, independent of the web framework.
 
-    method: str
-    path: str
-    url: str  # the URL as the gateway saw it (scheme://host/path?query)
-    headers: Mapping[str, str]  # lower-cased names
-    query: Mapping[str, str]
-    body: bytes
-    remote: str | None = None
-    match_info: Mapping[str, str] = field(default_factory=dict)
+    ``url`` and ``query`` may be given as zero-argument callables: they are then computed on
+    first read and kept. The web edge passes them that way because building the URL costs
+    several microseconds per request and only URL-signing platforms (Twilio) read it.
+    """
+
+    __slots__ = ("_query", "_url", "body", "headers", "match_info", "method", "path", "remote")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        url: str | Callable[[], str],
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | Callable[[], Mapping[str, str]],
+        body: bytes,
+        remote: str | None = None,
+        match_info: Mapping[str, str] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self._url = url
+        self.headers = headers  # lower-cased names
+        self._query = query
+        self.body = body
+        self.remote = remote
+        self.match_info: Mapping[str, str] = {} if match_info is None else match_info
+
+    @property
+    def url(self) -> str:
+        """The URL as the gateway saw it (scheme://host/path?query)."""
+        if not isinstance(self._url, str):
+            self._url = self._url()
+        return self._url
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        if callable(self._query):
+            self._query = self._query()
+        return self._query
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
+
+    def __repr__(self) -> str:
+        return f"InboundRequest(method={self.method!r}, path={self.path!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,9 +230,10 @@ def _edge(route: Route, channel: str) -> Callable[[web.Request], Awaitable[web.S
         neutral = InboundRequest(
             method=request.method,
             path=request.path,
-            url=str(request.url),
+            # Computed only if the connector reads them (see InboundRequest).
+            url=lambda: str(request.url),
             headers={k.lower(): v for k, v in request.headers.items()},
-            query=dict(request.query),
+            query=lambda: dict(request.query),
             body=body,
             remote=request.remote,
             match_info=dict(request.match_info),
