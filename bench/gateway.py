@@ -29,8 +29,12 @@ def config(
     callback_url: str | None = None,
     personas_dir: Path | None = None,
     pipeline: dict[str, Any] | None = None,
+    channels: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A gateway config with one tenant on the HTTP API channel, signature-authenticated only."""
+    """A gateway config with one tenant on the HTTP API channel, signature-authenticated only.
+
+    ``channels`` replaces the HTTP channel with other channel blocks (a channel's bench case).
+    """
     channel: dict[str, Any] = {
         "kind": "http",
         "signing_secrets": ["env:BENCH_SIGNING_SECRET"],
@@ -44,7 +48,7 @@ def config(
         "pipeline": {"shutdown_grace_seconds": 3, **(pipeline or {})},
         "routing": {"default_persona": "core"},
         "log_level": "info",
-        "tenants": [{"id": TENANT, "name": "Bench", "channels": [channel]}],
+        "tenants": [{"id": TENANT, "name": "Bench", "channels": channels or [channel]}],
     }
 
 
@@ -55,8 +59,12 @@ def start(
     workdir: Path,
     cores: tuple[int, ...],
     role: str,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """``python -m gateway.cli serve --role ROLE`` on a free port, pinned to ``cores``."""
+    """``python -m gateway.cli serve --role ROLE`` on a free port, pinned to ``cores``.
+
+    ``env`` adds the secrets the config's ``env:`` references name (beside ``SECRETS``).
+    """
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(data))
     port = free_port()
@@ -64,7 +72,7 @@ def start(
         "gateway.cli", "serve", "--config", str(config_path), "--role", role, "--port", str(port)
     )
     log_path = workdir / f"{name}.log"
-    proc = spawn(cmd, cores=cores, log_path=log_path, env=SECRETS)
+    proc = spawn(cmd, cores=cores, log_path=log_path, env={**SECRETS, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     server = Server(name=name, url=url, proc=proc, log_path=log_path, extra={"role": role})
     try:

@@ -23,10 +23,13 @@ from typing import Any
 from bench import e2e, wrk
 from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
 from bench.procs import (
+    REPO,
     Placement,
     RedisServer,
     Server,
     cpu_seconds,
+    pinned,
+    python_module,
     rss_mib,
     start_profiler,
 )
@@ -59,6 +62,7 @@ class Options:
     seconds: float
     warmup: float
     connections: int
+    smtp_connections: int
     threads: int
     rate: float
     e2e_seconds: float
@@ -112,19 +116,22 @@ def run_throughput(
     *,
     expected_rps: float,
 ) -> Row:
+    smtp = case.driver == "smtp"
+    connections = opts.smtp_connections if smtp else opts.connections
     row = Row(
         key=case.key,
         label=case.label,
-        load=f"wrk {opts.connections} conns, {opts.seconds:g}s",
+        load=f"{'smtpload' if smtp else 'wrk'} {connections} conns, {opts.seconds:g}s",
     )
     missing = [p for p in case.needs if shutil.which(p) is None]
     if missing:
         row.failed = f"needs {', '.join(missing)}"
         return row
     # Enough distinct requests for the run, sized from the baseline's rate (an upper bound).
-    if case.unique:
-        main_count = int(expected_rps * opts.seconds * 1.2) + 2 * opts.connections
-        warm_count = int(expected_rps * opts.warmup * 1.2) + 2 * opts.connections
+    rate = expected_rps if case.rate_cap is None else min(expected_rps, case.rate_cap)
+    if case.unique or smtp:  # smtpload stops when its file is used up: size it too
+        main_count = int(rate * opts.seconds * 1.2) + 2 * connections
+        warm_count = int(rate * opts.warmup * 1.2) + 2 * connections
     else:
         main_count = warm_count = 20_000
     warm_file, _ = files.get(case.requests, warm_count, "warm")
@@ -142,12 +149,24 @@ def run_throughput(
     try:
         row.rss_before = rss_mib(server.pid)
 
+        exhausted: list[bool] = []
+
         def load(path: Path, seconds: float) -> wrk.WrkResult:
+            if smtp:
+                result, ran_out = smtp_run(
+                    int(server.extra["smtp_port"]),
+                    path,
+                    seconds=seconds,
+                    connections=connections,
+                    cores=ctx.placement.load,
+                )
+                exhausted.append(ran_out)
+                return result
             return wrk.run(
                 server.url,
                 path,
                 seconds=seconds,
-                connections=opts.connections,
+                connections=connections,
                 threads=opts.threads,
                 cores=ctx.placement.load,
             )
@@ -169,6 +188,8 @@ def run_throughput(
             row.notes.append(f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors")
         if case.unique and result.wrapped:
             row.notes.append(f"ran out of fresh ids {result.wrapped}x (duplicates sent)")
+        if exhausted and exhausted[-1]:
+            row.notes.append("the mail file ran out before the time was up")
         if opts.profile is not None and case.unique:
             prof_file, _ = files.get(case.requests, main_count, "profile")
             row.notes.append(
@@ -192,6 +213,34 @@ def run_throughput(
         except (RuntimeError, OSError) as exc:
             row.notes.append(f"check failed: {exc}")
     return row
+
+
+def smtp_run(
+    port: int, path: Path, *, seconds: float, connections: int, cores: Sequence[int]
+) -> tuple[wrk.WrkResult, bool]:
+    """``python -m bench.smtpload`` pinned to ``cores``: its result, and whether it ran out."""
+    cmd = pinned(
+        python_module(
+            "bench.smtpload",
+            "--port",
+            str(port),
+            "--file",
+            str(path),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(connections),
+        ),
+        cores,
+    )
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 120, check=False, cwd=REPO
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"smtpload failed ({proc.returncode}): {proc.stderr[-500:]}")
+    data = json.loads(proc.stdout)
+    exhausted = bool(data.pop("exhausted"))
+    return wrk.WrkResult(**data), exhausted
 
 
 def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
@@ -325,6 +374,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--seconds", type=float, help="timed wrk run per case (default 10)")
     parser.add_argument("--warmup", type=float, help="untimed wrk run first (default 2)")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--smtp-connections", type=int, default=32, help="SMTP load generator connections"
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--rate", type=float, default=500, help="end-to-end messages/s")
     parser.add_argument("--e2e-seconds", type=float, help="end-to-end run (default 10)")
@@ -348,6 +400,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         seconds=args.seconds or (3.0 if quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
         connections=args.connections,
+        smtp_connections=args.smtp_connections,
         threads=args.threads,
         rate=args.rate,
         e2e_seconds=args.e2e_seconds or (3.0 if quick else 10.0),
@@ -420,13 +473,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     bare_cpu = sum(r.cpu_us for r in bare_rows) / len(bare_rows) if bare_rows else math.nan
     by_key = {r.key: r for r in rows}
     own = {c.key: c.baseline for c in cases}
+    by_case = {c.key: c for c in cases}
     for r in rows:
-        if r.failed is None and not r.key.startswith(("e2e.", "crash.")):
+        http = by_case[r.key].vs_bare_http if r.key in by_case else r.key == "bare.end"
+        if r.failed is None and http:
             r.vs_bare = r.rps / bare
             r.cpu_vs_bare = bare_cpu / r.cpu_us
         base = own.get(r.key)
         if base is not None and base in by_key and by_key[base].failed is None:
             r.vs_own = r.rps / by_key[base].rps
+            own_cpu = by_key[base].cpu_us / r.cpu_us
+            if not math.isnan(own_cpu):
+                r.notes.insert(0, f"x own CPU {own_cpu:.0%}")
     elapsed = time.perf_counter() - began
     info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print()

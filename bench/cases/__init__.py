@@ -13,13 +13,21 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bench.procs import Placement, RedisServer, Server
 from bench.wrk import RawRequest
 
 __all__ = ["MODULES", "RequestMaker", "RunContext", "ThroughputCase", "all_cases"]
 
-MODULES = ("bench.cases.bare_aiohttp", "bench.cases.http_api")
+MODULES = (
+    "bench.cases.bare_aiohttp",
+    "bench.cases.http_api",
+    "bench.cases.slack",
+    "bench.cases.line",
+    "bench.cases.whatsapp",
+    "bench.cases.email",
+)
 
 # (count, tag) -> requests; ``tag`` makes event ids distinct between request files.
 RequestMaker = Callable[[int, str], Iterator[RawRequest]]
@@ -65,6 +73,13 @@ class ThroughputCase:
     # Run after the server stopped: a short note proving the work was really done.
     check: Callable[[RunContext, Server], str] | None = None
     needs: tuple[str, ...] = field(default=())  # programs that must be installed
+    # Upper bound of the case's req/s, to size its request file when the expected rate (the
+    # bare baseline's) is far above it: large signed bodies at 33k req/s would fill GBs.
+    rate_cap: float | None = None
+    # "wrk" for HTTP; "smtp" runs bench.smtpload (the request file's records are mails).
+    driver: Literal["wrk", "smtp"] = "wrk"
+    # Whether "x bare" (against bare aiohttp) means anything for this case (not for SMTP).
+    vs_bare_http: bool = True
 
 
 def all_cases() -> list[ThroughputCase]:
@@ -73,3 +88,26 @@ def all_cases() -> list[ThroughputCase]:
         module = importlib.import_module(name)
         found.extend(module.cases())
     return found
+
+
+def start_module_server(ctx: RunContext, name: str, module: str, *args: str) -> Server:
+    """``python -m MODULE PORT ARGS…`` pinned to the server core; ready when /healthz answers.
+
+    The plain-SDK baselines are such modules: an aiohttp app with the route under test and
+    ``GET /healthz``.
+    """
+    from bench.procs import free_port, python_module, spawn, wait_http
+
+    where = ctx.scratch(name)
+    port = free_port()
+    log_path = where / f"{name}.log"
+    proc = spawn(
+        python_module(module, str(port), *args), cores=ctx.placement.server, log_path=log_path
+    )
+    server = Server(name=name, url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    try:
+        wait_http(server.url + "/healthz", proc=proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
