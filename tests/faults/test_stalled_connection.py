@@ -149,7 +149,11 @@ async def _post_stalled(platform: str, session: aiohttp.ClientSession, url: str,
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("platform", "stall"),
-    [("slack", "silent"), ("whatsapp", "headers"), ("line", "silent")],
+    [
+        pytest.param("slack", "silent", id="slack-no-answer"),
+        pytest.param("whatsapp", "headers", id="twilio-headers-then-stall"),
+        pytest.param("line", "silent", id="line-answer-after-timeout"),  # the LINE emulator stalls
+    ],
     indirect=["stall"],
 )
 async def test_stalled_send_is_dead_lettered_once_while_others_flow(
