@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from gateway.models import Channel, DeliveryReceipt, InboundMessage, OutboundMessage
+from gateway.models import (
+    Channel,
+    DeliveryReceipt,
+    EncodedInbound,
+    InboundMessage,
+    OutboundMessage,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -107,8 +113,19 @@ class InboundResult:
 
     messages: Sequence[InboundMessage] = ()
     response: InboundResponse = field(default_factory=InboundResponse)
-    # Called with one flag per message (True = new, False = duplicate) to shape the answer.
+    # Called with one flag per message (True = new, False = duplicate) to shape the answer;
+    # the flags of ``messages`` come first, then those of ``encoded``.
     respond: Callable[[Sequence[bool]], InboundResponse] | None = None
+    # Messages already in their inbox form (gateway.models.encode_inbound), for hot paths.
+    encoded: Sequence[EncodedInbound] = ()
+
+    def to_admit(self) -> Sequence[InboundMessage | EncodedInbound]:
+        """Everything to make durable, in the order of the flags ``respond`` receives."""
+        if not self.encoded:
+            return self.messages
+        if not self.messages:
+            return self.encoded
+        return [*self.messages, *self.encoded]
 
 
 @dataclass(frozen=True, slots=True)

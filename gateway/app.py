@@ -241,9 +241,10 @@ def _edge(route: Route, channel: str) -> Callable[[web.Request], Awaitable[web.S
         try:
             result = await route.handler(neutral)
             flags: list[bool] = []
-            if result.messages:
+            admit = result.to_admit()
+            if admit:
                 assert rt.ingestor is not None  # exists while the app runs
-                flags = await rt.ingestor.submit(result.messages, started=started)
+                flags = await rt.ingestor.submit(admit, started=started)
         except InboundError as exc:
             rt.metrics.inbound.labels(channel, exc.reason).inc()
             log.warning(

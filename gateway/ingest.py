@@ -15,7 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from gateway.errors import IngestUnavailableError, StoreError
 from gateway.metrics import Metrics
-from gateway.models import InboundMessage
+from gateway.models import EncodedInbound, InboundMessage
 from gateway.observability import get_logger
 from gateway.store import Admission, Keyspace, Store
 
@@ -51,46 +51,55 @@ class Ingestor:
             child = self._latency[channel] = self.metrics.ingest_seconds.labels(channel)
         return child
 
-    def admission(self, message: InboundMessage) -> Admission:
-        conv = message.conversation
-        partition = self.keyspace.partition(conv.key)
-        scope = f"{conv.channel.value}:{conv.tenant}"
+    def admission(self, message: InboundMessage | EncodedInbound) -> Admission:
+        encoded = message if isinstance(message, EncodedInbound) else EncodedInbound.of(message)
+        return self._admission(encoded)
+
+    def _admission(self, message: EncodedInbound) -> Admission:
+        partition = self.keyspace.partition(message.conversation_key)
         return Admission(
-            dedupe_key=self.keyspace.seen(partition, scope, message.event_id),
+            dedupe_key=self.keyspace.seen(
+                partition, f"{message.channel.value}:{message.tenant}", message.event_id
+            ),
             stream=self.keyspace.inbox(partition),
-            payload=message.model_dump_json().encode(),
+            payload=message.payload,
         )
 
     async def submit(
-        self, messages: Sequence[InboundMessage], *, started: float | None = None
+        self,
+        messages: Sequence[InboundMessage | EncodedInbound],
+        *,
+        started: float | None = None,
     ) -> list[bool]:
         """Make ``messages`` durable; per message, True if new and False if a duplicate.
 
-        Raises IngestUnavailableError when the store cannot take them: the caller must then
-        refuse the request so that the platform retries.
+        Takes models or their already-encoded form (:class:`EncodedInbound`): the inbox
+        entry is the same either way. Raises IngestUnavailableError when the store cannot
+        take them: the caller must then refuse the request so that the platform retries.
         """
         if not messages:
             return []
         begin = time.perf_counter() if started is None else started
+        encoded = [m if isinstance(m, EncodedInbound) else EncodedInbound.of(m) for m in messages]
         try:
             ids = await self.store.admit(
-                [self.admission(m) for m in messages], dedupe_ttl=self.dedupe_ttl
+                [self._admission(m) for m in encoded], dedupe_ttl=self.dedupe_ttl
             )
         except StoreError as exc:
-            for m in messages:
-                self.metrics.inbound.labels(m.conversation.channel.value, "store_unavailable").inc()
+            for m in encoded:
+                self.metrics.inbound.labels(m.channel.value, "store_unavailable").inc()
             log.error("ingest.store_unavailable", error=str(exc))
             raise IngestUnavailableError("the message could not be stored; retry later") from exc
         elapsed = time.perf_counter() - begin
         flags = [entry_id is not None for entry_id in ids]
-        for message, new in zip(messages, flags, strict=True):
-            channel = message.conversation.channel.value
+        for message, new in zip(encoded, flags, strict=True):
+            channel = message.channel.value
             self._count(channel, "accepted" if new else "duplicate").inc()
             self._latency_of(channel).observe(elapsed)
             log.debug(
                 "ingest.accepted" if new else "ingest.duplicate",
                 trace_id=message.trace_id,
-                tenant=message.conversation.tenant,
+                tenant=message.tenant,
                 channel=channel,
                 event_id=message.event_id,
             )

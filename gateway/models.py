@@ -12,10 +12,11 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 __all__ = [
     "Attachment",
@@ -24,6 +25,7 @@ __all__ = [
     "ConversationKey",
     "DeliveryReceipt",
     "EmailReplyContext",
+    "EncodedInbound",
     "EventKind",
     "HttpReplyContext",
     "InboundMessage",
@@ -34,6 +36,7 @@ __all__ = [
     "ReplyContext",
     "SlackReplyContext",
     "WhatsAppReplyContext",
+    "encode_inbound",
     "new_id",
     "trace_id_of",
     "utcnow",
@@ -210,6 +213,95 @@ class InboundMessage(_Frozen):
     reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
     trace_id: str = Field(default_factory=lambda data: trace_id_of(data["id"]))
     raw: dict[str, Any] = Field(default_factory=dict)  # the platform payload, kept for audit
+
+
+class EncodedInbound(NamedTuple):
+    """An :class:`InboundMessage` already serialised for the inbox, with what ingest needs.
+
+    The ingest path takes these as well as models: a connector on a hot path (the HTTP API
+    channel) writes the message's JSON directly with :func:`encode_inbound` instead of
+    building and validating the model from inputs it has just validated. The worker reads
+    the payload back as an ``InboundMessage``, whichever way it was written. (A named tuple:
+    built once per request, and a frozen dataclass's ``__init__`` costs several times more.)
+    """
+
+    id: str
+    event_id: str
+    tenant: str
+    channel: Channel
+    conversation_key: str  # ConversationKey.key
+    trace_id: str
+    payload: bytes  # exactly what InboundMessage.model_dump_json() writes
+
+    @classmethod
+    def of(cls, message: InboundMessage) -> EncodedInbound:
+        conv = message.conversation
+        return cls(
+            id=message.id,
+            event_id=message.event_id,
+            tenant=conv.tenant,
+            channel=conv.channel,
+            conversation_key=conv.key,
+            trace_id=message.trace_id,
+            payload=message.model_dump_json().encode(),
+        )
+
+
+_HTTP_REPLY_CONTEXT: dict[str, Any] = {"kind": "http"}
+
+
+def encode_inbound(
+    *,
+    event_id: str,
+    tenant: str,
+    channel: Channel,
+    conversation_id: str,
+    thread: str | None,
+    sender_id: str,
+    sender_name: str | None,
+    kind: EventKind,
+    text: str,
+    raw: dict[str, Any],
+    reply_context: dict[str, Any] | None = None,
+) -> EncodedInbound:
+    """The inbox form of a message without attachments, written without the model.
+
+    The caller vouches for the types (validated strings, a JSON-compatible ``raw``);
+    ``reply_context`` is the context's ``model_dump(mode="json")`` (HTTP's by default). The
+    bytes equal ``InboundMessage(...).model_dump_json()`` for the same values, keys in
+    field order (tests/gateway/test_hot_path.py holds the two together).
+    """
+    message_id = new_id()
+    trace_id = trace_id_of(message_id)
+    payload = to_json(
+        {
+            "id": message_id,
+            "event_id": event_id,
+            "conversation": {
+                "tenant": tenant,
+                "channel": channel.value,
+                "conversation_id": conversation_id,
+                "thread": thread,
+            },
+            "sender": {"id": sender_id, "display_name": sender_name, "is_bot": False},
+            "kind": kind.value,
+            "received_at": utcnow(),
+            "text": text,
+            "attachments": [],
+            "reply_context": _HTTP_REPLY_CONTEXT if reply_context is None else reply_context,
+            "trace_id": trace_id,
+            "raw": raw,
+        }
+    )
+    return EncodedInbound(
+        id=message_id,
+        event_id=event_id,
+        tenant=tenant,
+        channel=channel,
+        conversation_key=_conversation_key(tenant, channel.value, conversation_id, thread),
+        trace_id=trace_id,
+        payload=payload,
+    )
 
 
 class PersonaPresentation(_Frozen):

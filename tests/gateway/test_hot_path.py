@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+from pydantic_core import from_json
+
 from connectors.base import InboundRequest
 from gateway.models import (
     Channel,
     ConversationKey,
+    EncodedInbound,
+    EventKind,
+    HttpReplyContext,
     InboundMessage,
     OutboundMessage,
     Participant,
     PersonaPresentation,
+    encode_inbound,
     new_id,
     trace_id_of,
 )
@@ -90,3 +97,71 @@ def test_inbound_request_computes_url_and_query_once_on_demand() -> None:
         method="GET", path="/p", url="http://gw/p", headers={}, query={}, body=b""
     )
     assert (plain.url, plain.query, plain.match_info, plain.remote) == ("http://gw/p", {}, {}, None)
+
+
+_RAW_BODY = (
+    b'{"conversation_id": "c/1", "thread": "t 1", "event_id": "ev\\u00e9",'
+    b' "user": {"id": "u1", "name": "\xc3\xa9 \\"q\\""}, "text": "a\\nb\\u2028", "n": 1.5,'
+    b' "big": 123456789012345678901234567890, "list": [null, true, {}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "thread", "name"),
+    [(EventKind.MESSAGE, None, None), (EventKind.ACTION, "t 1", 'é "q"')],
+)
+def test_encode_inbound_writes_what_the_model_writes(
+    kind: EventKind, thread: str | None, name: str | None
+) -> None:
+    """encode_inbound's bytes equal InboundMessage.model_dump_json() for the same values."""
+    raw = from_json(_RAW_BODY)
+    encoded = encode_inbound(
+        event_id="evé",
+        tenant="acme",
+        channel=Channel.HTTP,
+        conversation_id="c/1",
+        thread=thread,
+        sender_id="u1",
+        sender_name=name,
+        kind=kind,
+        text="a\nb\u2028",
+        raw=raw,
+    )
+    message = InboundMessage.model_validate_json(encoded.payload)
+    assert message.model_dump_json().encode() == encoded.payload
+    assert message == InboundMessage(
+        id=encoded.id,
+        event_id="evé",
+        conversation=ConversationKey(
+            tenant="acme", channel=Channel.HTTP, conversation_id="c/1", thread=thread
+        ),
+        sender=Participant(id="u1", display_name=name),
+        kind=kind,
+        received_at=message.received_at,
+        text="a\nb\u2028",
+        reply_context=HttpReplyContext(),
+        raw=raw,
+    )
+    assert encoded == EncodedInbound.of(message)
+    assert message.trace_id == trace_id_of(encoded.id)
+
+
+def test_encode_inbound_covers_every_inbound_field() -> None:
+    """A field added to InboundMessage must be added to encode_inbound too (this fails)."""
+    encoded = encode_inbound(
+        event_id="e",
+        tenant="t",
+        channel=Channel.HTTP,
+        conversation_id="c",
+        thread=None,
+        sender_id="u",
+        sender_name=None,
+        kind=EventKind.MESSAGE,
+        text="hi",
+        raw={},
+    )
+    written = list(from_json(encoded.payload))
+    assert written == list(InboundMessage.model_fields)
+    nested = from_json(encoded.payload)
+    assert list(nested["conversation"]) == list(ConversationKey.model_fields)
+    assert list(nested["sender"]) == list(Participant.model_fields)
