@@ -25,7 +25,7 @@ from connectors.registry import connector_class
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
-from gateway.errors import InboundError, StoreError
+from gateway.errors import InboundError, IngestUnavailableError, StoreError
 from gateway.ingest import INBOX_GROUP, Ingestor
 from gateway.metrics import Metrics
 from gateway.models import Channel
@@ -246,16 +246,13 @@ def _edge(route: Route, channel: str) -> Callable[[web.Request], Awaitable[web.S
                 assert rt.ingestor is not None  # exists while the app runs
                 flags = await rt.ingestor.submit(admit, started=started)
         except InboundError as exc:
-            rt.metrics.inbound.labels(channel, exc.reason).inc()
-            log.warning(
-                "inbound.rejected",
-                channel=channel,
-                route=route.name,
-                reason=exc.reason,
-                status=exc.status,
-                detail=str(exc),
-            )
-            return web.json_response({"error": exc.reason, "message": str(exc)}, status=exc.status)
+            return _refused(rt, channel, route, exc)
+        except StoreError as exc:
+            # A route that reads the store (long-poll, thread lookups) during an outage: the
+            # platform or client must retry, exactly as when the append itself fails.
+            unavailable = IngestUnavailableError("the store is unavailable; retry later")
+            unavailable.__cause__ = exc
+            return _refused(rt, channel, route, unavailable)
         response = result.respond(flags) if result.respond is not None else result.response
         return web.Response(
             status=response.status,
@@ -264,6 +261,19 @@ def _edge(route: Route, channel: str) -> Callable[[web.Request], Awaitable[web.S
         )
 
     return handle
+
+
+def _refused(rt: Runtime, channel: str, route: Route, exc: InboundError) -> web.Response:
+    rt.metrics.inbound.labels(channel, exc.reason).inc()
+    log.warning(
+        "inbound.rejected",
+        channel=channel,
+        route=route.name,
+        reason=exc.reason,
+        status=exc.status,
+        detail=str(exc),
+    )
+    return web.json_response({"error": exc.reason, "message": str(exc)}, status=exc.status)
 
 
 # -- probes ----------------------------------------------------------------------------------------
