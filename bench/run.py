@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, wrk
+from bench import e2e, scale, wrk
 from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
 from bench.procs import (
     REPO,
@@ -70,6 +70,10 @@ class Options:
     repeat_baseline: bool
     selected: set[str] | None
     profile: Path | None
+    conversations: int
+    rss_count: int
+    rss_rate: float
+    rss_max_seconds: float | None
 
 
 class RequestFiles:
@@ -269,6 +273,93 @@ def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
     return row
 
 
+def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
+    row = Row(
+        key=f"scale.{processes}",
+        label=f"(e) scale-out: {processes} x role all, redis, rules agent",
+        load=f"closed loop, 64 convs, {opts.seconds:g}s",
+    )
+    try:
+        r = scale.scale_out(
+            ctx, processes=processes, seconds=opts.seconds, warmup=max(2.0, opts.warmup)
+        )
+    except RuntimeError as exc:
+        row.failed = str(exc)
+        return row
+    row.rps, row.p50_ms, row.p99_ms = r.per_s, r.p50_ms, r.p99_ms
+    row.cpu_us = r.cpu_us_per_message
+    row.detail = asdict(r)
+    placed = ", ".join(
+        f"core {','.join(map(str, c))} busy {share:.0%}"
+        for c, share in zip(r.cores, r.core_share, strict=True)
+    )
+    row.notes.append(f"gateway on {placed}")
+    row.notes.append(f"{r.delivered} replies in the window")
+    if r.failed:
+        row.notes.append(f"{r.failed} not accepted or not answered in 30 s")
+    return row
+
+
+def run_memory(ctx: RunContext, conversations: int) -> Row:
+    row = Row(
+        key="memory.redis",
+        label="(f) Redis bytes per idle conversation",
+        load=f"{conversations} convs x 1 msg, then idle",
+    )
+    try:
+        r = scale.redis_memory(ctx, conversations=conversations)
+    except (RuntimeError, OSError) as exc:
+        row.failed = str(exc)
+        return row
+    row.detail = asdict(r)
+    top = ", ".join(
+        f"{name} {f['per_conversation']:.0f}"
+        for name, f in r.families.items()
+        if f["per_conversation"] >= 1
+    )
+    row.notes.append(
+        f"{r.per_conversation_beyond_history:.0f} B/conversation beyond its history "
+        f"(history {r.history_bytes_per_conversation:.0f} B, whole state JSON "
+        f"{r.state_value_bytes_per_conversation:.0f} B); retained per message "
+        f"{r.retained_per_message:.0f} B; used_memory +{r.used_memory_delta / conversations:.0f}"
+        f" B/conversation; by family (B/conv): {top}"
+    )
+    if r.replies < r.messages:
+        row.notes.append(f"only {r.replies}/{r.messages} answered")
+    return row
+
+
+def run_rss(ctx: RunContext, *, count: int, rate: float, max_seconds: float | None) -> Row:
+    row = Row(
+        key="rss.redis",
+        label="(g) gateway RSS over many messages, redis",
+        load=f"{count:,} msgs at {rate:g} msg/s",
+    )
+
+    def progress(text: str) -> None:
+        print(f"#   {text}", file=sys.stderr)
+
+    try:
+        r = scale.rss_run(ctx, count=count, rate=rate, max_seconds=max_seconds, progress=progress)
+    except RuntimeError as exc:
+        row.failed = str(exc)
+        return row
+    row.detail = asdict(r)
+    row.rps = r.delivered / r.seconds
+    row.cpu_us = r.cpu_us_per_message
+    row.rss_before, row.rss_after = r.rss_after_warmup, r.rss_end
+    if r.stopped_by_time:
+        row.notes.append(f"time cap: {r.sent:,} of {r.requested:,} sent")
+    row.notes.append(f"{r.delivered:,}/{r.sent:,} answered in {r.seconds:.0f} s")
+    if r.growth_mib is not None:
+        row.notes.append(
+            f"RSS after 10% {r.rss_after_warmup:.1f}, peak {r.rss_peak:.1f}, end "
+            f"{r.rss_end:.1f} MiB (growth {r.growth_mib:+.1f} MiB)"
+        )
+    row.notes.append(f"redis used_memory +{r.redis_growth_bytes_per_message:.0f} B/message")
+    return row
+
+
 def run_crash(ctx: RunContext, store: str) -> Row:
     row = Row(
         key=f"crash.{store}",
@@ -386,6 +477,21 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         help="comma-separated keys to run (e.g. bare,http.redis,e2e.redis,crash.redis); "
         "ratios need bare",
     )
+    parser.add_argument(
+        "--conversations", type=int, help="idle conversations for the Redis memory row (2000)"
+    )
+    parser.add_argument(
+        "--long",
+        type=int,
+        nargs="?",
+        const=1_000_000,
+        metavar="COUNT",
+        help="only the RSS row, over COUNT messages (default 1,000,000) instead of 15,000",
+    )
+    parser.add_argument("--long-rate", type=float, default=450, help="RSS row msg/s (450)")
+    parser.add_argument(
+        "--long-max-seconds", type=float, help="stop the RSS row's sending after this long"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--profile",
@@ -406,8 +512,16 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         e2e_seconds=args.e2e_seconds or (3.0 if quick else 10.0),
         crash=not (quick or args.no_crash),
         repeat_baseline=not quick,
-        selected=set(args.cases.split(",")) if args.cases else None,
+        selected=(
+            set(args.cases.split(","))
+            if args.cases
+            else ({"rss.redis"} if args.long is not None else None)
+        ),
         profile=args.profile,
+        conversations=args.conversations or (500 if quick else 2000),
+        rss_count=args.long or (3000 if quick else 15_000),
+        rss_rate=args.long_rate,
+        rss_max_seconds=args.long_max_seconds,
     )
     return args, opts
 
@@ -416,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, opts = _parse(argv)
     cases = all_cases()
     keys = [c.key for c in cases] + [f"e2e.{s}" for s in E2E_STORES] + ["crash.redis"]
+    keys += ["scale.1", "scale.2", "memory.redis", "rss.redis"]
     if args.list:
         print("\n".join(keys))
         return 0
@@ -454,6 +569,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts.crash and wanted("crash.redis"):
             print("# running crash.redis ...", file=sys.stderr)
             rows.append(run_crash(ctx, "redis"))
+        for processes in (1, 2):
+            if wanted(f"scale.{processes}"):
+                print(f"# running scale.{processes} ...", file=sys.stderr)
+                rows.append(run_scale(ctx, opts, processes))
+        if wanted("memory.redis"):
+            print("# running memory.redis ...", file=sys.stderr)
+            rows.append(run_memory(ctx, opts.conversations))
+        if wanted("rss.redis"):
+            print(f"# running rss.redis ({opts.rss_count:,} messages) ...", file=sys.stderr)
+            rows.append(
+                run_rss(
+                    ctx,
+                    count=opts.rss_count,
+                    rate=opts.rss_rate,
+                    max_seconds=opts.rss_max_seconds,
+                )
+            )
         bare_rows = [r for r in rows if r.key == "bare" and r.failed is None]
         if opts.repeat_baseline and bare_rows:
             print("# running bare again ...", file=sys.stderr)
@@ -480,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.vs_bare = r.rps / bare
             r.cpu_vs_bare = bare_cpu / r.cpu_us
         base = own.get(r.key)
+        if r.key == "scale.2":
+            base = "scale.1"
         if base is not None and base in by_key and by_key[base].failed is None:
             r.vs_own = r.rps / by_key[base].rps
             own_cpu = by_key[base].cpu_us / r.cpu_us
