@@ -1,6 +1,7 @@
 """The bench's own plumbing: its CLI, wrk's output parser, and the signed-request replay."""
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -92,3 +93,120 @@ async def test_sign_lua_replays_distinct_validly_signed_requests(tmp_path):
     assert result.wrapped == 0
     assert bad == 0
     assert len(seen) == len(set(seen)), "an event id was sent twice"
+
+
+def test_slack_events_are_signed_as_slack_signs_them():
+    """Each pre-signed Slack event passes slack_sdk's verifier and carries a unique event id."""
+    from slack_sdk.signature import SignatureVerifier
+
+    from bench.cases import slack
+
+    verifier = SignatureVerifier(slack.SIGNING_SECRET)
+    requests = list(slack.signed_events(20, "t"))
+    ids = set()
+    for r in requests:
+        headers = dict(r.headers)
+        assert verifier.is_valid(
+            body=r.body,
+            timestamp=headers["X-Slack-Request-Timestamp"],
+            signature=headers["X-Slack-Signature"],
+        )
+        ids.add(json.loads(r.body)["event_id"])
+    assert len(ids) == 20
+
+
+def test_line_webhooks_parse_with_the_sdk_parser():
+    """Each pre-signed LINE webhook is accepted by the SDK's WebhookParser as one text event."""
+    from linebot.v3.webhook import WebhookParser
+
+    from bench.cases import line
+
+    parser = WebhookParser(line.CHANNEL_SECRET)
+    for r in line.signed_webhooks(5, "t"):
+        events = parser.parse(r.body.decode(), dict(r.headers)["X-Line-Signature"])
+        assert [e.type for e in events] == ["message"]
+
+
+def test_whatsapp_forms_validate_with_twilio_over_the_public_url():
+    """Each pre-signed Twilio form validates over PUBLIC_URL + path and has its own MessageSid."""
+    from urllib.parse import parse_qsl
+
+    from twilio.request_validator import RequestValidator
+
+    from bench.cases import whatsapp
+
+    validator = RequestValidator(whatsapp.AUTH_TOKEN)
+    sids = set()
+    for r in whatsapp.signed_forms(5, "t"):
+        params = dict(parse_qsl(r.body.decode()))
+        url = whatsapp.PUBLIC_URL + whatsapp.PATH
+        assert validator.validate(url, params, dict(r.headers)["X-Twilio-Signature"])
+        sids.add(params["MessageSid"])
+    assert len(sids) == 5
+
+
+def test_mail_records_round_trip_through_the_request_file(tmp_path):
+    """Mails written as request records read back intact, each with its own Message-ID."""
+    from email import message_from_bytes
+
+    from bench import smtpload
+    from bench.cases import email
+
+    path = tmp_path / "mails.txt"
+    assert wrk.write_requests(path, email.mails(3, "t")) == 3
+    mails = list(smtpload.read_mails(path))
+    assert [m.rcpt_to for m in mails] == [email.ADDRESS] * 3
+    ids = {message_from_bytes(m.data)["Message-ID"] for m in mails}
+    assert len(ids) == 3
+    assert mails[0].mail_from == "customer0000@customer.example"
+
+
+async def test_smtp_load_generator_delivers_to_a_real_listener(tmp_path):
+    """smtpload sends every mail of its file over its connections and counts the 250s."""
+    from aiosmtpd.smtp import SMTP
+
+    from bench import smtpload
+    from bench.cases import email
+
+    received: list[bytes] = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content)
+            return "250 OK"
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Keep(), loop=loop), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    path = tmp_path / "mails.txt"
+    wrk.write_requests(path, email.mails(12, "t"))
+    try:
+        result = await smtpload.run(
+            "127.0.0.1", port, list(smtpload.read_mails(path)), seconds=10, connections=3
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (result.requests, result.non_2xx, result.socket_errors) == (12, 0, 0)
+    assert result.exhausted
+    assert len(received) == 12
+
+
+@pytest.mark.parametrize(
+    ("key", "family"),
+    [
+        ("fb:{p3}:c:bench/http/conv-1:state", "conversation state"),
+        ("fb:{p3}:c:bench%2Fhttp%2Fc-1:replies", "conversation replies stream"),
+        ("fb:{p0}:c:bench%2Fhttp%2Fc-1:in:01HX", "inbound marker (per message)"),
+        ("fb:{p1}:ix:bench:bench%2Fhttp%2Fc-1", "conversation index entry"),
+        ("fb:{p0}:seen:http:bench:e-1", "dedupe claim (seen)"),
+        ("fb:{p5}:outbox", "outbox stream"),
+        ("fb:usage:bench:2026-01-01:http:core:inbound", "usage counters"),
+        ("something-else", "other"),
+    ],
+)
+def test_store_keys_fall_into_their_family(key, family):
+    """The memory row groups every key shape of gateway/store/keys.py under a readable name."""
+    from bench.scale import key_family
+
+    assert key_family(key) == family
