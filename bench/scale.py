@@ -38,6 +38,7 @@ from bench.e2e import percentile
 from bench.procs import Server, cpu_seconds, rss_mib
 from gateway.errors import VerificationError
 from gateway.signing import SIGNATURE_HEADER, sign, verify
+from gateway.store import Keyspace
 
 MESSAGES_PATH = f"/v1/channels/http/{gateway.TENANT}/messages"
 
@@ -213,10 +214,11 @@ async def _closed_loop(
 def _lease_owners(url: str, role: str, partitions: int) -> set[str]:
     client = redis.Redis.from_url(url)
     try:
-        owners = client.mget([f"fb:lease:{role}:{p}" for p in range(partitions)])
+        keyspace = Keyspace(partitions=partitions)
+        owners = client.mget([keyspace.lease(role, p) for p in range(partitions)])
     finally:
         client.close()
-    return {o.decode() for o in owners if o is not None}
+    return {o.decode() if isinstance(o, bytes) else str(o) for o in owners if o is not None}
 
 
 def _wait_balanced(url: str, processes: int, *, timeout: float = 30.0) -> None:
