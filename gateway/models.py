@@ -51,14 +51,32 @@ def utcnow() -> datetime:
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
+# Random hex for ids, drawn from os.urandom 256 ids at a time: a syscall per id is a
+# noticeable share of an ingest request's CPU. Emptied in a forked child, so parent and
+# child never hand out the same bytes.
+_ENTROPY_IDS = 256
+_entropy: list[str] = []
+os.register_at_fork(after_in_child=_entropy.clear)
+
+
+def _random_hex() -> str:
+    """20 random hex digits (80 bits)."""
+    while True:
+        try:
+            return _entropy.pop()
+        except IndexError:
+            block = os.urandom(10 * _ENTROPY_IDS).hex()
+            _entropy.extend(block[i : i + 20] for i in range(0, len(block), 20))
+
+
 def new_id() -> str:
     """A time-ordered unique id (UUIDv7 layout): sortable, so logs and stores read in order.
 
-    Formatted from hex strings directly rather than through ``uuid.UUID`` (about a
-    microsecond instead of two and a half): ingest mints one or two per message.
+    Formatted from hex strings directly rather than through ``uuid.UUID`` (a fifth of the
+    cost): ingest mints one or two per message.
     """
     ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
-    rand = os.urandom(10).hex()  # 74 of its 80 bits are used, as in uuid7
+    rand = _random_hex()  # 74 of its 80 bits are used, as in uuid7
     return f"{ms[:8]}-{ms[8:]}-7{rand[:3]}-{_VARIANT[rand[3]]}{rand[4:7]}-{rand[7:19]}"
 
 

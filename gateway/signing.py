@@ -11,7 +11,6 @@ that matches any of its secrets. The timestamp bounds replays to ``tolerance`` s
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Sequence
@@ -24,8 +23,9 @@ SIGNATURE_HEADER = "X-FlowBiz-Signature"
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:
-    message = str(timestamp).encode() + b"." + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot C path: the same MAC as hmac.new(...).hexdigest() without
+    # building an HMAC object, which matters when every inbound request is verified.
+    return hmac.digest(secret.encode(), b"%d.%b" % (timestamp, body), "sha256").hex()
 
 
 def sign(secrets: Sequence[str], body: bytes, *, timestamp: int | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -165,3 +166,19 @@ def test_encode_inbound_covers_every_inbound_field() -> None:
     nested = from_json(encoded.payload)
     assert list(nested["conversation"]) == list(ConversationKey.model_fields)
     assert list(nested["sender"]) == list(Participant.model_fields)
+
+
+def test_forked_child_draws_its_own_id_randomness() -> None:
+    """A child forked after ids were minted never repeats the parent's next random bits."""
+    new_id()  # fill the parent's pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    parent = new_id()
+    assert child[14:] != parent[14:]  # everything after the timestamp and version digit
