@@ -190,6 +190,15 @@ class Store(Protocol):
         """Add to a counter (created at 0); ``ttl`` is set only when the counter is created."""
         ...
 
+    async def incr_many(self, items: Sequence[tuple[str, int, float | None]]) -> list[int]:
+        """:meth:`incr` for each ``(key, amount, ttl)``, in one store call; the new values.
+
+        Each counter keeps :meth:`incr`'s semantics (the TTL is set only on creation). The
+        items are applied together but not atomically as a group: for counters that are
+        independent of each other, such as one turn's usage counts.
+        """
+        ...
+
     async def take_tokens(
         self, key: str, *, rate: float, burst: float, cost: float = 1.0
     ) -> TokenBucketResult:

@@ -268,13 +268,19 @@ class MemoryStore:
         return sorted(keys)[:limit]
 
     # -- counters, buckets, leases -------------------------------------------------------------
-    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         current = self._counters.get(key)
         if current is None or not self._alive(current[1]):
             current = (0, self._exp(ttl))
         value = current[0] + amount
         self._counters[key] = (value, current[1])
         return value
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        return self._incr(key, amount, ttl)
+
+    async def incr_many(self, items: Sequence[tuple[str, int, float | None]]) -> list[int]:
+        return [self._incr(key, amount, ttl) for key, amount, ttl in items]
 
     async def take_tokens(
         self, key: str, *, rate: float, burst: float, cost: float = 1.0

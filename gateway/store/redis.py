@@ -138,6 +138,14 @@ if rate > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) +
 return {allowed, string.format('%.17g', tokens)}
 """
 
+# A counter that gets its expiry only when created (never extended), in one atomic step
+# that rides in the shared pipeline like any other command.
+# KEYS: counter   ARGV: amount, ttl_ms
+_INCR_TTL_LUA = """
+redis.call('SET', KEYS[1], 0, 'NX', 'PX', ARGV[2])
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
 # Take the lease if free (an expired lease is gone) or renew it if we already hold it; a
 # plain SET NX could not renew, and GET-then-SET from the client would race.
 # KEYS: lease   ARGV: owner, ttl_ms
@@ -248,6 +256,7 @@ class RedisStore:
         self._claim_script = client.register_script(_CLAIM_LUA)
         self._count_after_script = client.register_script(_COUNT_AFTER_LUA)
         self._tokens_script = client.register_script(_TOKENS_LUA)
+        self._incr_ttl_script = client.register_script(_INCR_TTL_LUA)
         self._acquire_script = client.register_script(_ACQUIRE_LUA)
         self._release_script = client.register_script(_RELEASE_LUA)
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
@@ -602,17 +611,43 @@ class RedisStore:
         return sorted(found)[:limit]
 
     # -- counters, buckets, leases -------------------------------------------------------------
+    def _incr_command(self, key: str, amount: int, ttl: float | None) -> tuple[Any, ...]:
+        if ttl is None:
+            return ("INCRBY", key, amount)
+        return self._evalsha(self._incr_ttl_script, [key], [amount, _ms(ttl)])
+
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        # In the shared pipeline (one script call when there is a TTL), not a MULTI round trip
+        # of its own: usage and quota counters are counted on every turn.
+        script = None if ttl is None else self._incr_ttl_script
+        return int(await self._pipelined(*self._incr_command(key, amount, ttl), script=script))
+
+    async def incr_many(self, items: Sequence[tuple[str, int, float | None]]) -> list[int]:
         self._check_open()
-        with _errors("INCRBY"):
-            if ttl is None:
-                return int(await self._client.incrby(key, amount))
-            # MULTI: create with the expiry only if absent, then add; never extends a TTL.
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(key, 0, nx=True, px=_ms(ttl))
-                pipe.incrby(key, amount)
-                _, value = await pipe.execute()
-        return int(value)
+        if not items:
+            return []
+        # One command per counter (their keys may lie in different cluster slots), all in the
+        # same pipeline, with one future for the lot.
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        results: list[int] = [0] * len(items)
+        remaining = [len(items)]
+
+        def done(index: int, result: Any) -> None:
+            if isinstance(result, BaseException):
+                _resolve(fut, result)
+                return
+            results[index] = int(result)
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                _resolve(fut, results)
+
+        for index, (key, amount, ttl) in enumerate(items):
+            script = None if ttl is None else self._incr_ttl_script
+            self._commands.append(
+                _Command(self._incr_command(key, amount, ttl), partial(done, index), script)
+            )
+        self._kick()
+        return await fut
 
     async def take_tokens(
         self, key: str, *, rate: float, burst: float, cost: float = 1.0

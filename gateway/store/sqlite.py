@@ -682,20 +682,32 @@ class SqliteStore:
         return await self._read(op)
 
     # -- counters, buckets, leases -------------------------------------------------------------
+    @staticmethod
+    def _incr_row(conn: sqlite3.Connection, key: str, amount: int, ttl: float | None) -> int:
+        now = time.time()
+        row = conn.execute(
+            "SELECT value, expires_at FROM counters WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or not _alive(row[1], now):
+            row = (0, _exp(now, ttl))
+        value = int(row[0]) + amount
+        conn.execute(
+            "INSERT OR REPLACE INTO counters(key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, row[1]),
+        )
+        return value
+
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            row = conn.execute(
-                "SELECT value, expires_at FROM counters WHERE key = ?", (key,)
-            ).fetchone()
-            if row is None or not _alive(row[1], now):
-                row = (0, _exp(now, ttl))
-            value = int(row[0]) + amount
-            conn.execute(
-                "INSERT OR REPLACE INTO counters(key, value, expires_at) VALUES (?, ?, ?)",
-                (key, value, row[1]),
-            )
-            return value
+        return await self._write(partial(self._incr_row, key=key, amount=amount, ttl=ttl))
+
+    async def incr_many(self, items: Sequence[tuple[str, int, float | None]]) -> list[int]:
+        if not items:
+            return []
+        batch = list(items)
+
+        # One operation of the writer's next group commit, however many counters.
+        def op(conn: sqlite3.Connection) -> list[int]:
+            return [self._incr_row(conn, key, amount, ttl) for key, amount, ttl in batch]
 
         return await self._write(op)
 

@@ -384,6 +384,35 @@ async def test_incr_sets_ttl_only_on_creation(store: Store) -> None:
     assert await store.incr("t:ttl", ttl=0.4) == 1
 
 
+async def test_incr_many_counts_each_key_like_incr(store: Store) -> None:
+    """incr_many() returns each counter's new value, repeats of a key included, in order."""
+    assert await store.incr_many([]) == []
+    assert await store.incr("t:m:a", 10) == 10
+    values = await store.incr_many(
+        [("t:m:a", 1, None), ("t:m:b", 5, 60.0), ("t:m:a", -3, None), ("t:m:c", 0, None)]
+    )
+    assert values == [11, 5, 8, 0]
+    assert await store.incr_many([("t:m:a", 0, None), ("t:m:b", 2, 60.0)]) == [8, 7]
+    assert sorted(await store.scan("t:m:")) == ["t:m:a", "t:m:b", "t:m:c"]
+
+
+async def test_incr_many_sets_ttl_only_on_creation(store: Store) -> None:
+    """incr_many() gives a counter its TTL when it creates it and never extends it."""
+    assert await store.incr_many([("t:mt", 1, 0.4), ("t:keep", 1, None)]) == [1, 1]
+    await asyncio.sleep(0.25)
+    assert await store.incr_many([("t:mt", 1, 0.4), ("t:keep", 1, 0.4)]) == [2, 2]
+    await asyncio.sleep(0.25)  # 0.5 s after creation: gone; the TTL-less one stays
+    assert await store.incr_many([("t:mt", 1, 0.4), ("t:keep", 1, 0.4)]) == [1, 3]
+
+
+async def test_concurrent_incr_many_loses_no_count(store: Store) -> None:
+    """50 concurrent incr_many() calls on shared counters add up exactly."""
+    await asyncio.gather(
+        *(store.incr_many([("t:cc:a", 1, 60.0), ("t:cc:b", n, 60.0)]) for n in range(50))
+    )
+    assert await store.incr_many([("t:cc:a", 0, None), ("t:cc:b", 0, None)]) == [50, 1225]
+
+
 async def test_token_bucket_burst_deny_and_refill(store: Store) -> None:
     """A full bucket allows ``burst`` takes, then denies with retry_after, then refills."""
     results = [await store.take_tokens("t:b", rate=10, burst=3) for _ in range(4)]
