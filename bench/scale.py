@@ -569,7 +569,11 @@ def rss_run(
                         on_progress=progressed,
                         until=until,
                     )
-                    await receiver.wait_delivered(sent, timeout=30)
+                    # Drain a backlog (the gateway fell behind the rate) while it progresses.
+                    stalled = -1
+                    while receiver.delivered < sent and receiver.delivered > stalled:
+                        stalled = receiver.delivered
+                        await receiver.wait_delivered(sent, timeout=30)
                 elapsed = time.perf_counter() - began
                 taken.append((sent, rss_mib(server.pid), _used_memory(url)))
                 cpu_used = (cpu_seconds(server.pid) or 0.0) - cpu_before
