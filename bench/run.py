@@ -88,7 +88,9 @@ class RequestFiles:
         key = (id(maker), count, tag)
         if key not in self._made:
             began = time.perf_counter()
-            path = self.folder / f"requests-{tag}-{count}.txt"
+            # Named by generator too: several generators make files of the same size and tag.
+            name = f"{maker.__module__.rsplit('.', 1)[-1]}.{maker.__name__}"
+            path = self.folder / f"requests-{name}-{tag}-{count}.txt"
             wrk.write_requests(path, maker(count, tag))
             self._made[key] = (path, time.perf_counter() - began)
         return self._made[key]
@@ -294,6 +296,10 @@ def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
         for c, share in zip(r.cores, r.core_share, strict=True)
     )
     row.notes.append(f"gateway on {placed}")
+    row.notes.append(
+        f"load generator busy {r.load_share:.0%}, redis-server {r.redis_share:.0%} (core "
+        f"{','.join(map(str, ctx.placement.load))})"
+    )
     row.notes.append(f"{r.delivered} replies in the window")
     if r.failed:
         row.notes.append(f"{r.failed} not accepted or not answered in 30 s")

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import re
 import time
 from collections import defaultdict
@@ -168,6 +169,8 @@ class ScaleResult:
     failed: int
     cpu_us_per_message: float  # all gateway processes together
     core_share: list[float]  # each process' CPU seconds per second of the run
+    load_share: float  # the bench process (load generator and receiver), same measure
+    redis_share: float  # redis-server, same measure
     rss: list[float | None]
 
 
@@ -274,12 +277,17 @@ def scale_out(
                 urls, receiver, conversations=conversations, seconds=warmup, tag="warm"
             )
             cpu_before = [cpu_seconds(s.pid) or 0.0 for s in servers]
+            redis_pid = ctx.redis.proc.pid if ctx.redis and ctx.redis.proc else os.getpid()
+            load_before = cpu_seconds(os.getpid()) or 0.0
+            redis_before = cpu_seconds(redis_pid) or 0.0
             began = time.perf_counter()
             delivered, latencies, failed = await _closed_loop(
                 urls, receiver, conversations=conversations, seconds=seconds, tag="run"
             )
             elapsed = time.perf_counter() - began
             cpu_after = [cpu_seconds(s.pid) or 0.0 for s in servers]
+            load_used = (cpu_seconds(os.getpid()) or 0.0) - load_before
+            redis_used = (cpu_seconds(redis_pid) or 0.0) - redis_before
             cpu_used = [a - b for a, b in zip(cpu_after, cpu_before, strict=True)]
             rss = [rss_mib(s.pid) for s in servers]
         finally:
@@ -297,6 +305,8 @@ def scale_out(
             failed=failed,
             cpu_us_per_message=sum(cpu_used) / delivered * 1e6 if delivered else math.nan,
             core_share=[round(c / elapsed, 2) for c in cpu_used],
+            load_share=round(load_used / elapsed, 2),
+            redis_share=round(redis_used / elapsed, 2),
             rss=rss,
         )
 
