@@ -318,6 +318,7 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     (r"^[^:]+:\{p\d+\}:c:[^:]+:state$", "conversation state"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:(replies|receipts)$", "conversation {0} stream"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:in:", "inbound marker (per message)"),
+    (r"^[^:]+:\{p\d+\}:c:[^:]+:posted:", "callback posted claim (per reply)"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:([^:]+)", "conversation record {0}"),
     (r"^[^:]+:\{p\d+\}:ix:", "conversation index entry"),
     (r"^[^:]+:\{p\d+\}:seen:", "dedupe claim (seen)"),
@@ -357,6 +358,7 @@ PER_CONVERSATION = (
 PER_MESSAGE = (
     "dedupe claim (seen)",
     "inbound marker (per message)",
+    "callback posted claim (per reply)",
     "delivery record",
     "inbox stream",
     "outbox stream",
