@@ -220,8 +220,10 @@ class PartitionConsumer:
                     self._enqueue(owned, entry)
 
     async def _report_depth(self) -> None:
+        """Report the backlog, and drop the entries already handled so streams stay small."""
         depth = 0
         for owned in list(self._owned.values()):
+            await self.store.trim_acknowledged(owned.stream, self.group)
             depth += await self.store.backlog(owned.stream, self.group)
         self.metrics.queue_depth.labels(self.role).set(depth)
 

@@ -161,6 +161,15 @@ class Store(Protocol):
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int: ...
 
+    async def trim_acknowledged(self, stream: str, group: str) -> int:
+        """Drop the entries ``group`` is done with: delivered, acknowledged, and older than
+        its oldest pending entry. Returns how many went.
+
+        For streams read by this one group only (the inbox and outbox): without trimming they
+        would keep every message ever handled.
+        """
+        ...
+
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None: ...
 

@@ -196,6 +196,17 @@ class MemoryStore:
             return 0
         return sum(s.entries.pop(int(i), None) is not None for i in ids)
 
+    async def trim_acknowledged(self, stream: str, group: str) -> int:
+        s = self._streams.get(stream)
+        g = s.groups.get(group) if s is not None else None
+        if s is None or g is None:
+            return 0
+        bound = min(g.pending, default=g.last_delivered + 1)
+        done = [i for i in s.entries if i < bound]
+        for i in done:
+            del s.entries[i]
+        return len(done)
+
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None:
         current = self._states.get(key)

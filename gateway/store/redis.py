@@ -537,6 +537,30 @@ class RedisStore:
             rows = await _command(self._client, "XRANGE", stream, entry_id, entry_id, "COUNT", 1)
         return StreamEntry(_text(rows[0][0]), rows[0][1][_FIELD]) if rows else None
 
+    async def trim_acknowledged(self, stream: str, group: str) -> int:
+        # Everything below the bound was delivered and acknowledged when it was read, and an
+        # acknowledgement is final, so reading and trimming need not be one atomic step.
+        self._check_open()
+        try:
+            groups = await self._client.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
+        with _errors("XTRIM"):
+            info = next((g for g in groups if _text(g["name"]) == group), None)
+            if info is None:
+                return 0
+            summary = await self._client.xpending(stream, group)
+            if int(summary["pending"]) > 0:
+                bound = _text(summary["min"])
+            else:
+                ms, _, seq = _text(info["last-delivered-id"]).partition("-")
+                bound = f"{ms}-{int(seq or 0) + 1}"
+            return int(await _command(self._client, "XTRIM", stream, "MINID", bound))
+
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0

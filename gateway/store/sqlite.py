@@ -613,6 +613,22 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def trim_acknowledged(self, stream: str, group: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
+            ).fetchone()
+            if row is None:
+                return 0
+            (oldest_pending,) = conn.execute(
+                "SELECT min(id) FROM pending WHERE stream = ? AND grp = ?", (stream, group)
+            ).fetchone()
+            bound = int(row[0]) + 1 if oldest_pending is None else int(oldest_pending)
+            cur = conn.execute("DELETE FROM entries WHERE stream = ? AND id < ?", (stream, bound))
+            return max(cur.rowcount, 0)
+
+        return await self._write(op)
+
     # -- state and records ---------------------------------------------------------------------
     @staticmethod
     def _state_row(conn: sqlite3.Connection, key: str) -> Versioned | None:

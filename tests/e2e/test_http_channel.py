@@ -249,3 +249,20 @@ async def test_readiness_reports_store_and_workers(gateway, session):
     async with session.get(f"{gateway.url}/readyz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ready"
+
+
+async def test_handled_entries_are_trimmed_from_inbox_and_outbox(client, receiver, gateway):
+    """Once answered and delivered, messages do not stay in the queues' streams."""
+    for n in range(5):
+        await client.send(conversation_id=f"t{n}", text="hello")
+    await receiver.wait_for(5)
+    rt = gateway.runtime
+
+    async def queues_empty() -> bool:
+        for p in range(rt.keyspace.partitions):
+            for stream in (rt.keyspace.inbox(p), rt.keyspace.outbox(p)):
+                if await rt.store.range(stream, count=1):
+                    return False
+        return True
+
+    await eventually(queues_empty, timeout=15)

@@ -233,6 +233,31 @@ async def test_backlog_counts_undelivered_plus_pending(store: Store) -> None:
     assert await store.backlog(INBOX, "g") == 2
 
 
+async def test_trim_acknowledged_drops_only_what_the_group_is_done_with(store: Store) -> None:
+    """Trimming removes delivered, acknowledged entries older than the oldest pending one."""
+    assert await store.trim_acknowledged("t:nothing", "g") == 0
+    ids = [await store.append(INBOX, str(n).encode()) for n in range(6)]
+    await store.ensure_group(INBOX, "g")
+    await store.read_group([INBOX], group="g", consumer="a", count=4, block=0)
+    await store.ack(INBOX, "g", [ids[0], ids[1], ids[3]])
+    assert await store.trim_acknowledged(INBOX, "g") == 2  # ids[2] is still pending
+    assert [e.id for e in await store.range(INBOX)] == ids[2:]
+    assert await store.backlog(INBOX, "g") == 3  # 1 pending + 2 never delivered
+    await store.ack(INBOX, "g", [ids[2]])
+    assert await store.trim_acknowledged(INBOX, "g") == 2  # ids[2] and ids[3]
+    assert [e.id for e in await store.range(INBOX)] == ids[4:]  # never delivered: kept
+    # What remains is still handed out in order, and the backlog still counts it.
+    got = await store.read_group([INBOX], group="g", consumer="a", count=5, block=0)
+    assert [e.id for _, e in got] == ids[4:]
+    await store.ack(INBOX, "g", ids[4:])
+    assert await store.trim_acknowledged(INBOX, "g") == 2
+    assert await store.range(INBOX) == []
+    assert await store.backlog(INBOX, "g") == 0
+    later = await store.append(INBOX, b"later")
+    got = await store.read_group([INBOX], group="g", consumer="a", count=5, block=0)
+    assert [e.id for _, e in got] == [later]
+
+
 async def test_range_get_entry_and_delete_entries(store: Store) -> None:
     """range() is exclusive of ``after`` and honours count; deleted entries vanish."""
     ids = [await store.append(OUTBOX, str(n).encode()) for n in range(5)]
