@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bench.procs import Placement, RedisServer, Server
 from bench.wrk import RawRequest
@@ -111,3 +111,30 @@ def start_module_server(ctx: RunContext, name: str, module: str, *args: str) -> 
         server.stop()
         raise
     return server
+
+
+def start_channel_gateway(
+    ctx: RunContext, name: str, block: dict[str, Any], *, env: dict[str, str] | None = None
+) -> Server:
+    """The real gateway (web role, Redis) with one channel, on the server's cores."""
+    from bench import gateway  # bench.gateway is the process-level helper; import on use
+
+    where = ctx.scratch(name)
+    url = ctx.store_url("redis", where)
+    server = gateway.start(
+        name,
+        gateway.config(url, channels=[block]),
+        workdir=where,
+        cores=ctx.placement.server,
+        role="web",
+        env=env,
+    )
+    server.extra["store_url"] = url
+    return server
+
+
+def inbox_check(ctx: RunContext, server: Server) -> str:
+    """After a run: how many entries ingest really appended."""
+    from bench import gateway
+
+    return f"inbox holds {gateway.count_inbox(server.extra['store_url'])} entries"

@@ -23,8 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from bench import gateway
-from bench.cases import RunContext, ThroughputCase
+from bench.cases import RunContext, ThroughputCase, inbox_check, start_channel_gateway
 from bench.cases.http_api import CONVERSATIONS, TEXTS
 from bench.procs import Server, free_port, python_module, spawn
 from bench.wrk import RawRequest
@@ -128,8 +127,6 @@ def _start_noop(ctx: RunContext) -> Server:
 
 
 def _start_redis(ctx: RunContext) -> Server:
-    where = ctx.scratch("email-redis")
-    url = ctx.store_url("redis", where)
     port = free_port()
     block = {
         "kind": "email",
@@ -137,14 +134,7 @@ def _start_redis(ctx: RunContext) -> Server:
         "listener": {"host": "127.0.0.1", "port": port},
         "outbound": {"security": "none"},
     }
-    server = gateway.start(
-        "email-redis",
-        gateway.config(url, channels=[block]),
-        workdir=where,
-        cores=ctx.placement.server,
-        role="web",
-    )
-    server.extra["store_url"] = url
+    server = start_channel_gateway(ctx, "email-redis", block)
     server.extra["smtp_port"] = str(port)
     try:
         wait_smtp(port, server.proc)
@@ -152,10 +142,6 @@ def _start_redis(ctx: RunContext) -> Server:
         server.stop()
         raise
     return server
-
-
-def _check(ctx: RunContext, server: Server) -> str:
-    return f"inbox holds {gateway.count_inbox(server.extra['store_url'])} entries"
 
 
 def cases() -> list[ThroughputCase]:
@@ -175,7 +161,7 @@ def cases() -> list[ThroughputCase]:
             requests=mails,
             start=_start_redis,
             baseline="email.aiosmtpd",
-            check=_check,
+            check=inbox_check,
             needs=("redis-server",),
             rate_cap=4_000,
             driver="smtp",

@@ -28,8 +28,13 @@ from collections.abc import Iterator
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from bench import gateway
-from bench.cases import RunContext, ThroughputCase, start_module_server
+from bench.cases import (
+    RunContext,
+    ThroughputCase,
+    inbox_check,
+    start_channel_gateway,
+    start_module_server,
+)
 from bench.cases.http_api import CONVERSATIONS, TEXTS
 from bench.procs import Server
 from bench.wrk import RawRequest
@@ -121,26 +126,11 @@ async def _bolt(port: int) -> None:
 
 
 def _start_redis(ctx: RunContext) -> Server:
-    where = ctx.scratch("slack-redis")
-    url = ctx.store_url("redis", where)
-    server = gateway.start(
-        "slack-redis",
-        gateway.config(url, channels=[channel_block()]),
-        workdir=where,
-        cores=ctx.placement.server,
-        role="web",
-        env=ENV,
-    )
-    server.extra["store_url"] = url
-    return server
+    return start_channel_gateway(ctx, "slack-redis", channel_block(), env=ENV)
 
 
 def _start_bolt(ctx: RunContext) -> Server:
     return start_module_server(ctx, "slack-bolt", "bench.cases.slack")
-
-
-def _check(ctx: RunContext, server: Server) -> str:
-    return f"inbox holds {gateway.count_inbox(server.extra['store_url'])} entries"
 
 
 def cases() -> list[ThroughputCase]:
@@ -158,7 +148,7 @@ def cases() -> list[ThroughputCase]:
             requests=signed_events,
             start=_start_redis,
             baseline="slack.bolt",
-            check=_check,
+            check=inbox_check,
             needs=("redis-server",),
             rate_cap=12_000,
         ),

@@ -21,8 +21,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bench import gateway
-from bench.cases import RunContext, ThroughputCase, start_module_server
+from bench.cases import (
+    RunContext,
+    ThroughputCase,
+    inbox_check,
+    start_channel_gateway,
+    start_module_server,
+)
 from bench.cases.http_api import CONVERSATIONS, TEXTS
 from bench.procs import Server
 from bench.wrk import RawRequest
@@ -110,22 +115,7 @@ def _start_sdk(ctx: RunContext) -> Server:
 
 
 def _start_redis(ctx: RunContext) -> Server:
-    where = ctx.scratch("whatsapp-redis")
-    url = ctx.store_url("redis", where)
-    server = gateway.start(
-        "whatsapp-redis",
-        gateway.config(url, channels=[channel_block()]),
-        workdir=where,
-        cores=ctx.placement.server,
-        role="web",
-        env=ENV,
-    )
-    server.extra["store_url"] = url
-    return server
-
-
-def _check(ctx: RunContext, server: Server) -> str:
-    return f"inbox holds {gateway.count_inbox(server.extra['store_url'])} entries"
+    return start_channel_gateway(ctx, "whatsapp-redis", channel_block(), env=ENV)
 
 
 def cases() -> list[ThroughputCase]:
@@ -143,7 +133,7 @@ def cases() -> list[ThroughputCase]:
             requests=signed_forms,
             start=_start_redis,
             baseline="whatsapp.sdk",
-            check=_check,
+            check=inbox_check,
             needs=("redis-server",),
             rate_cap=12_000,
         ),
