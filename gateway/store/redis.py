@@ -501,18 +501,25 @@ class RedisStore:
             return 0
         return int(await self._pipelined("XACK", stream, group, *ids))
 
-    async def backlog(self, stream: str, group: str) -> int:
+    async def _group_info(self, stream: str, group: str) -> tuple[bool, dict[str, Any] | None]:
+        """``(stream exists, XINFO GROUPS entry of group or None)``."""
         self._check_open()
         try:
             groups = await self._client.xinfo_groups(stream)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
-                return 0
+                return False, None
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
+        info: dict[str, Any] | None = next((g for g in groups if _text(g["name"]) == group), None)
+        return True, info
+
+    async def backlog(self, stream: str, group: str) -> int:
+        exists, info = await self._group_info(stream, group)
+        if not exists:
+            return 0
         with _errors("backlog"):
-            info = next((g for g in groups if _text(g["name"]) == group), None)
             if info is None:
                 return int(await self._client.xlen(stream))
             lag = info.get("lag")
@@ -540,19 +547,10 @@ class RedisStore:
     async def trim_acknowledged(self, stream: str, group: str) -> int:
         # Everything below the bound was delivered and acknowledged when it was read, and an
         # acknowledgement is final, so reading and trimming need not be one atomic step.
-        self._check_open()
-        try:
-            groups = await self._client.xinfo_groups(stream)
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return 0
-            raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
+        _, info = await self._group_info(stream, group)
+        if info is None:
+            return 0
         with _errors("XTRIM"):
-            info = next((g for g in groups if _text(g["name"]) == group), None)
-            if info is None:
-                return 0
             summary = await self._client.xpending(stream, group)
             if int(summary["pending"]) > 0:
                 bound = _text(summary["min"])
