@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -38,31 +38,25 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @dataclass(slots=True)
-class Receiver:
-    """A lean tenant webhook endpoint: verify the signature, note the arrival, answer 204."""
+class SignedCallbackEndpoint:
+    """A lean tenant webhook endpoint: verify the signature, then ``accept`` the reply."""
 
     secret: str
     port: int = 0
-    first_arrival: dict[str, float] = field(default_factory=dict)  # in_reply_to -> time
-    keys_by_message: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    texts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     calls: int = 0
     rejected: int = 0
     _runner: web.AppRunner | None = None
-    _arrived: asyncio.Condition | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/callbacks"
 
-    async def start(self) -> Receiver:
-        self._arrived = asyncio.Condition()
+    async def start(self) -> Self:
         app = web.Application()
         app.router.add_post("/callbacks", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
         return self
 
@@ -79,21 +73,34 @@ class Receiver:
         except VerificationError:
             self.rejected += 1
             return web.Response(status=401)
+        await self.accept(body, request.headers.get("X-FlowBiz-Idempotency-Key", ""), arrived)
+        return web.Response(status=204)
+
+    async def accept(self, body: bytes, key: str, arrived: float) -> None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class Receiver(SignedCallbackEndpoint):
+    """Notes each reply's first arrival and text, for latency and order."""
+
+    first_arrival: dict[str, float] = field(default_factory=dict)  # in_reply_to -> time
+    keys_by_message: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    texts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def accept(self, body: bytes, key: str, arrived: float) -> None:
         payload: dict[str, Any] = json.loads(body)
         message_id = payload["in_reply_to"]
-        key = request.headers.get("X-FlowBiz-Idempotency-Key", "")
         if key not in self.keys_by_message[message_id]:
             self.keys_by_message[message_id].add(key)
             self.texts[payload["conversation_id"]].append(payload["text"])
         self.first_arrival.setdefault(message_id, arrived)
-        assert self._arrived is not None  # made in start()
         async with self._arrived:
             self._arrived.notify_all()
-        return web.Response(status=204)
 
     async def wait_until(self, predicate: Callable[[], bool], *, timeout: float) -> None:
         """Wait until ``predicate()`` holds after some arrival, or ``timeout`` s passed."""
-        assert self._arrived is not None  # made in start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout), self._arrived:
                 await self._arrived.wait_for(predicate)

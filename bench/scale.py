@@ -30,15 +30,13 @@ from typing import Any
 
 import aiohttp
 import redis
-from aiohttp import web
 
 from bench import gateway
 from bench.cases import RunContext
 from bench.cases.http_api import TEXTS
-from bench.e2e import percentile
+from bench.e2e import SignedCallbackEndpoint, percentile
 from bench.procs import Server, cpu_seconds, rss_mib
-from gateway.errors import VerificationError
-from gateway.signing import SIGNATURE_HEADER, sign, verify
+from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.store import Keyspace
 
 MESSAGES_PATH = f"/v1/channels/http/{gateway.TENANT}/messages"
@@ -64,60 +62,29 @@ def signed_headers(data: bytes) -> dict[str, str]:
 
 
 @dataclass(slots=True)
-class LeanReceiver:
-    """The tenant's callback endpoint: verify, count, resolve whoever waits for that reply."""
+class LeanReceiver(SignedCallbackEndpoint):
+    """Counts distinct replies and resolves whoever waits for one."""
 
-    secret: str
-    port: int = 0
     delivered: int = 0  # distinct replies (by idempotency key)
-    calls: int = 0
-    rejected: int = 0
     waiting: dict[str, asyncio.Future[float]] = field(default_factory=dict)
     early: dict[str, float] = field(default_factory=dict)  # arrived before anyone waited
     _keys: set[str] = field(default_factory=set)
-    _runner: web.AppRunner | None = None
     _target: int = 0
     _reached: asyncio.Event | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/callbacks"
-
-    async def start(self) -> LeanReceiver:
-        app = web.Application()
-        app.router.add_post("/callbacks", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        arrived = time.perf_counter()
-        data = await request.read()
-        self.calls += 1
-        try:
-            verify(request.headers.get(SIGNATURE_HEADER), data, [self.secret])
-        except VerificationError:
-            self.rejected += 1
-            return web.Response(status=401)
-        key = request.headers.get("X-FlowBiz-Idempotency-Key", "")
-        if key not in self._keys:
-            self._keys.add(key)
-            self.delivered += 1
-            if self._reached is not None and self.delivered >= self._target:
-                self._reached.set()
-            message_id = json.loads(data)["in_reply_to"]
-            future = self.waiting.pop(message_id, None)
-            if future is None:
-                self.early[message_id] = arrived
-            elif not future.done():
-                future.set_result(arrived)
-        return web.Response(status=204)
+    async def accept(self, body: bytes, key: str, arrived: float) -> None:
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        self.delivered += 1
+        if self._reached is not None and self.delivered >= self._target:
+            self._reached.set()
+        message_id = json.loads(body)["in_reply_to"]
+        future = self.waiting.pop(message_id, None)
+        if future is None:
+            self.early[message_id] = arrived
+        elif not future.done():
+            future.set_result(arrived)
 
     async def wait_delivered(self, count: int, *, timeout: float) -> None:
         """Until ``count`` distinct replies arrived in all, or ``timeout`` s passed."""
