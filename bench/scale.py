@@ -358,8 +358,9 @@ def _measure_keys(url: str) -> tuple[dict[str, list[int]], float, float, int]:
             families[family][0] += 1
             families[family][1] += usage
             if family == "conversation state":
-                value = client.hget(key, "v")
-                if value is not None:
+                found = client.get(key)  # "<version>:<state JSON>"
+                if found is not None:
+                    value = found.partition(b":")[2]
                     state_total += len(value)
                     parsed = json.loads(value)
                     history += len(json.dumps(parsed.get("history", []), separators=(",", ":")))

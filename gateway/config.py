@@ -177,6 +177,7 @@ class StoreConfig(_Model):
     partitions: int = Field(default=8, ge=1, le=1024)
     prefix: str = "fb"
     dedupe_ttl_seconds: float = Field(default=7 * 86400, gt=0)
+    receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
 
 
 class HttpServerConfig(_Model):

@@ -34,6 +34,7 @@ from gateway.models import (
     HttpReplyContext,
     InboundMessage,
     ReplyContext,
+    stored_json,
     utcnow,
 )
 from gateway.state import ConversationState
@@ -109,7 +110,7 @@ def index_records(
     return [
         (
             keyspace.conversation_index(conv.tenant, conv.key),
-            entry.model_dump_json().encode(),
+            stored_json(entry),
             None,
         ),
         (
@@ -148,11 +149,13 @@ async def read_state(store: Store, keyspace: Keyspace, key: str) -> Conversation
     return None if current is None else ConversationState.model_validate_json(current.value)
 
 
-async def _all_entries(store: Store, stream: str) -> list[StreamEntry]:
+async def _all_entries(store: Store, stream: str, *, log: bool = False) -> list[StreamEntry]:
+    """Every entry of a stream, or of a log with ``log``, page by page."""
+    read = store.read_log if log else store.range
     out: list[StreamEntry] = []
     after: str | None = None
     while True:
-        page = await store.range(stream, after=after, count=_PAGE)
+        page = await read(stream, after=after, count=_PAGE)
         out.extend(page)
         if len(page) < _PAGE:
             return out
@@ -162,7 +165,7 @@ async def _all_entries(store: Store, stream: str) -> list[StreamEntry]:
 async def read_receipts(store: Store, keyspace: Keyspace, key: str) -> list[DeliveryReceipt]:
     return [
         DeliveryReceipt.model_validate_json(e.payload)
-        for e in await _all_entries(store, keyspace.receipts(key))
+        for e in await _all_entries(store, keyspace.receipts(key), log=True)
     ]
 
 
@@ -174,7 +177,9 @@ async def export_conversation(
     state = await read_state(store, keyspace, key)
     if entry is None and state is None:
         return None
-    replies = [json.loads(e.payload) for e in await _all_entries(store, keyspace.replies(key))]
+    replies = [
+        json.loads(e.payload) for e in await _all_entries(store, keyspace.replies(key), log=True)
+    ]
     return {
         "conversation": None if entry is None else entry.model_dump(mode="json"),
         "state": None if state is None else state.model_dump(mode="json"),

@@ -26,9 +26,9 @@ from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP, DeadLetter, move_to_dead_letters
 from gateway.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from gateway.metrics import Metrics
-from gateway.models import Channel, OutboundMessage, utcnow
+from gateway.models import Channel, OutboundMessage, stored_json, utcnow
 from gateway.observability import bind, get_logger
-from gateway.store import Commit, Keyspace, Store, StreamEntry
+from gateway.store import Commit, Keyspace, LogAppend, Store, StreamEntry
 from gateway.usage import record_usage
 
 __all__ = ["Dispatcher", "backoff_delay"]
@@ -154,11 +154,17 @@ class Dispatcher:
                     attempts=attempt,
                 )
                 return
-            receipt_json = receipt.model_dump_json().encode()
+            receipt_json = stored_json(receipt)
             await self._record_delivery(
                 Commit(
                     records=[(delivered_key, receipt_json, self.config.store.dedupe_ttl_seconds)],
-                    appends=[(self.keyspace.receipts(message.conversation.key), receipt_json)],
+                    logs=[
+                        LogAppend(
+                            self.keyspace.receipts(message.conversation.key),
+                            receipt_json,
+                            self.config.store.receipts_per_conversation,
+                        )
+                    ],
                     acks=[ack],
                 )
             )

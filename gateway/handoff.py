@@ -59,6 +59,7 @@ from gateway.models import (
     OutboundMessage,
     PersonaPresentation,
     ReplyContext,
+    stored_json,
     utcnow,
 )
 from gateway.observability import get_logger
@@ -375,7 +376,7 @@ class HandoffDesk:
                 Commit(
                     state=StateWrite(
                         key=key,
-                        value=new_state.model_dump_json().encode(),
+                        value=stored_json(new_state),
                         expected_version=current.version,
                     )
                 )

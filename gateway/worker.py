@@ -28,7 +28,14 @@ from gateway.errors import AgentError, StoreError
 from gateway.handoff import HandoffDesk, handoff_fact
 from gateway.ingest import INBOX_GROUP
 from gateway.metrics import Metrics
-from gateway.models import Channel, EventKind, InboundMessage, OutboundMessage, utcnow
+from gateway.models import (
+    Channel,
+    EventKind,
+    InboundMessage,
+    OutboundMessage,
+    stored_json,
+    utcnow,
+)
 from gateway.observability import bind, get_logger
 from gateway.quotas import QuotaPolicy
 from gateway.routing import Router
@@ -212,7 +219,7 @@ class Worker:
                 Commit(
                     state=StateWrite(
                         key=state_key,
-                        value=new_state.model_dump_json().encode(),
+                        value=stored_json(new_state),
                         expected_version=current.version if current is not None else 0,
                     ),
                     appends=[

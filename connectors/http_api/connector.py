@@ -217,7 +217,7 @@ class HttpApiConnector:
         deadline = loop.time() + wait
         while True:
             self._new_reply.clear()
-            entries = await self.context.store.range(stream, after=after, count=100)
+            entries = await self.context.store.read_log(stream, after=after, count=100)
             remaining = deadline - loop.time()
             if entries or remaining <= 0:
                 break
@@ -251,12 +251,12 @@ class HttpApiConnector:
         channel = self._channels.get(conv.tenant)
         if channel is None:
             raise PermanentDeliveryError(f"no HTTP channel for tenant {conv.tenant!r}")
-        body = json.dumps(self._payload(message)).encode()
+        body = to_json(self._payload(message))  # compact UTF-8: smaller on the wire and kept
         ctx = self.context
         posted = ctx.keyspace.conversation_record(conv.key, f"posted:{message.idempotency_key}")
         if await ctx.store.claim(posted, ttl=ctx.config.store.dedupe_ttl_seconds):
-            await ctx.store.append(
-                ctx.keyspace.replies(conv.key), body, maxlen=channel.reply_retention
+            await ctx.store.append_log(
+                ctx.keyspace.replies(conv.key), body, cap=channel.reply_retention
             )
             self._new_reply.set()
         receipt = DeliveryReceipt(

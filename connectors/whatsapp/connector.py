@@ -69,6 +69,7 @@ from gateway.models import (
     OutboundMessage,
     Participant,
     WhatsAppReplyContext,
+    stored_json,
     utcnow,
 )
 from gateway.observability import get_logger
@@ -555,7 +556,8 @@ class WhatsAppConnector:
             Admission(
                 dedupe_key=ctx.keyspace.seen(partition, scope, f"{sid}:{twilio_status}"),
                 stream=ctx.keyspace.receipts(conv.key),
-                payload=receipt.model_dump_json().encode(),
+                payload=stored_json(receipt),
+                log_cap=ctx.config.store.receipts_per_conversation,
             )
         ]
         if twilio_status in _DEAD_STATUSES:

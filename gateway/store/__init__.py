@@ -13,6 +13,7 @@ from gateway.errors import ConfigError
 from gateway.store.base import (
     Admission,
     Commit,
+    LogAppend,
     StateWrite,
     Store,
     StreamEntry,
@@ -25,6 +26,7 @@ __all__ = [
     "Admission",
     "Commit",
     "Keyspace",
+    "LogAppend",
     "StateWrite",
     "Store",
     "StreamEntry",

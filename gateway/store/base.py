@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "Admission",
     "Commit",
+    "LogAppend",
     "StateWrite",
     "Store",
     "StreamEntry",
@@ -47,11 +48,24 @@ class Versioned:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Claim ``dedupe_key``; only if the claim is new, append ``payload`` to ``stream``."""
+    """Claim ``dedupe_key``; only if the claim is new, append ``payload`` to ``stream``.
+
+    With ``log_cap``, ``stream`` names a capped log (:meth:`Store.append_log`) instead.
+    """
 
     dedupe_key: str
     stream: str
     payload: bytes
+    log_cap: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """Append ``payload`` to the log ``key``, keeping only its newest ``cap`` entries."""
+
+    key: str
+    payload: bytes
+    cap: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class Commit:
 
     state: StateWrite | None = None
     appends: Sequence[tuple[str, bytes]] = ()  # (stream, payload)
+    logs: Sequence[LogAppend] = ()
     records: Sequence[tuple[str, bytes, float | None]] = ()  # (key, value, ttl seconds)
     acks: Sequence[tuple[str, str, str]] = ()  # (stream, group, entry id)
     deletes: Sequence[str] = ()  # record or state keys to remove
@@ -168,6 +183,20 @@ class Store(Protocol):
         For streams read by this one group only (the inbox and outbox): without trimming they
         would keep every message ever handled.
         """
+        ...
+
+    # -- logs ----------------------------------------------------------------------------------
+    # A log is a short, capped, append-only list kept per conversation (replies waiting to be
+    # polled, delivery receipts): no consumer groups, read by cursor. Keeping it apart from
+    # streams lets a store pick a cheaper structure (Redis: a list, not a 4 KiB stream node).
+    async def append_log(self, key: str, payload: bytes, *, cap: int) -> str:
+        """Append an entry, keeping the newest ``cap``; returns its id (ids increase)."""
+        ...
+
+    async def read_log(
+        self, key: str, *, after: str | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        """Entries after the id ``after`` (all kept ones when None or unknown), oldest first."""
         ...
 
     # -- state and records ---------------------------------------------------------------------

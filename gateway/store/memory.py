@@ -90,7 +90,7 @@ class MemoryStore:
     # -- ingest --------------------------------------------------------------------------------
     async def admit(self, items: Sequence[Admission], *, dedupe_ttl: float) -> list[str | None]:
         return [
-            self._append(item.stream, item.payload)
+            self._append(item.stream, item.payload, item.log_cap)
             if self._claim(item.dedupe_key, dedupe_ttl)
             else None
             for item in items
@@ -207,6 +207,17 @@ class MemoryStore:
             del s.entries[i]
         return len(done)
 
+    # -- logs (streams with a cap here) ---------------------------------------------------------
+    async def append_log(self, key: str, payload: bytes, *, cap: int) -> str:
+        return self._append(key, payload, cap)
+
+    async def read_log(
+        self, key: str, *, after: str | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        return await self.range(
+            key, after=after if after and after.isdigit() else None, count=count
+        )
+
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None:
         current = self._states.get(key)
@@ -229,6 +240,8 @@ class MemoryStore:
             )
         for stream, payload in commit.appends:
             self._append(stream, payload)
+        for log in commit.logs:
+            self._append(log.key, log.payload, log.cap)
         for key, value, ttl in commit.records:
             self._records[key] = (value, self._exp(ttl))
         for stream, group, entry_id in commit.acks:

@@ -46,38 +46,68 @@ _FIELD = b"p"  # the one field of every stream entry: the caller's payload
 _CONNECT_TIMEOUT = 5.0
 _COMMAND_TIMEOUT = 10.0  # a server that stops answering must surface as StoreError, not a hang
 
+# Two values carry a number in front of their bytes, as "<n>:<bytes>": a state (n is its
+# version) and a log entry (n is its id). A state is a plain string, not a hash of value and
+# version: a hash with a value over 64 bytes leaves the compact encoding and costs ~160 B more.
+# A log is a list of such entries, ids counting up from the newest one's; LTRIM keeps the
+# newest ``cap``. A one-entry list costs ~100 B beyond its entry, where a one-entry stream
+# costs a whole 4 KiB listpack node. Prefixed to every script that needs them.
+_NUMBERED_LUA = """
+local function number_of(value)
+  if not value then return 0 end
+  return tonumber(string.sub(value, 1, string.find(value, ':', 1, true) - 1))
+end
+local function log_append(key, payload, cap)
+  local id = number_of(redis.call('LINDEX', key, -1)) + 1
+  redis.call('RPUSH', key, id .. ':' .. payload)
+  redis.call('LTRIM', key, -tonumber(cap), -1)
+  return tostring(id)
+end
+"""
+
+_APPEND_LOG_LUA = _NUMBERED_LUA + "return log_append(KEYS[1], ARGV[1], ARGV[2])"
+
 # Claim each dedupe key and append its payload only if the claim is new, in one atomic step:
 # a crash can never leave a claimed key without its entry, nor an entry without its claim.
-# KEYS: dedupe1, stream1, dedupe2, stream2, ...   ARGV: ttl_ms1, payload1, ttl_ms2, ...
+# KEYS: dedupe1, target1, dedupe2, target2, ...
+# ARGV: ttl_ms1, payload1, cap1 (0: the target is a stream, else a log), ttl_ms2, ...
 # Returns per item the new entry id, or 0 for a duplicate.
-_ADMIT_LUA = """
-local out = {}
+_ADMIT_LUA = (
+    _NUMBERED_LUA
+    + """
+local out, a = {}, 1
 for i = 1, #KEYS, 2 do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[i]) then
-    out[#out + 1] = redis.call('XADD', KEYS[i + 1], '*', 'p', ARGV[i + 1])
-  else
+  if not redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[a]) then
     out[#out + 1] = 0
+  elseif ARGV[a + 2] == '0' then
+    out[#out + 1] = redis.call('XADD', KEYS[i + 1], '*', 'p', ARGV[a + 1])
+  else
+    out[#out + 1] = log_append(KEYS[i + 1], ARGV[a + 1], ARGV[a + 2])
   end
+  a = a + 3
 end
 return out
 """
+)
 
 # All-or-nothing commit. The version check runs before any write, so a conflict changes
 # nothing. (Lua cannot roll back, so a WRONGTYPE error after the check would leave a partial
 # commit; keys.py keeps every key to one type, which rules that out.)
-# KEYS: [state], append streams..., record keys..., ack streams..., delete keys...
+# KEYS: [state], append streams..., record keys..., ack streams..., delete keys..., logs...
 # ARGV: has_state, expected, value, ttl_ms (0 = none), n_appends, n_records, n_acks,
-#       n_deletes, then payload per append, (value, ttl_ms) per record, (group, id) per ack.
+#       n_deletes, n_logs, then payload per append, (value, ttl_ms) per record, (group, id)
+#       per ack, (payload, cap) per log.
 # Returns the new version, 0 without a state write, or -1 on a version conflict.
-_COMMIT_LUA = """
-local k, a, version = 1, 9, 0
+_COMMIT_LUA = (
+    _NUMBERED_LUA
+    + """
+local k, a, version = 1, 10, 0
 if ARGV[1] == '1' then
-  local have = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+  local have = number_of(redis.call('GET', KEYS[1]))
   if have ~= tonumber(ARGV[2]) then return -1 end
   version = have + 1
-  redis.call('HSET', KEYS[1], 'v', ARGV[3], 'n', version)
-  if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  else redis.call('PERSIST', KEYS[1]) end
+  if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], version .. ':' .. ARGV[3], 'PX', ARGV[4])
+  else redis.call('SET', KEYS[1], version .. ':' .. ARGV[3]) end
   k = 2
 end
 for _ = 1, tonumber(ARGV[5]) do
@@ -94,8 +124,12 @@ end
 for _ = 1, tonumber(ARGV[8]) do
   redis.call('DEL', KEYS[k]); k = k + 1
 end
+for _ = 1, tonumber(ARGV[9]) do
+  log_append(KEYS[k], ARGV[a], ARGV[a + 1]); k = k + 1; a = a + 2
+end
 return version
 """
+)
 
 # XAUTOCLAIM does not report delivery counts; read them from the pending list in the same
 # atomic step, so a caller can tell a retry from a first delivery (poison messages).
@@ -253,6 +287,7 @@ class RedisStore:
         self._closed = False
         self._admit_script = client.register_script(_ADMIT_LUA)
         self._commit_script = client.register_script(_COMMIT_LUA)
+        self._append_log_script = client.register_script(_APPEND_LOG_LUA)
         self._claim_script = client.register_script(_CLAIM_LUA)
         self._count_after_script = client.register_script(_COUNT_AFTER_LUA)
         self._tokens_script = client.register_script(_TOKENS_LUA)
@@ -388,7 +423,7 @@ class RedisStore:
             for call, i in members:
                 item = call.items[i]
                 keys += (item.dedupe_key, item.stream)
-                args += (call.ttl_ms, item.payload)
+                args += (call.ttl_ms, item.payload, item.log_cap or 0)
             commands.append(
                 _Command(
                     self._evalsha(self._admit_script, keys, args),
@@ -538,6 +573,29 @@ class RedisStore:
             rows = await _command(self._client, "XRANGE", stream, start, "+", "COUNT", count)
         return [StreamEntry(_text(i), fields[_FIELD]) for i, fields in rows]
 
+    # -- logs ----------------------------------------------------------------------------------
+    async def append_log(self, key: str, payload: bytes, *, cap: int) -> str:
+        script = self._append_log_script
+        return _text(
+            await self._pipelined(*self._evalsha(script, [key], [payload, cap]), script=script)
+        )
+
+    async def read_log(
+        self, key: str, *, after: str | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        self._check_open()
+        floor = int(after) if after is not None and after.isdigit() else 0
+        with _errors("LRANGE"):
+            rows: list[bytes] = await _command(self._client, "LRANGE", key, 0, -1)  # capped
+        out: list[StreamEntry] = []
+        for row in rows:
+            entry_id, _, payload = row.partition(b":")
+            if int(entry_id) > floor:
+                out.append(StreamEntry(entry_id.decode(), payload))
+                if len(out) == count:
+                    break
+        return out
+
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:
         self._check_open()
         with _errors("XRANGE"):
@@ -566,8 +624,11 @@ class RedisStore:
 
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None:
-        value, version = await self._pipelined("HMGET", key, "v", "n")
-        return None if version is None else Versioned(value, int(version))
+        found = await self._pipelined("GET", key)
+        if found is None:
+            return None
+        version, _, value = bytes(found).partition(b":")
+        return Versioned(value, int(version))
 
     async def commit(self, commit: Commit) -> int | None:
         keys: list[str] = []
@@ -588,7 +649,16 @@ class RedisStore:
             keys.append(stream)
             tail += (group, entry_id)
         keys += commit.deletes
-        counts = [len(commit.appends), len(commit.records), len(commit.acks), len(commit.deletes)]
+        for log in commit.logs:
+            keys.append(log.key)
+            tail += (log.payload, log.cap)
+        counts = [
+            len(commit.appends),
+            len(commit.records),
+            len(commit.acks),
+            len(commit.deletes),
+            len(commit.logs),
+        ]
         args = [*head, *counts, *tail]
         version = int(
             await self._pipelined(

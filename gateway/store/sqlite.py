@@ -431,7 +431,7 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> list[str | None]:
             return [
-                self._append_row(conn, item.stream, item.payload)
+                self._append_row(conn, item.stream, item.payload, item.log_cap)
                 if self._claim_row(conn, item.dedupe_key, dedupe_ttl)
                 else None
                 for item in batch
@@ -595,6 +595,17 @@ class SqliteStore:
         )
         return [StreamEntry(str(i), bytes(p)) for i, p in rows]
 
+    # -- logs (stream rows with a cap here) -----------------------------------------------------
+    async def append_log(self, key: str, payload: bytes, *, cap: int) -> str:
+        return await self.append(key, payload, maxlen=cap)
+
+    async def read_log(
+        self, key: str, *, after: str | None = None, count: int = 100
+    ) -> list[StreamEntry]:
+        return await self.range(
+            key, after=after if after and after.isdigit() else None, count=count
+        )
+
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:
         wanted = int(entry_id)
         row = await self._read(
@@ -659,6 +670,8 @@ class SqliteStore:
                 )
             for stream, payload in commit.appends:
                 self._append_row(conn, stream, payload)
+            for log in commit.logs:
+                self._append_row(conn, log.key, log.payload, log.cap)
             for key, value, ttl in commit.records:
                 self._put_record_row(conn, key, value, ttl)
             for stream, group, entry_id in commit.acks:

@@ -41,6 +41,8 @@ async def _redis_leftovers(url: str) -> list[str]:
                 parts = [await client.get(key) or b""]
             elif kind == "stream":
                 parts = [b"".join(k + v for k, v in f.items()) for _, f in await client.xrange(key)]
+            elif kind == "list":
+                parts = await client.lrange(key, 0, -1)
             elif kind == "hash":
                 parts = [k + v for k, v in (await client.hgetall(key)).items()]
             elif kind == "zset":

@@ -1,19 +1,26 @@
 """The normalised model: immutable, JSON round-trips, channel-neutral helpers."""
 
+import typing
+
 import pydantic
 import pytest
 
+from gateway.conversations import ConversationIndexEntry
 from gateway.models import (
     Button,
     Channel,
     ConversationKey,
+    DeliveryReceipt,
     InboundMessage,
     LineReplyContext,
     OutboundMessage,
     Participant,
     PersonaPresentation,
     new_id,
+    stored_json,
+    utcnow,
 )
+from gateway.state import ConversationState
 
 
 def _conv(**kw):
@@ -66,3 +73,55 @@ def test_ids_are_unique_and_time_ordered():
     ids = [new_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def _models_within(model: type[pydantic.BaseModel]) -> set[type[pydantic.BaseModel]]:
+    """``model`` and every model its fields can hold, however deeply nested."""
+    found: set[type[pydantic.BaseModel]] = set()
+    todo = [model]
+    while todo:
+        current = todo.pop()
+        if current in found:
+            continue
+        found.add(current)
+        for field in current.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                kind = stack.pop()
+                if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel):
+                    todo.append(kind)
+                stack.extend(typing.get_args(kind))
+    return found
+
+
+@pytest.mark.parametrize(
+    "stored", [ConversationState, ConversationIndexEntry, DeliveryReceipt], ids=lambda m: m.__name__
+)
+def test_stored_models_read_back_what_stored_json_leaves_out(
+    stored: type[pydantic.BaseModel],
+) -> None:
+    """stored_json drops None fields; that is only lossless while every field that can be None
+    (in the model and in every model inside it) defaults to None."""
+    for model in _models_within(stored):
+        for name, field in model.model_fields.items():
+            if type(None) in typing.get_args(field.annotation):
+                assert field.default is None, f"{model.__name__}.{name} must default to None"
+
+
+def test_stored_json_round_trips_a_state_with_none_fields() -> None:
+    key = ConversationKey(tenant="t", channel=Channel.LINE, conversation_id="U1")
+    now = utcnow()
+    state = ConversationState(conversation=key, facts={"reply_token": None}).after_turn(
+        inbound_id="m1",
+        inbound_text="hi",
+        received_at=now,
+        persona="core",
+        sticky_seconds=0,
+        replies=["hello"],
+        history_limit=4,
+        now=now,
+    )
+    data = stored_json(state)
+    assert b"null" in data  # the fact's None stays: dict values are data, not fields
+    assert b'"thread"' not in data
+    assert ConversationState.model_validate_json(data) == state

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError, StoreError
-from gateway.store import Admission, Commit, StateWrite, Store, open_store
+from gateway.store import Admission, Commit, LogAppend, StateWrite, Store, open_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import start_redis_server
@@ -272,6 +272,57 @@ async def test_range_get_entry_and_delete_entries(store: Store) -> None:
     assert await store.delete_entries(OUTBOX, [ids[2]]) == 0
     assert await store.get_entry(OUTBOX, ids[2]) is None
     assert await payloads(store, OUTBOX) == [b"0", b"1", b"4"]
+
+
+# -- logs --------------------------------------------------------------------------------------
+LOG = f"{P0}:c:x:replies"
+
+
+async def log_payloads(store: Store, key: str, after: str | None = None) -> list[bytes]:
+    return [e.payload for e in await store.read_log(key, after=after, count=10_000)]
+
+
+async def test_log_keeps_the_newest_cap_entries_in_order(store: Store) -> None:
+    """Ids increase; the cap drops the oldest; payloads come back byte for byte."""
+    odd = b'{"text": "a:b"}\x00\xff:'
+    ids = [await store.append_log(LOG, odd + str(n).encode(), cap=3) for n in range(5)]
+    assert len(set(ids)) == 5
+    assert await log_payloads(store, LOG) == [odd + b"2", odd + b"3", odd + b"4"]
+    assert [e.id for e in await store.read_log(LOG)] == ids[2:]
+    assert await store.read_log("t:{p0}:missing") == []
+
+
+async def test_log_reads_after_a_cursor_with_count(store: Store) -> None:
+    """``after`` is exclusive; an id that was trimmed away or is not an id reads from the
+    oldest kept entry, so a poller never misses what is still there."""
+    ids = [await store.append_log(LOG, str(n).encode(), cap=10) for n in range(6)]
+    assert await log_payloads(store, LOG, after=ids[3]) == [b"4", b"5"]
+    assert [e.id for e in await store.read_log(LOG, after=ids[0], count=2)] == ids[1:3]
+    assert await store.read_log(LOG, after=ids[5]) == []
+    assert await log_payloads(store, LOG, after="not-an-id") == [str(n).encode() for n in range(6)]
+
+
+async def test_commit_and_admit_append_to_logs(store: Store) -> None:
+    """A log append rides in a commit (with the state) and in an admission (with its claim);
+    a refused commit or a duplicate admission appends nothing."""
+    key = f"{P0}:c:x:state"
+    assert (
+        await store.commit(Commit(state=StateWrite(key, b"s", 0), logs=[LogAppend(LOG, b"a", 2)]))
+        == 1
+    )
+    assert (
+        await store.commit(Commit(state=StateWrite(key, b"s", 0), logs=[LogAppend(LOG, b"x", 2)]))
+        is None
+    )
+    item = Admission(f"{P0}:seen:log:1", LOG, b"b", log_cap=2)
+    first = await store.admit([item, Admission(f"{P0}:seen:in:1", INBOX, b"in")], dedupe_ttl=60)
+    assert None not in first
+    assert await store.admit([item], dedupe_ttl=60) == [None]
+    await store.commit(Commit(logs=[LogAppend(LOG, b"c", 2)]))
+    assert await log_payloads(store, LOG) == [b"b", b"c"]
+    assert await payloads(store, INBOX) == [b"in"]
+    assert await store.delete([LOG]) == 1
+    assert await store.read_log(LOG) == []
 
 
 # -- state and records ---------------------------------------------------------------------

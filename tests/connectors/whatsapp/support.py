@@ -132,5 +132,5 @@ async def receipts(gw: RunningGateway, customer: str = CUSTOMER) -> list[Deliver
     stream = gw.runtime.keyspace.receipts(conversation(customer).key)
     return [
         DeliveryReceipt.model_validate_json(e.payload)
-        for e in await store.range(stream, count=1000)
+        for e in await store.read_log(stream, count=1000)
     ]
