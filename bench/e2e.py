@@ -3,6 +3,8 @@
 The load generator and the callback receiver run in the bench process (pinned to the load
 core): a message's latency is from its *scheduled* send time (so a late sender counts
 against the result, not for it) to the arrival of its signed callback at the receiver.
+:func:`open_loop` (the sender's clock) and :func:`measure` (warm-up, timed run, CPU and RSS)
+also serve the per-channel rows (:mod:`bench.channels_e2e`) and :mod:`bench.scale`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -126,9 +128,55 @@ def _signed(body: bytes) -> dict[str, str]:
 
 @dataclass(slots=True)
 class Sent:
-    scheduled: dict[str, float] = field(default_factory=dict)  # gateway id -> scheduled time
+    scheduled: dict[str, float] = field(default_factory=dict)  # message id -> scheduled time
     ack_ms: list[float] = field(default_factory=list)
     failed: int = 0
+
+
+async def open_loop(
+    count: int,
+    rate: float,
+    fire: Callable[[int, float], Awaitable[object]],
+    *,
+    in_flight: int | None = None,
+    until: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    lead: float = 0.0,
+) -> int:
+    """Start ``fire(n, scheduled)`` for n = 0, 1, … ``count`` - 1 at ``scheduled`` = start +
+    n / ``rate`` (perf_counter times; start is ``lead`` s from now), whether or not earlier
+    ones finished — an open loop — but with at most ``in_flight`` unfinished when given; stop
+    starting at ``until``. Waits for all of them; returns how many were started."""
+    slots = asyncio.Semaphore(in_flight) if in_flight is not None else None
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(n: int, scheduled: float) -> None:
+        try:
+            await fire(n, scheduled)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    start = time.perf_counter() + lead
+    started = 0
+    for n in range(count):
+        if until is not None and time.perf_counter() > until:
+            break
+        scheduled = start + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if slots is not None:
+            await slots.acquire()
+        task = asyncio.create_task(one(n, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        started += 1
+        if on_progress is not None:
+            on_progress(n)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return started
 
 
 async def _send_at_rate(
@@ -139,7 +187,8 @@ async def _send_at_rate(
     requests = [(b, _signed(b)) for b in bodies]
     sent = Sent()
 
-    async def post(body: bytes, headers: dict[str, str], scheduled: float) -> None:
+    async def post(n: int, scheduled: float) -> None:
+        body, headers = requests[n]
         try:
             async with session.post(target, data=body, headers=headers) as response:
                 data = await response.json() if response.status == 202 else None
@@ -151,15 +200,7 @@ async def _send_at_rate(
         sent.ack_ms.append((time.perf_counter() - scheduled) * 1e3)
         sent.scheduled[data["id"]] = scheduled
 
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter() + 0.05
-    for n, (body, headers) in enumerate(requests):
-        scheduled = start + n / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(body, headers, scheduled)))
-    await asyncio.gather(*tasks)
+    await open_loop(count, rate, post, lead=0.05)
     return sent
 
 
@@ -179,45 +220,48 @@ class E2EResult:
     rss_after: float | None
     failed_posts: int
     cpu_us_per_message: float  # the gateway's CPU time per message, all of its work included
+    extra_replies: int | None = None  # replies beyond one per message (None: not counted)
 
 
-async def _fixed_rate(
-    server: Server, receiver: Receiver, *, rate: float, seconds: float, profile: Path | None
-) -> Any:
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        # Warm-up: leases taken, code paths hot; not measured.
-        warm = await _send_at_rate(
-            session, server.url, rate=rate, count=max(50, int(rate)), tag="e2e-warm"
-        )
-        await receiver.wait_for(list(warm.scheduled), timeout=15)
-        rss_before = rss_mib(server.pid)
-        cpu_before = cpu_seconds(server.pid)
-        began = time.perf_counter()
-        sent = await _send_at_rate(
-            session, server.url, rate=rate, count=int(rate * seconds), tag="e2e"
-        )
-        ids = list(sent.scheduled)
-        await receiver.wait_for(ids, timeout=15)
-        finished = max((receiver.first_arrival.get(i, 0.0) for i in ids), default=began)
-        rss_after = rss_mib(server.pid)
-        cpu_after = cpu_seconds(server.pid)
-        if profile is not None:  # an extra pass under py-spy, after the measured one
-            spy = start_profiler(server.pid, profile / f"{server.name}.collapsed", seconds)
-            if spy is not None:
-                more = await _send_at_rate(
-                    session, server.url, rate=rate, count=int(rate * seconds), tag="e2e-prof"
-                )
-                await receiver.wait_for(list(more.scheduled), timeout=15)
-                await asyncio.to_thread(spy.wait, seconds + 30)
+# What a run sends: (tag, count) -> the messages sent at the rate, by id.
+SendBatch = Callable[[str, int], Awaitable[Sent]]
+# Waits (at most about ``timeout`` s) for the replies to ``ids``: arrival time by id.
+Arrivals = Callable[[Sequence[str], float], Awaitable[Mapping[str, float]]]
+
+
+async def measure(
+    server: Server,
+    send: SendBatch,
+    arrivals: Arrivals,
+    *,
+    rate: float,
+    seconds: float,
+    profile: Path | None,
+) -> E2EResult:
+    """A warm-up, then ``rate`` x ``seconds`` messages through ``server``: latency from each
+    message's scheduled send time to its reply's arrival, the gateway's CPU and RSS."""
+    # Warm-up: leases taken, code paths hot; not measured.
+    warm = await send("e2e-warm", max(50, int(rate)))
+    await arrivals(list(warm.scheduled), 15)
+    rss_before = rss_mib(server.pid)
+    cpu_before = cpu_seconds(server.pid)
+    began = time.perf_counter()
+    sent = await send("e2e", int(rate * seconds))
+    ids = list(sent.scheduled)
+    arrived = await arrivals(ids, 15)
+    finished = max((arrived.get(i, 0.0) for i in ids), default=began)
+    rss_after = rss_mib(server.pid)
+    cpu_after = cpu_seconds(server.pid)
+    if profile is not None:  # an extra pass under py-spy, after the measured one
+        spy = start_profiler(server.pid, profile / f"{server.name}.collapsed", seconds)
+        if spy is not None:
+            more = await send("e2e-prof", int(rate * seconds))
+            await arrivals(list(more.scheduled), 15)
+            await asyncio.to_thread(spy.wait, seconds + 30)
     cpu_us = math.nan
     if cpu_before is not None and cpu_after is not None and ids:
         cpu_us = (cpu_after - cpu_before) / len(ids) * 1e6
-    latencies = [
-        (receiver.first_arrival[i] - sent.scheduled[i]) * 1e3
-        for i in ids
-        if i in receiver.first_arrival
-    ]
+    latencies = [(arrived[i] - sent.scheduled[i]) * 1e3 for i in ids if i in arrived]
     return E2EResult(
         offered_rate=rate,
         sent=len(ids),
@@ -234,6 +278,22 @@ async def _fixed_rate(
         failed_posts=sent.failed,
         cpu_us_per_message=cpu_us,
     )
+
+
+async def _fixed_rate(
+    server: Server, receiver: Receiver, *, rate: float, seconds: float, profile: Path | None
+) -> E2EResult:
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(tag: str, count: int) -> Sent:
+            return await _send_at_rate(session, server.url, rate=rate, count=count, tag=tag)
+
+        async def arrivals(ids: Sequence[str], timeout: float) -> Mapping[str, float]:
+            await receiver.wait_for(ids, timeout=timeout)
+            return receiver.first_arrival
+
+        return await measure(server, send, arrivals, rate=rate, seconds=seconds, profile=profile)
 
 
 def fixed_rate(

@@ -34,7 +34,7 @@ import redis
 from bench import gateway
 from bench.cases import RunContext
 from bench.cases.http_api import TEXTS
-from bench.e2e import SignedCallbackEndpoint, percentile
+from bench.e2e import SignedCallbackEndpoint, open_loop, percentile
 from bench.procs import Server, cpu_seconds, rss_mib
 from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.store import Keyspace
@@ -449,32 +449,13 @@ async def _open_loop(
     fit before ``until`` (a perf_counter time); how many were accepted. Messages are made as
     they are sent, so a long run holds only the in-flight ones."""
     accepted = 0
-    slots = asyncio.Semaphore(in_flight)
 
-    async def one(data: bytes) -> None:
+    async def one(n: int, scheduled: float) -> None:
         nonlocal accepted
-        try:
-            if await _post(session, url, data) is not None:
-                accepted += 1
-        finally:
-            slots.release()
+        if await _post(session, url, make(n)) is not None:
+            accepted += 1
 
-    tasks: set[asyncio.Task[None]] = set()
-    start = time.perf_counter()
-    for n in range(count):
-        if until is not None and time.perf_counter() > until:
-            break
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await slots.acquire()
-        task = asyncio.create_task(one(make(n)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        if on_progress is not None:
-            on_progress(n)
-    if tasks:
-        await asyncio.gather(*tasks)
+    await open_loop(count, rate, one, in_flight=in_flight, until=until, on_progress=on_progress)
     return accepted
 
 
