@@ -19,6 +19,7 @@ import asyncio
 import base64
 import ssl
 import subprocess
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class RelayedMail:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    received_at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def message(self) -> EmailMessage:

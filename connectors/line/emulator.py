@@ -84,6 +84,7 @@ class Delivery:
     to: str
     messages: list[dict[str, Any]]
     retry_key: str | None = None
+    received_at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def texts(self) -> list[str]:

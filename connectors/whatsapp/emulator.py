@@ -23,6 +23,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class EmulatedMessage:
     content_variables: dict[str, Any] | None
     status_callback: str | None
     user_agent: str
+    received_at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
