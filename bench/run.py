@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, scale, wrk
+from bench import channels_e2e, e2e, scale, wrk
 from bench.cases import RequestMaker, RunContext, ThroughputCase, all_cases
 from bench.procs import (
     REPO,
@@ -65,6 +65,7 @@ class Options:
     smtp_connections: int
     threads: int
     rate: float
+    channel_rate: float
     e2e_seconds: float
     crash: bool
     repeat_baseline: bool
@@ -262,6 +263,30 @@ def run_e2e(ctx: RunContext, opts: Options, store: str) -> Row:
     except RuntimeError as exc:
         row.failed = str(exc)
         return row
+    return _e2e_row(row, r)
+
+
+def run_channel_e2e(ctx: RunContext, opts: Options, channel: channels_e2e.ChannelE2E) -> Row:
+    row = Row(
+        key=f"e2e.{channel.key}",
+        label=f"(c) end to end, {channel.label}, redis",
+        load=f"{opts.channel_rate:g} msg/s fixed, {opts.e2e_seconds:g}s",
+    )
+    try:
+        r, notes = channels_e2e.fixed_rate(
+            ctx, channel, rate=opts.channel_rate, seconds=opts.e2e_seconds, profile=opts.profile
+        )
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        row.failed = str(exc)
+        return row
+    _e2e_row(row, r)
+    if r.extra_replies:
+        row.notes.append(f"{r.extra_replies} replies beyond one per message")
+    row.notes.extend(notes)
+    return row
+
+
+def _e2e_row(row: Row, r: e2e.E2EResult) -> Row:
     row.rps, row.p50_ms, row.p99_ms = r.delivered_per_s, r.p50_ms, r.p99_ms
     row.rss_before, row.rss_after = r.rss_before, r.rss_after
     row.cpu_us = r.cpu_us_per_message
@@ -476,6 +501,12 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--rate", type=float, default=500, help="end-to-end messages/s")
+    parser.add_argument(
+        "--channel-rate",
+        type=float,
+        default=200,
+        help="messages/s of the per-channel end-to-end rows (e2e.slack, e2e.email, ...)",
+    )
     parser.add_argument("--e2e-seconds", type=float, help="end-to-end run (default 10)")
     parser.add_argument("--no-crash", action="store_true", help="skip the SIGKILL scenario")
     parser.add_argument(
@@ -515,6 +546,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         smtp_connections=args.smtp_connections,
         threads=args.threads,
         rate=args.rate,
+        channel_rate=args.channel_rate,
         e2e_seconds=args.e2e_seconds or (3.0 if quick else 10.0),
         crash=not (quick or args.no_crash),
         repeat_baseline=not quick,
@@ -535,7 +567,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
 def main(argv: Sequence[str] | None = None) -> int:
     args, opts = _parse(argv)
     cases = all_cases()
-    keys = [c.key for c in cases] + [f"e2e.{s}" for s in E2E_STORES] + ["crash.redis"]
+    keys = [c.key for c in cases] + [f"e2e.{s}" for s in E2E_STORES]
+    keys += [f"e2e.{c.key}" for c in channels_e2e.CHANNELS] + ["crash.redis"]
     keys += ["scale.1", "scale.2", "memory.redis", "rss.redis"]
     if args.list:
         print("\n".join(keys))
@@ -572,6 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if wanted(f"e2e.{store}"):
                 print(f"# running e2e.{store} ...", file=sys.stderr)
                 rows.append(run_e2e(ctx, opts, store))
+        for channel in channels_e2e.CHANNELS:
+            if wanted(f"e2e.{channel.key}"):
+                print(f"# running e2e.{channel.key} ...", file=sys.stderr)
+                rows.append(run_channel_e2e(ctx, opts, channel))
         if opts.crash and wanted("crash.redis"):
             print("# running crash.redis ...", file=sys.stderr)
             rows.append(run_crash(ctx, "redis"))
@@ -637,7 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         "Ingest rows: closed-loop wrk latencies at saturation. End-to-end rows: req/s = "
-        "replies delivered/s, p50/p99 from scheduled send to signed callback received."
+        "replies delivered/s, p50/p99 from scheduled send to signed callback received (per "
+        "channel: to the reply's arrival at the platform's emulator)."
     )
     for name, value in info.items():
         print(f"{name}: {value}")

@@ -114,9 +114,14 @@ def start_module_server(ctx: RunContext, name: str, module: str, *args: str) -> 
 
 
 def start_channel_gateway(
-    ctx: RunContext, name: str, block: dict[str, Any], *, env: dict[str, str] | None = None
+    ctx: RunContext,
+    name: str,
+    block: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    role: str = "web",
 ) -> Server:
-    """The real gateway (web role, Redis) with one channel, on the server's cores."""
+    """The real gateway (web role unless told, Redis) with one channel, on the server's cores."""
     from bench import gateway  # bench.gateway is the process-level helper; import on use
 
     where = ctx.scratch(name)
@@ -126,7 +131,7 @@ def start_channel_gateway(
         gateway.config(url, channels=[block]),
         workdir=where,
         cores=ctx.placement.server,
-        role="web",
+        role=role,
         env=env,
     )
     server.extra["store_url"] = url

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from bench.cases import RunContext, ThroughputCase, inbox_check, start_channel_gateway
 from bench.cases.http_api import CONVERSATIONS, TEXTS
@@ -126,15 +127,25 @@ def _start_noop(ctx: RunContext) -> Server:
     return server
 
 
-def _start_redis(ctx: RunContext) -> Server:
+def start_gateway(
+    ctx: RunContext,
+    name: str,
+    *,
+    role: str = "web",
+    block: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """The gateway with an email tenant whose SMTP listener is on a loopback port (in
+    ``extra["smtp_port"]``), ready when the listener greets; ``block`` adds to the channel."""
     port = free_port()
-    block = {
+    channel = {
         "kind": "email",
         "addresses": [{"address": ADDRESS}],
         "listener": {"host": "127.0.0.1", "port": port},
         "outbound": {"security": "none"},
+        **(block or {}),
     }
-    server = start_channel_gateway(ctx, "email-redis", block)
+    server = start_channel_gateway(ctx, name, channel, env=env, role=role)
     server.extra["smtp_port"] = str(port)
     try:
         wait_smtp(port, server.proc)
@@ -142,6 +153,10 @@ def _start_redis(ctx: RunContext) -> Server:
         server.stop()
         raise
     return server
+
+
+def _start_redis(ctx: RunContext) -> Server:
+    return start_gateway(ctx, "email-redis")
 
 
 def cases() -> list[ThroughputCase]:
