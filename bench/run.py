@@ -297,6 +297,8 @@ def _e2e_row(row: Row, r: e2e.E2EResult) -> Row:
         row.notes.append(f"one core sustains ~{1e6 / r.cpu_us_per_message:,.0f} msg/s")
     if r.lost or r.failed_posts:
         row.notes.append(f"LOST {r.lost}, failed posts {r.failed_posts}")
+    if r.delivered_per_s < 0.9 * r.offered_rate:
+        row.notes.append("fell behind the offered rate: the latencies are mostly queueing")
     return row
 
 
