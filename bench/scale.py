@@ -283,7 +283,7 @@ def scale_out(
 # -- Redis memory per conversation --------------------------------------------------------------
 _FAMILIES: tuple[tuple[str, str], ...] = (
     (r"^[^:]+:\{p\d+\}:c:[^:]+:state$", "conversation state"),
-    (r"^[^:]+:\{p\d+\}:c:[^:]+:(replies|receipts)$", "conversation {0} stream"),
+    (r"^[^:]+:\{p\d+\}:c:[^:]+:(replies|receipts)$", "conversation {0} log"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:in:", "inbound marker (per message)"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:posted:", "callback posted claim (per reply)"),
     (r"^[^:]+:\{p\d+\}:c:[^:]+:([^:]+)", "conversation record {0}"),
@@ -316,8 +316,8 @@ def key_family(key: str) -> str:
 # stream entries until trimmed).
 PER_CONVERSATION = (
     "conversation state",
-    "conversation replies stream",
-    "conversation receipts stream",
+    "conversation replies log",
+    "conversation receipts log",
     "conversation record",
     "conversation index entry",
     "inbound token bucket (per user)",
