@@ -25,5 +25,7 @@ Layout — each case is a small module under :mod:`bench.cases` exposing ``cases
   its gateway case, fed the same signed requests; the table shows each case against the
   bare-aiohttp baseline and against its own;
 - :mod:`bench.smtpload` — the SMTP load generator (wrk does not speak SMTP);
+- :mod:`bench.channels_e2e` — every channel end to end (signed webhook or mail in, the
+  reply's arrival at the platform emulator), beside the HTTP channel's row;
 - :mod:`bench.scale` — scale-out, Redis memory per conversation, RSS over many messages.
 """
