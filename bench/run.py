@@ -72,6 +72,7 @@ class Options:
     selected: set[str] | None
     profile: Path | None
     conversations: int
+    scale_conversations: int
     rss_count: int
     rss_rate: float
     rss_max_seconds: float | None
@@ -306,11 +307,15 @@ def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
     row = Row(
         key=f"scale.{processes}",
         label=f"(e) scale-out: {processes} x role all, redis, rules agent",
-        load=f"closed loop, 64 convs, {opts.seconds:g}s",
+        load=f"closed loop, {opts.scale_conversations} convs, {opts.seconds:g}s",
     )
     try:
         r = scale.scale_out(
-            ctx, processes=processes, seconds=opts.seconds, warmup=max(2.0, opts.warmup)
+            ctx,
+            processes=processes,
+            seconds=opts.seconds,
+            warmup=max(2.0, opts.warmup),
+            conversations=opts.scale_conversations,
         )
     except RuntimeError as exc:
         row.failed = str(exc)
@@ -328,6 +333,16 @@ def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
         f"{','.join(map(str, ctx.placement.load))})"
     )
     row.notes.append(f"{r.delivered} replies in the window")
+    if r.delivered:
+        # What every process on the machine spends per reply bounds what two cores can do.
+        others = (r.load_share + r.redis_share) * r.seconds / r.delivered * 1e6
+        total = r.cpu_us_per_message + others
+        cores = os.cpu_count() or 1
+        row.notes.append(
+            f"{total:,.0f} us of CPU per reply in all (gateway {r.cpu_us_per_message:,.0f}, "
+            f"load generator and redis {others:,.0f}): {cores} cores do at most "
+            f"{cores * 1e6 / total:,.0f}/s"
+        )
     if r.failed:
         row.notes.append(f"{r.failed} not accepted or not answered in 30 s")
     return row
@@ -520,6 +535,12 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         "--conversations", type=int, help="idle conversations for the Redis memory row (2000)"
     )
     parser.add_argument(
+        "--scale-conversations",
+        type=int,
+        default=64,
+        help="conversations of the scale-out rows' closed loop, one message in flight each (64)",
+    )
+    parser.add_argument(
         "--long",
         type=int,
         nargs="?",
@@ -559,6 +580,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
         ),
         profile=args.profile,
         conversations=args.conversations or (500 if quick else 2000),
+        scale_conversations=args.scale_conversations,
         rss_count=args.long or (3000 if quick else 15_000),
         rss_rate=args.long_rate,
         rss_max_seconds=args.long_max_seconds,
