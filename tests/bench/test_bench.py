@@ -196,7 +196,7 @@ async def test_smtp_load_generator_delivers_to_a_real_listener(tmp_path):
     ("key", "family"),
     [
         ("fb:{p3}:c:bench/http/conv-1:state", "conversation state"),
-        ("fb:{p3}:c:bench%2Fhttp%2Fc-1:replies", "conversation replies stream"),
+        ("fb:{p3}:c:bench%2Fhttp%2Fc-1:replies", "conversation replies log"),
         ("fb:{p0}:c:bench%2Fhttp%2Fc-1:in:01HX", "inbound marker (per message)"),
         ("fb:{p0}:c:bench%2Fhttp%2Fc-1:posted:k1", "callback posted claim (per reply)"),
         ("fb:{p1}:ix:bench:bench%2Fhttp%2Fc-1", "conversation index entry"),
