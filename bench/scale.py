@@ -96,8 +96,10 @@ class LeanReceiver(SignedCallbackEndpoint):
         self._reached = None
 
     def forget_keys(self) -> None:
-        """Drop the idempotency keys seen so far (a long run would otherwise keep them all)."""
+        """Drop the idempotency keys and unclaimed arrival times seen so far (a long run that
+        only counts replies would otherwise keep one of each per message)."""
         self._keys.clear()
+        self.early.clear()
 
     async def reply_to(self, message_id: str, *, timeout: float) -> float:
         """When the (first) reply to ``message_id`` arrived."""
