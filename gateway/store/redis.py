@@ -67,6 +67,19 @@ end
 
 _APPEND_LOG_LUA = _NUMBERED_LUA + "return log_append(KEYS[1], ARGV[1], ARGV[2])"
 
+# Ids in a log are consecutive (appends count up by one, trimming drops the oldest), so the
+# entry after id ``after`` sits at a computable index: read just the page, not the whole list.
+# KEYS: log   ARGV: after (0 = from the oldest kept), count
+_READ_LOG_LUA = (
+    _NUMBERED_LUA
+    + """
+local first = number_of(redis.call('LINDEX', KEYS[1], 0))
+if first == 0 then return {} end
+local start = math.max(0, tonumber(ARGV[1]) - first + 1)
+return redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+"""
+)
+
 # Claim each dedupe key and append its payload only if the claim is new, in one atomic step:
 # a crash can never leave a claimed key without its entry, nor an entry without its claim.
 # KEYS: dedupe1, target1, dedupe2, target2, ...
@@ -288,6 +301,7 @@ class RedisStore:
         self._admit_script = client.register_script(_ADMIT_LUA)
         self._commit_script = client.register_script(_COMMIT_LUA)
         self._append_log_script = client.register_script(_APPEND_LOG_LUA)
+        self._read_log_script = client.register_script(_READ_LOG_LUA)
         self._claim_script = client.register_script(_CLAIM_LUA)
         self._count_after_script = client.register_script(_COUNT_AFTER_LUA)
         self._tokens_script = client.register_script(_TOKENS_LUA)
@@ -583,17 +597,13 @@ class RedisStore:
     async def read_log(
         self, key: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        self._check_open()
         floor = int(after) if after is not None and after.isdigit() else 0
-        with _errors("LRANGE"):
-            rows: list[bytes] = await _command(self._client, "LRANGE", key, 0, -1)  # capped
+        script = self._read_log_script
+        rows = await self._pipelined(*self._evalsha(script, [key], [floor, count]), script=script)
         out: list[StreamEntry] = []
         for row in rows:
-            entry_id, _, payload = row.partition(b":")
-            if int(entry_id) > floor:
-                out.append(StreamEntry(entry_id.decode(), payload))
-                if len(out) == count:
-                    break
+            entry_id, _, payload = bytes(row).partition(b":")
+            out.append(StreamEntry(entry_id.decode(), payload))
         return out
 
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:

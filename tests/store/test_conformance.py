@@ -289,6 +289,8 @@ async def test_log_keeps_the_newest_cap_entries_in_order(store: Store) -> None:
     assert len(set(ids)) == 5
     assert await log_payloads(store, LOG) == [odd + b"2", odd + b"3", odd + b"4"]
     assert [e.id for e in await store.read_log(LOG)] == ids[2:]
+    assert await log_payloads(store, LOG, after=ids[0]) == [odd + b"2", odd + b"3", odd + b"4"]
+    assert [e.id for e in await store.read_log(LOG, after=ids[2], count=1)] == [ids[3]]
     assert await store.read_log("t:{p0}:missing") == []
 
 
