@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
-from gateway.handoff import HandoffConfig
+from gateway.handoff import Desk, HandoffConfig, plan_desks
 from gateway.safety import SafetyConfig
 
 __all__ = [
@@ -131,6 +131,7 @@ class TenantConfig(_Model):
     # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
     notify_url: str | None = None
     notify_secrets: tuple[Secret, ...] = ()
+    handoff: HandoffConfig | None = None  # this tenant's own operators' desk (gateway/handoff.py)
 
     @model_validator(mode="after")
     def _signed_notifications(self) -> TenantConfig:
@@ -208,7 +209,8 @@ class GatewayConfig(_Model):
     tenants: tuple[TenantConfig, ...] = ()
     plans: dict[str, PlanConfig] = Field(default_factory=_default_plans)
     safety: SafetyConfig = SafetyConfig()  # the pre-check before any agent (gateway/safety.py)
-    handoff: HandoffConfig | None = None  # human handoff (gateway/handoff.py); off when absent
+    # A desk serving the tenants it lists (default: its operators' tenant); off when absent.
+    handoff: HandoffConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: Path | None = None  # the file this came from, for relative paths
 
@@ -220,6 +222,13 @@ class GatewayConfig(_Model):
 
     def channels_of_kind(self, kind: str) -> list[tuple[TenantConfig, ChannelConfig]]:
         return [(t, c) for t in self.tenants for c in t.channels if c.kind == kind]
+
+    def handoff_desks(self) -> tuple[Desk, ...]:
+        """Every operators' desk, each with the tenants it serves (see gateway/handoff.py)."""
+        return plan_desks(self.handoff, self._tenant_desks())[0]
+
+    def _tenant_desks(self) -> list[tuple[int, str, HandoffConfig]]:
+        return [(i, t.id, t.handoff) for i, t in enumerate(self.tenants) if t.handoff is not None]
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:
@@ -330,13 +339,20 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
             names.add((channel.kind, channel.name))
         if tenant.plan not in config.plans:
             problems.append((f"tenants.{ti}.plan", f"unknown plan {tenant.plan!r}"))
-    if config.handoff is not None:
-        ops = config.handoff.operators
-        desk = config.tenant(ops.tenant)
-        if desk is None or desk.channel(ops.channel.value) is None:
+    desks, desk_problems = plan_desks(config.handoff, config._tenant_desks())
+    problems += desk_problems
+    for desk in desks:
+        ops = desk.operators
+        home = config.tenant(ops.tenant)
+        if home is None or home.channel(ops.channel.value) is None:
             problems.append(
-                ("handoff.operators", f"tenant {ops.tenant!r} has no {ops.channel.value} channel")
+                (
+                    f"{desk.where}.operators",
+                    f"tenant {ops.tenant!r} has no {ops.channel.value} channel",
+                )
             )
+        for served in sorted(desk.serves - seen):
+            problems.append((f"{desk.where}.tenants", f"unknown tenant {served!r}"))
     if not config.personas_dir.is_dir():
         problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
     return problems

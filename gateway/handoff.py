@@ -11,12 +11,22 @@ configured command (``/human``). From then on:
   channel, under the operator presentation (``operator_display_name``);
 - an operator writing ``/release`` in the thread hands the conversation back to the bot.
 
-Configuration (top level of the gateway file)::
+Desks and tenants. A **desk** is one operators' conversation with its settings, and it
+serves a set of tenants: only customers of those tenants are announced there, and an
+operator's message is relayed only to a customer of a tenant the desk serves (anything else
+is refused, logged as ``handoff.cross_tenant_refused`` and counted). A desk is declared on a
+tenant (it serves that tenant; ``operators.tenant`` defaults to it) or at the top level (it
+serves ``tenants:``, by default only the operators' own tenant)::
 
-    handoff:
-      operators: {tenant: acme-support, channel: http, conversation_id: operators}
-      command: /human
-      release_command: /release
+    tenants:
+      - id: acme
+        handoff:
+          operators: {channel: http, conversation_id: operators}
+    handoff:                        # one desk for several tenants, listed explicitly
+      operators: {tenant: support, channel: http, conversation_id: operators}
+      tenants: [beta, gamma]
+
+A tenant is served by at most one desk, and an operators' conversation is one desk's.
 
 Where things are kept. The customer's conversation state holds the fact
 ``facts["handoff"] = {since, reason, thread, customer, persona, reply_context}`` (the reply
@@ -43,6 +53,8 @@ a second delivery, and no commit spans two partitions (one Redis Cluster slot ea
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -54,7 +66,6 @@ from gateway.models import (
     Channel,
     ConversationKey,
     EventKind,
-    HttpReplyContext,
     InboundMessage,
     OutboundMessage,
     PersonaPresentation,
@@ -66,7 +77,14 @@ from gateway.observability import get_logger
 from gateway.state import ConversationState, HistoryEntry
 from gateway.store import Commit, Keyspace, StateWrite, Store, StreamEntry
 
-__all__ = ["HandoffConfig", "HandoffDesk", "OperatorsTarget", "handoff_fact"]
+__all__ = [
+    "Desk",
+    "HandoffConfig",
+    "HandoffDesk",
+    "OperatorsTarget",
+    "handoff_fact",
+    "plan_desks",
+]
 
 log = get_logger(__name__)
 
@@ -79,7 +97,7 @@ _TEXT_KINDS = frozenset({EventKind.MESSAGE, EventKind.COMMAND, EventKind.ACTION}
 class OperatorsTarget(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant: str
+    tenant: str | None = None  # on a tenant's own desk: that tenant; required at top level
     channel: Channel
     conversation_id: str
     # What the operators' connector needs to post there (HTTP: nothing; Slack: team/channel).
@@ -90,6 +108,9 @@ class HandoffConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     operators: OperatorsTarget
+    # The tenants whose customers this desk serves. Top level only (a tenant's own desk
+    # serves that tenant); empty means the operators' own tenant alone.
+    tenants: tuple[str, ...] = ()
     command: str | None = "/human"  # a customer writing exactly this asks for a person
     release_command: str = "/release"
     operator_display_name: str = "Support team"
@@ -106,66 +127,158 @@ def handoff_fact(state: ConversationState) -> dict[str, Any] | None:
     return fact if isinstance(fact, dict) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """One operators' conversation, its settings and the tenants whose customers it serves."""
+
+    config: HandoffConfig
+    operators: ConversationKey  # the operators' conversation (no thread)
+    serves: frozenset[str]
+    reply_context: ReplyContext
+    where: str  # where it is declared in the configuration, for messages
+
+
+def plan_desks(
+    top: HandoffConfig | None, per_tenant: Iterable[tuple[int, str, HandoffConfig]]
+) -> tuple[tuple[Desk, ...], list[tuple[str, str]]]:
+    """The desks a configuration declares, and every problem with them (path, message).
+
+    ``per_tenant`` holds ``(index, tenant id, block)`` for each tenant with a ``handoff:``.
+    """
+    desks: list[Desk] = []
+    problems: list[tuple[str, str]] = []
+    declared: list[tuple[str, HandoffConfig, str | None]] = [
+        (f"tenants.{index}.handoff", block, tenant) for index, tenant, block in per_tenant
+    ]
+    if top is not None:
+        declared.insert(0, ("handoff", top, None))
+    served_by: dict[str, str] = {}
+    desk_of: dict[str, str] = {}
+    for where, block, own_tenant in declared:
+        ops = block.operators
+        if own_tenant is not None and block.tenants:
+            problems.append(
+                (
+                    f"{where}.tenants",
+                    "a tenant's own desk serves that tenant only; list several tenants on the "
+                    "top-level handoff desk",
+                )
+            )
+            continue
+        ops_tenant = ops.tenant or own_tenant
+        if ops_tenant is None:
+            problems.append((f"{where}.operators.tenant", "the top-level desk must name a tenant"))
+            continue
+        serves = (own_tenant,) if own_tenant is not None else block.tenants or (ops_tenant,)
+        operators = ConversationKey(
+            tenant=ops_tenant, channel=ops.channel, conversation_id=ops.conversation_id
+        )
+        if operators.key in desk_of:
+            problems.append(
+                (
+                    f"{where}.operators",
+                    f"this operators' conversation is already the desk of {desk_of[operators.key]}"
+                    "; one desk may serve several tenants (top-level handoff.tenants)",
+                )
+            )
+            continue
+        desk_of[operators.key] = where
+        for tenant in serves:
+            if tenant in served_by:
+                problems.append(
+                    (
+                        where,
+                        f"tenant {tenant!r} is already served by the desk at {served_by[tenant]}",
+                    )
+                )
+            served_by[tenant] = where
+        try:
+            reply_context = _REPLY_CONTEXT.validate_python(ops.reply_context)
+        except ValueError as exc:
+            problems.append((f"{where}.operators.reply_context", str(exc)))
+            continue
+        desks.append(
+            Desk(
+                config=block,
+                operators=operators,
+                serves=frozenset(serves),
+                reply_context=reply_context,
+                where=where,
+            )
+        )
+    return tuple(desks), problems
+
+
 class HandoffDesk:
-    """What the worker asks about handoffs; stateless apart from the store."""
+    """What the worker asks about handoffs, for every desk; stateless apart from the store."""
 
     def __init__(
-        self, *, config: HandoffConfig | None, store: Store, keyspace: Keyspace, history_limit: int
+        self, *, desks: Iterable[Desk], store: Store, keyspace: Keyspace, history_limit: int
     ) -> None:
-        self.config = config
+        self.desks = tuple(desks)
         self.store = store
         self.keyspace = keyspace
         self.history_limit = history_limit
-        self._operators_reply_context = (
-            _REPLY_CONTEXT.validate_python(config.operators.reply_context)
-            if config is not None
-            else HttpReplyContext()
-        )
+        self._by_tenant: Mapping[str, Desk] = {t: d for d in self.desks for t in d.serves}
+        self._by_operators: Mapping[tuple[str, Channel, str], Desk] = {
+            (d.operators.tenant, d.operators.channel, d.operators.conversation_id): d
+            for d in self.desks
+        }
 
-    @property
-    def enabled(self) -> bool:
-        return self.config is not None
+    def desk_for(self, tenant: str) -> Desk | None:
+        """The desk that serves this tenant's customers, if any."""
+        return self._by_tenant.get(tenant)
+
+    def serves(self, tenant: str) -> bool:
+        return tenant in self._by_tenant
 
     # -- questions the worker asks ---------------------------------------------------------------
+    def _operators_desk(self, conv: ConversationKey) -> Desk | None:
+        return self._by_operators.get((conv.tenant, conv.channel, conv.conversation_id))
+
     def is_operators(self, conv: ConversationKey) -> bool:
-        """True for the operators' conversation (any thread): no bot ever answers there."""
-        if self.config is None:
-            return False
-        ops = self.config.operators
-        return (
-            conv.tenant == ops.tenant
-            and conv.channel == ops.channel
-            and conv.conversation_id == ops.conversation_id
-        )
+        """True for an operators' conversation (any thread): no bot ever answers there."""
+        return self._operators_desk(conv) is not None
 
     def requested(self, message: InboundMessage) -> bool:
-        """The customer wrote the handoff command."""
-        command = self.config.command if self.config is not None else None
+        """The customer wrote the handoff command of the desk serving their tenant."""
+        desk = self.desk_for(message.conversation.tenant)
+        command = desk.config.command if desk is not None else None
         return command is not None and message.text.strip().lower() == command.lower()
 
-    def customer_reply(self, reply: AgentReply) -> AgentReply:
+    def customer_reply(self, reply: AgentReply, tenant: str) -> AgentReply:
         """A handoff reply with no words of its own gets the configured notice."""
-        if self.config is None or reply.handoff is None or reply.parts:
+        desk = self.desk_for(tenant)
+        if desk is None or reply.handoff is None or reply.parts:
             return reply
         return AgentReply(
-            parts=(ReplyPart(text=self.config.customer_notice),),
+            parts=(ReplyPart(text=desk.config.customer_notice),),
             switch_persona=reply.switch_persona,
             handoff=reply.handoff,
         )
+
+    def in_force(self, state: ConversationState) -> dict[str, Any] | None:
+        """The handoff fact, while the desk that took it still serves the customer's tenant.
+
+        A desk removed or changed in the configuration ends its handoffs: the bot answers
+        again rather than leaving the customer talking to nobody.
+        """
+        fact = handoff_fact(state)
+        if fact is None:
+            return None
+        desk = self.desk_for(state.conversation.tenant)
+        if desk is None:
+            return None
+        taken_by = fact.get("desk")
+        return fact if taken_by is None or taken_by == desk.operators.key else None
 
     @staticmethod
     def thread_for(customer: ConversationKey) -> str:
         return "handoff-" + hashlib.sha256(customer.key.encode()).hexdigest()[:16]
 
-    def _operators_key(self, thread: str) -> ConversationKey:
-        assert self.config is not None  # only called while enabled
-        ops = self.config.operators
-        return ConversationKey(
-            tenant=ops.tenant,
-            channel=ops.channel,
-            conversation_id=ops.conversation_id,
-            thread=thread,
-        )
+    @staticmethod
+    def _operators_key(desk: Desk, thread: str) -> ConversationKey:
+        return desk.operators.model_copy(update={"thread": thread})
 
     def _mapping_key(self, operators: ConversationKey) -> str:
         return self.keyspace.conversation_record(operators.key, "handoff-customer")
@@ -176,15 +289,22 @@ class HandoffDesk:
         await self.store.append(self.keyspace.outbox(partition), message.model_dump_json().encode())
 
     def _to_operators(
-        self, thread: str, text: str, *, key: str, who: PersonaPresentation, source: InboundMessage
+        self,
+        desk: Desk,
+        thread: str,
+        text: str,
+        *,
+        key: str,
+        who: PersonaPresentation,
+        source: InboundMessage,
     ) -> OutboundMessage:
         return OutboundMessage(
-            conversation=self._operators_key(thread),
+            conversation=self._operators_key(desk, thread),
             persona=who,
             text=text,
             attachments=source.attachments,
             idempotency_key=key,
-            reply_context=self._operators_reply_context,
+            reply_context=desk.reply_context,
             trace_id=source.trace_id,
         )
 
@@ -197,17 +317,23 @@ class HandoffDesk:
         persona: PersonaPresentation,
         reason: str,
     ) -> dict[str, Any]:
-        """Announce the conversation to the operators; return the fact to keep in its state."""
-        assert self.config is not None  # the worker checks ``enabled`` first
+        """Announce the conversation to its tenant's desk; return the fact to keep in its state.
+
+        The worker asks only for a tenant the desks serve (:meth:`serves`).
+        """
         customer = message.conversation
+        desk = self.desk_for(customer.tenant)
+        assert desk is not None  # the worker checks ``serves`` first
+        config = desk.config
         thread = self.thread_for(customer)
         name = message.sender.display_name or message.sender.id
         await self.store.put_record(
-            self._mapping_key(self._operators_key(thread)), customer.model_dump_json().encode()
+            self._mapping_key(self._operators_key(desk, thread)),
+            customer.model_dump_json().encode(),
         )
         recent = (
-            state.history[-self.config.history_in_announcement :]
-            if self.config.history_in_announcement
+            state.history[-config.history_in_announcement :]
+            if config.history_in_announcement
             else ()
         )
         lines = [
@@ -221,11 +347,12 @@ class HandoffDesk:
                 for h in recent
             ]
         lines.append(
-            f"Reply in this thread to answer the customer; write {self.config.release_command} "
+            f"Reply in this thread to answer the customer; write {config.release_command} "
             "to hand the conversation back to the assistant."
         )
         await self._post(
             self._to_operators(
+                desk,
                 thread,
                 "\n".join(lines),
                 key=f"{message.id}:handoff",
@@ -238,6 +365,7 @@ class HandoffDesk:
             "since": utcnow().isoformat(),
             "reason": reason[:500],
             "thread": thread,
+            "desk": desk.operators.key,
             "customer": name,
             "persona": persona.model_dump(mode="json"),
             "reply_context": message.reply_context.model_dump(mode="json"),
@@ -245,11 +373,13 @@ class HandoffDesk:
 
     async def relay_customer(self, message: InboundMessage, fact: dict[str, Any]) -> None:
         """A customer message during a handoff goes to the operators' thread."""
-        if message.kind not in _TEXT_KINDS:
+        desk = self.desk_for(message.conversation.tenant)
+        if message.kind not in _TEXT_KINDS or desk is None:
             return
         name = str(fact.get("customer") or message.sender.id)
         await self._post(
             self._to_operators(
+                desk,
                 str(fact["thread"]),
                 message.text,
                 key=f"{message.id}:relay",
@@ -270,40 +400,68 @@ class HandoffDesk:
         """Handle one message from the operators' conversation; acknowledges the entry."""
         outcome = "ignored"
         conv = message.conversation
-        if conv.thread is not None and not message.sender.is_bot and message.kind in _TEXT_KINDS:
+        desk = self._operators_desk(conv)
+        if (
+            desk is not None
+            and conv.thread is not None
+            and not message.sender.is_bot
+            and message.kind in _TEXT_KINDS
+        ):
             raw = await self.store.get_record(self._mapping_key(conv))
             if raw is not None:
                 customer = ConversationKey.model_validate_json(raw)
-                outcome = await self._from_operator(message, customer)
+                outcome = await self._from_operator(desk, message, customer)
         await self.store.ack(self.keyspace.inbox(partition), INBOX_GROUP, [entry.id])
         log.info("handoff.operator_message", outcome=outcome)
         return outcome
 
-    async def _from_operator(self, message: InboundMessage, customer: ConversationKey) -> str:
-        assert self.config is not None  # operators' messages exist only while enabled
-        release = message.text.strip().lower() == self.config.release_command.lower()
-        fact = await self._note_on_customer(message, customer, release=release)
+    async def _from_operator(
+        self, desk: Desk, message: InboundMessage, customer: ConversationKey
+    ) -> str:
+        config = desk.config
         thread = message.conversation.thread or ""
-        desk = PersonaPresentation(name="handoff", display_name="FlowBiz handoff")
+        notice = PersonaPresentation(name="handoff", display_name="FlowBiz handoff")
+        if customer.tenant not in desk.serves:
+            # Never relay across tenants: a thread left from an earlier configuration (or a
+            # record written by anything but this desk) must not reach another tenant's customer.
+            log.warning(
+                "handoff.cross_tenant_refused",
+                desk=desk.where,
+                customer_tenant=customer.tenant,
+            )
+            await self._post(
+                self._to_operators(
+                    desk,
+                    thread,
+                    "This customer is not served by this desk; nothing was sent.",
+                    key=f"{message.id}:refused",
+                    who=notice,
+                    source=message.model_copy(update={"attachments": ()}),
+                )
+            )
+            return "refused"
+        release = message.text.strip().lower() == config.release_command.lower()
+        fact = await self._note_on_customer(message, customer, release=release)
         if fact is None:
             await self._post(
                 self._to_operators(
+                    desk,
                     thread,
                     "This conversation is not handed off (any more); nothing was sent.",
                     key=f"{message.id}:inactive",
-                    who=desk,
+                    who=notice,
                     source=message.model_copy(update={"attachments": ()}),
                 )
             )
             return "inactive"
         reply_context = _REPLY_CONTEXT.validate_python(fact["reply_context"])
         if release:
-            if self.config.released_notice:
+            if config.released_notice:
                 await self._post(
                     OutboundMessage(
                         conversation=customer,
                         persona=PersonaPresentation.model_validate(fact["persona"]),
-                        text=self.config.released_notice,
+                        text=config.released_notice,
                         idempotency_key=f"{message.id}:released",
                         reply_context=reply_context,
                         trace_id=message.trace_id,
@@ -311,10 +469,11 @@ class HandoffDesk:
                 )
             await self._post(
                 self._to_operators(
+                    desk,
                     thread,
                     "Released: the assistant answers this customer again.",
                     key=f"{message.id}:released-ops",
-                    who=desk,
+                    who=notice,
                     source=message.model_copy(update={"attachments": ()}),
                 )
             )
@@ -326,7 +485,7 @@ class HandoffDesk:
                 conversation=customer,
                 persona=PersonaPresentation(
                     name="operator",
-                    display_name=self.config.operator_display_name,
+                    display_name=config.operator_display_name,
                     signature=f"— {name}" if name else "",
                 ),
                 text=message.text,
@@ -352,7 +511,7 @@ class HandoffDesk:
             if current is None:
                 return None
             state = ConversationState.model_validate_json(current.value)
-            fact = handoff_fact(state)
+            fact = self.in_force(state)
             if fact is None:
                 return None
             if release:

@@ -75,7 +75,7 @@ class Worker:
         self.audit = AuditLog(store, keyspace)
         self.safety = SafetyCheck(config.safety)
         self.handoff = HandoffDesk(
-            config=config.handoff,
+            desks=config.handoff_desks(),
             store=store,
             keyspace=keyspace,
             history_limit=config.pipeline.history_limit,
@@ -166,7 +166,7 @@ class Worker:
             route = self.router.route(message, state, now)
             persona = self.personas[route.persona]
             started = time.perf_counter()
-            handed_off = handoff_fact(state)
+            handed_off = self.handoff.in_force(state)
             if exhausted:
                 reply = AgentReply()  # over quota: the agent is not even asked
             elif verdict.blocked:
@@ -174,10 +174,12 @@ class Worker:
             elif handed_off is not None:
                 reply = AgentReply()  # people answer this conversation now
             elif self.handoff.requested(message):
-                reply = self.handoff.customer_reply(AgentReply(handoff="the customer asked"))
+                reply = self.handoff.customer_reply(
+                    AgentReply(handoff="the customer asked"), conv.tenant
+                )
             else:
                 reply = await self._answer(persona, message, state, route.remaining_text)
-                reply = self.handoff.customer_reply(reply)
+                reply = self.handoff.customer_reply(reply, conv.tenant)
             agent_ms = 0 if exhausted else round((time.perf_counter() - started) * 1000)
             if reply.switch_persona is not None and reply.switch_persona in self.personas:
                 persona = self.personas[reply.switch_persona]
@@ -307,12 +309,17 @@ class Worker:
         verdict: Verdict,
     ) -> ConversationState:
         """Relay a handed-off customer's message to the operators, or start a handoff."""
-        fact = handoff_fact(state)
+        fact = self.handoff.in_force(state)
+        if fact is None and handoff_fact(state) is not None:
+            # The desk that took it no longer serves this tenant: the handoff ends here.
+            log.info("handoff.desk_gone")
+            facts = {k: v for k, v in state.facts.items() if k != "handoff"}
+            state = state.model_copy(update={"facts": facts})
         if fact is not None:
             if not verdict.blocked:
                 await self.handoff.relay_customer(message, fact)
             fact = self.handoff.refreshed(fact, message)
-        elif reply.handoff is not None and self.handoff.enabled:
+        elif reply.handoff is not None and self.handoff.serves(message.conversation.tenant):
             fact = await self.handoff.begin(
                 message=message, state=state, persona=persona.presentation, reason=reply.handoff
             )
