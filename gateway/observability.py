@@ -4,13 +4,24 @@
 the event, the fields, and the context bound for the current task (trace id, tenant,
 channel, conversation). Fields that can carry message text or credentials are masked
 before they are written, whatever the caller passed.
+
+Personal data. A conversation key holds a WhatsApp phone number, an email address, a LINE
+or Slack user id, so the ``conversation`` field is written as a stable short reference
+(:func:`conversation_ref`, the same in every process and line); only DEBUG lines carry the
+full key as well (``conversation_full``), so that an operator who turns DEBUG on can map a
+reference back. Set ``FLOWBIZ_LOG_HASH_KEY`` (the same value for every process) to key the
+reference: without it, someone holding the logs and a list of phone numbers can test them.
+Third-party loggers that write addresses or numbers at INFO (aiosmtpd's protocol trace
+``mail.log``, the twilio SDK's request dumps) are held at WARNING unless the level is DEBUG.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -18,7 +29,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["bind", "configure_logging", "get_logger", "mask"]
+__all__ = ["bind", "configure_logging", "conversation_ref", "get_logger", "mask"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -40,12 +51,27 @@ _SECRET_FIELDS = frozenset(
     }
 )
 _TEXT_FIELDS = frozenset({"text", "body", "raw", "payload", "subject", "content"})
+# Fields holding a conversation key: written as a reference, in full only on DEBUG lines.
+_CONVERSATION_FIELDS = frozenset({"conversation"})
+# Loggers of libraries that print addresses or phone numbers at INFO: MAIL FROM / RCPT TO
+# (aiosmtpd, the listener's and any in-process SMTP peer's), request lines (twilio).
+_PERSONAL_DATA_LOGGERS = ("mail.log", "twilio.http_client", "twilio.async_http_client")
+_HASH_KEY_ENV = "FLOWBIZ_LOG_HASH_KEY"
+_hash_key = b""
+
+
+def conversation_ref(key: str) -> str:
+    """A short, stable stand-in for a conversation key in logs: ``c-`` and 12 hex digits."""
+    digest = hashlib.blake2b(key.encode(), digest_size=6, key=_hash_key)
+    return "c-" + digest.hexdigest()
 
 
 def mask(key: str, value: Any) -> Any:
     name = key.lower()
     if name in _SECRET_FIELDS or name.endswith(("_secret", "_token", "_password", "_key")):
         return "***"
+    if name in _CONVERSATION_FIELDS and isinstance(value, str):
+        return conversation_ref(value)
     if name in _TEXT_FIELDS:
         size = len(value) if isinstance(value, str | bytes) else None
         return f"<{size} chars>" if size is not None else "<masked>"
@@ -72,6 +98,8 @@ class _JsonFormatter(logging.Formatter):
         }
         fields = {**_context.get(), **getattr(record, "fields", {})}
         data.update({k: mask(k, v) for k, v in fields.items()})
+        if record.levelno <= logging.DEBUG:
+            data.update({f"{k}_full": fields[k] for k in _CONVERSATION_FIELDS if k in fields})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -107,9 +135,15 @@ def get_logger(name: str) -> BoundLogger:
 
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     """JSON lines on stderr (or ``stream``) for the gateway's and the SDKs' loggers."""
+    global _hash_key  # set once at start-up, before any line is written
+    secret = os.environ.get(_HASH_KEY_ENV, "").encode()
+    _hash_key = hashlib.sha512(secret).digest() if secret else b""  # blake2b keys: <= 64 bytes
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet = logging.NOTSET if level.lower() == "debug" else logging.WARNING
+    for name in _PERSONAL_DATA_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     logging.Formatter.converter = time.gmtime

@@ -112,6 +112,8 @@ class Worker:
             channel=conv.channel.value,
             conversation=conv.key,
         ):
+            # At DEBUG this line carries the full conversation key next to its reference.
+            log.debug("worker.turn_started", kind=message.kind.value)
             if self.handoff.is_operators(conv):  # people talk there; no bot answers
                 outcome = await self.handoff.operator_turn(partition, entry, message)
                 self.metrics.turns.labels(f"handoff_{outcome}").inc()
