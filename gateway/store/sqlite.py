@@ -18,6 +18,9 @@ Design, and why:
   Expired rows are invisible at once and purged lazily.
 - Stream entry ids are decimal integers, increasing per stream (a per-stream sequence, so
   ids are never reused even after the newest entries are deleted).
+- The file holds conversations and addresses, so it is created owner-only (0600) whatever
+  the umask; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. A file
+  found readable by others is left as it is (an operator may mean it) but logged at WARNING.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +40,12 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from gateway.errors import ConfigError, StoreError
+from gateway.observability import get_logger
 from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
 
 __all__ = ["SqliteStore"]
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
@@ -166,6 +174,18 @@ class _Wakeup:
         self._event = asyncio.Event()
 
 
+def _create_private(path: str) -> None:
+    """Create the database file owner-only before SQLite does (it would use 0644 less umask)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            log.warning("store.sqlite_file_shared", path=path, mode=oct(mode), expected="0o600")
+        return
+    os.close(fd)
+
+
 class SqliteStore:
     def __init__(self, url: str, path: str, *, synchronous: str, busy_timeout: float) -> None:
         self.url = url
@@ -198,7 +218,8 @@ class SqliteStore:
     # -- plumbing ------------------------------------------------------------------------------
     def _connect(self) -> None:
         if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self._path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create_private(self._path)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
         try:

@@ -1,5 +1,6 @@
 """deploy/: what can be checked without a container engine is checked."""
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -90,3 +91,13 @@ def test_systemd_unit_runs_a_role_per_instance():
     unit = (DEPLOY / "systemd" / "flowbiz-gateway@.service").read_text()
     assert "--role %i" in unit
     assert "User=flowbiz" in unit
+
+
+def test_attack_systemd_unit_keeps_created_files_from_other_local_users():
+    """The unit's umask and state directory mode leave nothing readable to other users."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read(DEPLOY / "systemd" / "flowbiz-gateway@.service")
+    service = parser["Service"]
+    assert service["UMask"] == "0077"
+    assert service["StateDirectoryMode"] == "0700"
