@@ -1,17 +1,35 @@
 # Two entry points for a fresh machine with Python 3.11+:
 #   make demo   install into .venv and run the gateway with the example config and emulators
 #   make test   install into .venv (plus redis-server) and run lint, types and the whole suite
+#   make lock   re-resolve constraints.txt after editing pyproject.toml (keeps other pins)
+#   make lock-upgrade   refresh every pin in constraints.txt to the newest allowed release
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Every install (here, the container image) takes its versions from this file: the same
+# versions on every machine, and no release newer than the last `make lock-upgrade`.
+LOCK   := constraints.txt
+LOCK_COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
+	--python-version 3.11 --custom-compile-command "make lock" --quiet -o $(LOCK)
 
-.PHONY: demo test lint typecheck pytest system-deps bench serve clean
+.PHONY: demo test lint typecheck pytest system-deps bench serve clean lock lock-upgrade lock-tool
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[dev]'
 	touch $@
+
+# The resolver alone, so that a lock that no longer fits pyproject.toml can still be redone.
+lock-tool:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) uv
+
+lock: lock-tool
+	$(LOCK_COMPILE)
+
+lock-upgrade: lock-tool
+	$(LOCK_COMPILE) --upgrade
 
 demo: $(BIN)/.installed
 	$(BIN)/flowbiz demo
