@@ -109,12 +109,12 @@ async def test_attack_path_outside_allowed_roots_refused(tmp_path, receiver, llm
 def git_repo(path):
     path.mkdir()
     env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    identity = ["-c", "user.email=a@b.c", "-c", "user.name=A"]
     for argv in (
         ["git", "init", "-q"],
-        ["git", "-c", "user.email=a@b.c", "-c", "user.name=A", "commit", "-q"]
-        + ["--allow-empty", "-m", "first"],
+        ["git", *identity, "commit", "-q", "--allow-empty", "-m", "first"],
     ):
-        subprocess.run(argv, cwd=path, check=True, env=env, capture_output=True)
+        subprocess.run(argv, cwd=path, check=True, env=env, capture_output=True)  # noqa: S603 - fixed argv
     return path
 
 
