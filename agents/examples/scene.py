@@ -128,7 +128,7 @@ class Scene:
             for n, (conversation, user, text) in enumerate(_CONVERSATIONS):
                 ops = conversation.startswith(_OPS)
                 client = clients[self.ops_tenant if ops else self.tenant]
-                transcript.customer(f"{user} ({'ops console' if ops else 'web'})", text)
+                transcript.customer(f"{user} ({'ops' if ops else 'web'})", text)
                 await client.send(
                     conversation_id=conversation,
                     text=text,
