@@ -18,6 +18,7 @@ from gateway.models import Attachment, Button, InboundMessage
 if TYPE_CHECKING:
     from agents.persona import Persona
     from connectors.base import ChannelCapabilities
+    from gateway.audit import AuditLog
 
 __all__ = ["Agent", "AgentContext", "AgentReply", "HistoryTurn", "ReplyPart", "fill_template"]
 
@@ -37,6 +38,7 @@ class AgentContext:
     history: tuple[HistoryTurn, ...]
     capabilities: ChannelCapabilities
     variables: Mapping[str, str] = field(default_factory=dict)
+    audit: AuditLog | None = None  # where tools that act on the host record what they did
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 A persona has a name, how it presents itself (display name, icon, signature), prompt
 templates with explicit versions (the latest unless pinned), the tools it may use (nothing
-unless listed) and the agent that answers for it.
+unless listed), the agent that answers for it, and who may reach it (``access``: tenants,
+channels, internal channels only — see gateway/reach.py). A persona with a tool that acts on
+the host (:data:`HOST_TOOLS`) is internal-only unless its file says ``internal_only: false``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.errors import ConfigError
 from gateway.models import PersonaPresentation
 
-__all__ = ["AgentSpec", "Persona", "PersonaRegistry", "PromptTemplate", "load_personas"]
+__all__ = [
+    "HOST_TOOLS",
+    "AgentSpec",
+    "Persona",
+    "PersonaAccess",
+    "PersonaRegistry",
+    "PromptTemplate",
+    "load_personas",
+]
+
+# Tools that act on the host the gateway runs on; agents/tools marks the same ones.
+HOST_TOOLS = frozenset({"run_command"})
+_CHANNEL_KINDS = frozenset({"http", "slack", "line", "whatsapp", "email"})
 
 
 class _Model(BaseModel):
@@ -55,6 +69,32 @@ class AgentSpec(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class PersonaAccess(_Model):
+    """Who may reach a persona. Every given condition must hold; empty means no limit.
+
+    ``channels`` entries are a channel kind (``slack``) or a kind and the platform's address
+    of one channel (``slack:C0OPS``, ``line:U…`` the bot's destination, ``whatsapp:+1555…``
+    our number, ``email:ops@acme.example`` our address).
+    """
+
+    tenants: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    internal_only: bool | None = None  # None: True exactly when the persona has a host tool
+
+    @field_validator("channels")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            kind, _, address = entry.partition(":")
+            if kind not in _CHANNEL_KINDS:
+                raise ValueError(
+                    f"{entry!r}: the channel kind must be one of {sorted(_CHANNEL_KINDS)}"
+                )
+            if _ and not address:
+                raise ValueError(f"{entry!r}: give an address after the colon, or none")
+        return value
+
+
 class Persona(_Model):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     display_name: str
@@ -73,6 +113,18 @@ class Persona(_Model):
     )
     # Files the persona's tools may search (search_docs); relative to the persona file.
     knowledge_dir: Path | None = None
+    access: PersonaAccess = PersonaAccess()
+
+    @property
+    def host_tools(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tools if t in HOST_TOOLS)
+
+    @property
+    def internal_only(self) -> bool:
+        """Reachable only from channels a tenant marked internal."""
+        if self.access.internal_only is not None:
+            return self.access.internal_only
+        return bool(self.host_tools)
 
     @property
     def presentation(self) -> PersonaPresentation:

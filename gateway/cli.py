@@ -14,12 +14,19 @@ from agents.persona import PersonaRegistry, load_personas
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.observability import configure_logging
+from gateway.reach_report import ReachReport, reach_report
 
 __all__ = ["check_config", "main"]
 
 
 def check_config(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry]:
-    """Load the file, its personas and their cross-references; ConfigError lists all faults."""
+    """Load the file, its personas and their cross-references; ConfigError lists all faults
+    (including channels where no default persona may answer, see gateway/reach_report.py)."""
+    config, personas, _ = _checked(path)
+    return config, personas
+
+
+def _checked(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry, ReachReport]:
     config = load_config(path)
     personas = load_personas(config.personas_dir)
     problems: list[tuple[str, str]] = []
@@ -34,7 +41,10 @@ def check_config(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry]:
             problems.append((f"tenants.{n}.default_persona", _unknown(tenant.default_persona)))
     if problems:
         raise ConfigError(problems)
-    return config, personas
+    report = reach_report(config, personas)
+    if report.problems:
+        raise ConfigError(report.problems)
+    return config, personas, report
 
 
 def _unknown(name: str) -> str:
@@ -49,7 +59,7 @@ def _print_problems(error: ConfigError) -> None:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     try:
-        config, personas = check_config(args.config)
+        config, personas, report = _checked(args.config)
     except ConfigError as exc:
         _print_problems(exc)
         return 1
@@ -58,6 +68,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"ok: {len(config.tenants)} tenant(s), {channels} channel(s), "
         f"{len(personas)} persona(s): {', '.join(sorted(personas))}"
     )
+    if report.rows:
+        print("\nwho may reach which persona:")
+        for line in report.table():
+            print(f"  {line}")
+    if report.warnings:
+        print(f"\n{len(report.warnings)} warning(s):")
+        for where, message in report.warnings:
+            print(f"  {where}: {message}")
     return 0
 
 

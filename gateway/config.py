@@ -83,10 +83,21 @@ class ChannelConfig(_Model):
     kind: str
     id: str = ""  # distinguishes several channels of one kind in a tenant; defaults to kind
     api_base_url: str | None = None  # proxies, regional endpoints, the local emulators
+    # Staff only (the tenant's own workspace): personas with host tools answer only here.
+    internal: bool = False
+    persona_switch: bool | None = None  # the switch command here; None: the tenant's setting
 
     @property
     def name(self) -> str:
         return self.id or self.kind
+
+    def serves(self, reply_context: object) -> bool:
+        """Whether a message with this reply context arrived through this block.
+
+        Connectors whose tenants may hold several blocks of one kind override it (the Slack
+        team, the LINE destination, the WhatsApp number); see gateway/reach.py.
+        """
+        return True
 
 
 class _RawChannel(_Model):
@@ -127,6 +138,7 @@ class TenantConfig(_Model):
     name: str = ""
     plan: str = "free"
     default_persona: str | None = None
+    persona_switch: bool | None = None  # the switch command; None: routing.persona_switch
     channels: tuple[ChannelConfig, ...] = ()
     # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
     notify_url: str | None = None
@@ -170,6 +182,12 @@ class RoutingConfig(_Model):
     default_persona: str = "core"
     sticky_seconds: float = Field(default=1800, ge=0)
     switch_command: str = "/persona"
+    persona_switch: bool = True  # tenants and channels may turn the switch command off
+    # The answer to a switch to a persona that is unknown *or* not reachable here (the same
+    # bytes, so it reveals nothing); $available lists what may be chosen on this channel.
+    switch_unknown_reply: str = "There is no such persona here. You can switch to: $available."
+    # Sent when no persona may answer on a channel (defaults unreachable there); null: silence.
+    unreachable_reply: str | None = "Sorry, no assistant is available on this channel."
     rules: tuple[RoutingRule, ...] = ()
 
 

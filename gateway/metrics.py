@@ -82,6 +82,12 @@ class Metrics:
             ["limit", "outcome"],
             registry=r,
         )
+        self.routing_unreachable = Counter(
+            "flowbiz_routing_unreachable_total",
+            "Personas routing skipped because they may not answer where the message arrived",
+            ["step"],
+            registry=r,
+        )
         self.listener_up = Gauge(
             "flowbiz_listener_up",
             "1 while a long-lived listener (socket, SMTP, IMAP) is connected",

@@ -87,7 +87,7 @@ class Worker:
         agents = {name: build_agent(p) for name, p in personas.items()}
         self.personas = personas
         self.agents: dict[str, Agent] = agents
-        self.router = Router(config=self.config, personas=personas)
+        self.router = Router(config=self.config, personas=personas, metrics=self.metrics)
 
     async def handle(self, partition: int, entry: StreamEntry) -> None:
         inbox = self.keyspace.inbox(partition)
@@ -166,7 +166,7 @@ class Worker:
             exhausted = await quota.exhausted_before_agent()
             now = utcnow()
             route = self.router.route(message, state, now)
-            persona = self.personas[route.persona]
+            persona = route.presenter or self.personas[route.persona]
             started = time.perf_counter()
             handed_off = self.handoff.in_force(state)
             if exhausted:
@@ -175,6 +175,10 @@ class Worker:
                 reply = AgentReply.text(persona.refusal)
             elif handed_off is not None:
                 reply = AgentReply()  # people answer this conversation now
+            elif route.reply is not None and message.kind not in _SILENT_KINDS | _GREETING_KINDS:
+                reply = AgentReply.text(
+                    route.reply
+                )  # the gateway's own answer (gateway/routing.py)
             elif self.handoff.requested(message):
                 reply = self.handoff.customer_reply(
                     AgentReply(handoff="the customer asked"), conv.tenant
@@ -183,7 +187,10 @@ class Worker:
                 reply = await self._answer(persona, message, state, route.remaining_text)
                 reply = self.handoff.customer_reply(reply, conv.tenant)
             agent_ms = 0 if exhausted else round((time.perf_counter() - started) * 1000)
-            if reply.switch_persona is not None and reply.switch_persona in self.personas:
+            # An agent may hand over only to a persona that may answer on this channel.
+            if reply.switch_persona is not None and self.router.reachable(
+                reply.switch_persona, message
+            ):
                 persona = self.personas[reply.switch_persona]
             outbound = [
                 OutboundMessage(
@@ -360,6 +367,7 @@ class Worker:
             ),
             capabilities=connector.capabilities if connector is not None else ChannelCapabilities(),
             variables=variables,
+            audit=self.audit,
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()

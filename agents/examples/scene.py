@@ -4,7 +4,10 @@
 scripted responders), and points the demo at a personas folder holding the configured
 personas plus the examples, rewired to those local servers. ``play`` talks to each example
 persona over the HTTP API channel (``/persona <name> …``) and reads the replies by long-poll,
-so it does not depend on whichever callback receiver another scene installed.
+so it does not depend on whichever callback receiver another scene installed. The on-call
+helper is internal-only: a customer on the public channel is told there is no such persona,
+the operations tenant's internal channel reaches it (``prepare`` adds that tenant when the
+config has none).
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ DEMO_ENV = {
     "ONCALL_API_KEY": "demo-llm-key",
 }
 
+_OPS = "ops"  # the conversations below held on the operations tenant's internal channel
 _CONVERSATIONS = [
     ("ex-dana", "Dana", "/persona faq what are your opening hours?"),
     ("ex-erin", "Erin", "/persona docs-assistant how do I verify a webhook signature?"),
     ("ex-finn", "Finn", "/persona oncall check the load"),
-    ("ex-finn", "Finn", "run rm -rf /"),
+    ("ops-olivia", "Olivia", "/persona oncall check the load"),
+    ("ops-olivia", "Olivia", "run rm -rf /"),
 ]
 
 
@@ -52,9 +57,16 @@ def _responder(request: dict[str, Any]) -> ScriptedReply:
 class Scene:
     title = "Example agents (webhook bot, LLM with docs search, guarded on-call commands)"
 
-    def __init__(self, *, personas_base: Path | None = None, tenant: str = "acme") -> None:
+    def __init__(
+        self,
+        *,
+        personas_base: Path | None = None,
+        tenant: str = "acme",
+        ops_tenant: str = "acme-ops",
+    ) -> None:
         self.personas_base = personas_base  # what a relative personas_dir is relative to
         self.tenant = tenant
+        self.ops_tenant = ops_tenant
         self.api_key_env = "ACME_HTTP_API_KEY"
         self._bot_runner: web.AppRunner | None = None
         self._llm: OpenAIEmulator | None = None
@@ -89,18 +101,34 @@ class Scene:
                 data["knowledge_dir"] = str((PERSONAS_DIR / data["knowledge_dir"]).resolve())
             (self._folder / file.name).write_text(yaml.safe_dump(data), encoding="utf-8")
         config["personas_dir"] = str(self._folder)
+        self._add_ops_tenant(config)
+
+    def _add_ops_tenant(self, config: dict[str, Any]) -> None:
+        """The operations tenant with an internal HTTP channel, unless the config has one."""
+        tenants: list[dict[str, Any]] = config.setdefault("tenants", [])
+        if any(t.get("id") == self.ops_tenant for t in tenants):
+            return
+        public = next(t for t in tenants if t.get("id") == self.tenant)
+        block = next(c for c in public["channels"] if c["kind"] == "http")
+        internal = {k: v for k, v in block.items() if not k.startswith("callback")}
+        tenants.append({"id": self.ops_tenant, "channels": [{**internal, "internal": True}]})
 
     async def play(self, gateway_url: str, transcript: Transcript) -> bool:
         async with aiohttp.ClientSession() as session:
-            client = HttpChannelClient(
-                session=session,
-                base_url=gateway_url,
-                tenant=self.tenant,
-                api_key=os.environ[self.api_key_env],
-            )
+            clients = {
+                tenant: HttpChannelClient(
+                    session=session,
+                    base_url=gateway_url,
+                    tenant=tenant,
+                    api_key=os.environ[self.api_key_env],
+                )
+                for tenant in (self.tenant, self.ops_tenant)
+            }
             cursors: dict[str, str | None] = {}
             for n, (conversation, user, text) in enumerate(_CONVERSATIONS):
-                transcript.customer(f"{user} (web)", text)
+                ops = conversation.startswith(_OPS)
+                client = clients[self.ops_tenant if ops else self.tenant]
+                transcript.customer(f"{user} ({'ops' if ops else 'web'})", text)
                 await client.send(
                     conversation_id=conversation,
                     text=text,

@@ -146,6 +146,13 @@ class LineChannelConfig(ChannelConfig):
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
     sends_per_second: float | None = Field(default=None, gt=0)  # optional local pacing
 
+    def serves(self, reply_context: object) -> bool:
+        """A message to this bot (its destination)."""
+        return (
+            isinstance(reply_context, LineReplyContext)
+            and reply_context.destination == self.destination
+        )
+
 
 @dataclass(slots=True)
 class _Bot:

@@ -150,6 +150,14 @@ class SlackChannelConfig(ChannelConfig):
             raise ValueError("signing_secret is needed to verify Slack's HTTP requests")
         return self
 
+    def serves(self, reply_context: object) -> bool:
+        """A message from this workspace (or, org-wide, this Enterprise Grid org)."""
+        if not isinstance(reply_context, SlackReplyContext):
+            return False
+        if self.team_id is not None:
+            return reply_context.team_id == self.team_id
+        return reply_context.enterprise_id == self.enterprise_id
+
     @property
     def web_api_base_url(self) -> str:
         return self.api_base_url or "https://slack.com/api/"

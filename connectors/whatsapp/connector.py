@@ -149,6 +149,15 @@ class WhatsAppChannelConfig(ChannelConfig):
             raise ValueError("give from_number (whatsapp:+…) or messaging_service_sid")
         return self
 
+    def serves(self, reply_context: object) -> bool:
+        """A message to this number (or through this Messaging Service)."""
+        if not isinstance(reply_context, WhatsAppReplyContext):
+            return False
+        if self.from_number is not None and reply_context.to_address == self.from_number:
+            return True
+        sid = reply_context.messaging_service_sid
+        return sid is not None and sid == self.messaging_service_sid
+
 
 @dataclass(slots=True)
 class _Channel:

@@ -44,8 +44,10 @@ def _replies(receiver, count):
     return mine if len(mine) >= count else None
 
 
-async def converse(tmp_path, receiver, persona, messages, **extra):
-    data = base_config(f"sqlite:///{tmp_path}/gw.db", tenants=[http_tenant(receiver.url)], **extra)
+async def converse(tmp_path, receiver, persona, messages, *, internal=False, **extra):
+    tenant = http_tenant(receiver.url)
+    tenant["channels"][0]["internal"] = internal
+    data = base_config(f"sqlite:///{tmp_path}/gw.db", tenants=[tenant], **extra)
     data["personas_dir"] = str(tmp_path / "personas")
     data["routing"] = {"default_persona": persona}
     async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
@@ -103,6 +105,7 @@ async def test_oncall_helper_runs_only_allowlisted_diagnostics(tmp_path, receive
         receiver,
         "oncall",
         ["check the load please", "run rm -rf /", "run cat /etc/shadow", "run echo hi"],
+        internal=True,  # the on-call persona answers only on internal channels
     )
     assert answers[0]["text"].startswith("Here is what I saw:\nexit status 0")
     assert "load average" in answers[0]["text"]
@@ -149,3 +152,5 @@ async def test_demo_scene_plays_every_example_through_the_gateway(tmp_path, monk
     assert "[webhooks.md]" in transcript
     assert "load average" in transcript
     assert "Refused" in transcript
+    # A customer on the public channel is not told the on-call persona exists.
+    assert "There is no such persona here. You can switch to: core, docs," in transcript

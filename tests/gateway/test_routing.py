@@ -54,10 +54,13 @@ def test_switch_command_wins_and_is_stripped(router):
     )
 
 
-def test_unknown_switch_target_is_ignored(router):
-    """A switch to a persona that does not exist falls through to normal routing."""
+def test_unknown_switch_target_gets_the_gateway_answer(router):
+    """A switch to a persona that does not exist is answered by the gateway, listing the
+    personas reachable here, from whoever the rest of the text routes to."""
     msg = _msg("/persona nobody outage")
-    assert router.route(msg, _state(msg), utcnow()).persona == "infra"
+    route = router.route(msg, _state(msg), utcnow())
+    assert (route.persona, route.reason) == ("infra", "switch-unknown")
+    assert route.reply == "There is no such persona here. You can switch to: core, docs, infra."
 
 
 def test_sticky_persona_holds_until_it_expires(router):
