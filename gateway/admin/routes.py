@@ -484,10 +484,10 @@ async def _letter(call: Call) -> DeadLetterView:
     if int(handle.split(":", 1)[0]) >= keyspace.partitions:
         raise ApiError(404, "not_found", "no such dead letter")
     letter = await get_dead_letter(call.store, keyspace, handle)
-    if letter is None:
+    # Another tenant's letter answers exactly like a missing one: a 403 would tell a scoped
+    # caller that the handle exists.
+    if letter is None or not call.may_see_tenant(letter.tenant):
         raise ApiError(404, "not_found", "no such dead letter")
-    if not call.may_see_tenant(letter.tenant):
-        raise ApiError(403, "forbidden", "this dead letter belongs to another tenant")
     return DeadLetterView(handle=handle, letter=letter)
 
 
