@@ -3,6 +3,7 @@
 Options::
 
     base_url: https://api.openai.com/v1      # or a local server: http://127.0.0.1:11434/v1
+    allow_private: false                     # true to reach a private/loopback base_url
     model: gpt-4o-mini
     api_key_env: OPENAI_API_KEY              # the *name* of the variable; omit for no key
     prompt: system                           # which of the persona's prompts is the system one
@@ -17,6 +18,11 @@ Options::
     max_tokens: null
     tool_options:                            # per-tool settings, see agents/tools
       run_command: {allow: ["uptime"]}
+
+``base_url`` is held to the SSRF guard of :mod:`gateway.netguard` (a private, loopback or
+link-local address, in any spelling or IPv6 mapping, in the URL or in its DNS answer, is
+refused with an AgentError) unless the options say ``allow_private: true``: a model server
+on the same host or network is a deliberate choice.
 
 Tools are deny-first: only the persona's ``tools`` are offered, and a call to any other name
 is refused and reported back to the model as an error, as is a call whose arguments do not
@@ -39,6 +45,7 @@ from agents.base import AgentContext, AgentReply, ReplyPart
 from agents.persona import Persona
 from agents.tools import Tool, ToolContext, ToolResult, build_tools
 from gateway.errors import AgentError
+from gateway.netguard import refusal, refused_by_guard, session_for
 from gateway.observability import get_logger
 
 __all__ = ["LlmAgent", "LlmOptions"]
@@ -52,6 +59,7 @@ class LlmOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str
+    allow_private: bool = False
     model: str
     api_key_env: str | None = None
     prompt: str = "system"
@@ -101,6 +109,7 @@ class _Completion(BaseModel):
 class LlmAgent:
     def __init__(self, options: LlmOptions) -> None:
         self.options = options
+        self._url_refusal = None if options.allow_private else refusal(options.base_url)
         self.tools: dict[str, Tool] = {}
         self._validators: dict[str, Draft202012Validator] = {}
 
@@ -175,12 +184,15 @@ class LlmAgent:
         return headers
 
     async def _run(self, context: AgentContext) -> AgentReply:
+        if self._url_refusal is not None:
+            log.warning("agent.llm_refused", persona=context.persona.name, reason="ssrf")
+            raise AgentError(f"the LLM base_url is refused: {self._url_refusal}")
         messages = self._messages(context)
         headers = self._headers()
         tool_context = ToolContext(agent=context)
         switch: str | None = None
         handoff: str | None = None
-        async with aiohttp.ClientSession() as session:
+        async with session_for(allow_private=self.options.allow_private) as session:
             for step in range(1, self.options.max_steps + 1):
                 message = await self._complete(session, headers, messages)
                 calls = message.tool_calls or []
@@ -225,6 +237,10 @@ class LlmAgent:
                 status = response.status
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = refused_by_guard(exc)
+            if refused is not None:
+                log.warning("agent.llm_refused", reason="ssrf")
+                raise AgentError(f"the LLM base_url is refused: {refused}") from exc
             raise AgentError(f"the LLM endpoint failed: {type(exc).__name__}") from exc
         if status != 200:
             raise AgentError(f"the LLM endpoint answered {status}")

@@ -18,33 +18,37 @@ Options::
     attempt_timeout_seconds: 5
     retries: 2                                  # extra tries on network errors, 408/429/5xx
     history: 10                                 # history turns sent along
-    allow_private_network: false                # SSRF guard: see below
+    allow_private: false                        # SSRF guard: see below
 
-The target URL is checked against SSRF: the host is resolved and loopback, link-local,
-private, reserved, multicast and unspecified addresses are refused (at connect time, through
-the resolver, so a DNS answer that changes after validation is caught too). Only a persona
-whose options say ``allow_private_network: true`` may reach such addresses.
+The target URL is checked against SSRF by :mod:`gateway.netguard`: loopback, link-local,
+private, reserved, multicast and unspecified addresses are refused, in any spelling and
+behind IPv6 mappings (6to4, Teredo, NAT64), both in the URL itself and at connect time (so a
+DNS answer that changes after validation is caught too). Only a persona whose options say
+``allow_private: true`` (formerly ``allow_private_network``, still accepted) may reach them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.base import AgentContext, AgentReply, ReplyPart
 from gateway.conversations import conversation_handle
 from gateway.errors import AgentError
 from gateway.models import Button
+from gateway.netguard import (
+    TargetRefusedError,
+    refusal,
+    refusal_reason,
+    refused_by_guard,
+    session_for,
+)
 from gateway.observability import get_logger
 from gateway.signing import SIGNATURE_HEADER, sign
 
@@ -65,52 +69,6 @@ _MAX_RESPONSE_BYTES = 256 * 1024
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
-class TargetRefusedError(OSError):
-    """The bot's address is one the SSRF guard refuses."""
-
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def refusal_reason(address: IpAddress) -> str | None:
-    """Why the SSRF guard refuses ``address``, or None when it is a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    checks = (
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("unspecified", address.is_unspecified),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
-        ("private", address.is_private),
-        ("not globally routable", not address.is_global),
-    )
-    for label, hit in checks:
-        if hit:
-            return label
-    return None
-
-
-class _GuardedResolver(AbstractResolver):
-    """Resolves like the system, then refuses the whole answer if any address is refused."""
-
-    def __init__(self) -> None:
-        self._inner = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            reason = refusal_reason(ipaddress.ip_address(result["host"]))
-            if reason is not None:
-                raise TargetRefusedError(f"{host} resolves to a {reason} address")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 class WebhookOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -120,7 +78,12 @@ class WebhookOptions(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     retry_base_seconds: float = Field(default=0.2, gt=0)
     history: int = Field(default=10, ge=0)
-    allow_private_network: bool = False
+    allow_private: bool = False
+    allow_private_network: bool = False  # the earlier name of allow_private
+
+    @property
+    def private_allowed(self) -> bool:
+        return self.allow_private or self.allow_private_network
 
     @field_validator("url")
     @classmethod
@@ -200,13 +163,8 @@ def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
 class WebhookAgent:
     def __init__(self, options: WebhookOptions) -> None:
         self.options = options
-        host = urlsplit(options.url).hostname or ""
-        try:
-            literal: IpAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        # A literal address never reaches the resolver, so it is judged here.
-        self._literal_refusal = refusal_reason(literal) if literal is not None else None
+        # A literal address is judged here, before any message; names are judged on connect.
+        self._literal_refusal = refusal(options.url)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> WebhookAgent:
@@ -220,16 +178,12 @@ class WebhookAgent:
 
     async def respond(self, context: AgentContext) -> AgentReply:
         opts = self.options
-        if self._literal_refusal is not None and not opts.allow_private_network:
+        if self._literal_refusal is not None and not opts.private_allowed:
             log.warning("agent.webhook_refused", persona=context.persona.name, reason="ssrf")
-            raise AgentError(f"bot URL refused: a {self._literal_refusal} address")
+            raise AgentError(f"bot URL refused: {self._literal_refusal}")
         body = json.dumps(context_payload(context, history=opts.history)).encode()
         secrets = self._secrets()
-        connector = aiohttp.TCPConnector(
-            resolver=None if opts.allow_private_network else _GuardedResolver(),
-            use_dns_cache=False,
-        )
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with session_for(allow_private=opts.private_allowed) as session:
             for attempt in range(1, opts.retries + 2):
                 outcome = await self._attempt(session, body, secrets, context, attempt)
                 if isinstance(outcome, AgentReply):
@@ -272,9 +226,10 @@ class WebhookAgent:
                 retry_after = response.headers.get("Retry-After")
                 raw = await response.content.read(_MAX_RESPONSE_BYTES + 1)
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, TargetRefusedError):
+            refused = refused_by_guard(exc)
+            if refused is not None:
                 log.warning("agent.webhook_refused", persona=persona, reason="ssrf")
-                raise AgentError(f"bot URL refused: {exc.os_error}") from exc
+                raise AgentError(f"bot URL refused: {refused}") from exc
             log.warning("agent.webhook_retry", persona=persona, attempt=attempt, error="connect")
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -41,7 +41,11 @@ def config(
         "replay_window_seconds": REPLAY_WINDOW_SECONDS,
     }
     if callback_url is not None:
-        channel |= {"callback_url": callback_url, "callback_secrets": ["env:BENCH_CALLBACK_SECRET"]}
+        channel |= {
+            "callback_url": callback_url,
+            "callback_secrets": ["env:BENCH_CALLBACK_SECRET"],
+            "callback_allow_private": True,  # the bench receiver listens on loopback
+        }
     return {
         "store": {"url": store_url, "partitions": PARTITIONS},
         "personas_dir": str(personas_dir or REPO / "agents" / "personas"),

@@ -301,6 +301,7 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
     (r"^[^:]+:ch:", "channel records"),
     (r"^[^:]+:t:", "tenant records"),
     (r"^[^:]+:audit$", "audit stream"),
+    (r"^[^:]+:audit:t:", "audit stream per tenant"),
 )
 
 

@@ -5,6 +5,14 @@ its target), when, from where (the client address, or ``cli@<host>``) and the ou
 status. Nothing in the gateway deletes or rewrites entries; the stream is trimmed only by
 length (:data:`AUDIT_MAXLEN`), oldest first. Targets that name a person (a conversation
 being erased) are written as a SHA-256 digest, so the log itself keeps no personal data.
+
+An event that names a tenant is also appended to that tenant's own stream
+(``Keyspace.audit_tenant``, capped at :data:`AUDIT_TENANT_MAXLEN`), so a tenant's read costs
+one range of ``limit`` entries however many events other tenants wrote. The two appends are
+not one atomic step (the keys sit in different Redis Cluster slots): the global one comes
+first and is the record; a failure between them leaves an event missing only from the
+tenant's view, and the write reports the failure. Cursors belong to the stream that
+returned them: a cursor from a tenant's read pages that tenant's read.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.models import new_id, utcnow
 from gateway.store import Keyspace, Store
 
-__all__ = ["AUDIT_MAXLEN", "AuditEvent", "AuditLog", "digest"]
+__all__ = ["AUDIT_MAXLEN", "AUDIT_TENANT_MAXLEN", "AuditEvent", "AuditLog", "digest"]
 
 AUDIT_MAXLEN = 1_000_000
+AUDIT_TENANT_MAXLEN = 100_000
 
 
 def digest(value: str) -> str:
@@ -50,25 +59,20 @@ class AuditLog:
         self.keyspace = keyspace
 
     async def write(self, event: AuditEvent) -> None:
-        await self.store.append(
-            self.keyspace.audit(), event.model_dump_json().encode(), maxlen=AUDIT_MAXLEN
-        )
+        payload = event.model_dump_json().encode()
+        await self.store.append(self.keyspace.audit(), payload, maxlen=AUDIT_MAXLEN)
+        if event.tenant is not None:
+            await self.store.append(
+                self.keyspace.audit_tenant(event.tenant), payload, maxlen=AUDIT_TENANT_MAXLEN
+            )
 
     async def read(
         self, *, tenant: str | None = None, after: str | None = None, limit: int = 100
     ) -> list[tuple[str, AuditEvent]]:
-        """``(cursor, event)`` pairs oldest first; pass the last cursor as ``after`` to page."""
-        out: list[tuple[str, AuditEvent]] = []
-        cursor = after
-        while len(out) < limit:
-            entries = await self.store.range(self.keyspace.audit(), after=cursor, count=500)
-            if not entries:
-                break
-            for entry in entries:
-                cursor = entry.id
-                event = AuditEvent.model_validate_json(entry.payload)
-                if tenant is None or event.tenant == tenant:
-                    out.append((entry.id, event))
-                    if len(out) >= limit:
-                        break
-        return out
+        """``(cursor, event)`` pairs oldest first; pass the last cursor as ``after`` to page.
+
+        With ``tenant``, that tenant's stream: one bounded range, never a scan of the rest.
+        """
+        stream = self.keyspace.audit() if tenant is None else self.keyspace.audit_tenant(tenant)
+        entries = await self.store.range(stream, after=after, count=limit)
+        return [(entry.id, AuditEvent.model_validate_json(entry.payload)) for entry in entries]

@@ -30,6 +30,7 @@ from pydantic import (
 
 from gateway.errors import ConfigError
 from gateway.handoff import Desk, HandoffConfig, plan_desks
+from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
 
 __all__ = [
@@ -143,12 +144,15 @@ class TenantConfig(_Model):
     # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
     notify_url: str | None = None
     notify_secrets: tuple[Secret, ...] = ()
+    notify_allow_private: bool = False  # SSRF guard (gateway.netguard) off for notify_url
     handoff: HandoffConfig | None = None  # this tenant's own operators' desk (gateway/handoff.py)
 
     @model_validator(mode="after")
     def _signed_notifications(self) -> TenantConfig:
         if self.notify_url is not None and not self.notify_secrets:
             raise ValueError("notify_url needs notify_secrets to sign the webhooks")
+        if self.notify_url is not None:
+            check_url(self.notify_url, allow_private=self.notify_allow_private, field="notify_url")
         return self
 
     def channel(self, kind: str, channel_id: str | None = None) -> ChannelConfig | None:

@@ -21,6 +21,7 @@ __all__ = ["DeadLetter", "discard", "list_dead_letters", "move_to_dead_letters",
 
 OUTBOX_GROUP = "dispatchers"
 _REPLAY_CLAIM_TTL = 30 * 86400.0
+_SCAN_PAGE = 500  # entries per read while looking for one tenant's letters
 
 
 class DeadLetter(BaseModel):
@@ -55,15 +56,38 @@ async def move_to_dead_letters(
 async def list_dead_letters(
     store: Store, keyspace: Keyspace, *, tenant: str | None = None, limit: int = 100
 ) -> list[tuple[str, DeadLetter]]:
-    """``(handle, letter)`` pairs; the handle (``partition:entry``) names it for replay."""
+    """The oldest ``limit`` letters (of ``tenant`` if given) as ``(handle, letter)`` pairs;
+    the handle (``partition:entry``) names a letter for replay.
+
+    A page is complete: with ``tenant``, each partition is read on past other tenants'
+    letters until it gave ``limit`` of this tenant's or ran out.
+    """
     out: list[tuple[str, DeadLetter]] = []
     for p in range(keyspace.partitions):
-        for entry in await store.range(keyspace.dead_letters(p), count=limit):
-            letter = DeadLetter.model_validate_json(entry.payload)
-            if tenant is None or letter.tenant == tenant:
-                out.append((f"{p}:{entry.id}", letter))
+        out.extend(await _oldest_in_partition(store, keyspace, p, tenant, limit))
     out.sort(key=lambda pair: pair[1].at)
     return out[:limit]
+
+
+async def _oldest_in_partition(
+    store: Store, keyspace: Keyspace, partition: int, tenant: str | None, limit: int
+) -> list[tuple[str, DeadLetter]]:
+    stream = keyspace.dead_letters(partition)
+    page_size = limit if tenant is None else max(limit, _SCAN_PAGE)
+    found: list[tuple[str, DeadLetter]] = []
+    after: str | None = None
+    while len(found) < limit:
+        page = await store.range(stream, after=after, count=page_size)
+        for entry in page:
+            letter = DeadLetter.model_validate_json(entry.payload)
+            if tenant is None or letter.tenant == tenant:
+                found.append((f"{partition}:{entry.id}", letter))
+                if len(found) == limit:
+                    break
+        if len(page) < page_size:
+            break
+        after = page[-1].id
+    return found
 
 
 def _split(handle: str) -> tuple[int, str]:

@@ -8,6 +8,7 @@
     │   ├── VerificationError        missing, wrong or stale signature / credential  -> 401/403
     │   ├── UnknownTenantError       nothing in the configuration owns this request   -> 404
     │   ├── PayloadError             malformed, unsupported or oversized body         -> 400/413
+    │   │   └── CursorError          a paging cursor that is not a well-formed entry id -> 400
     │   └── IngestUnavailableError   the store could not make the message durable     -> 503
     ├── DeliveryError                an outbound message could not be delivered
     │   ├── TransientDeliveryError   try again later (carries an optional Retry-After)
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "ConfigError",
+    "CursorError",
     "DeliveryError",
     "GatewayError",
     "InboundError",
@@ -88,6 +90,20 @@ class PayloadError(InboundError):
     def __init__(self, message: str, *, reason: str | None = None, status: int = 400) -> None:
         super().__init__(message, reason=reason)
         self.status = status
+
+
+class CursorError(PayloadError):
+    """A caller's paging cursor (``after=``) is not an entry id this store could ever issue.
+
+    Raised by every store's ``range`` and ``read_log`` alike (see
+    :mod:`gateway.store.cursors`), before the store is asked anything: retrying cannot help,
+    so it is a 400, never a 503 that a client would retry forever.
+    """
+
+    reason = "bad_cursor"
+
+    def __init__(self, message: str = "after= is not a cursor this API returned") -> None:
+        super().__init__(message, reason=self.reason, status=400)
 
 
 class IngestUnavailableError(InboundError):

@@ -88,6 +88,12 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        self.admin_errors = Counter(
+            "flowbiz_admin_errors_total",
+            "Admin API requests refused for bad input or a store outage, by operation and error",
+            ["operation", "error"],
+            registry=r,
+        )
         self.listener_up = Gauge(
             "flowbiz_listener_up",
             "1 while a long-lived listener (socket, SMTP, IMAP) is connected",

@@ -17,7 +17,8 @@ numbers:
   :meth:`QuotaPolicy.allow_paid_push` before each push (see docs/quotas.md).
 
 When a tenant's monthly usage reaches ``soft_limit_ratio`` of a limit, the tenant gets one
-webhook per window (signed with :mod:`gateway.signing`) at its ``notify_url``.
+webhook per window (signed with :mod:`gateway.signing`) at its ``notify_url``, held to the
+SSRF guard of :mod:`gateway.netguard` unless the tenant sets ``notify_allow_private: true``.
 
 The policy holds no state of its own beyond a short cache of plan overrides, so any
 component may build one from the shared resources (:meth:`QuotaPolicy.from_context`).
@@ -42,6 +43,7 @@ from gateway.config import GatewayConfig, PlanConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.models import ConversationKey, InboundMessage, utcnow
+from gateway.netguard import guarded_session, refused_by_guard
 from gateway.observability import get_logger
 from gateway.signing import SIGNATURE_HEADER, sign
 from gateway.store import Keyspace, Store
@@ -353,20 +355,45 @@ class QuotaPolicy:
                 [s.get_secret_value() for s in configured.notify_secrets],
                 payload,
                 claim_key=key,
+                allow_private=configured.notify_allow_private,
             )
         )
         self._webhooks.add(task)
         task.add_done_callback(self._webhooks.discard)
 
     async def _send_warning(
-        self, url: str, secrets: list[str], payload: dict[str, object], *, claim_key: str
+        self,
+        url: str,
+        secrets: list[str],
+        payload: dict[str, object],
+        *,
+        claim_key: str,
+        allow_private: bool,
     ) -> None:
         assert self.http is not None  # checked by the caller
+        if allow_private:
+            await self._post_warning(self.http, url, secrets, payload, claim_key=claim_key)
+            return
+        # A guarded session of its own: at most one warning per quota and window, so the
+        # cost of a fresh connection does not matter, and the app's session stays unguarded
+        # for the platform APIs.
+        async with guarded_session() as session:
+            await self._post_warning(session, url, secrets, payload, claim_key=claim_key)
+
+    async def _post_warning(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        secrets: list[str],
+        payload: dict[str, object],
+        *,
+        claim_key: str,
+    ) -> None:
         body = json.dumps(payload).encode()
         for attempt in range(1, _WEBHOOK_ATTEMPTS + 1):
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secrets, body)}
             try:
-                async with self.http.post(
+                async with session.post(
                     url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
                 ) as response:
                     if response.status < 300:
@@ -374,6 +401,13 @@ class QuotaPolicy:
                         return
                     problem = f"status {response.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
+                refused = refused_by_guard(exc)
+                if refused is not None:
+                    # Its DNS answer names a private address. The claim is kept: trying again
+                    # on every reservation this window would only repeat the refusal.
+                    self.metrics.quota_events.labels("notify", "refused").inc()
+                    log.warning("quota.warning_refused", tenant=payload["tenant"], reason="ssrf")
+                    return
                 problem = type(exc).__name__
             log.warning("quota.warning_failed", attempt=attempt, problem=problem)
             await asyncio.sleep(0.5 * attempt)

@@ -63,7 +63,11 @@ def http_tenant(callback_url: str | None, tenant: str = "acme") -> dict[str, Any
         "signing_secrets": ["env:T_SIGN", "env:T_SIGN_OLD"],
     }
     if callback_url is not None:
-        channel |= {"callback_url": callback_url, "callback_secrets": ["env:T_CALLBACK"]}
+        channel |= {
+            "callback_url": callback_url,
+            "callback_secrets": ["env:T_CALLBACK"],
+            "callback_allow_private": True,  # the test receivers listen on loopback
+        }
     return {"id": tenant, "name": "Acme", "channels": [channel]}
 
 

@@ -48,6 +48,7 @@ from gateway.models import (
     encode_inbound,
     new_id,
 )
+from gateway.netguard import check_url, guarded_session, refused_by_guard
 from gateway.signing import SIGNATURE_HEADER, sign, verify
 
 __all__ = ["HttpApiConnector", "HttpChannelConfig"]
@@ -63,6 +64,7 @@ class HttpChannelConfig(ChannelConfig):
     signing_secrets: tuple[Secret, ...] = ()  # inbound; two valid during a rotation
     callback_url: str | None = None
     callback_secrets: tuple[Secret, ...] = ()  # outbound, newest first
+    callback_allow_private: bool = False  # SSRF guard (gateway.netguard) off for callback_url
     replay_window_seconds: float = Field(default=300, gt=0)
     reply_retention: int = Field(default=1000, ge=1)
 
@@ -72,6 +74,10 @@ class HttpChannelConfig(ChannelConfig):
             raise ValueError("give api_keys or signing_secrets: inbound must be authenticated")
         if self.callback_url is not None and not self.callback_secrets:
             raise ValueError("callback_url needs callback_secrets to sign the webhooks")
+        if self.callback_url is not None:
+            check_url(
+                self.callback_url, allow_private=self.callback_allow_private, field="callback_url"
+            )
         return self
 
 
@@ -110,6 +116,7 @@ class HttpApiConnector:
             if isinstance(channel, HttpChannelConfig) and tenant.id not in self._channels:
                 self._channels[tenant.id] = channel
         self._new_reply = asyncio.Event()
+        self._guarded_http: aiohttp.ClientSession | None = None  # for guarded callback URLs
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
@@ -128,6 +135,8 @@ class HttpApiConnector:
 
     async def stop(self) -> None:
         self._new_reply.set()  # wake long-polls so shutdown is not held up
+        if self._guarded_http is not None:
+            await self._guarded_http.close()
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         return None
@@ -270,6 +279,14 @@ class HttpApiConnector:
         await self._post_callback(channel, body, message.idempotency_key)
         return receipt.model_copy(update={"status": "delivered"})
 
+    def _callback_session(self, channel: HttpChannelConfig) -> aiohttp.ClientSession:
+        """The app's session for a callback URL marked allow_private, else a guarded one."""
+        if channel.callback_allow_private:
+            return self.context.http
+        if self._guarded_http is None:
+            self._guarded_http = guarded_session()
+        return self._guarded_http
+
     async def _post_callback(self, channel: HttpChannelConfig, body: bytes, key: str) -> None:
         assert channel.callback_url is not None  # checked by the caller
         headers = {
@@ -279,7 +296,7 @@ class HttpApiConnector:
             "User-Agent": "FlowBiz-Gateway",
         }
         try:
-            async with self.context.http.post(
+            async with self._callback_session(channel).post(
                 channel.callback_url,
                 data=body,
                 headers=headers,
@@ -288,6 +305,9 @@ class HttpApiConnector:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = refused_by_guard(exc)
+            if refused is not None:  # the URL's DNS answer names a private address
+                raise PermanentDeliveryError(f"callback refused: {refused}", code="ssrf") from exc
             # The receiver dedupes on the idempotency key, so a retry is always safe here.
             raise TransientDeliveryError(
                 f"callback failed: {type(exc).__name__}", code="network"

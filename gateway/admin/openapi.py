@@ -84,7 +84,8 @@ def _operation(
             "content": {"application/json": {"schema": ref}},
         }
     error_ref = schemas[(ErrorBody, "serialization")]
-    for status in sorted({401, 403, *op.errors}):
+    # Any route answers 503 (with Retry-After) while the store is unreachable.
+    for status in sorted({401, 403, 503, *op.errors}):
         if status == 503 and op.response is not None:
             # Health answers 503 with the same body as 200, telling what is wrong.
             schema = schemas[(op.response, "serialization")]
@@ -95,6 +96,7 @@ def _operation(
             "content": {"application/json": {"schema": schema}},
         }
     responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,

@@ -10,7 +10,12 @@ Every request passes one gate, in this order:
 2. **403** — the key's role is below the operation's, or a tenant-scoped key reaches for a
    global operation or another tenant;
 3. **404** — a path parameter that cannot name anything (bad format, unknown tenant);
-4. **400 / 422** — an unreadable query or body / a body that breaks the schema.
+4. **400 / 422** — an unreadable query or body (a malformed ``after=`` cursor included) /
+   a body that breaks the schema.
+
+Whatever the step, a store that cannot be reached answers **503** ``store_unavailable``
+with ``Retry-After`` (one mapping, in :func:`_store_unavailable`), never a 500; ``/v1/health``
+then answers ``degraded``.
 
 Mutating operations write an audit event (who, what, when, from where, status) whatever
 their outcome once the caller is authenticated.
@@ -84,13 +89,20 @@ from gateway.conversations import (
     read_state,
 )
 from gateway.deadletters import discard, get_dead_letter, list_dead_letters, replay
-from gateway.errors import ConfigError, StoreError
+from gateway.errors import ConfigError, CursorError, StoreError
 from gateway.models import OutboundMessage, new_id
+from gateway.observability import get_logger
 from gateway.quotas import QuotaPolicy
 from gateway.store import Commit, Store
 from gateway.usage import METRICS, read_usage
 
-__all__ = ["OPERATIONS", "ApiError", "Operation", "mount_admin"]
+__all__ = ["OPERATIONS", "RETRY_AFTER_SECONDS", "ApiError", "Operation", "mount_admin"]
+
+log = get_logger(__name__)
+
+# What a client is told to wait when the store is unreachable: long enough not to hammer a
+# recovering store, short enough that a brief failover is not noticed for long.
+RETRY_AFTER_SECONDS = 5
 
 Scope = Literal["global", "tenant", "any"]
 PATH_PATTERNS: Mapping[str, str] = {
@@ -472,10 +484,10 @@ async def _letter(call: Call) -> DeadLetterView:
     if int(handle.split(":", 1)[0]) >= keyspace.partitions:
         raise ApiError(404, "not_found", "no such dead letter")
     letter = await get_dead_letter(call.store, keyspace, handle)
-    if letter is None:
+    # Another tenant's letter answers exactly like a missing one: a 403 would tell a scoped
+    # caller that the handle exists.
+    if letter is None or not call.may_see_tenant(letter.tenant):
         raise ApiError(404, "not_found", "no such dead letter")
-    if not call.may_see_tenant(letter.tenant):
-        raise ApiError(403, "forbidden", "this dead letter belongs to another tenant")
     return DeadLetterView(handle=handle, letter=letter)
 
 
@@ -535,7 +547,10 @@ async def health(call: Call) -> web.StreamResponse:
         personas=len(rt.personas),
         personas_version=version,
     )
-    return _json(body, 200 if healthy else 503)
+    response = _json(body, 200 if healthy else 503)
+    if store_error is not None:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -676,11 +691,52 @@ def _endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResp
             response = await op.handler(call)
         except ApiError as exc:
             response = _error(exc.status, exc.error, exc.message)
+        except CursorError as exc:
+            _count(rt, op, exc.reason)
+            response = _error(exc.status, exc.reason, str(exc))
+        except StoreError as exc:
+            response = _store_unavailable(op, rt, exc)
         if op.mutating and call is not None:
-            await _audit(op, call, response.status)
+            try:
+                await _audit(op, call, response.status)
+            except StoreError as exc:
+                # An action the audit log cannot record is not reported as done.
+                response = _store_unavailable(op, rt, exc)
         return response
 
     return handle
+
+
+def _count(rt: Runtime, op: Operation, error: str) -> None:
+    rt.metrics.admin_errors.labels(op.operation_id, error).inc()
+
+
+def _store_unavailable(op: Operation, rt: Runtime, exc: StoreError) -> web.Response:
+    """Every StoreError of every route ends here: 503 with ``Retry-After``, never a 500.
+
+    ``/v1/health`` answers its own body, ``degraded``, even though the caller could not be
+    authenticated (the keys live in the store): only the outage itself, no internals.
+    """
+    _count(rt, op, "store_unavailable")
+    log.warning("admin.store_unavailable", operation=op.operation_id, error=type(exc).__name__)
+    if op.handler is health:
+        response = _json(
+            Health(
+                status="degraded",
+                role=rt.role,
+                store="unreachable",
+                store_error=None,
+                consumers=None,
+                connectors=None,
+                personas=None,
+                personas_version=None,
+            ),
+            503,
+        )
+    else:
+        response = _error(503, "store_unavailable", "the store is unavailable; retry later")
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 async def _audit(op: Operation, call: Call, status: int) -> None:

@@ -216,13 +216,16 @@ class ConsumerHealth(_Out):
 
 
 class Health(_Out):
+    """The gateway's health. While the store is unreachable no key can be checked, so the
+    answer is ``degraded`` with only ``role`` and ``store`` filled in (the rest null)."""
+
     status: Literal["ok", "degraded"]
     role: str
     store: Literal["ok", "unreachable"]
     store_error: str | None
-    consumers: list[ConsumerHealth]
-    connectors: list[str]
-    personas: int
+    consumers: list[ConsumerHealth] | None
+    connectors: list[str] | None
+    personas: int | None
     personas_version: int | None
 
 

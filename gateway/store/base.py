@@ -169,7 +169,12 @@ class Store(Protocol):
     async def range(
         self, stream: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        """Entries with id greater than ``after`` (all when None), oldest first."""
+        """Entries with id greater than ``after`` (all when None), oldest first.
+
+        A malformed ``after`` raises :class:`~gateway.errors.CursorError`
+        (:mod:`gateway.store.cursors`); ``get_entry`` and ``delete_entries`` find nothing
+        under a malformed id.
+        """
         ...
 
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None: ...
@@ -196,7 +201,8 @@ class Store(Protocol):
     async def read_log(
         self, key: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        """Entries after the id ``after`` (all kept ones when None or unknown), oldest first."""
+        """Entries after the id ``after`` (all kept ones when None or trimmed away), oldest
+        first. A malformed ``after`` raises :class:`~gateway.errors.CursorError`."""
         ...
 
     # -- state and records ---------------------------------------------------------------------

@@ -97,6 +97,10 @@ class Keyspace:
     def audit(self) -> str:
         return f"{self.prefix}:audit"
 
+    def audit_tenant(self, tenant: str) -> str:
+        """One tenant's audit events, a copy of its entries in :meth:`audit` (scoped reads)."""
+        return f"{self.prefix}:audit:t:{tenant}"
+
     def api_key_prefix(self) -> str:
         return f"{self.prefix}:apikey:"
 

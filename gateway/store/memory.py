@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.cursors import decimal_id, log_cursor
 
 __all__ = ["MemoryStore"]
 
@@ -177,24 +178,26 @@ class MemoryStore:
     async def range(
         self, stream: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
+        floor = decimal_id(after) or 0
         s = self._streams.get(stream)
         if s is None:
             return []
-        floor = int(after) if after is not None else 0
         ids = sorted(i for i in s.entries if i > floor)[:count]
         return [StreamEntry(str(i), s.entries[i]) for i in ids]
 
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:
         s = self._streams.get(stream)
-        if s is None or int(entry_id) not in s.entries:
+        wanted = decimal_id(entry_id, strict=False)
+        if s is None or wanted is None or wanted not in s.entries:
             return None
-        return StreamEntry(entry_id, s.entries[int(entry_id)])
+        return StreamEntry(entry_id, s.entries[wanted])
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
         s = self._streams.get(stream)
         if s is None:
             return 0
-        return sum(s.entries.pop(int(i), None) is not None for i in ids)
+        wanted = (decimal_id(i, strict=False) for i in ids)
+        return sum(s.entries.pop(i, None) is not None for i in wanted if i is not None)
 
     async def trim_acknowledged(self, stream: str, group: str) -> int:
         s = self._streams.get(stream)
@@ -214,9 +217,8 @@ class MemoryStore:
     async def read_log(
         self, key: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        return await self.range(
-            key, after=after if after and after.isdigit() else None, count=count
-        )
+        floor = log_cursor(after)
+        return await self.range(key, after=None if floor is None else str(floor), count=count)
 
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None:

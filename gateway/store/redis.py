@@ -39,6 +39,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.errors import StoreError
 from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.cursors import log_cursor, redis_stream_id
 
 __all__ = ["RedisStore"]
 
@@ -582,7 +583,7 @@ class RedisStore:
         self, stream: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
         self._check_open()
-        start = "-" if after is None else f"({after}"
+        start = "-" if after is None else f"({redis_stream_id(after)}"
         with _errors("XRANGE"):
             rows = await _command(self._client, "XRANGE", stream, start, "+", "COUNT", count)
         return [StreamEntry(_text(i), fields[_FIELD]) for i, fields in rows]
@@ -597,7 +598,7 @@ class RedisStore:
     async def read_log(
         self, key: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        floor = int(after) if after is not None and after.isdigit() else 0
+        floor = log_cursor(after) or 0
         script = self._read_log_script
         rows = await self._pipelined(*self._evalsha(script, [key], [floor, count]), script=script)
         out: list[StreamEntry] = []
@@ -608,6 +609,8 @@ class RedisStore:
 
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:
         self._check_open()
+        if redis_stream_id(entry_id, strict=False) is None:
+            return None
         with _errors("XRANGE"):
             rows = await _command(self._client, "XRANGE", stream, entry_id, entry_id, "COUNT", 1)
         return StreamEntry(_text(rows[0][0]), rows[0][1][_FIELD]) if rows else None
@@ -628,9 +631,10 @@ class RedisStore:
             return int(await _command(self._client, "XTRIM", stream, "MINID", bound))
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
-        if not ids:
+        wanted = [i for i in ids if redis_stream_id(i, strict=False) is not None]
+        if not wanted:
             return 0
-        return int(await self._pipelined("XDEL", stream, *ids))
+        return int(await self._pipelined("XDEL", stream, *wanted))
 
     # -- state and records ---------------------------------------------------------------------
     async def get_state(self, key: str) -> Versioned | None:

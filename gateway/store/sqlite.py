@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 from gateway.errors import ConfigError, StoreError
 from gateway.observability import get_logger
 from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.cursors import decimal_id, log_cursor
 
 __all__ = ["SqliteStore"]
 
@@ -607,7 +608,7 @@ class SqliteStore:
     async def range(
         self, stream: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        floor = int(after) if after is not None else 0
+        floor = decimal_id(after) or 0
         rows = await self._read(
             lambda conn: conn.execute(
                 "SELECT id, payload FROM entries WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
@@ -623,12 +624,13 @@ class SqliteStore:
     async def read_log(
         self, key: str, *, after: str | None = None, count: int = 100
     ) -> list[StreamEntry]:
-        return await self.range(
-            key, after=after if after and after.isdigit() else None, count=count
-        )
+        floor = log_cursor(after)
+        return await self.range(key, after=None if floor is None else str(floor), count=count)
 
     async def get_entry(self, stream: str, entry_id: str) -> StreamEntry | None:
-        wanted = int(entry_id)
+        wanted = decimal_id(entry_id, strict=False)
+        if wanted is None:
+            return None
         row = await self._read(
             lambda conn: conn.execute(
                 "SELECT payload FROM entries WHERE stream = ? AND id = ?", (stream, wanted)
@@ -637,7 +639,9 @@ class SqliteStore:
         return None if row is None else StreamEntry(str(wanted), bytes(row[0]))
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
-        wanted = [(stream, int(i)) for i in ids]
+        wanted = [(stream, n) for n in (decimal_id(i, strict=False) for i in ids) if n is not None]
+        if not wanted:
+            return 0
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.executemany("DELETE FROM entries WHERE stream = ? AND id = ?", wanted)

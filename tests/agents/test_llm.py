@@ -29,6 +29,7 @@ def llm_persona(base_url: str, *, tools=("handoff", "switch_persona"), **options
                 "kind": "llm",
                 "options": {
                     "base_url": base_url,
+                    "allow_private": True,  # the emulator listens on loopback
                     "model": "test-model",
                     "api_key_env": "LLM_KEY",
                     "deterministic": True,

@@ -19,7 +19,11 @@ def _config(store_url, plans, *, notify_url=None):
     tenant = http_tenant(None)
     tenant["plan"] = "metered"
     if notify_url is not None:
-        tenant |= {"notify_url": notify_url, "notify_secrets": ["env:T_NOTIFY"]}
+        tenant |= {
+            "notify_url": notify_url,
+            "notify_secrets": ["env:T_NOTIFY"],
+            "notify_allow_private": True,  # the test receiver listens on loopback
+        }
     data = base_config(store_url, tenants=[tenant])
     data["plans"] = {"metered": plans, "big": {"monthly_outbound_messages": 1000}}
     return parse_config(data)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError, StoreError
+from gateway.errors import ConfigError, CursorError, StoreError
 from gateway.store import Admission, Commit, LogAppend, StateWrite, Store, open_store
+from gateway.store.cursors import MAX_LOG_ID
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import start_redis_server
@@ -295,13 +296,49 @@ async def test_log_keeps_the_newest_cap_entries_in_order(store: Store) -> None:
 
 
 async def test_log_reads_after_a_cursor_with_count(store: Store) -> None:
-    """``after`` is exclusive; an id that was trimmed away or is not an id reads from the
-    oldest kept entry, so a poller never misses what is still there."""
-    ids = [await store.append_log(LOG, str(n).encode(), cap=10) for n in range(6)]
+    """``after`` is exclusive; an id that was trimmed away reads from the oldest kept entry,
+    so a poller never misses what is still there; one past the end reads nothing."""
+    ids = [await store.append_log(LOG, str(n).encode(), cap=4) for n in range(6)]
     assert await log_payloads(store, LOG, after=ids[3]) == [b"4", b"5"]
-    assert [e.id for e in await store.read_log(LOG, after=ids[0], count=2)] == ids[1:3]
+    assert [e.id for e in await store.read_log(LOG, after=ids[2], count=2)] == ids[3:5]
     assert await store.read_log(LOG, after=ids[5]) == []
-    assert await log_payloads(store, LOG, after="not-an-id") == [str(n).encode() for n in range(6)]
+    assert await log_payloads(store, LOG, after=ids[0]) == [str(n).encode() for n in range(2, 6)]
+    assert await store.read_log(LOG, after=str(MAX_LOG_ID)) == []
+
+
+# Not ids in any store: other scripts' digits (str.isdigit() takes them), signs, spaces,
+# floats, hex, and numbers past what Redis, SQLite or a Lua number can hold.
+MALFORMED_CURSORS = [
+    "not-an-id", "", "-1", "+1", " 1", "1 ", "1.5", "1e3", "0x10", "\u00b2", "\u0661\u0662",
+    "1-2-3", "9" * 21, str(2**64), "1\x00",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cursor", [*MALFORMED_CURSORS, str(MAX_LOG_ID + 1)])
+async def test_attack_malformed_log_cursor_refused_alike_by_every_store(
+    store: Store, cursor: str
+) -> None:
+    """A client's malformed ``after=`` is a CursorError (400 bad_cursor) in every store,
+    never a store failure (503, retried forever) nor a silent read from the start."""
+    await store.append_log(LOG, b"kept", cap=10)
+    with pytest.raises(CursorError) as refused:
+        await store.read_log(LOG, after=cursor)
+    assert (refused.value.status, refused.value.reason) == (400, "bad_cursor")
+    assert await log_payloads(store, LOG) == [b"kept"]
+
+
+@pytest.mark.parametrize("cursor", MALFORMED_CURSORS)
+async def test_attack_malformed_stream_id_refused_alike_by_every_store(
+    store: Store, cursor: str
+) -> None:
+    """``range`` refuses a malformed ``after`` with CursorError; looking up or deleting an
+    entry by a malformed id finds nothing (a dead-letter handle that names nothing: 404)."""
+    await store.append(OUTBOX, b"kept")
+    with pytest.raises(CursorError):
+        await store.range(OUTBOX, after=cursor)
+    assert await store.get_entry(OUTBOX, cursor) is None
+    assert await store.delete_entries(OUTBOX, [cursor]) == 0
+    assert await payloads(store, OUTBOX) == [b"kept"]
 
 
 async def test_commit_and_admit_append_to_logs(store: Store) -> None:
