@@ -157,6 +157,7 @@ _REASONS = (
     "too_deeply_nested",
     "unparsable",
     "no_sender",
+    "bad_sender_address",
     "too_many_parts",
     "too_many_attachments",
 )
