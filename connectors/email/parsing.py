@@ -201,12 +201,12 @@ def _addresses(msg: EmailMessage, name: str) -> tuple[list[tuple[str, str]], int
     try:
         for header in msg.get_all(name) or []:
             for address in getattr(header, "addresses", ()):
-                if address.addr_spec:
+                if "@" in address.addr_spec:
                     found.append((_clean(address.display_name), _clean(address.addr_spec)))
     except _PARSER_FAILURES:
         # The stdlib refuses e.g. an encoded CR/LF in an address part: read the raw text.
         values = [_clean(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
-        found = [(decode_words(n), a) for n, a in getaddresses(values) if a]
+        found = [(decode_words(n), a) for n, a in getaddresses(values) if "@" in a]
     usable: list[tuple[str, str]] = []
     for display_name, address in found:
         try:
