@@ -14,6 +14,7 @@ import pytest
 
 from connectors.email.compose import build_reply
 from connectors.email.emulator import RelayedMail, dkim_verify
+from connectors.email.headers import HeaderBlockRefused, verify_header_block
 from connectors.email.parsing import parse_email
 from tests.connectors.email.conftest import SUPPORT, EmailWorld
 
@@ -257,3 +258,25 @@ def test_parsed_header_values_are_stored_clean() -> None:
     assert parsed.subject == "hi = ?utf-8?q?=0D=0A?= there"
     assert parsed.references == ("root@x.example",)
     assert parsed.header_refusals == ("references",)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"From: a@b.example\r\nX-Injected: yes\r\nTo: c@d.example",
+        b"From: a@b.example\r\nTo: c@d.example\rX-Injected: yes",
+        b"From: a@b.example\r\nTo: c@d.example\nX-Injected: yes",
+        b"From: a@b.example\r\nTo: c@d\x00.example",
+        b"From: a@b.example\r\nFrom: c@d.example",
+        b"From: a@b.example\r\nnot a header",
+    ],
+    ids=["extra-header", "bare-cr", "bare-lf", "nul", "twice", "no-name"],
+)
+def test_attack_a_smuggled_header_line_is_caught_before_signing(head: bytes) -> None:
+    """The last line of defence, whatever the stdlib's folder lets through: a header block
+    that is not exactly the one we wrote is refused, so it is never signed or sent."""
+    with pytest.raises(HeaderBlockRefused):
+        verify_header_block(head + b"\r\n\r\nbody\r\n", ["From", "To"])
+    verify_header_block(
+        b"From: a@b.example\r\nTo: c@d.example\r\n folded\r\n\r\nbody", ["From", "To"]
+    )
