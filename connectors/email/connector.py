@@ -17,6 +17,8 @@ Outcomes of one inbound message:
 Outbound: one reply per outbound message, threaded (In-Reply-To/References), marked
 ``Auto-Submitted: auto-replied``, limited per thread by a token bucket, DKIM-signed, sent
 through the configured smarthost with aiosmtplib. SMTP 4xx is transient, 5xx permanent.
+No header of a reply comes unchecked from the customer's mail (see ``headers.py``): an
+address we cannot write is a dead letter (``bad_address``), never a sent message.
 """
 
 from __future__ import annotations
