@@ -1,5 +1,12 @@
 """Building the reply: headers per RFC 5322 §3.6.4 and RFC 3834, text + HTML, DKIM.
 
+Every header value that came from a stranger's mail (their display name, address, subject,
+Message-ID and References) goes through :mod:`connectors.email.headers` first: text is
+cleaned of CR, LF, NUL and encoded-word openers, addresses are re-parsed and refused
+(:class:`AddressRefused`), ids that are not plain msg-ids are left out. The bytes are then
+checked to hold exactly the headers written here (:class:`HeaderBlockRefused` otherwise),
+so no input can add a header or end the header block of a message we sign.
+
 The Message-ID of a reply is derived from the outbound message's idempotency key, so a
 resend of the same reply (after an unknown outcome, or an operator's replay) carries the
 same id and the recipient's mail client shows it once.
@@ -19,6 +26,12 @@ from email.utils import format_datetime
 
 import dkim
 
+from connectors.email.headers import (
+    checked_address,
+    checked_message_id,
+    header_text,
+    verify_header_block,
+)
 from gateway.models import utcnow
 
 __all__ = ["DKIM_HEADERS", "Reply", "build_reply", "dkim_sign", "reply_subject"]
@@ -43,7 +56,7 @@ DKIM_HEADERS: tuple[bytes, ...] = (
 
 def reply_subject(subject: str) -> str:
     """``Re: `` plus the original subject with any reply prefixes removed (never stacked)."""
-    stripped = _RE_PREFIX.sub("", subject).strip()
+    stripped = _RE_PREFIX.sub("", header_text(subject)).strip()
     return f"Re: {stripped}" if stripped else "Re: your message"
 
 
@@ -55,6 +68,7 @@ def reply_message_id(idempotency_key: str, domain: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Reply:
     message: EmailMessage
+    data: bytes  # the message as sent (before DKIM), its header block verified
     message_id: str  # without brackets
     sender: str
     recipient: str
@@ -73,21 +87,39 @@ def build_reply(
     signature: str,
     idempotency_key: str,
 ) -> Reply:
-    domain = from_address.rsplit("@", 1)[-1]
+    """The reply as a message and as verified bytes.
+
+    Raises AddressRefused when either address is not one we may write, HeaderBlockRefused
+    when the generated header block is not exactly ours (neither should happen with input
+    screened by the parser; both mean "do not send").
+    """
+    from_address, to_address = checked_address(from_address), checked_address(to_address)
+    domain = from_address.rsplit("@", 1)[1]
     message_id = reply_message_id(idempotency_key, domain)
-    references = [*parent_references, parent_message_id]
+    parent = checked_message_id(parent_message_id) if parent_message_id else None
+    references = [r for r in (*parent_references, parent) if r and checked_message_id(r)]
+    references = list(dict.fromkeys(references))
     if len(references) > _MAX_REFERENCES:
         references = [references[0], *references[-(_MAX_REFERENCES - 1) :]]
     msg = EmailMessage(policy=policy.SMTP)
-    from_local, _, from_domain = from_address.partition("@")
-    msg["From"] = Address(display_name=from_name, username=from_local, domain=from_domain)
-    to_local, _, to_domain = to_address.partition("@")
-    msg["To"] = Address(display_name=to_name or "", username=to_local, domain=to_domain)
+    from_local, _, from_domain = from_address.rpartition("@")
+    msg["From"] = Address(
+        display_name=header_text(from_name, limit=200), username=from_local, domain=from_domain
+    )
+    to_local, _, to_domain = to_address.rpartition("@")
+    msg["To"] = Address(
+        display_name=header_text(to_name or "", limit=200), username=to_local, domain=to_domain
+    )
     msg["Subject"] = reply_subject(subject)
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = f"<{message_id}>"
-    msg["In-Reply-To"] = f"<{parent_message_id}>"
-    msg["References"] = " ".join(f"<{r}>" for r in references)
+    written = ["From", "To", "Subject", "Date", "Message-ID"]
+    if parent is not None:
+        msg["In-Reply-To"] = f"<{parent}>"
+        written.append("In-Reply-To")
+    if references:
+        msg["References"] = " ".join(f"<{r}>" for r in references)
+        written.append("References")
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 §3.1.7
     msg["X-Auto-Response-Suppress"] = "All"  # stop Exchange out-of-office answers to us
     body = text.rstrip()
@@ -97,7 +129,12 @@ def build_reply(
     msg.add_alternative(
         _html(text, signature), subtype="html", charset="utf-8", cte="quoted-printable"
     )
-    return Reply(message=msg, message_id=message_id, sender=from_address, recipient=to_address)
+    data = msg.as_bytes()
+    written += ["Auto-Submitted", "X-Auto-Response-Suppress", "MIME-Version", "Content-Type"]
+    verify_header_block(data, written)
+    return Reply(
+        message=msg, data=data, message_id=message_id, sender=from_address, recipient=to_address
+    )
 
 
 def _html(text: str, signature: str) -> str:

@@ -17,6 +17,8 @@ Outcomes of one inbound message:
 Outbound: one reply per outbound message, threaded (In-Reply-To/References), marked
 ``Auto-Submitted: auto-replied``, limited per thread by a token bucket, DKIM-signed, sent
 through the configured smarthost with aiosmtplib. SMTP 4xx is transient, 5xx permanent.
+No header of a reply comes unchecked from the customer's mail (see ``headers.py``): an
+address we cannot write is a dead letter (``bad_address``), never a sent message.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
 from connectors.email.compose import build_reply, dkim_sign
+from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
 from connectors.email.parsing import (
     HostileEmail,
     Limits,
@@ -392,6 +395,10 @@ class EmailConnector:
             except HostileEmail as exc:
                 await self._quarantine(targets, raw, exc, source=source, mail_from=mail_from)
                 return InboundOutcome("quarantined", exc.reason)
+            for name in parsed.header_refusals:
+                self._event(f"header_refused_{name}")
+            for name in parsed.header_cleaned:
+                self._event(f"header_cleaned_{name}")
             reasons = self._loop_reasons(parsed, mail_from)
             if reasons:
                 await self._suppress(targets, parsed, reasons, source=source)
@@ -474,6 +481,8 @@ class EmailConnector:
                 "defects": parsed.defects,
                 "thread_root": root,
                 "text_chars": parsed.full_text_chars,
+                "header_refusals": list(parsed.header_refusals),
+                "header_cleaned": list(parsed.header_cleaned),
             },
         )
 
@@ -588,8 +597,14 @@ class EmailConnector:
                 code="no_channel",
             )
         channel = mailbox.channel
-        recipient = context.reply_to or context.from_address
-        if not recipient or self.mailbox(recipient) is not None:
+        recipient = _usable_recipient(context)
+        if recipient is None:
+            # Only a context stored before the inbound checks existed can get here.
+            self._event("reply_refused_bad_address")
+            raise PermanentDeliveryError(
+                "the customer's address is not one we may write; not sent", code="bad_address"
+            )
+        if self.mailbox(recipient) is not None:
             raise PermanentDeliveryError("refusing to mail our own address", code="loop")
         await self._check_reply_rate(message, channel)
         try:
@@ -605,11 +620,18 @@ class EmailConnector:
                 signature=message.persona.signature,
                 idempotency_key=message.idempotency_key,
             )
-        except ValueError as exc:
+        except AddressRefused as exc:
+            self._event("reply_refused_bad_address")
             raise PermanentDeliveryError(
                 f"cannot build the reply: {exc}", code="bad_address"
             ) from exc
-        data = reply.message.as_bytes()
+        except HeaderBlockRefused as exc:
+            self._event("reply_refused_header_block")
+            log.error("email.reply_header_block_refused", problem=str(exc))
+            raise PermanentDeliveryError(
+                f"cannot build the reply: {exc}", code="header_block"
+            ) from exc
+        data = reply.data
         if channel.dkim is not None:
             data = dkim_sign(
                 data,
@@ -701,6 +723,17 @@ class EmailConnector:
                 f"smarthost unreachable: {type(exc).__name__}", code="network"
             ) from exc
         return f"{response.code} {response.message}"
+
+
+def _usable_recipient(context: EmailReplyContext) -> str | None:
+    """Reply-To if it is a usable address, else From (as the inbound side decides too)."""
+    for candidate in (context.reply_to, context.from_address):
+        if candidate:
+            try:
+                return checked_address(normalise_address(candidate))
+            except AddressRefused:
+                continue
+    return None
 
 
 def _server_tls(listeners: Sequence[SmtpListenerConfig]) -> ssl.SSLContext | None:

@@ -11,7 +11,12 @@ The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
 - attachments become metadata only (name, type, size). Nothing is ever decompressed, so
   an archive "bomb" is just a file of its stored size;
 - headers that mark mail as automatic (RFC 3834 and common practice) are collected as
-  ``loop_reasons``; the connector decides what to do with them.
+  ``loop_reasons``; the connector decides what to do with them;
+- every header value kept is clean (:mod:`connectors.email.headers`): display names,
+  subject and the few audit headers carry no CR, LF, NUL or encoded-word opener; the
+  sender, Reply-To and every Message-ID/In-Reply-To/References id are re-checked and an
+  unusable one is left out and named in ``header_refusals`` (a From with no usable
+  address is refused as ``bad_sender_address``). What was cleaned is in ``header_cleaned``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from typing import Literal
 
 from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]  # ships no py.typed
 
+from connectors.email.headers import (
+    AddressRefused,
+    checked_address,
+    checked_message_id,
+    decode_words,
+    header_text,
+    is_unsafe,
+)
 from gateway.models import Attachment
 
 __all__ = [
@@ -58,7 +71,7 @@ _PARSER_FAILURES = (
     AssertionError,
 )
 
-_MSGID_STR = re.compile(r"<([^<>\s]{1,990})>")
+_MSGID_STR = re.compile(r"<([^<>]{0,990})>")
 _CONTAINER = re.compile(rb"(?im)^content-type:\s*(?:multipart|message)/")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"(?m)^[!-9;-~]+:")
@@ -113,6 +126,10 @@ class ParsedEmail:
     loop_reasons: tuple[str, ...]  # why a reply would be inappropriate, from the headers
     defects: int
     headers: dict[str, str] = field(default_factory=dict)  # a few, for audit
+    # Headers whose value was unusable and left out (reply_to, message_id, references...),
+    # and those whose text had control characters or encoded-word openers removed.
+    header_refusals: tuple[str, ...] = ()
+    header_cleaned: tuple[str, ...] = ()
 
 
 def normalise_address(address: str) -> str:
@@ -121,18 +138,25 @@ def normalise_address(address: str) -> str:
 
 
 def message_ids(value: str | None, *, limit: int = 100) -> tuple[str, ...]:
-    """The ids in a Message-ID/In-Reply-To/References value, without brackets.
+    """The usable ids in a Message-ID/In-Reply-To/References value, without brackets."""
+    return _message_ids(value, limit=limit)[0]
+
+
+def _message_ids(value: str | None, *, limit: int) -> tuple[tuple[str, ...], bool]:
+    """The usable ids, and whether anything in ``value`` was not one.
 
     Long chains keep their first id (the thread's root) and the most recent ones.
     """
-    if not value:
-        return ()
+    if not value or not value.strip():
+        return (), False
     found = _MSGID_STR.findall(value)
-    if not found and value.strip() and " " not in value.strip() and "@" in value:
+    if not found and " " not in value.strip():
         found = [value.strip()]  # some clients omit the brackets
-    if len(found) > limit:
-        found = [found[0], *found[-(limit - 1) :]]
-    return tuple(found)
+    usable = [i for i in found if checked_message_id(i) is not None]
+    refused = len(usable) < len(found) or not found
+    if len(usable) > limit:
+        usable = [usable[0], *usable[-(limit - 1) :]]
+    return tuple(usable), refused
 
 
 def _precheck(raw: bytes, limits: Limits) -> None:
@@ -157,30 +181,39 @@ def _clean(text: str) -> str:
 
 
 def _header(msg: EmailMessage, name: str) -> str | None:
+    """The decoded value (encoded-words decoded even when the stdlib parser gave up)."""
     try:
         value = msg.get(name)
     except _PARSER_FAILURES:
         # One unreadable header is not a reason to drop a message; fall back to the raw text.
         value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        value = None if value is None else decode_words(str(value))
     return None if value is None else _clean(str(value))
 
 
-def _addresses(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
-    """``(display name, address)`` pairs, encoded-words decoded; raw text if that fails."""
+def _addresses(msg: EmailMessage, name: str) -> tuple[list[tuple[str, str]], int]:
+    """Usable ``(display name, address)`` pairs, and how many addresses were refused.
+
+    Encoded-words are decoded (also when the stdlib parser gave up and the raw text is
+    read); display names are returned as found, addresses normalised and checked.
+    """
     found: list[tuple[str, str]] = []
     try:
         for header in msg.get_all(name) or []:
             for address in getattr(header, "addresses", ()):
                 if "@" in address.addr_spec:
-                    found.append(
-                        (_clean(address.display_name), normalise_address(_clean(address.addr_spec)))
-                    )
+                    found.append((_clean(address.display_name), _clean(address.addr_spec)))
     except _PARSER_FAILURES:
-        found = []
-    if found:
-        return found
-    values = [_clean(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
-    return [(n, normalise_address(a)) for n, a in getaddresses(values) if "@" in a]
+        # The stdlib refuses e.g. an encoded CR/LF in an address part: read the raw text.
+        values = [_clean(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
+        found = [(decode_words(n), a) for n, a in getaddresses(values) if "@" in a]
+    usable: list[tuple[str, str]] = []
+    for display_name, address in found:
+        try:
+            usable.append((display_name, checked_address(normalise_address(address))))
+        except AddressRefused:
+            continue
+    return usable, len(found) - len(usable)
 
 
 def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
@@ -198,16 +231,33 @@ def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
 
 
 def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
-    senders = _addresses(msg, "from") or _addresses(msg, "sender")
+    refusals: list[str] = []
+    cleaned: list[str] = []
+    senders, refused = _addresses(msg, "from")
+    if not senders and not refused:
+        senders, refused = _addresses(msg, "sender")
     if not senders:
+        if refused:
+            raise HostileEmail("bad_sender_address", "no From address we could answer")
         raise HostileEmail("no_sender", "no usable From address")
-    from_name, from_address = senders[0]
-    reply_to = _addresses(msg, "reply-to")
-    ids = message_ids(_header(msg, "message-id"), limit=1)
+    raw_name, from_address = senders[0]
+    from_name = header_text(raw_name, limit=200)
+    if is_unsafe(raw_name):
+        cleaned.append("from_name")
+    reply_to, refused = _addresses(msg, "reply-to")
+    if refused and not reply_to:
+        refusals.append("reply_to")
+    ids, refused = _message_ids(_header(msg, "message-id"), limit=1)
+    if refused:
+        refusals.append("message_id")
     message_id = ids[0] if ids else None
     event_id = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
-    in_reply_to = message_ids(_header(msg, "in-reply-to"), limit=10)
-    references = message_ids(_header(msg, "references"))
+    in_reply_to, refused = _message_ids(_header(msg, "in-reply-to"), limit=10)
+    if refused:
+        refusals.append("in_reply_to")
+    references, refused = _message_ids(_header(msg, "references"), limit=100)
+    if refused:
+        refusals.append("references")
     if not references and len(in_reply_to) == 1:
         references = in_reply_to  # RFC 5322 §3.6.4: In-Reply-To stands in for References
 
@@ -225,30 +275,36 @@ def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
     full = full[: limits.max_text_chars * 5]  # bound the reply parser's work
     text = _strip_quotes(full, limits.reply_languages)[: limits.max_text_chars]
 
-    subject = (_header(msg, "subject") or "").replace("\r", " ").replace("\n", " ").strip()
+    raw_subject = _header(msg, "subject") or ""
+    subject = header_text(raw_subject)
+    if is_unsafe(raw_subject):
+        cleaned.append("subject")
     headers = {
-        name: value[:500]
+        name: header_text(value, limit=500)
         for name in ("date", "auto-submitted", "precedence", "list-id", "user-agent")
         if (value := _header(msg, name)) is not None
     }
+    date = _header(msg, "date")
     return ParsedEmail(
         event_id=event_id,
         message_id=message_id,
         from_address=from_address,
         from_name=from_name or None,
         reply_to=reply_to[0][1] if reply_to else None,
-        to=tuple(a for _, a in _addresses(msg, "to")),
-        cc=tuple(a for _, a in _addresses(msg, "cc")),
-        subject=subject[:998],
+        to=tuple(a for _, a in _addresses(msg, "to")[0]),
+        cc=tuple(a for _, a in _addresses(msg, "cc")[0]),
+        subject=subject,
         in_reply_to=in_reply_to,
         references=references,
-        date=_header(msg, "date"),
+        date=None if date is None else header_text(date, limit=200),
         text=text,
         full_text_chars=len(full),
         attachments=tuple(attachments),
         loop_reasons=automatic_reasons(msg, from_address),
         defects=len(msg.defects),
         headers=headers,
+        header_refusals=tuple(refusals),
+        header_cleaned=tuple(cleaned),
     )
 
 

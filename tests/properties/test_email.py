@@ -8,16 +8,28 @@ quarantine is counted as ``flowbiz_channel_events_total{event="quarantined_<reas
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 from collections.abc import AsyncIterator
+from email import message_from_bytes, policy
+from email.header import Header
 from pathlib import Path
 
 import pytest
-from hypothesis import event, given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from connectors.email.compose import build_reply, dkim_sign
 from connectors.email.connector import EmailConnector
-from connectors.email.emulator import MailSender
+from connectors.email.emulator import (
+    MailSender,
+    Smarthost,
+    dkim_dns_record,
+    dkim_verify,
+    generate_dkim_key,
+)
+from connectors.email.headers import is_unsafe
 from connectors.email.parsing import HostileEmail, ParsedEmail, parse_email
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
@@ -157,6 +169,229 @@ _REASONS = (
     "too_deeply_nested",
     "unparsable",
     "no_sender",
+    "bad_sender_address",
     "too_many_parts",
     "too_many_attachments",
 )
+
+
+# -- header injection ------------------------------------------------------------------------
+# Pieces an attacker strings together: line breaks in every spelling, encoded-word syntax,
+# header-looking text and the specials of address syntax.
+HOSTILE_PIECES = [
+    "\r\n",
+    "\r",
+    "\n",
+    "\r\n\r\n",
+    "\x00",
+    "\x0b",
+    "\x85",
+    "\u2028",
+    "\t",
+    " ",
+    "=?",
+    "?=",
+    "=?utf-8?q?",
+    "=?utf-8?b?",
+    "=0D=0A",
+    "X-Injected: yes",
+    "Bcc: victim@x.example",
+    ":",
+    "<",
+    ">",
+    '"',
+    "\\",
+    ",",
+    ";",
+    "@",
+    "(",
+    "é",
+    "€",
+    "Eve",
+]
+hostile_text = st.lists(st.sampled_from(HOSTILE_PIECES) | st.text(max_size=6), max_size=10).map(
+    "".join
+)
+
+
+def _q_word(text: str) -> str:
+    return Header(text, "utf-8", maxlinelen=10_000).encode(linesep="\r\n")
+
+
+def _b_word(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8", "surrogatepass")).decode() + "?="
+
+
+@st.composite
+def header_spelling(draw: st.DrawFn, text: str) -> str:
+    """``text`` written into a header raw (line breaks removed), encoded once or twice."""
+    form = draw(st.sampled_from(["raw", "q", "b", "qq", "bq"]))
+    if form == "raw":
+        return "".join(c for c in text if c not in "\r\n\x85\u2028") or "x"
+    if form == "q":
+        return _q_word(text)
+    if form == "b":
+        return _b_word(text)
+    if form == "qq":
+        return _q_word(_q_word(text))
+    return _b_word(_q_word(text))
+
+
+UNIQUE = b"@UNIQUE@"  # replaced per run: Hypothesis replays examples, the gateway dedupes
+
+
+@st.composite
+def hostile_mail(draw: st.DrawFn) -> bytes:
+    """A mail whose display name, subject, Message-ID and References are hostile."""
+    name = draw(header_spelling(draw(hostile_text)))
+    subject = draw(header_spelling(draw(hostile_text)))
+    ids = draw(
+        st.lists(
+            st.sampled_from(["root@customer.example", "r1@customer.example"])
+            | hostile_text.map(lambda t: t + "@x.example"),
+            max_size=4,
+        )
+    )
+    references = " ".join(draw(header_spelling(f"<{i}>")) for i in ids)
+    if draw(st.booleans()):
+        own_id = "<m.@UNIQUE@@customer.example>"
+    else:
+        own_id = draw(header_spelling(draw(hostile_text)))
+    raw = (
+        f"From: {name} <jane@customer.example>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n"
+        f"Message-ID: {own_id}\r\nReferences: {references or '<r0@customer.example>'}\r\n"
+        "X-Example: @UNIQUE@\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    )
+    return raw.encode("utf-8", "surrogateescape")
+
+
+_runs = itertools.count()
+
+
+def unique(raw: bytes) -> bytes:
+    return raw.replace(UNIQUE, str(next(_runs)).encode())
+
+
+# The headers a reply of ours carries (DKIM-Signature included); anything else was smuggled.
+REPLY_HEADERS = frozenset(
+    {
+        "dkim-signature",
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "auto-submitted",
+        "x-auto-response-suppress",
+        "mime-version",
+        "content-type",
+    }
+)
+
+
+def assert_only_our_headers(data: bytes, dkim_record: bytes) -> None:
+    """Our header block (each header once, no bare CR/LF/NUL), our MIME body, a valid DKIM
+    signature — read by the stdlib parser, independently of what composed it."""
+    head, blank, body = data.partition(b"\r\n\r\n")
+    assert blank
+    assert not any(c in head.replace(b"\r\n", b"") for c in (b"\r", b"\n", b"\x00"))
+    parsed = message_from_bytes(data, policy=policy.default)
+    names = [k.lower() for k in parsed]
+    assert set(names) <= REPLY_HEADERS, set(names) - REPLY_HEADERS
+    assert len(names) == len(set(names)), names
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert body.startswith(b"--")
+    assert dkim_verify(data, dns_record=dkim_record)
+
+
+@pytest.fixture(scope="module")
+def dkim_pair() -> tuple[bytes, bytes]:
+    key = generate_dkim_key(2048)
+    return key, dkim_dns_record(key)
+
+
+@PROFILE
+@given(mail=hostile_mail())
+def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
+    dkim_pair: tuple[bytes, bytes], mail: bytes
+) -> None:
+    """Parser, composer and signer: whatever the display name, subject and references,
+    the reply's header block is exactly ours and its DKIM signature verifies."""
+    key, record = dkim_pair
+    raw = unique(mail)
+    try:
+        parsed = parse_email(raw)
+    except HostileEmail as exc:
+        event(f"refused {exc.reason}")
+        return
+    event(f"refusals {','.join(parsed.header_refusals) or '-'}")
+    for value in (parsed.from_name or "", parsed.subject, *parsed.references):
+        assert not is_unsafe(value), value
+    reply = build_reply(
+        from_address=SUPPORT,
+        from_name="FlowBiz Assistant",
+        to_address=parsed.reply_to or parsed.from_address,
+        to_name=parsed.from_name,
+        subject=parsed.subject,
+        parent_message_id=parsed.message_id or "",
+        parent_references=parsed.references,
+        text="Hello, this is our answer.",
+        signature="— FlowBiz",
+        idempotency_key=parsed.event_id,
+    )
+    signed = dkim_sign(reply.data, selector="s1", domain="acme.example", private_key=key)
+    assert_only_our_headers(signed, record)
+
+
+DKIM_ENV = "P_EMAIL_DKIM_KEY"
+
+
+@pytest.fixture
+async def mail_world(
+    tmp_path: Path, dkim_pair: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[RunningGateway, Smarthost]]:
+    monkeypatch.setenv(DKIM_ENV, dkim_pair[0].decode())
+    smarthost = await Smarthost().start()
+    channel = {
+        "kind": "email",
+        "addresses": [{"address": SUPPORT}],
+        "listener": {"host": "127.0.0.1", "port": 0},
+        "outbound": {"host": "127.0.0.1", "port": smarthost.port, "security": "none"},
+        "dkim": {"selector": "s1", "domain": "acme.example", "private_key": f"env:{DKIM_ENV}"},
+        "reply_rate": {"max_replies": 1000, "per_seconds": 1},
+    }
+    data = base_config(
+        f"sqlite:///{tmp_path}/gw.db", tenants=[{"id": "acme", "channels": [channel]}]
+    )
+    try:
+        async with running_gateway(data) as gw:
+            yield gw, smarthost
+    finally:
+        await smarthost.stop()
+
+
+@settings(PROFILE, max_examples=max(10, PROFILE.max_examples // 3))
+@given(mail=hostile_mail())
+async def test_hostile_mail_through_smtp_gets_a_reply_with_only_our_headers(
+    mail_world: tuple[RunningGateway, Smarthost],
+    dkim_pair: tuple[bytes, bytes],
+    mail: bytes,
+) -> None:
+    """The same, end to end: aiosmtplib → the gateway's listener → agent → smarthost."""
+    gw, smarthost = mail_world
+    connector = gw.runtime.connectors[Channel.EMAIL]
+    assert isinstance(connector, EmailConnector)
+    before = len(smarthost.received)
+    sender = MailSender(*connector.listener_address("acme"))
+    code, message = await sender.send(
+        unique(mail), mail_from="jane@customer.example", rcpt_to=[SUPPORT]
+    )
+    assert code == 250, message
+    if "review" in message:
+        event("quarantined")
+        return
+    received = await smarthost.wait_for(before + 1, timeout=5)
+    event("answered")
+    assert_only_our_headers(received[before].data, dkim_pair[1])
