@@ -70,7 +70,6 @@ from gateway.admin.schemas import (
     UsageQuery,
     UsageReport,
 )
-from gateway.app import RUNTIME, Runtime
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import TenantConfig
 from gateway.conversations import (
@@ -87,6 +86,7 @@ from gateway.deadletters import discard, get_dead_letter, list_dead_letters, rep
 from gateway.errors import ConfigError, StoreError
 from gateway.models import OutboundMessage, new_id
 from gateway.quotas import QuotaPolicy
+from gateway.runtime import RUNTIME, Runtime
 from gateway.store import Commit, Store
 from gateway.usage import METRICS, read_usage
 
