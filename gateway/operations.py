@@ -99,11 +99,12 @@ async def operations_listener_ctx(app: web.Application) -> AsyncIterator[None]:
     except OSError:
         await runner.cleanup()
         raise
-    rt.operations_url = ops[OPERATIONS].url = site.name
+    rt.operations_app, rt.operations_url = ops, site.name
+    ops[OPERATIONS].url = site.name
     log.info("operations.listening", url=site.name)
     yield
     await runner.cleanup()
-    rt.operations_url = None
+    rt.operations_app = rt.operations_url = None
 
 
 # -- the endpoints -------------------------------------------------------------------------------

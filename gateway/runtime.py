@@ -46,7 +46,8 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     consumers: list[PartitionConsumer] = field(default_factory=list)
     quotas: QuotaPolicy | None = None
-    # The operations listener's base URL once bound (mode "listener"); None otherwise.
+    # The operations app and its listener's base URL once bound (mode "listener").
+    operations_app: web.Application | None = None
     operations_url: str | None = None
 
 

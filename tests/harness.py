@@ -88,6 +88,14 @@ class RunningGateway:
         assert self.runtime.operations_url is not None, "the operations listener is not bound"
         return self.runtime.operations_url
 
+    @property
+    def ops_app(self) -> web.Application:
+        """The app serving the operations endpoints (the public app itself in mode "public")."""
+        if self.config.http.operations.mode == "public":
+            return self.app
+        assert self.runtime.operations_app is not None, "the operations listener is not bound"
+        return self.runtime.operations_app
+
 
 @asynccontextmanager
 async def running_gateway(
