@@ -143,6 +143,9 @@ class Route:
     # Media types a body may have (no parameters); the edge answers 415 to any other before
     # reading the body. Empty: any.
     content_types: tuple[str, ...] = ()
+    # Form fields that hold a JSON document (Slack's ``payload``): the edge bounds their
+    # nesting as it does a JSON body's. Every other form field is text.
+    json_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

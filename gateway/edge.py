@@ -8,8 +8,9 @@ What it guarantees, in this order, for each request:
    method is the router's 405.)
 2. **A bounded read.** The body must arrive within ``http.body_timeout_seconds`` (408). A
    client that hangs up mid-upload is a DEBUG line and a metric, never an ERROR.
-3. **Bounded nesting.** JSON — a JSON body, or JSON inside a form field — nested deeper than
-   ``http.max_json_depth`` is refused 400 ``too_deep`` before any connector parses it.
+3. **Bounded nesting.** JSON — a body, or a form field the route declares as JSON
+   (``Route.json_fields``) — nested deeper than ``http.max_json_depth`` is refused 400
+   ``too_deep`` before any connector parses it.
 4. The connector's handler gets a neutral :class:`~connectors.base.InboundRequest`; what it
    returns is made durable (``Ingestor.submit``) before its response is sent.
 
@@ -53,7 +54,7 @@ def edge_handler(route: Route, channel: str, rt: Runtime) -> Handler:
             if request.method in ("POST", "PUT", "PATCH"):
                 _check_head(request, route, limits.max_body_bytes)
                 body = await _read_body(request, limits.body_timeout_seconds)
-                _check_nesting(request, body, limits.max_json_depth)
+                _check_nesting(request, route, body, limits.max_json_depth)
             else:
                 body = b""
         except _Aborted:
@@ -138,10 +139,11 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
         raise _Aborted from exc
 
 
-def _check_nesting(request: web.Request, body: bytes, limit: int) -> None:
-    too_deep = (
-        form_too_deep(body, limit) if request.content_type == _FORM else json_too_deep(body, limit)
-    )
+def _check_nesting(request: web.Request, route: Route, body: bytes, limit: int) -> None:
+    if request.content_type == _FORM:
+        too_deep = form_too_deep(body, limit, route.json_fields)
+    else:
+        too_deep = json_too_deep(body, limit)
     if too_deep:
         raise PayloadError(f"JSON nested deeper than {limit} levels", reason="too_deep")
 

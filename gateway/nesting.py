@@ -4,7 +4,8 @@ A body nested thousands of levels deep makes ``json.loads`` raise ``RecursionErr
 if nobody catches it), and one a few hundred levels deep parses at the edge but not when the
 worker reads its inbox entry back (pydantic-core stops at 200 levels): it would be
 acknowledged and then dead-lettered. The edge therefore refuses any body — or form field —
-nested deeper than ``http.max_json_depth`` before a connector parses it.
+nested deeper than ``http.max_json_depth`` before a connector parses it (form fields:
+only those a route declares as JSON).
 
 The measure runs at C speed: a body with no more brackets than the limit is done after two
 ``bytes.count`` calls; otherwise strings are cut out with one regular expression (linear:
@@ -14,7 +15,7 @@ it never backtracks) and the brackets left are summed with ``itertools.accumulat
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,15 +41,22 @@ def json_too_deep(body: bytes, limit: int) -> bool:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
-def form_too_deep(body: bytes, limit: int) -> bool:
-    """True when a field of a url-encoded form holds JSON nested deeper than ``limit``."""
-    if body.count(b"%5B") + body.count(b"%7B") + body.count(b"[") + body.count(b"{") <= limit:
+def form_too_deep(body: bytes, limit: int, fields: Collection[str]) -> bool:
+    """True when one of ``fields`` of a url-encoded form holds JSON nested deeper than ``limit``.
+
+    Only the fields a connector parses as JSON are measured: any other field is text, and a
+    customer may type as many brackets as they like.
+    """
+    if (
+        not fields
+        or body.count(b"%5B") + body.count(b"%7B") + body.count(b"[") + body.count(b"{") <= limit
+    ):
         return False  # the fast path: too few brackets, encoded or not, to matter
     try:
-        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
         return False  # not a form: the connector refuses it with its own reason
-    return any(json_too_deep(value.encode(), limit) for _, value in fields)
+    return any(json_too_deep(value.encode(), limit) for name, value in pairs if name in fields)
 
 
 def value_too_deep(value: Any, limit: int) -> bool:

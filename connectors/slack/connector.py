@@ -275,6 +275,7 @@ class SlackConnector:
                 self.interactivity,
                 "slack.interactivity",
                 content_types=FORM,
+                json_fields=("payload",),
             ),
         ]
 
