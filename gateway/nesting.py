@@ -24,7 +24,7 @@ __all__ = ["form_too_deep", "json_too_deep", "value_too_deep"]
 
 # A JSON string, or an unterminated one running to the end: each match is found from its
 # first quote in one pass, so hostile input cannot make the search quadratic.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.DOTALL)
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 _KEEP_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
