@@ -50,6 +50,8 @@ def config(
         "store": {"url": store_url, "partitions": PARTITIONS},
         "personas_dir": str(personas_dir or REPO / "agents" / "personas"),
         "pipeline": {"shutdown_grace_seconds": 3, **(pipeline or {})},
+        # The load generator is one client address holding every connection of the run.
+        "http": {"max_connections_per_client": None},
         "routing": {"default_persona": "core"},
         "log_level": "info",
         "tenants": [{"id": TENANT, "name": "Bench", "channels": channels or [channel]}],
@@ -65,22 +67,26 @@ def start(
     role: str,
     env: dict[str, str] | None = None,
 ) -> Server:
-    """``python -m gateway.cli serve --role ROLE`` on a free port, pinned to ``cores``.
+    """``python -m gateway.cli serve --role ROLE`` on a free port (and its operations listener
+    on another, in ``extra["ops_url"]``), pinned to ``cores``.
 
     ``env`` adds the secrets the config's ``env:`` references name (beside ``SECRETS``).
     """
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(data))
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     cmd = python_module(
-        "gateway.cli", "serve", "--config", str(config_path), "--role", role, "--port", str(port)
+        *("gateway.cli", "serve", "--config", str(config_path), "--role", role),
+        *("--port", str(port), "--operations-port", str(ops_port)),
     )
     log_path = workdir / f"{name}.log"
     proc = spawn(cmd, cores=cores, log_path=log_path, env={**SECRETS, **(env or {})})
     url = f"http://127.0.0.1:{port}"
-    server = Server(name=name, url=url, proc=proc, log_path=log_path, extra={"role": role})
+    ops_url = f"http://127.0.0.1:{ops_port}"  # /readyz and /metrics live there
+    extra = {"role": role, "ops_url": ops_url}
+    server = Server(name=name, url=url, proc=proc, log_path=log_path, extra=extra)
     try:
-        wait_http(url + "/readyz", proc=proc)
+        wait_http(ops_url + "/readyz", proc=proc)
     except BaseException:
         server.stop()
         raise

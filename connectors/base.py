@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from gateway.store import Keyspace, Store
 
 __all__ = [
+    "FORM",
+    "JSON",
     "ChannelCapabilities",
     "Connector",
     "ConnectorContext",
@@ -43,6 +45,10 @@ __all__ = [
     "Pacing",
     "Route",
 ]
+
+
+JSON = ("application/json",)
+FORM = ("application/x-www-form-urlencoded",)
 
 
 class InboundRequest:
@@ -134,6 +140,12 @@ class Route:
     path: str  # aiohttp-style pattern, e.g. "/v1/http/{tenant}/messages"
     handler: Callable[[InboundRequest], Awaitable[InboundResult]]
     name: str = ""
+    # Media types a body may have (no parameters); the edge answers 415 to any other before
+    # reading the body. Empty: any.
+    content_types: tuple[str, ...] = ()
+    # Form fields that hold a JSON document (Slack's ``payload``): the edge bounds their
+    # nesting as it does a JSON body's. Every other form field is text.
+    json_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,68 +1,47 @@
 """The aiohttp application: ``create_app(config)`` assembles everything.
 
 Every resource — the store, the outgoing HTTP session, connector listeners, the worker and
-dispatcher consumers — is opened and closed in ``cleanup_ctx``, in that order and in
-reverse. Roles: ``all`` (web + workers, the default), ``web`` (inbound only) and
-``worker`` (worker and dispatcher only), for scale-out on Redis.
+dispatcher consumers, the operations listener — is opened and closed in ``cleanup_ctx``, in
+that order and in reverse. Roles: ``all`` (web + workers, the default), ``web`` (inbound
+only) and ``worker`` (worker and dispatcher only), for scale-out on Redis.
+
+The app itself is what the public port serves: ``/healthz`` and the connectors' routes
+(through :mod:`gateway.edge`). ``/readyz``, ``/metrics`` and the admin API live on the
+operations listener, or here behind a global key (see :mod:`gateway.operations`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from agents.persona import PersonaRegistry, load_personas
-from connectors.base import Connector, ConnectorContext, InboundRequest, Route
+from connectors.base import Connector, ConnectorContext
 from connectors.registry import connector_class
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
-from gateway.errors import InboundError, IngestUnavailableError, StoreError
+from gateway.edge import edge_handler
 from gateway.ingest import INBOX_GROUP, Ingestor
 from gateway.metrics import Metrics
 from gateway.models import Channel
 from gateway.observability import get_logger
+from gateway.operations import healthz, mount_keyed_operations, operations_listener_ctx
 from gateway.partitions import PartitionConsumer
 from gateway.quotas import QuotaPolicy
-from gateway.store import Keyspace, Store, open_store
+from gateway.runtime import RUNTIME, Role, Runtime
+from gateway.server import guard_middleware
+from gateway.store import Keyspace, open_store
 from gateway.worker import Worker
 
 __all__ = ["RUNTIME", "Role", "Runtime", "create_app"]
 
 log = get_logger(__name__)
-
-Role = Literal["all", "web", "worker"]
-
-
-@dataclass(slots=True)
-class Runtime:
-    """Everything a running gateway holds; one per app."""
-
-    config: GatewayConfig
-    role: Role
-    personas: PersonaRegistry
-    metrics: Metrics
-    keyspace: Keyspace
-    context: ConnectorContext
-    connectors: dict[Channel, Connector]
-    consumer_id: str
-    store: Store | None = None
-    ingestor: Ingestor | None = None
-    worker: Worker | None = None
-    dispatcher: Dispatcher | None = None
-    consumers: list[PartitionConsumer] = field(default_factory=list)
-    quotas: QuotaPolicy | None = None
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def create_app(
@@ -91,26 +70,29 @@ def create_app(
     )
     app = web.Application(client_max_size=config.http.max_body_bytes)
     app[RUNTIME] = runtime
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
+    app.middlewares.append(guard_middleware)
+    app.router.add_get("/healthz", healthz)
     if role in ("all", "web"):
         for channel, connector in connectors.items():
             for route in connector.routes():
                 app.router.add_route(
-                    route.method, route.path, _edge(route, channel.value), name=route.name or None
+                    route.method,
+                    route.path,
+                    edge_handler(route, channel.value, runtime),
+                    name=route.name or None,
                 )
+    if config.http.operations.mode == "public":
+        mount_keyed_operations(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     if role in ("all", "worker"):
         app.cleanup_ctx.append(_consumers_ctx)
-    # Imported here: the admin package reads RUNTIME from this module.
+    if config.http.operations.mode == "listener":
+        app.cleanup_ctx.append(operations_listener_ctx)
+    # Imported here: the admin package reads the persona registry through the runtime.
     from gateway.admin.personas import install_persona_sync
-    from gateway.admin.routes import mount_admin
 
-    if role in ("all", "web"):
-        mount_admin(app)
     if role in ("all", "worker"):
         install_persona_sync(app)
     return app
@@ -210,94 +192,3 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
     for consumer in rt.consumers:
         await consumer.stop(grace=pipeline.shutdown_grace_seconds)
     log.info("gateway.consumers_stopped", consumer=rt.consumer_id)
-
-
-# -- the edge --------------------------------------------------------------------------------------
-def _edge(route: Route, channel: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Adapt a connector route: neutral request in, ingest, then the connector's response."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        rt = request.app[RUNTIME]
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            rt.metrics.inbound.labels(channel, "too_large").inc()
-            log.warning("inbound.rejected", channel=channel, reason="too_large", status=413)
-            return web.json_response(
-                {"error": "too_large", "message": "request body too large"}, status=413
-            )
-        neutral = InboundRequest(
-            method=request.method,
-            path=request.path,
-            # Computed only if the connector reads them (see InboundRequest).
-            url=lambda: str(request.url),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            query=lambda: dict(request.query),
-            body=body,
-            remote=request.remote,
-            match_info=dict(request.match_info),
-        )
-        try:
-            result = await route.handler(neutral)
-            flags: list[bool] = []
-            admit = result.to_admit()
-            if admit:
-                assert rt.ingestor is not None  # exists while the app runs
-                flags = await rt.ingestor.submit(admit, started=started)
-        except InboundError as exc:
-            return _refused(rt, channel, route, exc)
-        except StoreError as exc:
-            # A route that reads the store (long-poll, thread lookups) during an outage: the
-            # platform or client must retry, exactly as when the append itself fails.
-            unavailable = IngestUnavailableError("the store is unavailable; retry later")
-            unavailable.__cause__ = exc
-            return _refused(rt, channel, route, unavailable)
-        response = result.respond(flags) if result.respond is not None else result.response
-        return web.Response(
-            status=response.status,
-            body=response.body,
-            headers={"Content-Type": response.content_type, **response.headers},
-        )
-
-    return handle
-
-
-def _refused(rt: Runtime, channel: str, route: Route, exc: InboundError) -> web.Response:
-    rt.metrics.inbound.labels(channel, exc.reason).inc()
-    log.warning(
-        "inbound.rejected",
-        channel=channel,
-        route=route.name,
-        reason=exc.reason,
-        status=exc.status,
-        detail=str(exc),
-    )
-    return web.json_response({"error": exc.reason, "message": str(exc)}, status=exc.status)
-
-
-# -- probes ----------------------------------------------------------------------------------------
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    problems: list[str] = []
-    if rt.store is None:
-        problems.append("store not open")
-    else:
-        try:
-            await rt.store.ping()
-        except StoreError as exc:
-            problems.append(f"store unreachable: {exc}")
-    if rt.role in ("all", "worker") and not all(c.running for c in rt.consumers):
-        problems.append("workers not running")
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready", "role": rt.role})
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[RUNTIME].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -8,8 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from agents.persona import PersonaRegistry, load_personas
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
@@ -80,22 +78,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import create_app
+    from gateway.app import RUNTIME, create_app
+    from gateway.server import ConnectionGuard, serve
 
     try:
         config, personas = check_config(args.config)
     except ConfigError as exc:
         _print_problems(exc)
         return 1
+    operations = config.http.operations.model_copy(
+        update={
+            name: value
+            for name, value in (("host", args.operations_host), ("port", args.operations_port))
+            if value is not None
+        }
+    )
+    config = config.model_copy(
+        update={"http": config.http.model_copy(update={"operations": operations})}
+    )
     configure_logging(config.log_level)
     app = create_app(config, role=args.role, personas=personas)
-    web.run_app(
-        app,
-        host=args.host or config.http.host,
-        port=args.port if args.port is not None else config.http.port,
-        shutdown_timeout=config.pipeline.shutdown_grace_seconds,
-        access_log=None,
-        print=lambda line: print(line, file=sys.stderr),
+    guard = ConnectionGuard(listener="public", limits=config.http, metrics=app[RUNTIME].metrics)
+    asyncio.run(
+        serve(
+            app,
+            host=args.host or config.http.host,
+            port=args.port if args.port is not None else config.http.port,
+            guard=guard,
+            shutdown_timeout=config.pipeline.shutdown_grace_seconds,
+        )
     )
     return 0
 
@@ -119,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--role", choices=["all", "web", "worker"], default="all")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--operations-host", help="host of the operations listener")
+    serve.add_argument("--operations-port", type=int, help="port of the operations listener")
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="run the gateway with the example config and emulators")

@@ -37,6 +37,7 @@ __all__ = [
     "ChannelConfig",
     "GatewayConfig",
     "HttpServerConfig",
+    "OperationsListenerConfig",
     "PipelineConfig",
     "PlanConfig",
     "RoutingConfig",
@@ -203,11 +204,36 @@ class StoreConfig(_Model):
     receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
 
 
+class OperationsListenerConfig(_Model):
+    """Where ``/readyz``, ``/metrics`` and the admin API under ``/v1`` are served.
+
+    ``mode: listener`` (the default) serves them on their own host and port, loopback unless
+    changed, and never on the public webhook port. ``mode: public`` serves them on the public
+    port instead, every one of them behind a global admin API key.
+    """
+
+    mode: Literal["listener", "public"] = "listener"
+    host: str = "127.0.0.1"
+    port: int = Field(default=9090, ge=0, le=65535)
+
+
 class HttpServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     public_base_url: str | None = None  # how platforms reach us, for signature checks
+    # A request head must be complete this long after the connection opened or its previous
+    # request ended (so it also bounds an idle keep-alive connection).
+    header_timeout_seconds: float = Field(default=10, gt=0)
+    # The whole body must have arrived this long after its head.
+    body_timeout_seconds: float = Field(default=30, gt=0)
+    # Open connections one client address may hold at once, per listener; None: no cap
+    # (behind a load balancer every connection comes from its address).
+    max_connections_per_client: int | None = Field(default=64, ge=1)
+    # JSON (also inside form fields) nested deeper than this is refused at the edge: nothing
+    # that cannot be read back from the inbox is ever acknowledged.
+    max_json_depth: int = Field(default=64, ge=1, le=128)
+    operations: OperationsListenerConfig = OperationsListenerConfig()
 
 
 class PipelineConfig(_Model):

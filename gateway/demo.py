@@ -21,7 +21,7 @@ from aiohttp import web
 
 from agents.persona import load_personas
 from connectors.registry import CONNECTORS
-from gateway.app import create_app
+from gateway.app import RUNTIME, create_app
 from gateway.config import parse_config
 from gateway.observability import configure_logging
 
@@ -102,6 +102,9 @@ async def run_demo(
     state_dir = Path.cwd() / "var"
     state_dir.mkdir(exist_ok=True)
     data["store"]["url"] = store_url or f"sqlite:///{state_dir / 'demo.db'}"
+    # The operations listener on a free loopback port: a demo must not need 9090 to be free.
+    http = data.setdefault("http", {})
+    http["operations"] = {**http.get("operations", {}), "host": "127.0.0.1", "port": 0}
     scenes = _scenes()
     transcript = Transcript(out)
     ok = True
@@ -117,7 +120,8 @@ async def run_demo(
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         print(
-            f"FlowBiz Gateway demo — gateway on {url}, store {config.store.url}, "
+            f"FlowBiz Gateway demo — gateway on {url}, operations on "
+            f"{app[RUNTIME].operations_url}, store {config.store.url}, "
             f"personas: {', '.join(sorted(personas))}",
             file=out,
         )

@@ -101,5 +101,13 @@ class Metrics:
             registry=r,
         )
 
+        self.http_guard = Counter(
+            "flowbiz_http_guard_total",
+            "Connections refused or closed by a listener's guard, by listener and event "
+            "(too_many_connections, header_timeout, body_timeout)",
+            ["listener", "event"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

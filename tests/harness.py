@@ -1,8 +1,10 @@
 """Running the real gateway inside a test: the app factory on a loopback port.
 
 ``running_gateway(config_data)`` validates a config dict exactly as ``flowbiz serve`` would,
-starts the app (store, connectors, workers) with aiohttp's ``AppRunner`` on a free port,
-and yields a :class:`RunningGateway`. Nothing is mocked: requests go over real sockets.
+starts the app (store, connectors, workers) on a guarded site on a free port, exactly as
+``flowbiz serve`` does, and yields a :class:`RunningGateway`. The operations listener (``/readyz``,
+``/metrics``, the admin API) binds a free loopback port too unless the config says otherwise;
+its URL is ``RunningGateway.ops_url``. Nothing is mocked: requests go over real sockets.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from agents.persona import load_personas
 from gateway.app import RUNTIME, Role, Runtime, create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.server import ConnectionGuard, GuardedSite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,7 +76,7 @@ def http_tenant(callback_url: str | None, tenant: str = "acme") -> dict[str, Any
 
 @dataclass(slots=True)
 class RunningGateway:
-    url: str
+    url: str  # the public port: webhooks and /healthz
     app: web.Application
     config: GatewayConfig
 
@@ -81,20 +84,38 @@ class RunningGateway:
     def runtime(self) -> Runtime:
         return self.app[RUNTIME]
 
+    @property
+    def ops_url(self) -> str:
+        """The operations listener: /readyz, /metrics and the admin API under /v1."""
+        if self.config.http.operations.mode == "public":
+            return self.url
+        assert self.runtime.operations_url is not None, "the operations listener is not bound"
+        return self.runtime.operations_url
+
+    @property
+    def ops_app(self) -> web.Application:
+        """The app serving the operations endpoints (the public app itself in mode "public")."""
+        if self.config.http.operations.mode == "public":
+            return self.app
+        assert self.runtime.operations_app is not None, "the operations listener is not bound"
+        return self.runtime.operations_app
+
 
 @asynccontextmanager
 async def running_gateway(
     data: dict[str, Any], *, role: Role = "all", port: int = 0
 ) -> AsyncIterator[RunningGateway]:
-    config = parse_config(data)
+    http = dict(data.get("http", {}))
+    http["operations"] = {"port": 0, **http.get("operations", {})}  # never a fixed port
+    config = parse_config({**data, "http": http})
     app = create_app(config, role=role, personas=load_personas(config.personas_dir))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    guard = ConnectionGuard(listener="public", limits=config.http, metrics=app[RUNTIME].metrics)
+    site = GuardedSite(runner, "127.0.0.1", port, guard=guard)
     await site.start()
-    bound = runner.addresses[0][1]
     try:
-        yield RunningGateway(url=f"http://127.0.0.1:{bound}", app=app, config=config)
+        yield RunningGateway(url=f"http://127.0.0.1:{site.port}", app=app, config=config)
     finally:
         await runner.cleanup()
 

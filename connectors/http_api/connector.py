@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import from_json, to_json
 
 from connectors.base import (
+    JSON,
     ChannelCapabilities,
     ConnectorContext,
     InboundRequest,
@@ -121,7 +122,13 @@ class HttpApiConnector:
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", "/v1/channels/http/{tenant}/messages", self.receive, "http.receive"),
+            Route(
+                "POST",
+                "/v1/channels/http/{tenant}/messages",
+                self.receive,
+                "http.receive",
+                content_types=JSON,
+            ),
             Route(
                 "GET",
                 "/v1/channels/http/{tenant}/conversations/{conversation_id}/replies",

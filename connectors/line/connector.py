@@ -65,6 +65,7 @@ from linebot.v3.webhooks import (
 from pydantic import Field
 
 from connectors.base import (
+    JSON,
     ChannelCapabilities,
     ConnectorContext,
     InboundRequest,
@@ -271,8 +272,14 @@ class LineConnector:
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", "/line/webhook", self.receive, "line.webhook"),
-            Route("POST", "/line/webhook/{tenant}/{channel}", self.receive, "line.webhook_channel"),
+            Route("POST", "/line/webhook", self.receive, "line.webhook", content_types=JSON),
+            Route(
+                "POST",
+                "/line/webhook/{tenant}/{channel}",
+                self.receive,
+                "line.webhook_channel",
+                content_types=JSON,
+            ),
         ]
 
     async def start(self) -> None:

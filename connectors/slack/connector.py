@@ -52,6 +52,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from connectors.base import (
+    FORM,
+    JSON,
     ChannelCapabilities,
     ConnectorContext,
     InboundRequest,
@@ -82,6 +84,7 @@ from gateway.models import (
     Participant,
     SlackReplyContext,
 )
+from gateway.nesting import value_too_deep
 from gateway.observability import get_logger
 
 __all__ = [
@@ -272,9 +275,16 @@ class SlackConnector:
     # -- lifecycle ---------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", "/slack/events", self.events, "slack.events"),
-            Route("POST", "/slack/commands", self.commands, "slack.commands"),
-            Route("POST", "/slack/interactivity", self.interactivity, "slack.interactivity"),
+            Route("POST", "/slack/events", self.events, "slack.events", content_types=JSON),
+            Route("POST", "/slack/commands", self.commands, "slack.commands", content_types=FORM),
+            Route(
+                "POST",
+                "/slack/interactivity",
+                self.interactivity,
+                "slack.interactivity",
+                content_types=FORM,
+                json_fields=("payload",),
+            ),
         ]
 
     async def start(self) -> None:
@@ -759,6 +769,11 @@ class SlackConnector:
         payload = request.payload
         if not isinstance(payload, dict):
             raise PayloadError("socket envelope without a payload object")
+        # The HTTP edge refuses the same depth (gateway.edge): an entry the worker cannot
+        # read back from the inbox would be acknowledged here and then dead-lettered.
+        depth = self.context.config.http.max_json_depth
+        if value_too_deep(payload, depth):
+            raise PayloadError(f"JSON nested deeper than {depth} levels", reason="too_deep")
         if request.retry_attempt:
             self._count("retry_received")
         if request.type == "events_api":

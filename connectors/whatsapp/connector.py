@@ -39,6 +39,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from connectors.base import (
+    FORM,
     ChannelCapabilities,
     ConnectorContext,
     InboundRequest,
@@ -337,8 +338,8 @@ class WhatsAppConnector:
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", WEBHOOK_PATH, self.receive, "whatsapp.webhook"),
-            Route("POST", STATUS_PATH, self.status, "whatsapp.status"),
+            Route("POST", WEBHOOK_PATH, self.receive, "whatsapp.webhook", content_types=FORM),
+            Route("POST", STATUS_PATH, self.status, "whatsapp.status", content_types=FORM),
         ]
 
     async def start(self) -> None:

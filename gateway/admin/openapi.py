@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway.admin.routes import OPERATIONS, PATH_PATTERNS, Operation
 from gateway.admin.schemas import ErrorBody
-from gateway.app import RUNTIME
+from gateway.runtime import RUNTIME
 
 __all__ = ["build_openapi", "openapi_handler"]
 

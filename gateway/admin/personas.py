@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agents.persona import PersonaRegistry, load_personas
-from gateway.app import RUNTIME, Runtime
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError, StoreError
 from gateway.observability import get_logger
+from gateway.runtime import RUNTIME, Runtime
 
 __all__ = ["PERSONA_SYNC", "PersonaSync", "install_persona_sync", "reload_personas"]
 

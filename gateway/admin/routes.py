@@ -75,7 +75,6 @@ from gateway.admin.schemas import (
     UsageQuery,
     UsageReport,
 )
-from gateway.app import RUNTIME, Runtime
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import TenantConfig
 from gateway.conversations import (
@@ -93,6 +92,7 @@ from gateway.errors import ConfigError, CursorError, StoreError
 from gateway.models import OutboundMessage, new_id
 from gateway.observability import get_logger
 from gateway.quotas import QuotaPolicy
+from gateway.runtime import RUNTIME, Runtime
 from gateway.store import Commit, Store
 from gateway.usage import METRICS, read_usage
 

@@ -93,14 +93,14 @@ async def test_erase_removes_every_trace_of_a_conversation(store_url, receiver):
         )
 
         async def dead_lettered():
-            async with session.get(gw.url + "/v1/dead-letters", headers=auth) as response:
+            async with session.get(gw.ops_url + "/v1/dead-letters", headers=auth) as response:
                 return (await response.json())["dead_letters"]
 
         await eventually(dead_lettered)
         assert await _leftovers(store_url)  # the marks really are in the store before
 
         handle = conversation_handle("acme/http/victim")
-        url = f"{gw.url}/v1/tenants/acme/conversations/{handle}"
+        url = f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}"
         async with session.delete(url, headers=auth) as response:
             assert response.status == 200, await response.text()
             report = await response.json()
@@ -115,12 +115,12 @@ async def test_erase_removes_every_trace_of_a_conversation(store_url, receiver):
         # the other conversation is untouched
         other = conversation_handle("acme/http/other")
         async with session.get(
-            f"{gw.url}/v1/tenants/acme/conversations/{other}", headers=auth
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{other}", headers=auth
         ) as response:
             assert response.status == 200
             assert len((await response.json())["history"]) == 2
         # the audit log records the erase without naming the conversation
-        async with session.get(gw.url + "/v1/audit", headers=auth) as response:
+        async with session.get(gw.ops_url + "/v1/audit", headers=auth) as response:
             events = [i["event"] for i in (await response.json())["events"]]
         erases = [e for e in events if e["action"] == "eraseConversation"]
         assert [e["status"] for e in erases] == [200, 404]  # failed attempts are audited too
@@ -143,7 +143,7 @@ async def test_erased_event_can_be_sent_again_as_new(store_url, receiver):
         await receiver.wait_for(1)
         handle = conversation_handle("acme/http/victim")
         async with session.delete(
-            f"{gw.url}/v1/tenants/acme/conversations/{handle}",
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}",
             headers={"Authorization": f"Bearer {token}"},
         ) as response:
             assert response.status == 200

@@ -36,13 +36,13 @@ async def test_dead_letter_replay_delivers_exactly_once(admin, receiver):
     await client.send(conversation_id="c1", text="hello")
 
     async def letters():
-        async with session.get(gw.url + "/v1/dead-letters?tenant=acme", headers=auth) as r:
+        async with session.get(gw.ops_url + "/v1/dead-letters?tenant=acme", headers=auth) as r:
             return (await r.json())["dead_letters"]
 
     [item] = await eventually(letters)
     assert item["letter"]["tenant"] == "acme"
     assert receiver.unique() == []
-    url = f"{gw.url}/v1/dead-letters/{item['handle']}"
+    url = f"{gw.ops_url}/v1/dead-letters/{item['handle']}"
     async with session.get(url, headers=auth) as response:
         assert (await response.json())["letter"]["reason"]
     statuses = []
@@ -67,7 +67,7 @@ async def test_proactive_message_reaches_the_conversation(admin, receiver):
     await client.send(conversation_id="c1", text="hello")
     await receiver.wait_for(1)
     handle = conversation_handle("acme/http/c1")
-    url = f"{gw.url}/v1/tenants/acme/conversations/{handle}/messages"
+    url = f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}/messages"
     async with session.post(url, json={"text": "Your order shipped"}, headers=auth) as response:
         assert response.status == 202
         accepted = await response.json()
@@ -75,7 +75,7 @@ async def test_proactive_message_reaches_the_conversation(admin, receiver):
     assert callbacks[1].payload["text"] == "Your order shipped"
     assert callbacks[1].idempotency_key == accepted["idempotency_key"]
     async with session.get(
-        f"{gw.url}/v1/tenants/acme/conversations/{handle}/receipts", headers=auth
+        f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}/receipts", headers=auth
     ) as response:
         receipts = (await response.json())["receipts"]
     assert {r["idempotency_key"] for r in receipts} >= {accepted["idempotency_key"]}
@@ -105,7 +105,7 @@ async def test_persona_reload_in_web_reaches_a_separate_worker(store_url, receiv
         assert first.payload["text"] == "v1:a"
         (folder / "core.yaml").write_text(persona % "v2:")
         async with session.post(
-            web.url + "/v1/personas/reload", headers={"Authorization": f"Bearer {token}"}
+            web.ops_url + "/v1/personas/reload", headers={"Authorization": f"Bearer {token}"}
         ) as response:
             assert response.status == 200
         assert worker.runtime.worker is not None
@@ -131,7 +131,7 @@ async def test_persona_reload_refuses_a_broken_folder(store_url, tmp_path):
         before = rt.personas
         (folder / "core.yaml").write_text("name: renamed\ndisplay_name: Renamed\n")
         async with session.post(
-            gw.url + "/v1/personas/reload", headers={"Authorization": f"Bearer {token}"}
+            gw.ops_url + "/v1/personas/reload", headers={"Authorization": f"Bearer {token}"}
         ) as response:
             assert response.status == 422
             assert "routing.default_persona" in (await response.json())["message"]
@@ -161,7 +161,7 @@ async def test_cli_keys_usage_and_dlq_work_on_the_servers_store(
     )
     token = capsys.readouterr().out.strip().splitlines()[-1]
     async with session.get(
-        gw.url + "/v1/tenants", headers={"Authorization": f"Bearer {token}"}
+        gw.ops_url + "/v1/tenants", headers={"Authorization": f"Bearer {token}"}
     ) as response:
         assert response.status == 200  # the server accepts a key the CLI made
     [ci] = [k for k in await list_keys(rt.store, rt.keyspace) if k.name == "ci"]
@@ -172,7 +172,7 @@ async def test_cli_keys_usage_and_dlq_work_on_the_servers_store(
     assert await run(main, ["keys", "revoke", "-c", config, ci.id]) == 0
     assert f"revoked key {ci.id}" in capsys.readouterr().out
     async with session.get(
-        gw.url + "/v1/tenants", headers={"Authorization": f"Bearer {token}"}
+        gw.ops_url + "/v1/tenants", headers={"Authorization": f"Bearer {token}"}
     ) as response:
         assert response.status == 401
 

@@ -117,7 +117,7 @@ async def test_route_answers_caller_with_the_right_status(gateway, operation, ca
     if operation == "createKey" and CALLERS[caller] is not None:
         body = {**body, "tenant": CALLERS[caller][1]}
     headers = {} if tokens[caller] is None else {"Authorization": f"Bearer {tokens[caller]}"}
-    async with session.request(method, gw.url + path, json=body, headers=headers) as response:
+    async with session.request(method, gw.ops_url + path, json=body, headers=headers) as response:
         status = response.status
         payload = await response.read()
     denial = _expected_denial(operation, caller)

@@ -34,10 +34,19 @@ def test_deployments_probe_health_and_readiness(role):
     [deployment] = _docs(DEPLOY / "k8s" / f"deployment-{role}.yaml")
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "ops": 9090}
+
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["args"][container["args"].index("--role") + 1] == role
+
+
+def test_service_routes_only_the_public_port():
+    """The Service reaches the webhook port; the operations port is not behind it."""
+    [service] = _docs(DEPLOY / "k8s" / "service.yaml")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
 
 
 def _with_demo_env(monkeypatch):
@@ -56,6 +65,7 @@ def test_shipped_gateway_configs_are_valid(monkeypatch):
         data["personas_dir"] = str(PERSONAS)  # the image's site-packages path is not here
         config = parse_config(data)
         assert config.store.url.startswith("redis://")
+        assert (config.http.port, config.http.operations.port) == (8080, 9090)
 
 
 def test_compose_runs_redis_with_aof_and_both_roles():

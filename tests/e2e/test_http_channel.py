@@ -130,6 +130,7 @@ async def test_unauthenticated_requests_get_401_and_change_nothing(
     body = b'{"conversation_id": "c1", "user": {"id": "u"}, "text": "hello"}'
     if SIGNATURE_HEADER in headers:
         headers = {SIGNATURE_HEADER: headers[SIGNATURE_HEADER]}
+    headers = {"Content-Type": "application/json", **headers}
     async with session.post(
         f"{gateway.url}/v1/channels/http/acme/messages", data=body, headers=headers
     ) as response:
@@ -177,12 +178,15 @@ async def test_bad_input_gets_a_clear_error_and_a_metric(
     gateway, session, path, body, status, error
 ):
     """Bad requests are refused with a reason and counted; the gateway keeps serving."""
-    headers = {SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body)}
+    headers = {
+        SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body),
+        "Content-Type": "application/json",
+    }
     payload = io.BytesIO(body) if len(body) > 1_000_000 else body  # large bodies as streams
     async with session.post(f"{gateway.url}{path}", data=payload, headers=headers) as response:
         assert response.status == status
         assert (await response.json())["error"] == error
-    async with session.get(f"{gateway.url}/metrics") as response:
+    async with session.get(f"{gateway.ops_url}/metrics") as response:
         metrics = await response.text()
     assert f'flowbiz_inbound_total{{channel="http",outcome="{error}"}} 1.0' in metrics
     async with session.get(f"{gateway.url}/healthz") as response:
@@ -246,7 +250,7 @@ async def test_permanent_failure_is_dead_lettered_and_replays_once(client, recei
 
 async def test_readiness_reports_store_and_workers(gateway, session):
     """/readyz is 200 once the store answers and the consumers run."""
-    async with session.get(f"{gateway.url}/readyz") as response:
+    async with session.get(f"{gateway.ops_url}/readyz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ready"
 

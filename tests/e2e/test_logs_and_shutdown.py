@@ -57,6 +57,13 @@ async def test_logs_mask_text_and_secrets(store_url, receiver, captured_logs):
         assert secret not in text
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @pytest.mark.slow
 async def test_sigterm_stops_serving_cleanly(tmp_path, receiver):
     """`flowbiz serve` answers, then on SIGTERM finishes and exits 0, releasing its leases."""
@@ -64,12 +71,13 @@ async def test_sigterm_stops_serving_cleanly(tmp_path, receiver):
     data["http"] = {"host": "127.0.0.1", "port": 0}
     config = tmp_path / "gw.yaml"
     config.write_text(yaml.safe_dump(data))
-    # A free port: bind, read it, release it, then hand it to the server.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # Free ports: bind, read them, release them, then hand them to the server.
+    port, ops_port = _free_port(), _free_port()
     proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config), "--port", str(port)],
+        [
+            *(sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)),
+            *("--port", str(port), "--operations-port", str(ops_port)),
+        ],
         env={**os.environ, **SECRETS},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -79,7 +87,7 @@ async def test_sigterm_stops_serving_cleanly(tmp_path, receiver):
 
             async def ready():
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    async with session.get(f"http://127.0.0.1:{ops_port}/readyz") as r:
                         return r.status == 200
                 except aiohttp.ClientError:
                     return False

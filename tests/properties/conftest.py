@@ -58,6 +58,16 @@ json_values = st.recursive(
 )
 header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=120)
 
+# Nesting far past any parser's comfort: json.loads raises RecursionError past ~1000 levels and
+# pydantic-core stops at 200. It is written as text (json.dumps would itself recurse) and put
+# where a mutation drew the DEEP marker.
+DEEP = "\x00deep\x00"
+_DEEP_TOKEN = json.dumps(DEEP)
+deep_json_text = st.integers(min_value=2, max_value=5000).flatmap(
+    lambda depth: st.sampled_from(["[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth])
+)
+replacements = json_values | st.just(DEEP)
+
 
 @st.composite
 def mutated(draw: st.DrawFn, value: Any) -> Any:
@@ -69,22 +79,26 @@ def mutated(draw: st.DrawFn, value: Any) -> Any:
         if action == "delete":
             del copy[key]
         elif action == "replace":
-            copy[key] = draw(json_values)
+            copy[key] = draw(replacements)
         else:
             copy[key] = draw(mutated(value[key]))
         return copy
     if isinstance(value, list) and value and draw(st.booleans()):
         index = draw(st.integers(0, len(value) - 1))
         copy = list(value)
-        copy[index] = draw(mutated(value[index]) | json_values)
+        copy[index] = draw(mutated(value[index]) | replacements)
         return copy
-    return draw(st.just(value) | json_values) if draw(st.booleans()) else value
+    return draw(st.just(value) | replacements) if draw(st.booleans()) else value
 
 
 @st.composite
 def json_body(draw: st.DrawFn, valid: Any) -> bytes:
-    """A mutated valid payload, serialised, sometimes truncated at a random byte."""
-    body = json.dumps(draw(mutated(valid)), ensure_ascii=draw(st.booleans())).encode()
+    """A mutated valid payload, serialised (any DEEP marker becoming deeply nested JSON),
+    sometimes truncated at a random byte."""
+    text = json.dumps(draw(mutated(valid)), ensure_ascii=draw(st.booleans()))
+    while _DEEP_TOKEN in text:
+        text = text.replace(_DEEP_TOKEN, draw(deep_json_text), 1)
+    body = text.encode()
     if draw(st.integers(0, 4)) == 0:
         body = body[: draw(st.integers(0, len(body)))]
     return body
@@ -177,6 +191,7 @@ async def post_to_edge(
 
 
 __all__ = [
+    "DEEP",
     "LINE_DEST",
     "LINE_SECRET",
     "PROFILE",
@@ -185,6 +200,7 @@ __all__ = [
     "WA_ACCOUNT",
     "WA_SENDER",
     "WA_TOKEN",
+    "deep_json_text",
     "header_text",
     "json_body",
     "json_values",

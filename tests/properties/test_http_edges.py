@@ -39,6 +39,7 @@ from tests.properties.conftest import (
     WA_ACCOUNT,
     WA_SENDER,
     WA_TOKEN,
+    deep_json_text,
     header_text,
     json_body,
     json_values,
@@ -71,7 +72,9 @@ HEADER_NAMES = [
 @PROFILE
 @given(
     route=st.sampled_from(ROUTES),
-    body=st.binary(max_size=2000) | json_values.map(lambda v: json.dumps(v).encode()),
+    body=st.binary(max_size=2000)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | deep_json_text.map(str.encode),
     headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_text, max_size=5),
 )
 async def test_garbage_is_refused_with_a_reason_and_a_metric(
@@ -284,7 +287,9 @@ VALID_STATUS = {
     "From": WA_SENDER,
     "To": "whatsapp:+14155550100",
 }
-form_values = st.text(max_size=40) | st.sampled_from(["", "-1", "99", "1e9", "whatsapp:+1"])
+form_values = (
+    st.text(max_size=40) | st.sampled_from(["", "-1", "99", "1e9", "whatsapp:+1"]) | deep_json_text
+)
 
 
 @st.composite

@@ -67,7 +67,7 @@ async def test_two_processes_hammering_one_tenant_send_exactly_the_quota(
     data["routing"] = {"default_persona": "core"}
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(data))
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
         [
             sys.executable,
@@ -80,6 +80,8 @@ async def test_two_processes_hammering_one_tenant_send_exactly_the_quota(
             "all",
             "--port",
             str(port),
+            "--operations-port",
+            str(ops_port),
         ],
         env={**os.environ, **SECRETS},
         stdout=subprocess.DEVNULL,
@@ -88,7 +90,7 @@ async def test_two_processes_hammering_one_tenant_send_exactly_the_quota(
     try:
         async with aiohttp.ClientSession() as session, running_gateway(data) as local:
             remote_url = f"http://127.0.0.1:{port}"
-            await _wait_ready(session, remote_url, process)
+            await _wait_ready(session, f"http://127.0.0.1:{ops_port}", process)
             # Both processes must be working: the local one hands half its partitions over.
             worker = local.runtime.consumers[0]
             await eventually(lambda: 0 < len(worker.owned_partitions) <= 4, timeout=15)

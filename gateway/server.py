@@ -1,0 +1,226 @@
+"""The HTTP listeners: aiohttp sites that bound what one client can hold open.
+
+aiohttp alone keeps a connection whose request head trickles in byte by byte, and one whose
+body never finishes, for as long as the client likes. Every listener of the gateway (the
+public webhook port and the operations port) is a :class:`GuardedSite`, which guarantees:
+
+- **a head deadline**: a request head must be complete ``header_timeout_seconds`` after the
+  connection opened or its previous request ended (an idle keep-alive connection is closed
+  on the same clock);
+- **a body deadline**: a body must have arrived ``body_timeout_seconds`` after its head. The
+  webhook edge answers 408 itself at that moment (``gateway.edge``); for any other handler the
+  guard closes the connection a moment later;
+- **a per-client cap**: a client address holds at most ``max_connections_per_client`` open
+  connections per listener; one more is answered 503 and closed before aiohttp sees it.
+
+Every refusal counts in ``flowbiz_http_guard_total{listener,event}`` and logs at DEBUG (an
+attacker must not be able to fill the logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.config import HttpServerConfig
+from gateway.metrics import Metrics
+from gateway.observability import get_logger
+
+__all__ = ["BODY_GRACE_SECONDS", "ConnectionGuard", "GuardedSite", "guard_middleware", "serve"]
+
+log = get_logger(__name__)
+
+# After the body deadline, the edge's own 408 gets this long before the guard closes.
+BODY_GRACE_SECONDS = 1.0
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 67\r\n\r\n"
+    b'{"error":"too_many_connections","message":"too many connections"}\n'
+)
+
+
+class ConnectionGuard:
+    """One listener's limits and its count of open connections per client address."""
+
+    def __init__(self, *, listener: str, limits: HttpServerConfig, metrics: Metrics) -> None:
+        self.listener = listener
+        self.limits = limits
+        self.metrics = metrics
+        self.open: Counter[str] = Counter()
+
+    def admit(self, client: str) -> bool:
+        cap = self.limits.max_connections_per_client
+        if cap is not None and self.open[client] >= cap:
+            self.event("too_many_connections")
+            return False
+        self.open[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.open[client] -= 1
+        if self.open[client] <= 0:
+            del self.open[client]
+
+    def event(self, name: str) -> None:
+        self.metrics.http_guard.labels(self.listener, name).inc()
+        log.debug(f"http.{name}", listener=self.listener)
+
+
+class _GuardedConnection(asyncio.Protocol):
+    """Sits between the transport and aiohttp's ``RequestHandler`` and owns the deadlines."""
+
+    __slots__ = ("_client", "_guard", "_inner", "_server", "_timer", "_transport")
+
+    def __init__(self, guard: ConnectionGuard, server: web.Server) -> None:
+        self._guard = guard
+        self._server = server
+        self._inner: RequestHandler | None = None
+        self._client: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+
+    # -- the protocol, forwarded ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        if not self._guard.admit(client):
+            self._transport.write(_BUSY)
+            self._transport.close()
+            return
+        self._client = client
+        self._inner = self._server()
+        self._inner.connection_made(transport)
+        self._arm(self._guard.limits.header_timeout_seconds, "header_timeout")
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> None:
+        if self._inner is not None:
+            self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        if self._client is not None:
+            self._guard.release(self._client)
+            self._client = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    # -- the deadlines ----------------------------------------------------------------------------
+    def request_started(self, request: web.BaseRequest) -> None:
+        """The head arrived: its deadline is met; the body's (if any) begins."""
+        if request.body_exists and not request.content.is_eof():
+            delay = self._guard.limits.body_timeout_seconds + BODY_GRACE_SECONDS
+            self._arm(delay, "body_timeout", unless=request.content.is_eof)
+        else:
+            self._disarm()
+
+    def request_finished(self) -> None:
+        """The next head (or nothing: an idle connection) must come within the head deadline."""
+        self._arm(self._guard.limits.header_timeout_seconds, "header_timeout")
+
+    def _arm(self, delay: float, event: str, unless: Callable[[], bool] | None = None) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._expired, event, unless)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self, event: str, unless: Callable[[], bool] | None) -> None:
+        self._timer = None
+        if unless is not None and unless():
+            return  # the body did arrive; the handler is just slow
+        if self._transport is not None and not self._transport.is_closing():
+            self._guard.event(event)
+            self._transport.close()
+
+
+@web.middleware
+async def guard_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Tell the connection's guard where the request is: head read, then handled."""
+    transport = request.transport
+    connection = transport.get_protocol() if transport is not None else None
+    if not isinstance(connection, _GuardedConnection):
+        return await handler(request)  # served by a plain aiohttp site (a test's own)
+    connection.request_started(request)
+    try:
+        return await handler(request)
+    finally:
+        connection.request_finished()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections pass through a :class:`ConnectionGuard`."""
+
+    __slots__ = ("_bound_port", "_guard", "_host", "_port")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard
+    ) -> None:
+        super().__init__(runner)
+        self._host, self._port, self._guard = host, port, guard
+        self._bound_port: int | None = None
+
+    @property
+    def port(self) -> int:
+        return self._bound_port if self._bound_port is not None else self._port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert isinstance(server, web.Server)  # set by runner.setup()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _GuardedConnection(self._guard, server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+async def serve(
+    app: web.Application, *, host: str, port: int, guard: ConnectionGuard, shutdown_timeout: float
+) -> None:
+    """Run ``app`` on a guarded site until SIGINT or SIGTERM, then shut down gracefully."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = GuardedSite(runner, host, port, guard=guard)
+        await site.start()
+        print(f"======== Running on {site.name} ========", file=sys.stderr)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
