@@ -59,7 +59,7 @@ async def test_attack_store_outage_answers_503_with_retry_after_not_500(
         auth = {"Authorization": f"Bearer {token}"}
 
         async def health() -> tuple[int, dict[str, Any], str | None]:
-            async with session.get(gw.url + "/v1/health", headers=auth) as response:
+            async with session.get(gw.ops_url + "/v1/health", headers=auth) as response:
                 return response.status, await response.json(), response.headers.get("Retry-After")
 
         assert (await health())[1]["status"] == "ok"
@@ -70,13 +70,13 @@ async def test_attack_store_outage_answers_503_with_retry_after_not_500(
         assert retry_after == str(RETRY_AFTER_SECONDS)
         assert body["store_error"] is None  # nothing about the store's address
         for method, path, payload in CALLS:
-            async with session.request(method, gw.url + path, json=payload, headers=auth) as r:
+            async with session.request(method, gw.ops_url + path, json=payload, headers=auth) as r:
                 assert r.status == 503, (method, path, r.status, await r.text())
                 assert (await r.json())["error"] == "store_unavailable"
                 assert r.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
         # No key can be checked during the outage, so no caller learns more than that.
         assert (body["consumers"], body["connectors"], body["personas"]) == (None, None, None)
-        async with session.get(gw.url + "/v1/health") as response:
+        async with session.get(gw.ops_url + "/v1/health") as response:
             assert response.status == 401  # no key at all needs no store to refuse
         metrics = rt.metrics.render().decode()
         assert 'flowbiz_admin_errors_total{error="store_unavailable",operation="getHealth"}' in (
@@ -89,5 +89,5 @@ async def test_attack_store_outage_answers_503_with_retry_after_not_500(
             return (await health())[0] == 200
 
         await eventually(healthy, timeout=20)
-        async with session.get(gw.url + "/v1/tenants/acme/quota", headers=auth) as response:
+        async with session.get(gw.ops_url + "/v1/tenants/acme/quota", headers=auth) as response:
             assert response.status == 200

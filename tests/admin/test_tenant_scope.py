@@ -33,7 +33,7 @@ class Scene:
 
     async def get(self, path: str, **params: Any) -> tuple[int, Any]:
         async with self.session.get(
-            self.gw.url + path, params=params, headers=self.acme
+            self.gw.ops_url + path, params=params, headers=self.acme
         ) as response:
             return response.status, await response.json()
 
@@ -95,7 +95,7 @@ async def test_attack_other_tenants_dead_letter_handle_answers_404_like_a_missin
     missing = f"{partition}:{entry_id}9"  # well-formed, names nothing
     answers: dict[str, list[tuple[int, str]]] = {beta: [], missing: []}
     for handle, seen in answers.items():
-        url = f"{scene.gw.url}/v1/dead-letters/{handle}"
+        url = f"{scene.gw.ops_url}/v1/dead-letters/{handle}"
         for method, path in (("GET", url), ("POST", url + "/replay"), ("DELETE", url)):
             async with scene.session.request(method, path, headers=scene.acme) as response:
                 seen.append((response.status, await response.text()))
@@ -128,12 +128,12 @@ async def test_attack_scoped_audit_read_does_not_walk_other_tenants_events(
         with redis.Redis.from_url(redis_url) as client:
             client.config_resetstat()
         auth = {"Authorization": f"Bearer {token}"}
-        async with session.get(f"{gw.url}/v1/audit?limit=2", headers=auth) as response:
+        async with session.get(f"{gw.ops_url}/v1/audit?limit=2", headers=auth) as response:
             first = (await response.json())["events"]
         assert [e["event"]["action"] for e in first] == ["acme.0", "acme.1"]
         assert _xrange_calls(redis_url) == 1
         after = first[-1]["cursor"]
-        async with session.get(f"{gw.url}/v1/audit?after={after}", headers=auth) as response:
+        async with session.get(f"{gw.ops_url}/v1/audit?after={after}", headers=auth) as response:
             rest = (await response.json())["events"]
         assert [e["event"]["action"] for e in rest] == ["acme.2"]
 

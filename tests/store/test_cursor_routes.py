@@ -50,7 +50,7 @@ async def test_attack_malformed_audit_cursor_answers_400_not_500(
         assert rt.store is not None
         _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
         auth = {"Authorization": f"Bearer {token}"}
-        url = f"{gw.url}/v1/audit"
+        url = f"{gw.ops_url}/v1/audit"
         async with session.get(url, params={"after": cursor}, headers=auth) as response:
             assert response.status == 400, await response.text()
             assert (await response.json())["error"] == "bad_cursor"
