@@ -189,3 +189,11 @@ async def test_v1_signature_accepted_when_the_channel_allows_it(store_url, recei
             session=session, base_url=gw.url, tenant="acme", signing_secret=SECRETS["T_SIGN"]
         )
         assert (await v2.send(conversation_id="c2", text="hello"))[0] == 202
+
+
+@pytest.mark.parametrize("conversation", ["a b", "50%", "ü~x", "q?x=1", "a+b", "a/b", "x%2Fy"])
+async def test_polls_of_ids_that_need_percent_encoding_verify(client, receiver, conversation):
+    """The canonical path is the same on both ends for any conversation id a client picks."""
+    assert (await client.send(conversation_id=conversation, text="hello"))[0] == 202
+    answer = await client.replies(conversation_id=conversation, wait=5)
+    assert [r["conversation_id"] for r in answer["replies"]] == [conversation]

@@ -28,7 +28,7 @@ from connectors.slack.emulator import (
     slash_command_fields,
 )
 from connectors.whatsapp.emulator import TwilioWebhookSender
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 from tests.harness import RunningGateway
 from tests.properties.conftest import (
     LINE_DEST,
@@ -109,7 +109,11 @@ async def test_http_channel_signed_mutations(
     auth = (
         {"Authorization": f"Bearer {SECRETS['T_API_KEY']}"}
         if use_api_key
-        else {SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body)}
+        else {
+            SIGNATURE_HEADER: sign_request(
+                [SECRETS["T_SIGN"]], "POST", "/v1/channels/http/acme/messages", body
+            )
+        }
     )
     await post_to_edge(
         edge,
