@@ -181,7 +181,7 @@ class HttpApiConnector:
         if not channel.signing_secrets:
             raise VerificationError("missing API key", reason="missing_credentials")
         path, query = _signed_target(request)
-        return verify_request(
+        signed = verify_request(
             request.header(SIGNATURE_HEADER) or None,
             request.method,
             path,
@@ -191,6 +191,11 @@ class HttpApiConnector:
             tolerance=channel.replay_window_seconds,
             accept_v1=channel.accept_v1_signatures,
         )
+        if signed.scheme == "v1":
+            # Counted so operators can see who still needs to move to v2 before the
+            # switch is removed (docs/connectors/http.md, "Migrating from v1").
+            self.context.metrics.channel_events.labels("http", "v1_signature").inc()
+        return signed
 
     async def receive(self, request: InboundRequest) -> InboundResult:
         tenant, channel = self._channel_for(request)

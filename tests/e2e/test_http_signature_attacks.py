@@ -189,6 +189,8 @@ async def test_v1_signature_accepted_when_the_channel_allows_it(store_url, recei
             session=session, base_url=gw.url, tenant="acme", signing_secret=SECRETS["T_SIGN"]
         )
         assert (await v2.send(conversation_id="c2", text="hello"))[0] == 202
+        counted = gw.runtime.metrics.render()
+        assert b'flowbiz_channel_events_total{channel="http",event="v1_signature"} 2.0' in counted
 
 
 @pytest.mark.parametrize("conversation", ["a b", "50%", "ü~x", "q?x=1", "a+b", "a/b", "x%2Fy"])
