@@ -197,3 +197,31 @@ def test_v2_stale_and_malformed_headers_refused():
     for bad in (None, "t=100", "v2=abc", "t=x,v2=abc"):
         with pytest.raises(VerificationError):
             _check(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://gw.example.com{MESSAGES}",
+        f"https://gw.example.com{POLL}?wait=10&after=3",
+        "http://127.0.0.1:8080/v1/channels/http/acme/conversations/a%20b%7e/replies?x&q=a+b&q=%2F",
+    ],
+)
+def test_the_guides_stdlib_client_signs_what_the_gateway_verifies(url):
+    """The Python client printed in docs/connectors/http.md agrees with verify_request."""
+    from urllib.parse import urlsplit
+
+    from tests.harness import REPO
+
+    guide = (REPO / "docs" / "connectors" / "http.md").read_text()
+    source = next(
+        block.split("```", 1)[0]
+        for block in guide.split("```python\n")[1:]
+        if "def flowbiz_signature" in block
+    )
+    namespace: dict[str, object] = {}
+    exec(source, namespace)  # noqa: S102 - the guide's own example, run to keep it true
+    header = namespace["flowbiz_signature"]("s1", "GET", url, b"body")
+    parts = urlsplit(url)
+    verified = verify_request(header, "GET", parts.path, parts.query, b"body", ["s1"])
+    assert verified.scheme == "v2"
