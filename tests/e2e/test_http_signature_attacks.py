@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from connectors.http_api.emulator import HttpChannelClient
+from gateway.errors import ConfigError
 from gateway.signing import SIGNATURE_HEADER, sign
 from tests.e2e.conftest import SECRETS, http_tenant
 from tests.harness import base_config, running_gateway
@@ -199,3 +200,14 @@ async def test_polls_of_ids_that_need_percent_encoding_verify(client, receiver, 
     assert (await client.send(conversation_id=conversation, text="hello"))[0] == 202
     answer = await client.replies(conversation_id=conversation, wait=5)
     assert [r["conversation_id"] for r in answer["replies"]] == [conversation]
+
+
+async def test_replay_window_longer_than_the_dedupe_claim_is_a_config_error(store_url, receiver):
+    """A replayed message is folded by its dedupe claim: a window that outlives the claim
+    would let a still-fresh replay through, so the gateway refuses to start with it."""
+    config = _gateway_config(store_url, receiver, replay_window_seconds=600)
+    config["store"]["dedupe_ttl_seconds"] = 300
+    with pytest.raises(ConfigError) as caught:
+        async with running_gateway(config):
+            pass
+    assert "replay_window_seconds" in str(caught.value)
