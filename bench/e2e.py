@@ -29,7 +29,7 @@ from bench.cases import RunContext
 from bench.cases.http_api import message_body
 from bench.procs import Server, cpu_seconds, rss_mib, start_profiler
 from gateway.errors import VerificationError
-from gateway.signing import SIGNATURE_HEADER, sign, verify
+from gateway.signing import SIGNATURE_HEADER, sign_request, verify_request
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -71,7 +71,14 @@ class SignedCallbackEndpoint:
         body = await request.read()
         self.calls += 1
         try:
-            verify(request.headers.get(SIGNATURE_HEADER), body, [self.secret])
+            verify_request(
+                request.headers.get(SIGNATURE_HEADER),
+                request.method,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                body,
+                [self.secret],
+            )
         except VerificationError:
             self.rejected += 1
             return web.Response(status=401)
@@ -119,10 +126,10 @@ class Receiver(SignedCallbackEndpoint):
         await self.wait_until(arrived, timeout=timeout)
 
 
-def _signed(body: bytes) -> dict[str, str]:
+def _signed(target: str, body: bytes) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign([gateway.SIGNING_SECRET], body),
+        SIGNATURE_HEADER: sign_request([gateway.SIGNING_SECRET], "POST", target, body),
     }
 
 
@@ -184,7 +191,7 @@ async def _send_at_rate(
 ) -> Sent:
     target = f"{url}/v1/channels/http/{gateway.TENANT}/messages"
     bodies = [message_body(n, tag) for n in range(count)]
-    requests = [(b, _signed(b)) for b in bodies]
+    requests = [(b, _signed(target, b)) for b in bodies]
     sent = Sent()
 
     async def post(n: int, scheduled: float) -> None:
@@ -421,7 +428,7 @@ async def _crash_run(
                 }
             ).encode()
             began = time.perf_counter()
-            async with session.post(target, data=body, headers=_signed(body)) as response:
+            async with session.post(target, data=body, headers=_signed(target, body)) as response:
                 if response.status != 202:
                     raise RuntimeError(f"edge answered {response.status}")
                 reply = await response.json()

@@ -36,7 +36,7 @@ from bench.cases import RunContext
 from bench.cases.http_api import TEXTS
 from bench.e2e import SignedCallbackEndpoint, open_loop, percentile
 from bench.procs import Server, cpu_seconds, rss_mib
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 from gateway.store import Keyspace
 
 MESSAGES_PATH = f"/v1/channels/http/{gateway.TENANT}/messages"
@@ -57,7 +57,7 @@ def body(conversation: str, event_id: str, text: str) -> bytes:
 def signed_headers(data: bytes) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign([gateway.SIGNING_SECRET], data),
+        SIGNATURE_HEADER: sign_request([gateway.SIGNING_SECRET], "POST", MESSAGES_PATH, data),
     }
 
 

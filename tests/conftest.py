@@ -184,7 +184,7 @@ def channel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def notify_receiver() -> AsyncIterator[CallbackReceiver]:
-    """Receives a tenant's quota warnings; accepts only ones signed with T_NOTIFY."""
-    receiver = await CallbackReceiver(secrets=[SECRETS["T_NOTIFY"]]).start()
+    """Receives a tenant's quota warnings; accepts only ones signed with T_NOTIFY (v1)."""
+    receiver = await CallbackReceiver(secrets=[SECRETS["T_NOTIFY"]], accept_v1=True).start()
     yield receiver
     await receiver.stop()

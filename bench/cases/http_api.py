@@ -1,6 +1,6 @@
 """(b) The HTTP API channel's ingest path on each store, as ``flowbiz serve --role web``.
 
-``--role web`` runs the edge only (verify the HMAC signature, parse, dedupe, durable append,
+``--role web`` runs the edge only (verify the v2 HMAC signature, parse, dedupe, durable append,
 202) so that workers do not compete for the core; the end-to-end run uses ``--role all``.
 Every request carries a fresh event id and its own signature (made before the run; the
 channel's replay window is set to an hour so they stay valid).
@@ -16,7 +16,7 @@ from bench import gateway
 from bench.cases import RunContext, ThroughputCase
 from bench.procs import Server
 from bench.wrk import RawRequest
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 
 CONVERSATIONS = 1000
 TEXTS = ("hello", "what are your opening hours?", "pricing please", "where is order #1234?")
@@ -44,7 +44,7 @@ def signed_messages(count: int, tag: str) -> Iterator[RawRequest]:
             target=target,
             headers=(
                 ("Content-Type", "application/json"),
-                (SIGNATURE_HEADER, sign([gateway.SIGNING_SECRET], body)),
+                (SIGNATURE_HEADER, sign_request([gateway.SIGNING_SECRET], "POST", target, body)),
             ),
             body=body,
         )

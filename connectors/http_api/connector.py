@@ -1,11 +1,18 @@
 """Inbound: ``POST /v1/channels/http/{tenant}/messages``, authenticated by a tenant API key
-(``Authorization: Bearer …``) or an ``X-FlowBiz-Signature`` HMAC (see
-:mod:`gateway.signing`).
+(``Authorization: Bearer …``) or an ``X-FlowBiz-Signature`` HMAC over the method, path,
+query, timestamp and body (v2, :mod:`gateway.signing`; docs/connectors/http.md).
+
+A signed request is good for one use within the replay window: a message without
+``event_id`` takes its dedupe key from the signed request, so a replay is acknowledged as a
+duplicate and never queued (no extra store round trip on the ingest path), and a reply poll
+claims the signature once in the store. Body-only v1 signatures count only when the channel
+sets ``accept_v1_signatures``.
 
 Replies reach the client two ways, both always available:
 
-- as signed webhooks to the tenant's ``callback_url`` (``X-FlowBiz-Signature`` over the
-  body, ``X-FlowBiz-Idempotency-Key`` to dedupe retries), and
+- as signed webhooks to the tenant's ``callback_url`` (``X-FlowBiz-Signature`` v2 over
+  ``POST``, the callback URL's path and query and the body — plus v1 entries while
+  ``callback_signature_v1`` is on — and ``X-FlowBiz-Idempotency-Key`` to dedupe retries), and
 - by long-poll: ``GET /v1/channels/http/{tenant}/conversations/{id}/replies?after=CURSOR&wait=S``.
 """
 
@@ -15,8 +22,10 @@ import asyncio
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,6 +43,7 @@ from connectors.base import (
 )
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.errors import (
+    ConfigError,
     PayloadError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -50,12 +60,18 @@ from gateway.models import (
     new_id,
 )
 from gateway.netguard import check_url, guarded_session, refused_by_guard
-from gateway.signing import SIGNATURE_HEADER, sign, verify
+from gateway.signing import (
+    SIGNATURE_HEADER,
+    SignedRequest,
+    sign_request,
+    verify_request,
+)
 
 __all__ = ["HttpApiConnector", "HttpChannelConfig"]
 
 IDEMPOTENCY_HEADER = "X-FlowBiz-Idempotency-Key"
 _MAX_WAIT = 30.0
+_WINDOW_PROBLEM = "must not exceed store.dedupe_ttl_seconds (replays are folded by that claim)"
 _POLL_INTERVAL = 0.2
 
 
@@ -67,6 +83,12 @@ class HttpChannelConfig(ChannelConfig):
     callback_secrets: tuple[Secret, ...] = ()  # outbound, newest first
     callback_allow_private: bool = False  # SSRF guard (gateway.netguard) off for callback_url
     replay_window_seconds: float = Field(default=300, gt=0)
+    # Body-only v1 signatures (before v2 signed the method, path and query): replayable
+    # against any path of the tenant. Only for clients mid-migration; see docs/connectors/http.md.
+    accept_v1_signatures: bool = False
+    # Callbacks carry v1 entries beside v2 so receivers written for v1 keep working; turn
+    # off once the receiver verifies v2.
+    callback_signature_v1: bool = True
     reply_retention: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
@@ -116,6 +138,16 @@ class HttpApiConnector:
         for tenant, channel in channels:
             if isinstance(channel, HttpChannelConfig) and tenant.id not in self._channels:
                 self._channels[tenant.id] = channel
+        # A replayed message is folded by its dedupe claim, so the claim must outlive the
+        # window in which the replay's signature is still fresh.
+        dedupe_ttl = context.config.store.dedupe_ttl_seconds
+        too_long = [
+            (f"tenants.{tenant}.channels.http.replay_window_seconds", _WINDOW_PROBLEM)
+            for tenant, channel in self._channels.items()
+            if channel.replay_window_seconds > dedupe_ttl
+        ]
+        if too_long:
+            raise ConfigError(too_long)
         self._new_reply = asyncio.Event()
         self._guarded_http: aiohttp.ClientSession | None = None  # for guarded callback URLs
 
@@ -156,8 +188,8 @@ class HttpApiConnector:
             raise UnknownTenantError(f"no HTTP channel for tenant {tenant!r}")
         return tenant, channel
 
-    def verify(self, request: InboundRequest, channel: HttpChannelConfig) -> None:
-        """Accept a matching API key or a fresh, matching signature; nothing else."""
+    def verify(self, request: InboundRequest, channel: HttpChannelConfig) -> SignedRequest | None:
+        """Accept a matching API key (None) or a fresh, matching signature; nothing else."""
         auth = request.header("authorization")
         if auth.lower().startswith("bearer "):
             presented = auth[7:].strip().encode()
@@ -165,20 +197,30 @@ class HttpApiConnector:
                 hmac.compare_digest(presented, key.get_secret_value().encode())
                 for key in channel.api_keys
             ):
-                return
+                return None
             raise VerificationError("invalid API key", reason="bad_api_key")
         if not channel.signing_secrets:
             raise VerificationError("missing API key", reason="missing_credentials")
-        verify(
+        path, query = _signed_target(request)
+        signed = verify_request(
             request.header(SIGNATURE_HEADER) or None,
+            request.method,
+            path,
+            query,
             request.body,
             [s.get_secret_value() for s in channel.signing_secrets],
             tolerance=channel.replay_window_seconds,
+            accept_v1=channel.accept_v1_signatures,
         )
+        if signed.scheme == "v1":
+            # Counted so operators can see who still needs to move to v2 before the
+            # switch is removed (docs/connectors/http.md, "Migrating from v1").
+            self.context.metrics.channel_events.labels("http", "v1_signature").inc()
+        return signed
 
     async def receive(self, request: InboundRequest) -> InboundResult:
         tenant, channel = self._channel_for(request)
-        self.verify(request, channel)
+        signed = self.verify(request, channel)
         try:
             body = _InboundBody.model_validate_json(request.body)
         except ValidationError as exc:
@@ -191,8 +233,13 @@ class HttpApiConnector:
         # building the InboundMessage model only to serialise it cost ~30 us of CPU per
         # request (docs/performance.md). encode_inbound writes the same JSON the model would.
         action = body.action
+        event_id = body.event_id
+        if event_id is None:
+            # Named by the signed request itself, so a replay inside the window is the same
+            # event: acknowledged as a duplicate by the dedupe claim admit makes anyway.
+            event_id = f"sig-{signed.replay_key}" if signed is not None else new_id()
         message = encode_inbound(
-            event_id=body.event_id or new_id(),
+            event_id=event_id,
             tenant=tenant,
             channel=Channel.HTTP,
             conversation_id=body.conversation_id,
@@ -216,7 +263,9 @@ class HttpApiConnector:
 
     async def replies(self, request: InboundRequest) -> InboundResult:
         tenant, channel = self._channel_for(request)
-        self.verify(request, channel)
+        signed = self.verify(request, channel)
+        if signed is not None:
+            await self._claim_once(tenant, channel, signed)
         key = ConversationKey(
             tenant=tenant,
             channel=Channel.HTTP,
@@ -243,6 +292,19 @@ class HttpApiConnector:
         replies = [json.loads(e.payload) for e in entries]
         cursor = entries[-1].id if entries else after
         return InboundResult(response=InboundResponse.json({"replies": replies, "next": cursor}))
+
+    async def _claim_once(
+        self, tenant: str, channel: HttpChannelConfig, signed: SignedRequest
+    ) -> None:
+        """Refuse a signed poll seen before: a captured one must not read later replies."""
+        # Kept until the signature is stale anyway (its timestamp may lie ahead of ours).
+        ttl = max(1.0, signed.timestamp + channel.replay_window_seconds - time.time() + 1)
+        nonce = self.context.keyspace.signature_nonce("http", tenant, signed.replay_key)
+        if not await self.context.store.claim(nonce, ttl=ttl):
+            raise VerificationError(
+                "this signed request was already used: sign each request afresh",
+                reason="replayed_signature",
+            )
 
     # -- outbound --------------------------------------------------------------------------------
     @staticmethod
@@ -298,7 +360,13 @@ class HttpApiConnector:
         assert channel.callback_url is not None  # checked by the caller
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign([s.get_secret_value() for s in channel.callback_secrets], body),
+            SIGNATURE_HEADER: sign_request(
+                [s.get_secret_value() for s in channel.callback_secrets],
+                "POST",
+                channel.callback_url,
+                body,
+                v1=channel.callback_signature_v1,
+            ),
             IDEMPOTENCY_HEADER: key,
             "User-Agent": "FlowBiz-Gateway",
         }
@@ -328,6 +396,20 @@ class HttpApiConnector:
                 code=str(status),
             )
         raise PermanentDeliveryError(f"callback answered {status}", code=str(status))
+
+
+def _signed_target(request: InboundRequest) -> tuple[str, str]:
+    """The path and raw query string the client signed, as cheaply as they can be had.
+
+    The edge gives the decoded path, whose canonical form equals the raw one's unless it
+    still holds a ``%`` (a ``%25`` was decoded); then, and when there is a query at all, the
+    raw form comes from the URL (a few microseconds the query-less ingest path skips).
+    """
+    path = request.path
+    if "%" not in path and not request.query:
+        return path, ""
+    url = urlsplit(request.url)
+    return url.path, url.query
 
 
 def _seconds(value: str | None) -> float | None:

@@ -1,9 +1,9 @@
 """A real HTTP client and callback receiver for the HTTP API channel.
 
-``CallbackReceiver`` is what a tenant's website runs: it verifies each webhook's signature
-and records it (tests, the demo and the bench use it). It can be told to fail the next N
-calls with a status, to exercise retries. ``HttpChannelClient`` signs and posts messages as
-a website would.
+``CallbackReceiver`` is what a tenant's website runs: it verifies each webhook's v2
+signature (method, path, query, body) and records it (tests, the demo and the bench use it).
+It can be told to fail the next N calls with a status, to exercise retries.
+``HttpChannelClient`` signs (v2) and posts messages, and polls replies, as a website would.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from gateway.errors import VerificationError
-from gateway.signing import SIGNATURE_HEADER, sign, verify
+from gateway.signing import SIGNATURE_HEADER, sign_request, verify_request
 
 __all__ = ["CallbackReceiver", "HttpChannelClient", "ReceivedCallback"]
 
@@ -34,6 +35,8 @@ class ReceivedCallback:
 @dataclass(slots=True)
 class CallbackReceiver:
     secrets: Sequence[str]
+    # v2 only by default, as a receiver should once on v2; the quota warnings are still v1.
+    accept_v1: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     received: list[ReceivedCallback] = field(default_factory=list)
@@ -80,8 +83,17 @@ class CallbackReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        target = urlsplit(request.raw_path)  # as sent: the gateway signed the callback URL's
         try:
-            verify(request.headers.get(SIGNATURE_HEADER), body, self.secrets)
+            verify_request(
+                request.headers.get(SIGNATURE_HEADER),
+                request.method,
+                target.path,
+                target.query,
+                body,
+                self.secrets,
+                accept_v1=self.accept_v1,
+            )
         except VerificationError:
             self.rejected += 1
             return web.json_response({"error": "bad signature"}, status=401)
@@ -112,11 +124,11 @@ class HttpChannelClient:
     signing_secret: str | None = None
     api_key: str | None = None
 
-    def _auth(self, body: bytes) -> dict[str, str]:
+    def _auth(self, method: str, url: str, body: bytes) -> dict[str, str]:
         if self.api_key is not None:
             return {"Authorization": f"Bearer {self.api_key}"}
         if self.signing_secret is not None:
-            return {SIGNATURE_HEADER: sign([self.signing_secret], body)}
+            return {SIGNATURE_HEADER: sign_request([self.signing_secret], method, url, body)}
         return {}
 
     async def send(
@@ -139,8 +151,8 @@ class HttpChannelClient:
         if action is not None:
             message["action"] = action
         body = json.dumps(message).encode()
-        headers = {"Content-Type": "application/json", **self._auth(body)}
         url = f"{self.base_url}/v1/channels/http/{self.tenant}/messages"
+        headers = {"Content-Type": "application/json", **self._auth("POST", url, body)}
         async with self.session.post(url, data=body, headers=headers) as response:
             return response.status, await response.json()
 
@@ -150,11 +162,12 @@ class HttpChannelClient:
         params = {"wait": str(wait)}
         if after is not None:
             params["after"] = after
+        # The URL is built here, query included, so what is signed is what is sent.
         url = (
             f"{self.base_url}/v1/channels/http/{self.tenant}"
-            f"/conversations/{conversation_id}/replies"
+            f"/conversations/{quote(conversation_id, safe='')}/replies?{urlencode(params)}"
         )
-        async with self.session.get(url, params=params, headers=self._auth(b"")) as response:
+        async with self.session.get(url, headers=self._auth("GET", url, b"")) as response:
             response.raise_for_status()
             result: dict[str, Any] = await response.json()
             return result

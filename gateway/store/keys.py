@@ -110,6 +110,10 @@ class Keyspace:
     def personas_version(self) -> str:
         return f"{self.prefix}:personas:version"
 
+    def signature_nonce(self, channel: str, tenant: str, replay_key: str) -> str:
+        """Claimed by the one use a signed request may have (the HTTP channel's reply polls)."""
+        return f"{self.prefix}:nonce:{channel}:{tenant}:{replay_key}"
+
     def channel_record(self, channel: str, name: str) -> str:
         """Connector-owned records (e.g. IMAP UIDs, cached auth)."""
         return f"{self.prefix}:ch:{channel}:{name}"

@@ -13,7 +13,7 @@ from aiohttp import web
 from bench import gateway, wrk
 from bench.cases.http_api import signed_messages
 from gateway.errors import VerificationError
-from gateway.signing import SIGNATURE_HEADER, verify
+from gateway.signing import SIGNATURE_HEADER, verify_request
 
 WRK_OUTPUT = """\
 Running 3s test @ http://127.0.0.1:41234
@@ -63,7 +63,14 @@ async def test_sign_lua_replays_distinct_validly_signed_requests(tmp_path):
         nonlocal bad
         body = await request.read()
         try:
-            verify(request.headers.get(SIGNATURE_HEADER), body, [gateway.SIGNING_SECRET])
+            verify_request(
+                request.headers.get(SIGNATURE_HEADER),
+                request.method,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                body,
+                [gateway.SIGNING_SECRET],
+            )
         except VerificationError:
             bad += 1
         seen.append(body.decode())

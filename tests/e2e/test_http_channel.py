@@ -11,9 +11,12 @@ from agents.base import AgentReply
 from agents.registry import AGENT_KINDS
 from connectors.http_api.emulator import HttpChannelClient
 from gateway.deadletters import list_dead_letters, replay
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 from tests.e2e.conftest import SECRETS, http_tenant
 from tests.harness import base_config, eventually, running_gateway
+
+MESSAGES = "/v1/channels/http/acme/messages"
+BODY = b'{"conversation_id": "c1", "user": {"id": "u"}, "text": "hello"}'
 
 
 class SleepyAgent:
@@ -117,8 +120,12 @@ async def test_retried_event_is_answered_once(client, receiver):
     "headers",
     [
         {},
-        {SIGNATURE_HEADER: sign(["wrong-secret"], b"{}")},
-        {SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], b"{}", timestamp=int(time.time()) - 3600)},
+        {SIGNATURE_HEADER: sign_request(["wrong-secret"], "POST", MESSAGES, BODY)},
+        {
+            SIGNATURE_HEADER: sign_request(
+                [SECRETS["T_SIGN"]], "POST", MESSAGES, BODY, timestamp=int(time.time()) - 3600
+            )
+        },
         {"Authorization": "Bearer not-the-key"},
     ],
     ids=["missing", "wrong-secret", "stale", "bad-api-key"],
@@ -127,13 +134,10 @@ async def test_unauthenticated_requests_get_401_and_change_nothing(
     gateway, session, receiver, headers
 ):
     """Missing, wrong or stale credentials: 401, nothing in the inbox, no reply."""
-    body = b'{"conversation_id": "c1", "user": {"id": "u"}, "text": "hello"}'
     if SIGNATURE_HEADER in headers:
         headers = {SIGNATURE_HEADER: headers[SIGNATURE_HEADER]}
     headers = {"Content-Type": "application/json", **headers}
-    async with session.post(
-        f"{gateway.url}/v1/channels/http/acme/messages", data=body, headers=headers
-    ) as response:
+    async with session.post(f"{gateway.url}{MESSAGES}", data=BODY, headers=headers) as response:
         assert response.status == 401
         assert (await response.json())["error"]
     assert await _inbox_backlog(gateway) == 0
@@ -179,7 +183,7 @@ async def test_bad_input_gets_a_clear_error_and_a_metric(
 ):
     """Bad requests are refused with a reason and counted; the gateway keeps serving."""
     headers = {
-        SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body),
+        SIGNATURE_HEADER: sign_request([SECRETS["T_SIGN"]], "POST", path, body),
         "Content-Type": "application/json",
     }
     payload = io.BytesIO(body) if len(body) > 1_000_000 else body  # large bodies as streams

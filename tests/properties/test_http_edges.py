@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from connectors.slack.emulator import (
     slash_command_fields,
 )
 from connectors.whatsapp.emulator import TwilioWebhookSender
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 from tests.harness import RunningGateway
 from tests.properties.conftest import (
     LINE_DEST,
@@ -112,7 +113,11 @@ async def test_http_channel_signed_mutations(
     auth = (
         {"Authorization": f"Bearer {SECRETS['T_API_KEY']}"}
         if use_api_key
-        else {SIGNATURE_HEADER: sign([SECRETS["T_SIGN"]], body)}
+        else {
+            SIGNATURE_HEADER: sign_request(
+                [SECRETS["T_SIGN"]], "POST", "/v1/channels/http/acme/messages", body
+            )
+        }
     )
     await post_to_edge(
         edge,
@@ -122,6 +127,42 @@ async def test_http_channel_signed_mutations(
         body=body,
         headers={"Content-Type": "application/json", **auth},
     )
+
+
+_POLLS = itertools.count()
+# Anything a client may put in a conversation id or a query (printable, reserved, non-ASCII).
+url_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
+
+
+@PROFILE
+@given(
+    # Not routable as an id, signature or not: dot segments, and braces (aiohttp's pattern).
+    conversation=url_text.filter(lambda c: c not in ("", ".", "..") and not {"{", "}"} & set(c)),
+    params=st.lists(st.tuples(url_text.filter(bool), url_text), max_size=4),
+    tamper=st.sampled_from(["none", "add", "change"]),
+)
+async def test_http_channel_signed_polls_verify_and_tampered_ones_do_not(
+    edge: RunningGateway,
+    session: aiohttp.ClientSession,
+    conversation: str,
+    params: list[tuple[str, str]],
+    tamper: str,
+) -> None:
+    """A poll signed over the URL a client builds verifies however aiohttp re-encodes it on
+    the way; a query parameter added or changed after signing is refused."""
+    # An example may repeat within a second; n keeps each poll distinct (docs: "Replays").
+    n = str(next(_POLLS))
+    path = f"/v1/channels/http/acme/conversations/{quote(conversation, safe='')}/replies"
+    url = f"{edge.url}{path}?{urlencode([('wait', '0'), ('n', n), *params])}"
+    header = {SIGNATURE_HEADER: sign_request([SECRETS["T_SIGN"]], "GET", url)}
+    sent = {
+        "none": url,
+        "add": url + "&tampered=1",
+        "change": url.replace(f"&n={n}", f"&n={n}0", 1),  # ours comes first in the query
+    }[tamper]
+    async with session.get(sent, headers=header) as response:
+        expected = 200 if tamper == "none" else 401
+        assert response.status == expected, (conversation, params, await response.text())
 
 
 def _slack_headers(body: bytes, content_type: str) -> dict[str, str]:
