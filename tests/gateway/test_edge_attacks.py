@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.signing import SIGNATURE_HEADER, sign
+from gateway.signing import SIGNATURE_HEADER, sign_request
 from tests.harness import (
     SECRETS,
     RunningGateway,
@@ -229,7 +229,7 @@ async def test_attack_aborted_upload_is_a_debug_line_not_an_error(
     # An honest request on a fresh connection still goes through.
     honest = json.dumps({"conversation_id": "c", "user": {"id": "u"}, "text": "hi"}).encode()
     reader, writer = await _connect(gw)
-    signature = sign([SECRETS["T_SIGN"]], honest)
+    signature = sign_request([SECRETS["T_SIGN"]], "POST", PATH, honest)
     writer.write(_head(len(honest), extra=f"{SIGNATURE_HEADER}: {signature}\r\n") + honest)
     async with asyncio.timeout(2.0):
         line = await reader.readline()
