@@ -153,7 +153,12 @@ class TenantConfig(_Model):
         if self.notify_url is not None and not self.notify_secrets:
             raise ValueError("notify_url needs notify_secrets to sign the webhooks")
         if self.notify_url is not None:
-            check_url(self.notify_url, allow_private=self.notify_allow_private, field="notify_url")
+            check_url(
+                self.notify_url,
+                allow_private=self.notify_allow_private,
+                field="notify_url",
+                opt_out="notify_allow_private",
+            )
         return self
 
     def channel(self, kind: str, channel_id: str | None = None) -> ChannelConfig | None:

@@ -134,7 +134,9 @@ def refusal(url: str) -> str | None:
     return None if reason is None else f"a {reason} address"
 
 
-def check_url(url: str, *, allow_private: bool, field: str = "URL") -> str:
+def check_url(
+    url: str, *, allow_private: bool, field: str = "URL", opt_out: str = "allow_private"
+) -> str:
     """``url`` if it may be used; else ValueError (for a configuration validator)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -144,7 +146,7 @@ def check_url(url: str, *, allow_private: bool, field: str = "URL") -> str:
     reason = refusal(url)
     if reason is not None:
         raise ValueError(
-            f"the {field} points at {reason}; set allow_private: true beside it if you mean it"
+            f"the {field} points at {reason}; set {opt_out}: true beside it if you mean it"
         )
     return url
 

@@ -99,7 +99,10 @@ class HttpChannelConfig(ChannelConfig):
             raise ValueError("callback_url needs callback_secrets to sign the webhooks")
         if self.callback_url is not None:
             check_url(
-                self.callback_url, allow_private=self.callback_allow_private, field="callback_url"
+                self.callback_url,
+                allow_private=self.callback_allow_private,
+                field="callback_url",
+                opt_out="callback_allow_private",
             )
         return self
 

@@ -34,6 +34,9 @@ class Scene:
             for channel in tenant["channels"]:
                 if channel["kind"] == "http":
                     channel["callback_url"] = self.receiver.url
+                    # The receiver listens on this machine, which the SSRF guard refuses
+                    # unless the operator says it is meant.
+                    channel["callback_allow_private"] = True
 
     async def play(self, gateway_url: str, transcript: Transcript) -> bool:
         assert self.receiver is not None
