@@ -92,6 +92,7 @@ class SlowClaimProxy:
                 await sink.drain()
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 async def test_new_owner_answers_entries_left_pending_before_newer_ones(
     redis_url: str,
