@@ -10,7 +10,8 @@ order. Different conversations run concurrently up to ``max_in_flight`` entries.
 
 A process that dies stops renewing; once its leases expire another process takes the
 partitions and first claims every entry the dead one left pending (delivered, never
-acknowledged), so nothing is lost.
+acknowledged), so nothing is lost. It reads the partition's new entries only after those
+are queued: a conversation's later messages are never handled before its earlier ones.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class _Owned:
     partition: int
     stream: str
     draining: bool = False
+    # Set once the previous owner's pending entries are queued; until then the partition is
+    # not read (see _take_over).
+    taken_over: bool = False
     in_flight: set[str] = field(default_factory=set)
 
 
@@ -170,6 +174,8 @@ class PartitionConsumer:
             elif not await self.store.acquire_lease(key, self.consumer_id, ttl=self.lease_seconds):
                 del self._owned[p]
                 log.warning("partitions.lease_lost", role=self.role, partition=p)
+            elif not owned.taken_over:
+                await self._take_over(owned)  # an earlier round's claim failed: finish it
         active = [o for o in self._owned.values() if not o.draining]
         if len(active) > target:
             for owned in sorted(active, key=lambda o: o.partition)[target:]:
@@ -194,16 +200,26 @@ class PartitionConsumer:
         await self.store.ensure_group(stream, self.group)
         owned = _Owned(partition=partition, stream=stream)
         self._owned[partition] = owned
-        # Whatever the previous owner left unacknowledged comes first, in order.
+        await self._take_over(owned)
+
+    async def _take_over(self, owned: _Owned) -> None:
+        """Queue, in order, whatever the previous owner left unacknowledged; then allow reads.
+
+        The read loop must not read the partition before this returns. A read of new entries
+        ("XREADGROUP >") does not wait for a claim in flight, and whichever answer is handled
+        first is queued first: under load a conversation's newer entries were queued ahead
+        of the older ones the dead owner left pending, and answered first.
+        """
         while True:
             entries = await self.store.claim_pending(
-                stream, group=self.group, consumer=self.consumer_id, min_idle=0, count=500
+                owned.stream, group=self.group, consumer=self.consumer_id, min_idle=0, count=500
             )
             for entry in entries:
                 self._enqueue(owned, entry)
             if len(entries) < 500:
                 break
-        log.info("partitions.adopted", role=self.role, partition=partition)
+        owned.taken_over = True
+        log.info("partitions.adopted", role=self.role, partition=owned.partition)
 
     async def _reclaim_stale(self) -> None:
         """Entries pending far too long (e.g. a handler that crashed) are handled again."""
@@ -230,7 +246,7 @@ class PartitionConsumer:
     # -- reading and ordering ------------------------------------------------------------------
     async def _read_loop(self) -> None:
         while not self._stopping:
-            readable = [o for o in self._owned.values() if not o.draining]
+            readable = [o for o in self._owned.values() if o.taken_over and not o.draining]
             if not readable:
                 await asyncio.sleep(0.05)
                 continue
