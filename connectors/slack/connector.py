@@ -17,6 +17,14 @@ acknowledges an envelope only after ``context.ingest.submit`` has made it durabl
 Dedupe keys: a message is identified by ``team:channel:ts``, so a retried event
 (``X-Slack-Retry-Num``), a Socket Mode redelivery and the ``message`` + ``app_mention`` pair
 that Slack sends for one mention all collapse into one inbound message.
+
+Threads the gateway names (the operators' desk, see :mod:`gateway.handoff`): a message to
+post whose ``conversation.thread`` is not a Slack timestamp (``handoff-…``) goes into the
+Slack thread mapped to that name; the first one posted starts the thread at the channel's
+top level, and the map (our thread → ``thread_ts`` and back) is kept in the connector's
+channel records. A person's message in such a thread comes back with ``thread`` = our name,
+whatever the ``channel_messages`` setting, with the person's Slack user id and display name
+(``users.info``, cached) as the sender. The bot's own posts there and edits are ignored.
 """
 
 from __future__ import annotations
@@ -115,6 +123,10 @@ _TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable"}
 )
 _BUTTON_ACTION_PREFIX = "flowbiz_button_"
+_SLACK_TS = re.compile(r"^[0-9]+\.[0-9]+$")
+_NAME_TTL = 3600.0  # a person's display name, once learned
+_NAME_FAILURE_TTL = 60.0  # after a failed users.info, before asking again
+_NAME_CACHE_MAX = 10_000
 
 
 class SlackChannelConfig(ChannelConfig):
@@ -142,6 +154,10 @@ class SlackChannelConfig(ChannelConfig):
     messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
     burst: float = Field(default=3.0, ge=1)
     socket_ping_interval_seconds: float = Field(default=5, gt=0)
+    # Look up the display name of a person writing in an operators' desk thread (users.info,
+    # scope users:read) when the event does not carry it; the customer sees it as a signature.
+    fetch_user_names: bool = True
+    user_name_timeout_seconds: float = Field(default=1.5, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SlackChannelConfig:
@@ -235,6 +251,7 @@ class SlackConnector:
         self._workspaces: list[_Workspace] = []
         self._by_secret: dict[str, _SecretGroup] = {}
         self._sockets: dict[str, _SocketListener] = {}
+        self._names: dict[tuple[str, str], tuple[str | None, float]] = {}
         seen: dict[tuple[str | None, str | None], str] = {}
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
@@ -453,7 +470,11 @@ class SlackConnector:
             if self._from_a_bot(ws, event):
                 self._count("ignored_bot")
                 return []
-            message = self._message(ws, body, event)
+            # The message event for the same ts may come second: both must name the same thread.
+            desk_thread = await self._desk_thread(ws, event)
+            message = self._message(ws, body, event, thread=desk_thread)
+            if message is not None and desk_thread is not None:
+                message = await self._named(ws, message)
             return [message] if message is not None else []
         if etype != "message":
             self._count("ignored_event")
@@ -482,10 +503,18 @@ class SlackConnector:
         if subtype not in _ACCEPTED_SUBTYPES:
             self._count("ignored_subtype")
             return []
-        if not await self._addressed(ws, event):
+        desk_thread = await self._desk_thread(ws, event)
+        if desk_thread is not None and edited_ts is not None:
+            # The customer already has the first version; an edit is not a second message.
+            self._count("ignored_desk_edit")
+            return []
+        if desk_thread is None and not await self._addressed(ws, event):
             self._count("ignored_not_addressed")
             return []
-        message = self._message(ws, body, event, edited_ts=edited_ts)
+        message = self._message(ws, body, event, edited_ts=edited_ts, thread=desk_thread)
+        if message is not None and desk_thread is not None:
+            self._count("desk_reply")
+            message = await self._named(ws, message)
         return [message] if message is not None else []
 
     @staticmethod
@@ -494,6 +523,73 @@ class SlackConnector:
         if event.get("bot_id") or event.get("subtype") == "bot_message":
             return True
         return ws.bot_user_id is not None and event.get("user") == ws.bot_user_id
+
+    # -- threads the gateway names (the operators' desk) ------------------------------------------
+    def _thread_ts_key(self, tenant: str, channel_id: str, thread: str) -> str:
+        """Our thread name → the Slack thread's ``thread_ts``."""
+        return self.context.keyspace.channel_record(
+            "slack", f"desk-thread:{tenant}:{channel_id}:{thread}"
+        )
+
+    def _thread_name_key(self, tenant: str, channel_id: str, thread_ts: str) -> str:
+        """A Slack thread's ``thread_ts`` → our thread name."""
+        return self.context.keyspace.channel_record(
+            "slack", f"desk-thread-of:{tenant}:{channel_id}:{thread_ts}"
+        )
+
+    async def _desk_thread(self, ws: _Workspace, event: dict[str, Any]) -> str | None:
+        """Our name for the Slack thread this reply is in, when the gateway started it."""
+        channel_id, ts, thread_ts = _s(event, "channel"), _s(event, "ts"), _s(event, "thread_ts")
+        if channel_id is None or thread_ts is None or thread_ts == ts:
+            return None
+        raw = await self.context.store.get_record(
+            self._thread_name_key(ws.tenant, channel_id, thread_ts)
+        )
+        return raw.decode() if raw is not None else None
+
+    async def _named(self, ws: _Workspace, message: InboundMessage) -> InboundMessage:
+        """The message with its sender's display name, when Slack can tell it."""
+        if message.sender.display_name is not None or not ws.config.fetch_user_names:
+            return message
+        name = await self._user_name(ws, message.sender.id)
+        if name is None:
+            return message
+        sender = message.sender.model_copy(update={"display_name": name})
+        return message.model_copy(update={"sender": sender})
+
+    async def _user_name(self, ws: _Workspace, user_id: str) -> str | None:
+        """``users.info``, cached per process; a failure leaves the name out, never the message."""
+        loop = asyncio.get_running_loop()
+        cache_key = (ws.label, user_id)
+        cached = self._names.get(cache_key)
+        if cached is not None and cached[1] > loop.time():
+            return cached[0]
+        name: str | None = None
+        ttl = _NAME_FAILURE_TTL
+        try:
+            async with asyncio.timeout(ws.config.user_name_timeout_seconds):
+                result = await self._client(ws).users_info(user=user_id)
+        except SlackApiError as exc:
+            self._count("user_name_failed")
+            log.info("slack.user_name_failed", workspace=ws.label, code=_error_code(exc))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count("user_name_failed")
+            log.info("slack.user_name_failed", workspace=ws.label, code=type(exc).__name__)
+        else:
+            user = result.get("user")
+            profile = user.get("profile") if isinstance(user, dict) else None
+            name = (
+                _s(profile, "display_name")
+                or _s(profile, "real_name")
+                or _s(user, "real_name")
+                or _s(user, "name")
+            )
+            ttl = _NAME_TTL
+            self._count("user_name_fetched")
+        if len(self._names) >= _NAME_CACHE_MAX:
+            self._names.clear()
+        self._names[cache_key] = (name, loop.time() + ttl)
+        return name
 
     async def _addressed(self, ws: _Workspace, event: dict[str, Any]) -> bool:
         """Whether a plain ``message`` event is meant for the bot."""
@@ -526,7 +622,9 @@ class SlackConnector:
         event: dict[str, Any],
         *,
         edited_ts: str | None = None,
+        thread: str | None = None,
     ) -> InboundMessage | None:
+        """``thread``: our name for the Slack thread (a desk thread), else its ``thread_ts``."""
         channel_id, ts, user = _s(event, "channel"), _s(event, "ts"), _s(event, "user")
         if channel_id is None or ts is None:
             raise PayloadError("message event without channel or ts")
@@ -553,7 +651,7 @@ class SlackConnector:
                 tenant=ws.tenant,
                 channel=Channel.SLACK,
                 conversation_id=channel_id,
-                thread=reply_thread,
+                thread=thread or reply_thread,
             ),
             sender=Participant(id=user, display_name=_profile_name(event)),
             kind=EventKind.MESSAGE,
@@ -807,6 +905,15 @@ class SlackConnector:
                 "no Slack channel configured for this workspace", code="unknown_workspace"
             )
         posts = _render(message, ws.config.max_message_chars)
+        ours = message.conversation.thread
+        starts_thread = False
+        if ours is not None and not _SLACK_TS.match(ours):
+            # A thread the gateway names: post into the Slack thread mapped to it, or start it.
+            mapped = await self.context.store.get_record(
+                self._thread_ts_key(ws.tenant, ctx.channel_id, ours)
+            )
+            starts_thread = mapped is None
+            ctx = ctx.model_copy(update={"thread_ts": mapped.decode() if mapped else None})
         last_ts: str | None = None
         for index, post in enumerate(posts):
             # A reply in several parts is resumed after a failure, not restarted: parts that
@@ -821,6 +928,10 @@ class SlackConnector:
                     last_ts = done.decode() or last_ts
                     continue
             last_ts = await self._deliver(ws, ctx, message, post, depth=0)
+            if starts_thread and ours is not None and last_ts is not None:
+                await self._map_thread(ws, ctx.channel_id, ours, last_ts)
+                ctx = ctx.model_copy(update={"thread_ts": last_ts})
+                starts_thread = False
             if progress is not None:
                 await self.context.store.put_record(
                     progress,
@@ -835,6 +946,20 @@ class SlackConnector:
             platform_message_id=last_ts,
             detail={"parts": len(posts), "channel_id": ctx.channel_id},
         )
+
+    async def _map_thread(self, ws: _Workspace, channel_id: str, ours: str, thread_ts: str) -> None:
+        """Remember the Slack thread just started for our thread name, both ways.
+
+        The way back is written first: should the process stop in between, a resend starts a
+        second thread, and replies in either still reach the same customer.
+        """
+        store = self.context.store
+        await store.put_record(
+            self._thread_name_key(ws.tenant, channel_id, thread_ts), ours.encode()
+        )
+        await store.put_record(self._thread_ts_key(ws.tenant, channel_id, ours), thread_ts.encode())
+        self._count("desk_thread_started")
+        log.info("slack.desk_thread_started", workspace=ws.label)
 
     async def _deliver(
         self,
