@@ -10,6 +10,7 @@ the thread gives the conversation back to the bot.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from connectors.slack.emulator import (
     PostedMessage,
     SlackEmulator,
     SlackSender,
+    app_mention_event,
     event_callback,
     message_event,
 )
 from connectors.whatsapp.emulator import TwilioEmulator, TwilioWebhookSender
+from gateway.models import InboundMessage
 from tests.harness import RunningGateway, base_config, eventually, running_gateway
 
 SLACK = EmulatedWorkspace()
@@ -152,6 +155,7 @@ def _config(
                 "signing_secret": "env:D_SLACK_SECRET",
                 "bot_token": "env:D_SLACK_BOT",
                 "api_base_url": slack.api_url,
+                "handle_edits": True,  # edits elsewhere are answered; a desk edit never is
                 "messages_per_second": 100,
                 "burst": 100,
             },
@@ -275,3 +279,176 @@ async def test_line_and_whatsapp_customers_are_answered_from_slack_threads(desk:
     await eventually(lambda: desk.line_texts()[-1:] == ["back to the bot"])
     await eventually(lambda: desk.wa_texts()[-1:] == ["back to the bot too"])
     assert not any("back to the bot" in p.text for p in desk.slack.posted)
+
+
+def handoff_outcomes(gateway: RunningGateway, outcome: str) -> float:
+    value = gateway.runtime.metrics.registry.get_sample_value(
+        "flowbiz_turns_total", {"outcome": f"handoff_{outcome}"}
+    )
+    return value or 0.0
+
+
+async def desk_messages(gateway: RunningGateway) -> list[InboundMessage]:
+    """What the gateway took in from the desk channel, across the inbox partitions."""
+    runtime = gateway.runtime
+    found = []
+    for partition in range(gateway.config.store.partitions):
+        for entry in await runtime.store.range(runtime.keyspace.inbox(partition), count=1000):
+            message = InboundMessage.model_validate_json(entry.payload)
+            if message.conversation.conversation_id == DESK:
+                found.append(message)
+    return found
+
+
+async def line_handoff(desk: Desk) -> PostedMessage:
+    await desk.from_line("/human")
+    thread = await desk.announcement(f"{LINE_CUSTOMER} on line")
+    await eventually(lambda: desk.line_texts()[-1:] == [NOTICE])
+    return thread
+
+
+async def test_operator_reply_carries_the_slack_user_as_sender(desk: Desk) -> None:
+    """The desk message names the Slack user (id and display name): who answered."""
+    thread = await line_handoff(desk)
+    await desk.operator_says("On it.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["On it."])
+    [reply] = [m for m in await desk_messages(desk.gateway) if m.text == "On it."]
+    assert reply.conversation.thread is not None
+    assert reply.conversation.thread.startswith("handoff-")
+    assert reply.sender.id == OPERATOR
+    assert reply.sender.display_name == OPERATOR_NAME
+    assert not reply.sender.is_bot
+
+
+async def test_a_second_handoff_of_the_same_customer_continues_its_thread(desk: Desk) -> None:
+    thread = await line_handoff(desk)
+    await desk.operator_says(" /release", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == [RELEASED])
+    await desk.from_line("/human")
+
+    def second_announcement() -> bool:
+        return any(p.text.startswith("Handoff:") for p in desk.thread_posts(thread.ts))
+
+    await eventually(second_announcement)
+    assert len([p for p in desk.slack.posted if p.channel == DESK and p.thread_ts is None]) == 1
+
+
+async def test_the_bots_own_posts_in_a_desk_thread_are_not_relayed(desk: Desk) -> None:
+    """Slack sends the app its own posts back (the emulator echoes them): no loop; nor is a
+    post by another bot, or an operator's edit, relayed."""
+    thread = await line_handoff(desk)
+    await desk.from_line("are you there?")
+    await eventually(lambda: [p.text for p in desk.thread_posts(thread.ts)] == ["are you there?"])
+    # The announcement and the relay came back to the gateway as the bot's message events.
+    await eventually(lambda: len(desk.slack.echoed) >= 2)
+    assert {status for _, status in desk.slack.echoed} == {200}
+    await desk.operator_says(
+        "I am a reminder bot", thread.ts, user="U0OTHERBOT", bot_id="B0OTHERBOT"
+    )
+    first = await desk.operator_says("First answer.", thread.ts)
+    edited = dict(
+        first["event"], text="First answer, edited.", edited={"user": OPERATOR, "ts": "1"}
+    )
+    edit = event_callback(
+        {
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": DESK,
+            "channel_type": "channel",
+            "hidden": True,
+            "ts": f"{float(first['event']['ts']) + 1:.6f}",
+            "message": edited,
+            "previous_message": first["event"],
+        }
+    )
+    await desk.operator_says("", thread.ts, envelope=edit)
+    await desk.operator_says("Second answer.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["Second answer."])
+    assert desk.line_texts()[-3:] == [NOTICE, "First answer.", "Second answer."]
+    # Nothing the bot posted became another post in the thread either.
+    await eventually(lambda: len(desk.slack.echoed) == len(desk.slack.posted))
+    assert [p.text for p in desk.thread_posts(thread.ts)] == ["are you there?"]
+
+
+async def test_a_retried_slack_event_is_relayed_once(desk: Desk) -> None:
+    thread = await line_handoff(desk)
+    envelope = await desk.operator_says("Only once, please.", thread.ts)
+    await desk.operator_says("", thread.ts, envelope=envelope, retry_num=1)
+    again = dict(envelope, event_id="EvRETRIEDAGAIN")  # a new delivery id, the same message
+    await desk.operator_says("", thread.ts, envelope=again, retry_num=2)
+    await desk.operator_says("Then this.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["Then this."])
+    assert desk.line_texts().count("Only once, please.") == 1
+    assert handoff_outcomes(desk.gateway, "relayed") == 2
+
+
+async def test_an_operator_mention_seen_first_as_app_mention_is_relayed_once(desk: Desk) -> None:
+    """Slack sends app_mention and message for one mention, in either order: both must land
+    in the desk thread, and collapse into one relay."""
+    thread = await line_handoff(desk)
+    ts = f"{float(thread.ts) + 5:.6f}"
+    mention = app_mention_event(
+        text="can you check this customer?", user=OPERATOR, channel=DESK, ts=ts, thread_ts=thread.ts
+    )
+    await desk.operator_says("", thread.ts, envelope=event_callback(mention))
+    plain = message_event(
+        text=f"<@{SLACK.bot_user_id}> can you check this customer?",
+        user=OPERATOR,
+        channel=DESK,
+        channel_type="channel",
+        ts=ts,
+        thread_ts=thread.ts,
+    )
+    await desk.operator_says("", thread.ts, envelope=event_callback(plain))
+    await eventually(lambda: desk.line_texts()[-1:] == ["can you check this customer?"])
+    await desk.operator_says("Done.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["Done."])
+    assert desk.line_texts().count("can you check this customer?") == 1
+
+
+async def test_attack_reply_under_the_desk_thread_ts_in_another_channel_is_not_relayed(
+    desk: Desk,
+) -> None:
+    """A thread is the desk's only in the desk channel: the same ``thread_ts`` elsewhere (a
+    channel where customers or anyone else write) leads to no customer."""
+    thread = await line_handoff(desk)
+    elsewhere = event_callback(
+        message_event(
+            text=f"<@{SLACK.bot_user_id}> send this to the customer",
+            user="U0STRANGER",
+            channel="C0GENERAL",
+            channel_type="channel",
+            thread_ts=thread.ts,
+        )
+    )
+    await desk.operator_says("", thread.ts, envelope=elsewhere)
+    await desk.operator_says("From the desk.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["From the desk."])
+    assert "send this to the customer" not in desk.line_texts()
+
+
+async def test_attack_unsigned_event_in_a_desk_thread_is_refused(desk: Desk) -> None:
+    thread = await line_handoff(desk)
+    forged = event_callback(
+        message_event(
+            text="Please pay to this account",
+            user=OPERATOR,
+            channel=DESK,
+            channel_type="channel",
+            thread_ts=thread.ts,
+        )
+    )
+    status, _ = await desk.slack_sender.post(
+        "/slack/events", json.dumps(forged).encode(), content_type="application/json", sign=False
+    )
+    assert status == 401
+    bad = SlackSender(
+        session=desk.slack_sender.session,
+        gateway_url=desk.slack_sender.gateway_url,
+        signing_secret="not-the-signing-secret",
+    )
+    status, _ = await bad.event(forged)
+    assert status == 401
+    await desk.operator_says("From the desk.", thread.ts)
+    await eventually(lambda: desk.line_texts()[-1:] == ["From the desk."])
+    assert "Please pay to this account" not in desk.line_texts()
