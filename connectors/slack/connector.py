@@ -70,6 +70,7 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.errors import (
     ConfigError,
@@ -123,10 +124,6 @@ _TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable"}
 )
 _BUTTON_ACTION_PREFIX = "flowbiz_button_"
-_SLACK_TS = re.compile(r"^[0-9]+\.[0-9]+$")
-_NAME_TTL = 3600.0  # a person's display name, once learned
-_NAME_FAILURE_TTL = 60.0  # after a failed users.info, before asking again
-_NAME_CACHE_MAX = 10_000
 
 
 class SlackChannelConfig(ChannelConfig):
@@ -251,7 +248,8 @@ class SlackConnector:
         self._workspaces: list[_Workspace] = []
         self._by_secret: dict[str, _SecretGroup] = {}
         self._sockets: dict[str, _SocketListener] = {}
-        self._names: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._threads = ThreadMap(context)
+        self._names = UserNames()
         seen: dict[tuple[str | None, str | None], str] = {}
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
@@ -525,27 +523,12 @@ class SlackConnector:
         return ws.bot_user_id is not None and event.get("user") == ws.bot_user_id
 
     # -- threads the gateway names (the operators' desk) ------------------------------------------
-    def _thread_ts_key(self, tenant: str, channel_id: str, thread: str) -> str:
-        """Our thread name → the Slack thread's ``thread_ts``."""
-        return self.context.keyspace.channel_record(
-            "slack", f"desk-thread:{tenant}:{channel_id}:{thread}"
-        )
-
-    def _thread_name_key(self, tenant: str, channel_id: str, thread_ts: str) -> str:
-        """A Slack thread's ``thread_ts`` → our thread name."""
-        return self.context.keyspace.channel_record(
-            "slack", f"desk-thread-of:{tenant}:{channel_id}:{thread_ts}"
-        )
-
     async def _desk_thread(self, ws: _Workspace, event: dict[str, Any]) -> str | None:
         """Our name for the Slack thread this reply is in, when the gateway started it."""
         channel_id, ts, thread_ts = _s(event, "channel"), _s(event, "ts"), _s(event, "thread_ts")
         if channel_id is None or thread_ts is None or thread_ts == ts:
             return None
-        raw = await self.context.store.get_record(
-            self._thread_name_key(ws.tenant, channel_id, thread_ts)
-        )
-        return raw.decode() if raw is not None else None
+        return await self._threads.thread_name(ws.tenant, channel_id, thread_ts)
 
     async def _named(self, ws: _Workspace, message: InboundMessage) -> InboundMessage:
         """The message with its sender's display name, when Slack can tell it."""
@@ -558,38 +541,23 @@ class SlackConnector:
         return message.model_copy(update={"sender": sender})
 
     async def _user_name(self, ws: _Workspace, user_id: str) -> str | None:
-        """``users.info``, cached per process; a failure leaves the name out, never the message."""
-        loop = asyncio.get_running_loop()
-        cache_key = (ws.label, user_id)
-        cached = self._names.get(cache_key)
-        if cached is not None and cached[1] > loop.time():
-            return cached[0]
-        name: str | None = None
-        ttl = _NAME_FAILURE_TTL
-        try:
-            async with asyncio.timeout(ws.config.user_name_timeout_seconds):
-                result = await self._client(ws).users_info(user=user_id)
-        except SlackApiError as exc:
+        async def look_up() -> dict[str, Any] | None:
+            try:
+                async with asyncio.timeout(ws.config.user_name_timeout_seconds):
+                    result = await self._client(ws).users_info(user=user_id)
+            except SlackApiError as exc:
+                code = _error_code(exc)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                code = type(exc).__name__
+            else:
+                user = result.get("user")
+                self._count("user_name_fetched")
+                return user if isinstance(user, dict) else {}
             self._count("user_name_failed")
-            log.info("slack.user_name_failed", workspace=ws.label, code=_error_code(exc))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._count("user_name_failed")
-            log.info("slack.user_name_failed", workspace=ws.label, code=type(exc).__name__)
-        else:
-            user = result.get("user")
-            profile = user.get("profile") if isinstance(user, dict) else None
-            name = (
-                _s(profile, "display_name")
-                or _s(profile, "real_name")
-                or _s(user, "real_name")
-                or _s(user, "name")
-            )
-            ttl = _NAME_TTL
-            self._count("user_name_fetched")
-        if len(self._names) >= _NAME_CACHE_MAX:
-            self._names.clear()
-        self._names[cache_key] = (name, loop.time() + ttl)
-        return name
+            log.info("slack.user_name_failed", workspace=ws.label, code=code)
+            return None
+
+        return await self._names.name(ws.label, user_id, look_up)
 
     async def _addressed(self, ws: _Workspace, event: dict[str, Any]) -> bool:
         """Whether a plain ``message`` event is meant for the bot."""
@@ -907,13 +875,11 @@ class SlackConnector:
         posts = _render(message, ws.config.max_message_chars)
         ours = message.conversation.thread
         starts_thread = False
-        if ours is not None and not _SLACK_TS.match(ours):
+        if ours is not None and not is_slack_ts(ours):
             # A thread the gateway names: post into the Slack thread mapped to it, or start it.
-            mapped = await self.context.store.get_record(
-                self._thread_ts_key(ws.tenant, ctx.channel_id, ours)
-            )
+            mapped = await self._threads.thread_ts(ws.tenant, ctx.channel_id, ours)
             starts_thread = mapped is None
-            ctx = ctx.model_copy(update={"thread_ts": mapped.decode() if mapped else None})
+            ctx = ctx.model_copy(update={"thread_ts": mapped})
         last_ts: str | None = None
         for index, post in enumerate(posts):
             # A reply in several parts is resumed after a failure, not restarted: parts that
@@ -929,7 +895,9 @@ class SlackConnector:
                     continue
             last_ts = await self._deliver(ws, ctx, message, post, depth=0)
             if starts_thread and ours is not None and last_ts is not None:
-                await self._map_thread(ws, ctx.channel_id, ours, last_ts)
+                await self._threads.remember(ws.tenant, ctx.channel_id, ours, last_ts)
+                self._count("desk_thread_started")
+                log.info("slack.desk_thread_started", workspace=ws.label)
                 ctx = ctx.model_copy(update={"thread_ts": last_ts})
                 starts_thread = False
             if progress is not None:
@@ -946,20 +914,6 @@ class SlackConnector:
             platform_message_id=last_ts,
             detail={"parts": len(posts), "channel_id": ctx.channel_id},
         )
-
-    async def _map_thread(self, ws: _Workspace, channel_id: str, ours: str, thread_ts: str) -> None:
-        """Remember the Slack thread just started for our thread name, both ways.
-
-        The way back is written first: should the process stop in between, a resend starts a
-        second thread, and replies in either still reach the same customer.
-        """
-        store = self.context.store
-        await store.put_record(
-            self._thread_name_key(ws.tenant, channel_id, thread_ts), ours.encode()
-        )
-        await store.put_record(self._thread_ts_key(ws.tenant, channel_id, ours), thread_ts.encode())
-        self._count("desk_thread_started")
-        log.info("slack.desk_thread_started", workspace=ws.label)
 
     async def _deliver(
         self,
