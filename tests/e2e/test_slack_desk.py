@@ -179,8 +179,9 @@ def _config(
 
 @pytest.fixture
 async def desk(
-    tmp_path: Path, echo_personas: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, echo_personas: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Desk]:
+    """The gateway and its three emulators, once on SQLite and once on Redis."""
     for name, value in {
         "D_SLACK_SECRET": SLACK_SECRET,
         "D_SLACK_BOT": SLACK.bot_token,
@@ -194,7 +195,7 @@ async def desk(
     line = await LineEmulator().start()
     line.add_channel(destination=LINE_DEST, access_token=LINE_TOKEN, channel_secret=LINE_SECRET)
     twilio = await TwilioEmulator(accounts={WA_ACCOUNT: WA_TOKEN}).start()
-    data = _config(f"sqlite:///{tmp_path}/gw.db", echo_personas, slack, line, twilio)
+    data = _config(store_url, echo_personas, slack, line, twilio)
     try:
         async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
             slack_sender = SlackSender(
