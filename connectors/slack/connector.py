@@ -17,6 +17,14 @@ acknowledges an envelope only after ``context.ingest.submit`` has made it durabl
 Dedupe keys: a message is identified by ``team:channel:ts``, so a retried event
 (``X-Slack-Retry-Num``), a Socket Mode redelivery and the ``message`` + ``app_mention`` pair
 that Slack sends for one mention all collapse into one inbound message.
+
+Threads the gateway names (the operators' desk, see :mod:`gateway.handoff`): a message to
+post whose ``conversation.thread`` is not a Slack timestamp (``handoff-…``) goes into the
+Slack thread mapped to that name; the first one posted starts the thread at the channel's
+top level, and the map (our thread → ``thread_ts`` and back) is kept in the connector's
+channel records. A person's message in such a thread comes back with ``thread`` = our name,
+whatever the ``channel_messages`` setting, with the person's Slack user id and display name
+(``users.info``, cached) as the sender. The bot's own posts there and edits are ignored.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.errors import (
     ConfigError,
@@ -142,6 +151,10 @@ class SlackChannelConfig(ChannelConfig):
     messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
     burst: float = Field(default=3.0, ge=1)
     socket_ping_interval_seconds: float = Field(default=5, gt=0)
+    # Look up the display name of a person writing in an operators' desk thread (users.info,
+    # scope users:read) when the event does not carry it; the customer sees it as a signature.
+    fetch_user_names: bool = True
+    user_name_timeout_seconds: float = Field(default=1.5, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SlackChannelConfig:
@@ -235,6 +248,8 @@ class SlackConnector:
         self._workspaces: list[_Workspace] = []
         self._by_secret: dict[str, _SecretGroup] = {}
         self._sockets: dict[str, _SocketListener] = {}
+        self._threads = ThreadMap(context)
+        self._names = UserNames()
         seen: dict[tuple[str | None, str | None], str] = {}
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
@@ -453,7 +468,11 @@ class SlackConnector:
             if self._from_a_bot(ws, event):
                 self._count("ignored_bot")
                 return []
-            message = self._message(ws, body, event)
+            # The message event for the same ts may come second: both must name the same thread.
+            desk_thread = await self._desk_thread(ws, event)
+            message = self._message(ws, body, event, thread=desk_thread)
+            if message is not None and desk_thread is not None:
+                message = await self._named(ws, message)
             return [message] if message is not None else []
         if etype != "message":
             self._count("ignored_event")
@@ -482,10 +501,18 @@ class SlackConnector:
         if subtype not in _ACCEPTED_SUBTYPES:
             self._count("ignored_subtype")
             return []
-        if not await self._addressed(ws, event):
+        desk_thread = await self._desk_thread(ws, event)
+        if desk_thread is not None and edited_ts is not None:
+            # The customer already has the first version; an edit is not a second message.
+            self._count("ignored_desk_edit")
+            return []
+        if desk_thread is None and not await self._addressed(ws, event):
             self._count("ignored_not_addressed")
             return []
-        message = self._message(ws, body, event, edited_ts=edited_ts)
+        message = self._message(ws, body, event, edited_ts=edited_ts, thread=desk_thread)
+        if message is not None and desk_thread is not None:
+            self._count("desk_reply")
+            message = await self._named(ws, message)
         return [message] if message is not None else []
 
     @staticmethod
@@ -494,6 +521,43 @@ class SlackConnector:
         if event.get("bot_id") or event.get("subtype") == "bot_message":
             return True
         return ws.bot_user_id is not None and event.get("user") == ws.bot_user_id
+
+    # -- threads the gateway names (the operators' desk) ------------------------------------------
+    async def _desk_thread(self, ws: _Workspace, event: dict[str, Any]) -> str | None:
+        """Our name for the Slack thread this reply is in, when the gateway started it."""
+        channel_id, ts, thread_ts = _s(event, "channel"), _s(event, "ts"), _s(event, "thread_ts")
+        if channel_id is None or thread_ts is None or thread_ts == ts:
+            return None
+        return await self._threads.thread_name(ws.tenant, channel_id, thread_ts)
+
+    async def _named(self, ws: _Workspace, message: InboundMessage) -> InboundMessage:
+        """The message with its sender's display name, when Slack can tell it."""
+        if message.sender.display_name is not None or not ws.config.fetch_user_names:
+            return message
+        name = await self._user_name(ws, message.sender.id)
+        if name is None:
+            return message
+        sender = message.sender.model_copy(update={"display_name": name})
+        return message.model_copy(update={"sender": sender})
+
+    async def _user_name(self, ws: _Workspace, user_id: str) -> str | None:
+        async def look_up() -> dict[str, Any] | None:
+            try:
+                async with asyncio.timeout(ws.config.user_name_timeout_seconds):
+                    result = await self._client(ws).users_info(user=user_id)
+            except SlackApiError as exc:
+                code = _error_code(exc)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                code = type(exc).__name__
+            else:
+                user = result.get("user")
+                self._count("user_name_fetched")
+                return user if isinstance(user, dict) else {}
+            self._count("user_name_failed")
+            log.info("slack.user_name_failed", workspace=ws.label, code=code)
+            return None
+
+        return await self._names.name(ws.label, user_id, look_up)
 
     async def _addressed(self, ws: _Workspace, event: dict[str, Any]) -> bool:
         """Whether a plain ``message`` event is meant for the bot."""
@@ -526,7 +590,9 @@ class SlackConnector:
         event: dict[str, Any],
         *,
         edited_ts: str | None = None,
+        thread: str | None = None,
     ) -> InboundMessage | None:
+        """``thread``: our name for the Slack thread (a desk thread), else its ``thread_ts``."""
         channel_id, ts, user = _s(event, "channel"), _s(event, "ts"), _s(event, "user")
         if channel_id is None or ts is None:
             raise PayloadError("message event without channel or ts")
@@ -553,7 +619,7 @@ class SlackConnector:
                 tenant=ws.tenant,
                 channel=Channel.SLACK,
                 conversation_id=channel_id,
-                thread=reply_thread,
+                thread=thread or reply_thread,
             ),
             sender=Participant(id=user, display_name=_profile_name(event)),
             kind=EventKind.MESSAGE,
@@ -807,6 +873,13 @@ class SlackConnector:
                 "no Slack channel configured for this workspace", code="unknown_workspace"
             )
         posts = _render(message, ws.config.max_message_chars)
+        ours = message.conversation.thread
+        starts_thread = False
+        if ours is not None and not is_slack_ts(ours):
+            # A thread the gateway names: post into the Slack thread mapped to it, or start it.
+            mapped = await self._threads.thread_ts(ws.tenant, ctx.channel_id, ours)
+            starts_thread = mapped is None
+            ctx = ctx.model_copy(update={"thread_ts": mapped})
         last_ts: str | None = None
         for index, post in enumerate(posts):
             # A reply in several parts is resumed after a failure, not restarted: parts that
@@ -821,6 +894,12 @@ class SlackConnector:
                     last_ts = done.decode() or last_ts
                     continue
             last_ts = await self._deliver(ws, ctx, message, post, depth=0)
+            if starts_thread and ours is not None and last_ts is not None:
+                await self._threads.remember(ws.tenant, ctx.channel_id, ours, last_ts)
+                self._count("desk_thread_started")
+                log.info("slack.desk_thread_started", workspace=ws.label)
+                ctx = ctx.model_copy(update={"thread_ts": last_ts})
+                starts_thread = False
             if progress is not None:
                 await self.context.store.put_record(
                     progress,

@@ -5,6 +5,10 @@
 - ``POST /api/auth.test``, ``/api/chat.postMessage``, ``/api/chat.postEphemeral`` with
   Slack's answers (``invalid_auth``, ``channel_not_found``, ``msg_too_long`` above 40,000
   characters, ``invalid_blocks`` for a section over 3,000), every call recorded;
+- ``POST /api/users.info`` for the people added with :meth:`add_user` (``user_not_found``
+  otherwise);
+- with :meth:`echo_to`, every message the bot posts comes back to the gateway as the signed
+  ``message`` event Slack sends to a subscribed app (with the bot's ``bot_id``), so loops show;
 - failures on demand: :meth:`fail_next` (429 with ``Retry-After``, 500, any ``error``),
   :meth:`drop_next` (read and record the request, then cut the connection or never answer:
   the "did it post?" case);
@@ -146,6 +150,10 @@ class SlackEmulator:
         self._sockets: list[tuple[web.WebSocketResponse, EmulatedWorkspace]] = []
         self._tickets: dict[str, EmulatedWorkspace] = {}
         self._release = asyncio.Event()
+        self.users: dict[str, dict[str, Any]] = {}
+        self.echoed: list[tuple[str, int]] = []  # (ts, the gateway's HTTP status)
+        self._echo: SlackSender | None = None
+        self._echoes: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -163,6 +171,8 @@ class SlackEmulator:
         app.router.add_post("/api/auth.test", self._auth_test)
         app.router.add_post("/api/chat.postMessage", self._post_message)
         app.router.add_post("/api/chat.postEphemeral", self._post_ephemeral)
+        app.router.add_post("/api/users.info", self._users_info)
+        app.router.add_get("/api/users.info", self._users_info)  # slack_sdk asks with GET
         app.router.add_post("/api/apps.connections.open", self._connections_open)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/hooks/{path:.*}", self._response_url)
@@ -178,10 +188,60 @@ class SlackEmulator:
 
     async def stop(self) -> None:
         self._release.set()
+        await asyncio.gather(*self._echoes, return_exceptions=True)
         for ws, _ in list(self._sockets):
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    # -- people and events -------------------------------------------------------------------
+    def add_user(self, user_id: str, *, display_name: str, real_name: str | None = None) -> None:
+        """A person of the workspace, as ``users.info`` describes them."""
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": self.workspaces[0].team_id,
+            "name": display_name.lower(),
+            "real_name": real_name or display_name,
+            "is_bot": False,
+            "deleted": False,
+            "profile": {
+                "display_name": display_name,
+                "real_name": real_name or display_name,
+                "display_name_normalized": display_name,
+            },
+        }
+
+    def echo_to(self, sender: SlackSender) -> None:
+        """Deliver each posted channel message back through ``sender``, as Slack does."""
+        self._echo = sender
+
+    def _echo_post(self, ws: EmulatedWorkspace, post: PostedMessage) -> None:
+        if self._echo is None or post.via != "chat.postMessage":
+            return
+        event = message_event(
+            text=post.text,
+            user=ws.bot_user_id,
+            channel=post.channel or "",
+            channel_type="im" if (post.channel or "").startswith("D") else "channel",
+            ts=post.ts,
+            thread_ts=post.thread_ts,
+            team=ws.team_id,
+            bot_id=ws.bot_id,
+            app_id=ws.app_id,
+            bot_profile={"id": ws.bot_id, "app_id": ws.app_id, "name": "flowbiz"},
+        )
+        event.pop("client_msg_id", None)
+        if post.username is not None:
+            event["username"] = post.username
+        envelope = event_callback(event, team_id=ws.team_id, bot_user_id=ws.bot_user_id)
+        task = asyncio.get_running_loop().create_task(self._deliver_echo(envelope))
+        self._echoes.add(task)
+        task.add_done_callback(self._echoes.discard)
+
+    async def _deliver_echo(self, envelope: dict[str, Any]) -> None:
+        assert self._echo is not None
+        status, _ = await self._echo.event(envelope)
+        self.echoed.append((envelope["event"]["ts"], status))
 
     # -- failure injection -------------------------------------------------------------------
     def fail_next(
@@ -229,7 +289,9 @@ class SlackEmulator:
 
     # -- Web API -----------------------------------------------------------------------------
     async def _args(self, request: web.Request) -> tuple[dict[str, Any], str | None]:
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            args: dict[str, Any] = dict(request.query)
+        elif request.content_type == "application/json":
             args = await request.json()
         else:
             args = dict(await request.post())
@@ -334,6 +396,7 @@ class SlackEmulator:
                 blocks=tuple(blocks),
             )
         )
+        self._echo_post(ws, self.posted[-1])
         await self._notify()
         drops = self._drops.get(method)
         if drops:
@@ -364,6 +427,18 @@ class SlackEmulator:
                 },
             },
         )
+
+    async def _users_info(self, request: web.Request) -> web.Response:
+        args, token = await self._args(request)
+        injected = await self._injected("users.info", args, token, request)
+        if injected is not None:
+            return injected
+        if self._workspace(token) is None:
+            return self._answer("users.info", args, token, {"ok": False, "error": "invalid_auth"})
+        user = self.users.get(str(args.get("user")))
+        if user is None:
+            return self._answer("users.info", args, token, {"ok": False, "error": "user_not_found"})
+        return self._answer("users.info", args, token, {"ok": True, "user": user})
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()

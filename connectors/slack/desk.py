@@ -1,0 +1,116 @@
+"""Slack threads the gateway names, and the names of the people who write in them.
+
+The operators' desk (:mod:`gateway.handoff`) names each customer's thread itself
+(``handoff-<hash>``); Slack names a thread by its parent's ``ts``. :class:`ThreadMap` keeps
+both directions in the connector's channel records, per tenant and Slack channel, so that
+
+- a message to post into our thread goes into the same Slack thread every time (the first
+  one starts it at the channel's top level), and
+- a reply in that Slack thread comes back under our thread name — and only in that channel:
+  the same ``thread_ts`` anywhere else maps to nothing.
+
+The records have no expiry: one per customer handed off to a Slack desk, and a customer's
+later handoffs continue the same thread.
+
+:class:`UserNames` remembers display names from ``users.info`` per process, so a person's
+name costs one Web API call an hour at most; a failed look-up is remembered briefly and
+leaves the name out, never the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from connectors.base import ConnectorContext
+
+__all__ = ["ThreadMap", "UserNames", "is_slack_ts"]
+
+_SLACK_TS = re.compile(r"^[0-9]+\.[0-9]+$")
+_NAME_TTL = 3600.0  # a person's display name, once learned
+_NAME_FAILURE_TTL = 60.0  # after a failed look-up, before asking again
+_NAME_CACHE_MAX = 10_000
+
+
+def is_slack_ts(thread: str) -> bool:
+    """A Slack message timestamp (``1712345678.000100``), as opposed to a name of ours."""
+    return _SLACK_TS.match(thread) is not None
+
+
+class ThreadMap:
+    """Our thread name ↔ Slack ``thread_ts``, per tenant and Slack channel."""
+
+    def __init__(self, context: ConnectorContext) -> None:
+        self.context = context
+
+    def _ts_key(self, tenant: str, channel_id: str, thread: str) -> str:
+        return self.context.keyspace.channel_record(
+            "slack", f"desk-thread:{tenant}:{channel_id}:{thread}"
+        )
+
+    def _name_key(self, tenant: str, channel_id: str, thread_ts: str) -> str:
+        return self.context.keyspace.channel_record(
+            "slack", f"desk-thread-of:{tenant}:{channel_id}:{thread_ts}"
+        )
+
+    async def thread_ts(self, tenant: str, channel_id: str, thread: str) -> str | None:
+        """The Slack thread started for our ``thread``, if one was."""
+        raw = await self.context.store.get_record(self._ts_key(tenant, channel_id, thread))
+        return raw.decode() if raw is not None else None
+
+    async def thread_name(self, tenant: str, channel_id: str, thread_ts: str) -> str | None:
+        """Our name for this channel's Slack thread ``thread_ts``, if the gateway started it."""
+        raw = await self.context.store.get_record(self._name_key(tenant, channel_id, thread_ts))
+        return raw.decode() if raw is not None else None
+
+    async def remember(self, tenant: str, channel_id: str, thread: str, thread_ts: str) -> None:
+        """Record the Slack thread just started for our ``thread``, both ways.
+
+        The way back is written first: should the process stop in between, a resend starts
+        a second Slack thread, and replies in either still reach the same customer.
+        """
+        store = self.context.store
+        await store.put_record(self._name_key(tenant, channel_id, thread_ts), thread.encode())
+        await store.put_record(self._ts_key(tenant, channel_id, thread), thread_ts.encode())
+
+
+class UserNames:
+    """Display names by (workspace, user id), cached with an expiry."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+
+    async def name(
+        self,
+        workspace: str,
+        user_id: str,
+        look_up: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> str | None:
+        """The cached name, or ``look_up()``'s ``user`` object's (None: the look-up failed)."""
+        loop = asyncio.get_running_loop()
+        key = (workspace, user_id)
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > loop.time():
+            return cached[0]
+        user = await look_up()
+        name, ttl = (_name_of(user), _NAME_TTL) if user is not None else (None, _NAME_FAILURE_TTL)
+        if len(self._cache) >= _NAME_CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (name, loop.time() + ttl)
+        return name
+
+
+def _name_of(user: dict[str, Any]) -> str | None:
+    profile = user.get("profile")
+    for source, field in (
+        (profile, "display_name"),
+        (profile, "real_name"),
+        (user, "real_name"),
+        (user, "name"),
+    ):
+        value = source.get(field) if isinstance(source, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
