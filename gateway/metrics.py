@@ -64,6 +64,13 @@ class Metrics:
             ["channel", "reason"],
             registry=r,
         )
+        self.partition_entries_left = Counter(
+            "flowbiz_partition_entries_left_total",
+            "Queued entries a consumer left pending unhandled, because it lost the partition's "
+            "lease or was stopping; the partition's next owner claims them",
+            ["role"],
+            registry=r,
+        )
         self.turns = Counter(
             "flowbiz_turns_total",
             "Inbound messages handled by the worker, by outcome",

@@ -12,6 +12,13 @@ A process that dies stops renewing; once its leases expire another process takes
 partitions and first claims every entry the dead one left pending (delivered, never
 acknowledged), so nothing is lost. It reads the partition's new entries only after those
 are queued: a conversation's later messages are never handled before its earlier ones.
+
+A process starts on an entry only while it still holds the lease it read the entry under.
+Once a renewal finds the lease taken (renewals failed for longer than the lease and another
+process took the partition over), it starts nothing more of that partition: what it still
+has queued stays pending for the new owner, which claims it in order. An entry already in a
+handler finishes; the worker's versioned commit and the dispatcher's delivery records keep
+it from being answered twice.
 """
 
 from __future__ import annotations
@@ -172,8 +179,16 @@ class PartitionConsumer:
                 del self._owned[p]
                 log.info("partitions.released", role=self.role, partition=p)
             elif not await self.store.acquire_lease(key, self.consumer_id, ttl=self.lease_seconds):
+                # Its queued entries are dropped unhandled as their conversations reach them
+                # (see _handle): the new owner claims them, and answering them here too would
+                # race it and answer a conversation out of order.
                 del self._owned[p]
-                log.warning("partitions.lease_lost", role=self.role, partition=p)
+                log.warning(
+                    "partitions.lease_lost",
+                    role=self.role,
+                    partition=p,
+                    queued=len(owned.in_flight),
+                )
             elif not owned.taken_over:
                 await self._take_over(owned)  # an earlier round's claim failed: finish it
         active = [o for o in self._owned.values() if not o.draining]
@@ -315,12 +330,11 @@ class PartitionConsumer:
         try:
             while queue:
                 owned, entry = queue[0]
-                await self._handle(owned, entry)
+                handled = await self._handle(owned, entry)
                 queue.popleft()
-                owned.in_flight.discard(entry.id)
-                self._in_flight -= 1
-                if self._in_flight < self.max_in_flight:
-                    self._capacity.set()
+                self._finished(owned, entry)
+                if not handled:
+                    self._leave_pending(queue, owned, first=entry)
         finally:
             if not queue:
                 del self._queues[conv]
@@ -328,13 +342,61 @@ class PartitionConsumer:
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _handle(self, owned: _Owned, entry: StreamEntry) -> None:
+    def _holds(self, owned: _Owned) -> bool:
+        """Whether the lease ``owned`` was read under is still ours.
+
+        Identity, not the partition number: a lease lost and won back is a new ``_Owned``
+        whose take-over claims the same entries again, in order. A partition being given up
+        (``draining``) is still ours and finishes what it holds.
+        """
+        return self._owned.get(owned.partition) is owned
+
+    def _finished(self, owned: _Owned, entry: StreamEntry) -> None:
+        owned.in_flight.discard(entry.id)
+        self._in_flight -= 1
+        if self._in_flight < self.max_in_flight:
+            self._capacity.set()
+
+    def _leave_pending(
+        self, queue: deque[tuple[_Owned, StreamEntry]], owned: _Owned, *, first: StreamEntry
+    ) -> None:
+        """``first`` was left unhandled: drop the conversation's later entries of ``owned`` too.
+
+        Handling a later one now would answer the conversation out of order: ``first`` stays
+        pending and is answered afterwards by whoever owns the partition next. Unhandled
+        entries stay pending in the store; the next owner claims them all, in stream order.
+        """
+        kept = [item for item in queue if item[0] is not owned]
+        for item_owned, entry in queue:
+            if item_owned is owned:
+                self._finished(owned, entry)
+        left = 1 + len(queue) - len(kept)
+        queue.clear()
+        queue.extend(kept)
+        self.metrics.partition_entries_left.labels(self.role).inc(left)
+        log.warning(
+            "partitions.entries_left_pending",
+            role=self.role,
+            partition=owned.partition,
+            first=first.id,
+            entries=left,
+            reason="stopping" if self._holds(owned) else "lease_lost",
+        )
+
+    async def _handle(self, owned: _Owned, entry: StreamEntry) -> bool:
+        """Handle ``entry``; False if it was left pending (lease lost, or stopping)."""
         attempt = 0
         while True:
+            if not self._holds(owned):
+                # Another process owns the partition now and has claimed (or will claim) this
+                # entry. Checked before every attempt, not only after a failure: our renewals
+                # may have failed for longer than the lease while the handler's store calls
+                # went through, and the new owner may still be at an earlier entry.
+                return False
             attempt += 1
             try:
                 await self.handler(owned.partition, entry)
-                return
+                return True
             except StoreError as exc:
                 # The store is down or flaky (a Redis restart): try the same entry again
                 # until it comes back. Moving on would answer the conversation's next
@@ -346,8 +408,6 @@ class PartitionConsumer:
                     attempt=attempt,
                     error=str(exc),
                 )
-            if self._stopping or self._owned.get(owned.partition) is not owned:
-                # Lost the partition: the entry stays pending and its next owner claims it.
-                log.error("partitions.entry_left_pending", role=self.role, entry=entry.id)
-                return
+            if self._stopping:
+                return False  # stay pending; the next owner claims it
             await asyncio.sleep(min(0.2 * attempt, _MAX_STORE_RETRY_DELAY))
