@@ -47,12 +47,14 @@ def test_slack_render_escapes_text_and_puts_buttons_and_signature_in_blocks() ->
 
 def test_slack_render_splits_long_text_at_the_limit() -> None:
     posts = render_slack(_reply(text="word " * 100), limit=200)
-    assert len(posts) == 3 and all(len(p["text"]) <= 200 for p in posts)
+    assert len(posts) == 3
+    assert all(len(p["text"]) <= 200 for p in posts)
 
 
 def test_line_render_sends_buttons_as_quick_replies_with_the_sender() -> None:
     (text,) = render_line(_reply(buttons=BUTTONS))
-    assert text["type"] == "text" and text["text"].startswith("Pro costs 29")
+    assert text["type"] == "text"
+    assert text["text"].startswith("Pro costs 29")
     assert text["sender"] == {"name": "Acme Helper"}
     labels = [i["action"]["label"] for i in text["quickReply"]["items"]]
     assert labels == ["Buy", "Later"]
@@ -91,4 +93,5 @@ def test_email_render_is_a_threaded_reply_with_the_persona_as_sender() -> None:
     body = parsed.get_body(preferencelist=("plain",))
     assert body is not None
     text = body.get_content().replace("\r\n", "\n")
-    assert "1. Buy" in text and "-- \nAcme support" in text
+    assert "1. Buy" in text
+    assert "-- \nAcme support" in text
