@@ -209,6 +209,16 @@ class StoreConfig(_Model):
     receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
 
 
+class ConsoleConfig(_Model):
+    """The operators' console under ``/console/`` on the operations listener."""
+
+    enabled: bool = True
+    session_hours: float = Field(default=8, gt=0, le=24 * 30)
+    # "auto": the session cookie is Secure when the request came over TLS; "always": also
+    # behind a proxy that terminates TLS (the request then arrives as plain HTTP).
+    secure_cookie: Literal["auto", "always"] = "auto"
+
+
 class OperationsListenerConfig(_Model):
     """Where ``/readyz``, ``/metrics`` and the admin API under ``/v1`` are served.
 
@@ -220,6 +230,7 @@ class OperationsListenerConfig(_Model):
     mode: Literal["listener", "public"] = "listener"
     host: str = "127.0.0.1"
     port: int = Field(default=9090, ge=0, le=65535)
+    console: ConsoleConfig = ConsoleConfig()
 
 
 class HttpServerConfig(_Model):

@@ -80,6 +80,9 @@ class ConversationIndexEntry(BaseModel):
     key: str
     conversation: ConversationKey
     persona: str | None = None
+    customer: str | None = None  # the sender's display name on their platform, when given
+    route: str | None = None  # why the persona was chosen for the last turn (routing step)
+    trace_id: str | None = None  # the last inbound message's trace id, as in the logs
     last_inbound_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
     reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
@@ -95,7 +98,12 @@ class _InboundMarker(BaseModel):
 
 
 def index_records(
-    keyspace: Keyspace, message: InboundMessage, *, persona: str | None, dedupe_ttl: float
+    keyspace: Keyspace,
+    message: InboundMessage,
+    *,
+    persona: str | None,
+    dedupe_ttl: float,
+    route: str | None = None,
 ) -> list[tuple[str, bytes, float | None]]:
     """The records a turn commits next to its state: index entry and inbound marker."""
     conv = message.conversation
@@ -103,6 +111,9 @@ def index_records(
         key=conv.key,
         conversation=conv,
         persona=persona,
+        customer=message.sender.display_name or None,
+        route=route,
+        trace_id=message.trace_id,
         last_inbound_at=message.received_at,
         reply_context=message.reply_context,
     )

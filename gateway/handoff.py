@@ -28,8 +28,18 @@ serves ``tenants:``, by default only the operators' own tenant)::
 
 A tenant is served by at most one desk, and an operators' conversation is one desk's.
 
+The holder. A handed-off conversation is *waiting for a person* until someone answers it;
+whoever answers first **holds** it: an operator replying from the console, or the person whose
+message in the desk's thread is relayed first (a Slack user, an HTTP operator). The holder is
+kept in the fact (``holder = {name, via, since}``) so every desk shows the same person; other
+operators at the desk may still write (relayed as before) without taking it, and the
+console's *assign* hands it to a named teammate. ``/release`` in the thread, or the console's
+release button, ends the handoff whoever holds it. A conversation taken over in the console
+for a tenant that no desk serves is kept under the desk name :data:`CONSOLE_DESK`.
+
 Where things are kept. The customer's conversation state holds the fact
-``facts["handoff"] = {since, reason, thread, customer, persona, reply_context}`` (the reply
+``facts["handoff"] = {since, reason, thread, desk, customer, persona, reply_context, holder}``
+(the reply
 context is refreshed by each customer message, so a reply to a WhatsApp or email customer
 is addressed as the platform needs). The operators' thread id is derived from the customer's
 conversation key (``handoff-<hash>``), and a record under the operators' thread key maps it
@@ -78,17 +88,22 @@ from gateway.state import ConversationState, HistoryEntry
 from gateway.store import Commit, Keyspace, StateWrite, Store, StreamEntry
 
 __all__ = [
+    "CONSOLE_DESK",
     "Desk",
     "HandoffConfig",
     "HandoffDesk",
     "OperatorsTarget",
     "handoff_fact",
+    "handoff_status",
+    "holder_of",
     "plan_desks",
 ]
 
 log = get_logger(__name__)
 
 FACT = "handoff"
+# The desk name of a handoff taken over in the console where no desk serves the tenant.
+CONSOLE_DESK = "console"
 _REPLY_CONTEXT: TypeAdapter[ReplyContext] = TypeAdapter(ReplyContext)
 _MAX_CONFLICTS = 8
 _TEXT_KINDS = frozenset({EventKind.MESSAGE, EventKind.COMMAND, EventKind.ACTION})
@@ -125,6 +140,25 @@ def handoff_fact(state: ConversationState) -> dict[str, Any] | None:
     """The handoff in force on this conversation, if any."""
     fact = state.facts.get(FACT)
     return fact if isinstance(fact, dict) else None
+
+
+def holder_of(fact: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Who holds a handed-off conversation (``{name, via, since}``), or None while it waits."""
+    holder = None if fact is None else fact.get("holder")
+    return holder if isinstance(holder, dict) and holder.get("name") else None
+
+
+def handoff_status(state: ConversationState) -> str:
+    """``bot``, ``waiting`` (for a person), ``person`` (held by one) or ``closed`` (the
+    customer left: unfollowed, or the bot was removed from the chat)."""
+    fact = handoff_fact(state)
+    if fact is not None:
+        return "person" if holder_of(fact) is not None else "waiting"
+    return "closed" if "left" in state.facts else "bot"
+
+
+def new_holder(name: str, via: str) -> dict[str, Any]:
+    return {"name": name[:100], "via": via, "since": utcnow().isoformat()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +300,12 @@ class HandoffDesk:
         fact = handoff_fact(state)
         if fact is None:
             return None
+        taken_by = fact.get("desk")
+        if taken_by == CONSOLE_DESK:
+            return fact  # taken over in the console; no desk involved
         desk = self.desk_for(state.conversation.tenant)
         if desk is None:
             return None
-        taken_by = fact.get("desk")
         return fact if taken_by is None or taken_by == desk.operators.key else None
 
     @staticmethod
@@ -277,18 +313,18 @@ class HandoffDesk:
         return "handoff-" + hashlib.sha256(customer.key.encode()).hexdigest()[:16]
 
     @staticmethod
-    def _operators_key(desk: Desk, thread: str) -> ConversationKey:
+    def operators_key(desk: Desk, thread: str) -> ConversationKey:
         return desk.operators.model_copy(update={"thread": thread})
 
-    def _mapping_key(self, operators: ConversationKey) -> str:
+    def mapping_key(self, operators: ConversationKey) -> str:
         return self.keyspace.conversation_record(operators.key, "handoff-customer")
 
-    async def _post(self, message: OutboundMessage) -> None:
+    async def post(self, message: OutboundMessage) -> None:
         """Append to the outbox of the message's own conversation (its partition)."""
         partition = self.keyspace.partition(message.conversation.key)
         await self.store.append(self.keyspace.outbox(partition), message.model_dump_json().encode())
 
-    def _to_operators(
+    def to_operators(
         self,
         desk: Desk,
         thread: str,
@@ -299,7 +335,7 @@ class HandoffDesk:
         source: InboundMessage,
     ) -> OutboundMessage:
         return OutboundMessage(
-            conversation=self._operators_key(desk, thread),
+            conversation=self.operators_key(desk, thread),
             persona=who,
             text=text,
             attachments=source.attachments,
@@ -328,7 +364,7 @@ class HandoffDesk:
         thread = self.thread_for(customer)
         name = message.sender.display_name or message.sender.id
         await self.store.put_record(
-            self._mapping_key(self._operators_key(desk, thread)),
+            self.mapping_key(self.operators_key(desk, thread)),
             customer.model_dump_json().encode(),
         )
         recent = (
@@ -350,8 +386,8 @@ class HandoffDesk:
             f"Reply in this thread to answer the customer; write {config.release_command} "
             "to hand the conversation back to the assistant."
         )
-        await self._post(
-            self._to_operators(
+        await self.post(
+            self.to_operators(
                 desk,
                 thread,
                 "\n".join(lines),
@@ -377,8 +413,8 @@ class HandoffDesk:
         if message.kind not in _TEXT_KINDS or desk is None:
             return
         name = str(fact.get("customer") or message.sender.id)
-        await self._post(
-            self._to_operators(
+        await self.post(
+            self.to_operators(
                 desk,
                 str(fact["thread"]),
                 message.text,
@@ -407,7 +443,7 @@ class HandoffDesk:
             and not message.sender.is_bot
             and message.kind in _TEXT_KINDS
         ):
-            raw = await self.store.get_record(self._mapping_key(conv))
+            raw = await self.store.get_record(self.mapping_key(conv))
             if raw is not None:
                 customer = ConversationKey.model_validate_json(raw)
                 outcome = await self._from_operator(desk, message, customer)
@@ -429,8 +465,8 @@ class HandoffDesk:
                 desk=desk.where,
                 customer_tenant=customer.tenant,
             )
-            await self._post(
-                self._to_operators(
+            await self.post(
+                self.to_operators(
                     desk,
                     thread,
                     "This customer is not served by this desk; nothing was sent.",
@@ -443,8 +479,8 @@ class HandoffDesk:
         release = message.text.strip().lower() == config.release_command.lower()
         fact = await self._note_on_customer(message, customer, release=release)
         if fact is None:
-            await self._post(
-                self._to_operators(
+            await self.post(
+                self.to_operators(
                     desk,
                     thread,
                     "This conversation is not handed off (any more); nothing was sent.",
@@ -457,7 +493,7 @@ class HandoffDesk:
         reply_context = _REPLY_CONTEXT.validate_python(fact["reply_context"])
         if release:
             if config.released_notice:
-                await self._post(
+                await self.post(
                     OutboundMessage(
                         conversation=customer,
                         persona=PersonaPresentation.model_validate(fact["persona"]),
@@ -467,8 +503,8 @@ class HandoffDesk:
                         trace_id=message.trace_id,
                     )
                 )
-            await self._post(
-                self._to_operators(
+            await self.post(
+                self.to_operators(
                     desk,
                     thread,
                     "Released: the assistant answers this customer again.",
@@ -480,7 +516,7 @@ class HandoffDesk:
             log.info("handoff.released")
             return "released"
         name = message.sender.display_name
-        await self._post(
+        await self.post(
             OutboundMessage(
                 conversation=customer,
                 persona=PersonaPresentation(
@@ -514,12 +550,16 @@ class HandoffDesk:
             fact = self.in_force(state)
             if fact is None:
                 return None
+            facts = dict(state.facts)
             if release:
-                facts = {k: v for k, v in state.facts.items() if k != FACT}
+                del facts[FACT]
                 new_state = state.model_copy(update={"facts": facts, "updated_at": utcnow()})
             elif any(h.message_id == message.id for h in state.history):
                 return fact  # a redelivery: noted already
             else:
+                if holder_of(fact) is None:  # the first to answer holds it
+                    name = message.sender.display_name or message.sender.id
+                    facts[FACT] = {**fact, "holder": new_holder(name, conv_via(message))}
                 entry = HistoryEntry(
                     role="assistant",
                     text=message.text,
@@ -530,7 +570,9 @@ class HandoffDesk:
                 history = (
                     (*state.history, entry)[-self.history_limit :] if self.history_limit else ()
                 )
-                new_state = state.model_copy(update={"history": history, "updated_at": utcnow()})
+                new_state = state.model_copy(
+                    update={"history": history, "facts": facts, "updated_at": utcnow()}
+                )
             version = await self.store.commit(
                 Commit(
                     state=StateWrite(
@@ -541,5 +583,21 @@ class HandoffDesk:
                 )
             )
             if version is not None:
+                await self.touched()
                 return fact
         raise StoreError("the customer's state kept changing; the operator message will be retried")
+
+    # The names these helpers had before the console used them (kept for other callers).
+    _post = post
+    _to_operators = to_operators
+    _operators_key = operators_key
+    _mapping_key = mapping_key
+
+    async def touched(self) -> None:
+        """Tell the console's live pages that a handoff changed outside a worker turn."""
+        await self.store.incr(self.keyspace.console_activity())
+
+
+def conv_via(message: InboundMessage) -> str:
+    """The desk a message came from, as shown next to its holder (``slack``, ``http``)."""
+    return message.conversation.channel.value

@@ -12,7 +12,9 @@ never served there unguarded. ``http.operations.mode`` decides:
 - ``public``: they are mounted on the public app instead, and each one needs a global admin
   API key (``Authorization: Bearer …``, any role); without one they answer 401.
 
-``/healthz`` is on both listeners and says only ``{"status": "ok"}``.
+``/healthz`` is on both listeners and says only ``{"status": "ok"}``. The operators'
+console (:mod:`gateway.console`, ``/console/``) is mounted wherever the admin API is, and
+signs people in with their admin API keys in either mode.
 
 The operations app is where operator-facing pages belong: its state is one typed
 :data:`OPERATIONS` key, and anything it opens goes in its own ``cleanup_ctx``.
@@ -83,6 +85,10 @@ def _add_operational_routes(app: web.Application) -> None:
         from gateway.admin.routes import mount_admin
 
         mount_admin(app)
+        if app[RUNTIME].config.http.operations.console.enabled:
+            from gateway.console import mount_console
+
+            mount_console(app)
 
 
 async def operations_listener_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -243,6 +243,7 @@ class Worker:
                         message,
                         persona=persona.name,
                         dedupe_ttl=self.config.store.dedupe_ttl_seconds,
+                        route=route.reason,
                     ),
                 )
             )

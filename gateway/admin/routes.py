@@ -96,7 +96,14 @@ from gateway.runtime import RUNTIME, Runtime
 from gateway.store import Commit, Store
 from gateway.usage import METRICS, read_usage
 
-__all__ = ["OPERATIONS", "RETRY_AFTER_SECONDS", "ApiError", "Operation", "mount_admin"]
+__all__ = [
+    "OPERATIONS",
+    "RETRY_AFTER_SECONDS",
+    "ApiError",
+    "Operation",
+    "mount_admin",
+    "permits",
+]
 
 log = get_logger(__name__)
 
@@ -620,6 +627,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/audit", "listAuditEvents", "Read the audit log", A, "any", get_audit,
               AuditList, query=AuditQuery, errors=(400,), tag="system"),
 )  # fmt: skip
+_BY_ID: Mapping[str, Operation] = {op.operation_id: op for op in OPERATIONS}
 
 
 # -- the gate --------------------------------------------------------------------------------------
@@ -644,6 +652,21 @@ def _authorize(op: Operation, key: ApiKey, params: Mapping[str, str]) -> None:
         raise ApiError(403, "forbidden", "this operation needs a global key")
     if op.scope == "tenant" and params.get("tenant") != key.tenant:
         raise ApiError(403, "forbidden", "this key is scoped to another tenant")
+
+
+def permits(key: ApiKey, operation_id: str, tenant: str | None = None) -> bool:
+    """The gate's decision (role and scope) for ``key`` on an operation, about ``tenant``.
+
+    The console asks this before every page and action, so it grants exactly what the API
+    grants. A tenant-scoped key never reaches another tenant, whatever the operation's scope
+    (the API's handlers filter "any"-scope lists and letters the same way).
+    """
+    op = _BY_ID[operation_id]
+    try:
+        _authorize(op, key, {} if tenant is None else {"tenant": tenant})
+    except ApiError:
+        return False
+    return key.tenant is None or tenant is None or key.tenant == tenant
 
 
 def _parse_query(op: Operation, request: web.Request) -> Any:

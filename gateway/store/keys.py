@@ -114,6 +114,15 @@ class Keyspace:
         """Claimed by the one use a signed request may have (the HTTP channel's reply polls)."""
         return f"{self.prefix}:nonce:{channel}:{tenant}:{replay_key}"
 
+    def console_session(self, token_digest: str) -> str:
+        """A console sign-in, named by the SHA-256 of its cookie token (never the token)."""
+        return f"{self.prefix}:console:session:{token_digest}"
+
+    def console_activity(self) -> str:
+        """Bumped by every handoff change outside a worker turn: the console's live pages
+        notice operator actions (from any desk or process) without reading every state."""
+        return f"{self.prefix}:console:activity"
+
     def channel_record(self, channel: str, name: str) -> str:
         """Connector-owned records (e.g. IMAP UIDs, cached auth)."""
         return f"{self.prefix}:ch:{channel}:{name}"
