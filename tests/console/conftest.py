@@ -113,7 +113,9 @@ class Console:
 
 
 @asynccontextmanager
-async def console_gateway(tmp_path: Path, personas_dir: Path, **http: Any) -> AsyncIterator[Console]:
+async def console_gateway(
+    tmp_path: Path, personas_dir: Path, **http: Any
+) -> AsyncIterator[Console]:
     emulator = await LineEmulator().start()
     emulator.add_channel(destination=DEST, access_token=TOKEN, channel_secret=SECRET)
     emulator.add_profile(ALICE, "Alice")
