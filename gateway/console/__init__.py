@@ -10,6 +10,8 @@ nothing is fetched from elsewhere at run time.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from aiohttp import web
 
 from gateway.console import live
@@ -28,7 +30,7 @@ from gateway.console.web import HERE, PAGES
 __all__ = ["mount_console"]
 
 # In navigation order. A new page: a module in views/ with PAGE and add_routes, a template.
-_VIEWS = (inbox, queue, deadletters, conversation, signin, live)
+_VIEWS: tuple[ModuleType, ...] = (inbox, queue, deadletters, conversation, signin, live)
 _VIEWS += (usage, personas, health)
 
 

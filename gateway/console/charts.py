@@ -77,8 +77,11 @@ def bars(title: str, categories: Sequence[str], series: Mapping[str, Sequence[in
                     label=f"{categories[c]} · {name}: {value}",
                 )
             )
+    # Whole-number steps: counts are integers (top is 1, 2 or 5 times a power of ten).
+    steps = top if top <= 5 else (5 if top % 5 == 0 else 4)
     ticks = tuple(
-        (round(_TOP + plot_height * (1 - n / 4), 2), f"{top * n / 4:g}") for n in range(5)
+        (round(_TOP + plot_height * (1 - n / steps), 2), f"{top * n // steps}")
+        for n in range(steps + 1)
     )
     # At most about twelve category labels fit under the axis; show every k-th one.
     every = max(1, -(-len(categories) // 12))

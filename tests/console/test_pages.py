@@ -112,3 +112,24 @@ async def test_attack_viewer_forged_playground_post_refused(browser, tmp_path, p
         assert rt.store is not None
         assert await read_usage(rt.store, rt.keyspace, tenant="beta") == []
         await page.context.close()
+
+
+async def test_attack_scoped_operator_playground_on_another_tenant_refused(
+    browser, tmp_path, personas_dir
+):
+    async with console_gateway(tmp_path, personas_dir) as console:
+        token = await console.key("Oli", Role.OPERATOR, "acme")
+        page = await sign_in(browser, console, token)
+        await page.goto(console.url + "personas")
+        # acme has no HTTP channel: nothing to offer; beta is another tenant's.
+        assert await page.locator("#playground-form").count() == 0
+        csrf = await page.locator("header input[name=csrf]").get_attribute("value")
+        response = await page.request.post(
+            console.url + "personas/playground",
+            form={"csrf": csrf or "", "tenant": "beta", "persona": "core", "text": "pricing?"},
+        )
+        assert response.status == 403
+        rt = console.gw.runtime
+        assert rt.store is not None
+        assert await read_usage(rt.store, rt.keyspace, tenant="beta") == []
+        await page.context.close()
