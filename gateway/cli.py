@@ -114,7 +114,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return asyncio.run(run_demo(store_url=args.store, verbose=args.verbose))
+    return asyncio.run(
+        run_demo(store_url=args.store, verbose=args.verbose, keep_running=args.keep_running)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the gateway with the example config and emulators")
     demo.add_argument("--store", help="store URL (default: sqlite file under ./var)")
     demo.add_argument("--verbose", action="store_true", help="show the gateway's JSON logs")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the gateway up after the scenes, to explore the operators' console",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     from gateway.admin.cli import add_admin_commands

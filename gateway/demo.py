@@ -10,6 +10,7 @@ Scenes live beside their connectors (``connectors/<kind>/demo.py``, class ``Scen
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -91,8 +92,22 @@ def _scenes() -> list[Scene]:
     return scenes
 
 
+async def _console_key(app: web.Application) -> str:
+    """A demo admin key for the console, made in the demo's own store."""
+    from gateway.admin.keys import Role, create_key
+
+    rt = app[RUNTIME]
+    assert rt.store is not None
+    _, token = await create_key(rt.store, rt.keyspace, name="demo", role=Role.ADMIN)
+    return token
+
+
 async def run_demo(
-    *, store_url: str | None = None, verbose: bool = False, out: TextIO | None = None
+    *,
+    store_url: str | None = None,
+    verbose: bool = False,
+    out: TextIO | None = None,
+    keep_running: bool = False,
 ) -> int:
     out = out or sys.stdout
     for name, value in DEMO_SECRETS.items():
@@ -126,10 +141,18 @@ async def run_demo(
             f"personas: {', '.join(sorted(personas))}",
             file=out,
         )
+        print(
+            f"operators' console: {app[RUNTIME].operations_url}/console/ — sign in with the "
+            f"demo admin key {await _console_key(app)}",
+            file=out,
+        )
         try:
             for scene in scenes:
                 transcript.heading(scene.title)
                 ok = await scene.play(url, transcript) and ok
+            if keep_running:
+                print("\nthe gateway keeps running for the console; Ctrl-C stops it", file=out)
+                await asyncio.Event().wait()
         finally:
             await runner.cleanup()
     finally:

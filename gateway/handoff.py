@@ -559,7 +559,8 @@ class HandoffDesk:
             else:
                 if holder_of(fact) is None:  # the first to answer holds it
                     name = message.sender.display_name or message.sender.id
-                    facts[FACT] = {**fact, "holder": new_holder(name, conv_via(message))}
+                    via = message.conversation.channel.value  # the desk's channel
+                    facts[FACT] = {**fact, "holder": new_holder(name, via)}
                 entry = HistoryEntry(
                     role="assistant",
                     text=message.text,
@@ -596,8 +597,3 @@ class HandoffDesk:
     async def touched(self) -> None:
         """Tell the console's live pages that a handoff changed outside a worker turn."""
         await self.store.incr(self.keyspace.console_activity())
-
-
-def conv_via(message: InboundMessage) -> str:
-    """The desk a message came from, as shown next to its holder (``slack``, ``http``)."""
-    return message.conversation.channel.value
