@@ -134,6 +134,7 @@ async def run_demo(
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        app[RUNTIME].public_url = url
         print(
             f"FlowBiz Gateway demo — gateway on {url}, operations on "
             f"{app[RUNTIME].operations_url}, store {config.store.url}, "

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from gateway.errors import StoreError
 from gateway.observability import get_logger
+from gateway.readiness import readiness_problems
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import ConnectionGuard, GuardedSite, guard_middleware
 
@@ -121,16 +122,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    problems: list[str] = []
-    if rt.store is None:
-        problems.append("store not open")
-    else:
-        try:
-            await rt.store.ping()
-        except StoreError as exc:
-            problems.append(f"store unreachable: {exc}")
-    if rt.role in ("all", "worker") and not all(c.running for c in rt.consumers):
-        problems.append("workers not running")
+    problems = await readiness_problems(rt)
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
     return web.json_response({"status": "ready", "role": rt.role})

@@ -49,6 +49,9 @@ class Runtime:
     # The operations app and its listener's base URL once bound (mode "listener").
     operations_app: web.Application | None = None
     operations_url: str | None = None
+    # The public listener's base URL as this process can reach it (loopback for a wildcard
+    # host), once bound: the console's playground sends its signed requests there.
+    public_url: str | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -32,6 +32,7 @@ from aiohttp.web_protocol import RequestHandler
 from gateway.config import HttpServerConfig
 from gateway.metrics import Metrics
 from gateway.observability import get_logger
+from gateway.runtime import RUNTIME
 
 __all__ = ["BODY_GRACE_SECONDS", "ConnectionGuard", "GuardedSite", "guard_middleware", "serve"]
 
@@ -192,6 +193,16 @@ class GuardedSite(web.BaseSite):
     def name(self) -> str:
         return f"http://{self._host}:{self.port}"
 
+    @property
+    def loopback_url(self) -> str:
+        """The URL this process reaches the site at (a wildcard host means loopback)."""
+        # Not a bind: the address this process connects to when the site listens everywhere.
+        wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}  # noqa: S104
+        host = wildcard.get(self._host)
+        if host is None:
+            host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
@@ -220,6 +231,7 @@ async def serve(
     try:
         site = GuardedSite(runner, host, port, guard=guard)
         await site.start()
+        app[RUNTIME].public_url = site.loopback_url
         print(f"======== Running on {site.name} ========", file=sys.stderr)
         await stop.wait()
     finally:

@@ -114,6 +114,7 @@ async def running_gateway(
     guard = ConnectionGuard(listener="public", limits=config.http, metrics=app[RUNTIME].metrics)
     site = GuardedSite(runner, "127.0.0.1", port, guard=guard)
     await site.start()
+    app[RUNTIME].public_url = site.loopback_url
     try:
         yield RunningGateway(url=f"http://127.0.0.1:{site.port}", app=app, config=config)
     finally:

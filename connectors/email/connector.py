@@ -40,7 +40,7 @@ from aiosmtpd.smtp import Envelope, Session
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
-from connectors.email.compose import build_reply, dkim_sign
+from connectors.email.compose import Reply, build_reply, dkim_sign
 from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
 from connectors.email.parsing import (
     HostileEmail,
@@ -80,6 +80,7 @@ __all__ = [
     "OutboundSmtpConfig",
     "ReplyRateConfig",
     "SmtpListenerConfig",
+    "render",
 ]
 
 log = get_logger(__name__)
@@ -608,18 +609,7 @@ class EmailConnector:
             raise PermanentDeliveryError("refusing to mail our own address", code="loop")
         await self._check_reply_rate(message, channel)
         try:
-            reply = build_reply(
-                from_address=mailbox.address,
-                from_name=message.persona.display_name,
-                to_address=recipient,
-                to_name=context.from_name if recipient == context.from_address else None,
-                subject=context.subject,
-                parent_message_id=context.message_id,
-                parent_references=context.references,
-                text=message.text_with_buttons(),
-                signature=message.persona.signature,
-                idempotency_key=message.idempotency_key,
-            )
+            reply = render(message, context, from_address=mailbox.address, recipient=recipient)
         except AddressRefused as exc:
             self._event("reply_refused_bad_address")
             raise PermanentDeliveryError(
@@ -723,6 +713,28 @@ class EmailConnector:
                 f"smarthost unreachable: {type(exc).__name__}", code="network"
             ) from exc
         return f"{response.code} {response.message}"
+
+
+def render(
+    message: OutboundMessage, context: EmailReplyContext, *, from_address: str, recipient: str
+) -> Reply:
+    """The reply :meth:`EmailConnector.send` mails for ``message`` from ``from_address`` to
+    ``recipient`` (before DKIM): what the console previews.
+
+    Raises AddressRefused or HeaderBlockRefused as :func:`build_reply` does.
+    """
+    return build_reply(
+        from_address=from_address,
+        from_name=message.persona.display_name,
+        to_address=recipient,
+        to_name=context.from_name if recipient == context.from_address else None,
+        subject=context.subject,
+        parent_message_id=context.message_id,
+        parent_references=context.references,
+        text=message.text_with_buttons(),
+        signature=message.persona.signature,
+        idempotency_key=message.idempotency_key,
+    )
 
 
 def _usable_recipient(context: EmailReplyContext) -> str | None:

@@ -105,6 +105,7 @@ __all__ = [
     "LineChannelConfig",
     "LineConnector",
     "push_retry_key",
+    "render",
     "split_text",
     "utf16_len",
 ]
@@ -841,6 +842,12 @@ def _line_messages(message: OutboundMessage) -> list[Any]:
     if quick and objects:
         objects[-1].quick_reply = _quick_reply(message)
     return objects
+
+
+def render(message: OutboundMessage) -> list[dict[str, Any]]:
+    """The LINE message objects :meth:`LineConnector.send` sends for ``message``, as the
+    JSON the Messaging API receives: what the console previews."""
+    return [obj.to_dict() for obj in _line_messages(message)]
 
 
 def _batches(objects: list[Any]) -> list[list[Any]]:

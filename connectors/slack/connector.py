@@ -102,6 +102,7 @@ __all__ = [
     "SlackChannelConfig",
     "SlackConnector",
     "escape",
+    "render",
     "split_text",
     "unescape",
 ]
@@ -124,6 +125,7 @@ _TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable"}
 )
 _BUTTON_ACTION_PREFIX = "flowbiz_button_"
+DEFAULT_MAX_MESSAGE_CHARS = 4_000
 
 
 class SlackChannelConfig(ChannelConfig):
@@ -145,7 +147,7 @@ class SlackChannelConfig(ChannelConfig):
     handle_edits: bool = False  # treat message_changed as a new message
     bot_user_id: str | None = None  # learned with auth.test at start when not given
     bot_id: str | None = None
-    max_message_chars: int = Field(default=4_000, ge=200, le=SLACK_MAX_TEXT)
+    max_message_chars: int = Field(default=DEFAULT_MAX_MESSAGE_CHARS, ge=200, le=SLACK_MAX_TEXT)
     response_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
     request_timeout_seconds: float = Field(default=10, gt=0)
     messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
@@ -947,14 +949,10 @@ class SlackConnector:
         self, ws: _Workspace, ctx: SlackReplyContext, message: OutboundMessage, post: _Post
     ) -> str | None:
         client = self._client(ws)
-        persona = message.persona
         common: dict[str, Any] = {
             "channel": ctx.channel_id,
-            "text": post.text,
-            "blocks": list(post.blocks) or None,
+            **_post_fields(message, post),
             "thread_ts": ctx.thread_ts,
-            "username": persona.display_name,
-            "icon_url": persona.icon_url,
         }
         try:
             async with asyncio.timeout(ws.config.request_timeout_seconds):
@@ -1099,6 +1097,31 @@ def _render(message: OutboundMessage, limit: int) -> list[_Post]:
     posts = [_Post(chunk) for chunk in chunks[:-1]]
     posts.append(_Post(chunks[-1] or escape(message.persona.display_name), tuple(blocks)))
     return posts
+
+
+def _post_fields(message: OutboundMessage, post: _Post) -> dict[str, Any]:
+    """What a post says and who it is from: the fields of ``chat.postMessage`` that do not
+    depend on where it goes."""
+    return {
+        "text": post.text,
+        "blocks": list(post.blocks) or None,
+        "username": message.persona.display_name,
+        "icon_url": message.persona.icon_url,
+    }
+
+
+def render(
+    message: OutboundMessage, limit: int = DEFAULT_MAX_MESSAGE_CHARS
+) -> list[dict[str, Any]]:
+    """The ``chat.postMessage`` bodies :meth:`SlackConnector.send` posts for ``message``
+    (without the channel and thread), blocks as JSON: what the console previews."""
+    return [
+        {
+            **fields,
+            "blocks": [b.to_dict() for b in fields["blocks"]] if fields["blocks"] else None,
+        }
+        for fields in (_post_fields(message, post) for post in _render(message, limit))
+    ]
 
 
 def _link(attachment: Attachment) -> str:

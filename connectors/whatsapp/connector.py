@@ -82,6 +82,7 @@ __all__ = [
     "WhatsAppChannelConfig",
     "WhatsAppConnector",
     "WhatsAppTemplate",
+    "render",
     "split_body",
 ]
 
@@ -643,15 +644,6 @@ class WhatsAppConnector:
         last: datetime | None = ConversationState.model_validate_json(current.value).last_inbound_at
         return last is not None and utcnow() - last < timedelta(hours=config.window_hours)
 
-    def _session_parts(self, message: OutboundMessage) -> list[_Part]:
-        text = message.text_with_buttons()
-        if message.persona.signature and text:
-            text = f"{text}\n\n{message.persona.signature}"
-        parts = [_Part(body=chunk) for chunk in split_body(text) if chunk] if text.strip() else []
-        # WhatsApp carries one media item per message: each attachment is its own message.
-        parts += [_Part(media_url=a.url) for a in message.attachments if a.url]
-        return parts
-
     def _template_part(self, message: OutboundMessage, channel: _Channel) -> _Part:
         template = channel.config.templates.get(message.persona.name)
         if template is None:
@@ -698,9 +690,7 @@ class WhatsAppConnector:
         to = context.from_address if isinstance(context, WhatsAppReplyContext) else None
         to = to or conv.conversation_id
         window_open = await self._window_open(conv, channel.config)
-        parts = (
-            self._session_parts(message) if window_open else [self._template_part(message, channel)]
-        )
+        parts = _session_parts(message) if window_open else [self._template_part(message, channel)]
         ctx = self.context
         ttl = ctx.config.store.dedupe_ttl_seconds
         await ctx.store.put_record(
@@ -787,6 +777,24 @@ class WhatsAppConnector:
         finally:
             _last_response.reset(token)
         return str(created.sid), str(created.status or "queued")
+
+
+def _session_parts(message: OutboundMessage) -> list[_Part]:
+    """The messages of a reply inside the customer-service window, in order."""
+    text = message.text_with_buttons()
+    if message.persona.signature and text:
+        text = f"{text}\n\n{message.persona.signature}"
+    parts = [_Part(body=chunk) for chunk in split_body(text) if chunk] if text.strip() else []
+    # WhatsApp carries one media item per message: each attachment is its own message.
+    parts += [_Part(media_url=a.url) for a in message.attachments if a.url]
+    return parts
+
+
+def render(message: OutboundMessage) -> list[dict[str, Any]]:
+    """The Messages API creates :meth:`WhatsAppConnector.send` makes for ``message`` inside
+    the customer-service window (``body`` and ``media_url`` of each): what the console
+    previews."""
+    return [{"body": part.body, "media_url": part.media_url} for part in _session_parts(message)]
 
 
 def _classify(

@@ -101,6 +101,7 @@ __all__ = [
     "RETRY_AFTER_SECONDS",
     "ApiError",
     "Operation",
+    "health_of",
     "mount_admin",
     "permits",
 ]
@@ -531,12 +532,21 @@ async def get_audit(call: Call) -> web.StreamResponse:
 
 
 async def health(call: Call) -> web.StreamResponse:
-    rt = call.runtime
+    body = await health_of(call.runtime)
+    response = _json(body, 200 if body.status == "ok" else 503)
+    if body.store_error is not None:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+async def health_of(rt: Runtime) -> Health:
+    """What ``/v1/health`` answers (the console's health page shows the same)."""
+    assert rt.store is not None  # open while the app runs
     store_error: str | None = None
     version: int | None = None
     try:
-        await call.store.ping()
-        version = await call.store.incr(rt.keyspace.personas_version(), 0)
+        await rt.store.ping()
+        version = await rt.store.incr(rt.keyspace.personas_version(), 0)
     except StoreError as exc:
         store_error = str(exc)[:500]
     consumers = [
@@ -544,7 +554,7 @@ async def health(call: Call) -> web.StreamResponse:
         for c in rt.consumers
     ]
     healthy = store_error is None and all(c.running for c in consumers)
-    body = Health(
+    return Health(
         status="ok" if healthy else "degraded",
         role=rt.role,
         store="ok" if store_error is None else "unreachable",
@@ -554,10 +564,6 @@ async def health(call: Call) -> web.StreamResponse:
         personas=len(rt.personas),
         personas_version=version,
     )
-    response = _json(body, 200 if healthy else 503)
-    if store_error is not None:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
 
 
 # -- the table -------------------------------------------------------------------------------------

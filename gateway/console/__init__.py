@@ -10,16 +10,28 @@ nothing is fetched from elsewhere at run time.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from aiohttp import web
 
 from gateway.console import live
-from gateway.console.views import conversation, deadletters, inbox, queue, signin
+from gateway.console.views import (
+    conversation,
+    deadletters,
+    health,
+    inbox,
+    personas,
+    queue,
+    signin,
+    usage,
+)
 from gateway.console.web import HERE, PAGES
 
 __all__ = ["mount_console"]
 
 # In navigation order. A new page: a module in views/ with PAGE and add_routes, a template.
-_VIEWS = (inbox, queue, deadletters, conversation, signin, live)
+_VIEWS: tuple[ModuleType, ...] = (inbox, queue, deadletters, conversation, signin, live)
+_VIEWS += (usage, personas, health)
 
 
 def mount_console(app: web.Application) -> None:
