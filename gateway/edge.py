@@ -124,6 +124,10 @@ def _check_head(request: web.Request, route: Route, max_body: int) -> None:
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:
+    if request.content.is_eof():
+        # The whole body came with the head (a webhook's usual few KiB): nothing to wait for,
+        # and no deadline timer to arm and cancel on the hot path.
+        return await request.read()
     try:
         async with asyncio.timeout(timeout):
             return await request.read()

@@ -77,15 +77,31 @@ class ConnectionGuard:
 class _GuardedConnection(asyncio.Protocol):
     """Sits between the transport and aiohttp's ``RequestHandler`` and owns the deadlines."""
 
-    __slots__ = ("_client", "_guard", "_inner", "_server", "_timer", "_transport")
+    __slots__ = (
+        "_client",
+        "_deadline",
+        "_event",
+        "_guard",
+        "_inner",
+        "_server",
+        "_timer",
+        "_transport",
+        "_unless",
+    )
 
     def __init__(self, guard: ConnectionGuard, server: web.Server) -> None:
         self._guard = guard
         self._server = server
         self._inner: RequestHandler | None = None
         self._client: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
+        # The deadline in force (loop time), what its expiry is called, and a last check that
+        # excuses it; ``None``: no deadline. The timer may fire before a deadline that moved
+        # on since it was set, and then waits again (see _arm).
+        self._deadline: float | None = None
+        self._event = ""
+        self._unless: Callable[[], bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- the protocol, forwarded ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,6 +135,9 @@ class _GuardedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._client is not None:
             self._guard.release(self._client)
             self._client = None
@@ -139,21 +158,35 @@ class _GuardedConnection(asyncio.Protocol):
         self._arm(self._guard.limits.header_timeout_seconds, "header_timeout")
 
     def _arm(self, delay: float, event: str, unless: Callable[[], bool] | None = None) -> None:
-        self._disarm()
+        # Every request moves the deadline; scheduling (and cancelling) a timer for each one
+        # costs more than the rest of the guard. So a request only records the new deadline,
+        # and one timer per connection wakes at the earliest deadline it may have to enforce.
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay, self._expired, event, unless)
-
-    def _disarm(self) -> None:
+        deadline = loop.time() + delay
+        self._deadline, self._event, self._unless = deadline, event, unless
+        if self._timer is not None and self._timer.when() <= deadline:
+            return  # it wakes first, finds the deadline moved, and waits again
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer = loop.call_at(deadline, self._expired)
 
-    def _expired(self, event: str, unless: Callable[[], bool] | None) -> None:
+    def _disarm(self) -> None:
+        self._deadline = None  # a timer still set finds nothing to enforce
+
+    def _expired(self) -> None:
         self._timer = None
-        if unless is not None and unless():
+        deadline = self._deadline
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._expired)
+            return
+        self._deadline = None
+        if self._unless is not None and self._unless():
             return  # the body did arrive; the handler is just slow
         if self._transport is not None and not self._transport.is_closing():
-            self._guard.event(event)
+            self._guard.event(self._event)
             self._transport.close()
 
 
