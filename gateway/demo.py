@@ -159,4 +159,6 @@ async def run_demo(
         for scene in scenes:
             await scene.close()
     print("\nall replies delivered and verified" if ok else "\nSOME REPLIES WERE MISSING", file=out)
+    if not keep_running:
+        print("(flowbiz demo --keep-running leaves it up to look around in the console)", file=out)
     return 0 if ok else 1
