@@ -13,6 +13,7 @@ from gateway.errors import ConfigError
 from gateway.store.base import (
     Admission,
     Commit,
+    Holding,
     LogAppend,
     StateWrite,
     Store,
@@ -25,6 +26,7 @@ from gateway.store.keys import Keyspace
 __all__ = [
     "Admission",
     "Commit",
+    "Holding",
     "Keyspace",
     "LogAppend",
     "StateWrite",

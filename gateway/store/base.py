@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "Admission",
     "Commit",
+    "Holding",
     "LogAppend",
     "StateWrite",
     "Store",
@@ -38,6 +39,19 @@ class StreamEntry:
     id: str
     payload: bytes
     deliveries: int = 0  # how many times a consumer group has handed this entry out
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Who holds a lease or a place in a membership set, and for how much longer.
+
+    ``expires_in`` is in seconds, measured on the store's own clock (so processes whose
+    clocks disagree still agree on it); always above 0, since expired holdings are not
+    reported.
+    """
+
+    owner: str
+    expires_in: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,4 +271,17 @@ class Store(Protocol):
 
     async def heartbeat(self, key: str, member: str, *, ttl: float) -> list[str]:
         """Mark ``member`` alive for ``ttl`` s; return all members alive now, sorted."""
+        ...
+
+    # -- reading leases and membership (the console's health page) -------------------------------
+    # Read-only: unlike heartbeat() and acquire_lease(), these register, renew and purge
+    # nothing, so an observer can look at a deployment without joining it.
+    async def members(self, key: str) -> list[Holding]:
+        """The members of the set :meth:`heartbeat` keeps under ``key`` alive now, sorted by
+        name, each with the time its last beat has left. Changes nothing."""
+        ...
+
+    async def lease_holders(self, keys: Sequence[str]) -> dict[str, Holding | None]:
+        """For each lease key, who holds it and for how much longer (``None``: free or
+        expired), in one store call. Changes nothing."""
         ...

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.base import (
+    Admission,
+    Commit,
+    Holding,
+    StreamEntry,
+    TokenBucketResult,
+    Versioned,
+)
 from gateway.store.cursors import decimal_id, log_cursor
 
 __all__ = ["MemoryStore"]
@@ -340,3 +347,16 @@ class MemoryStore:
         for name in [m for m, exp in members.items() if exp <= now]:
             del members[name]
         return sorted(members)
+
+    async def members(self, key: str) -> list[Holding]:
+        now = self._now()
+        alive = self._members.get(key, {})
+        return [Holding(m, exp - now) for m, exp in sorted(alive.items()) if exp > now]
+
+    async def lease_holders(self, keys: Sequence[str]) -> dict[str, Holding | None]:
+        now = self._now()
+        found: dict[str, Holding | None] = {}
+        for key in keys:
+            owner, expires = self._leases.get(key, ("", now))
+            found[key] = Holding(owner, expires - now) if expires > now else None
+        return found

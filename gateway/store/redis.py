@@ -38,7 +38,14 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.errors import StoreError
-from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.base import (
+    Admission,
+    Commit,
+    Holding,
+    StreamEntry,
+    TokenBucketResult,
+    Versioned,
+)
 from gateway.store.cursors import log_cursor, redis_stream_id
 
 __all__ = ["RedisStore"]
@@ -225,6 +232,23 @@ if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# Read-only views of the two above. A member is alive while its score is above the server's
+# now; the expired ones are left for the next beat to drop. KEYS: set   Returns: now_ms and
+# the live members with their scores.
+_MEMBERS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {now, redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')}
+"""
+
+# One lease's holder and its time left, read together (a GET then a separate PTTL could pair
+# one holder with the next one's expiry). KEYS: lease   Returns: nil or {owner, pttl_ms}.
+_LEASE_HOLDER_LUA = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return false end
+return {owner, redis.call('PTTL', KEYS[1])}
+"""
+
 
 def _ms(seconds: float) -> int:
     """Redis wants whole positive milliseconds; round up so nothing expires early."""
@@ -310,6 +334,8 @@ class RedisStore:
         self._acquire_script = client.register_script(_ACQUIRE_LUA)
         self._release_script = client.register_script(_RELEASE_LUA)
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
+        self._members_script = client.register_script(_MEMBERS_LUA)
+        self._lease_holder_script = client.register_script(_LEASE_HOLDER_LUA)
 
     @classmethod
     async def open(cls, url: str) -> RedisStore:
@@ -784,3 +810,42 @@ class RedisStore:
         with _errors("heartbeat"):
             members = await self._heartbeat_script(keys=[key], args=[member, ttl_ms])
         return sorted(_text(m) for m in members)
+
+    async def members(self, key: str) -> list[Holding]:
+        self._check_open()
+        with _errors("members"):
+            now_ms, flat = await self._members_script(keys=[key], args=[])
+        now = int(now_ms)
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        alive = [Holding(_text(m), (float(score) - now) / 1000) for m, score in pairs]
+        return sorted(alive, key=lambda h: h.owner)
+
+    async def lease_holders(self, keys: Sequence[str]) -> dict[str, Holding | None]:
+        self._check_open()
+        if not keys:
+            return {}
+        # One script call per lease (lease keys carry no shared hash tag, so one script over
+        # all of them could span cluster slots), all in the same pipeline: one round trip.
+        fut: asyncio.Future[dict[str, Holding | None]] = asyncio.get_running_loop().create_future()
+        found: dict[str, Holding | None] = {}
+
+        def done(key: str, result: Any) -> None:
+            if isinstance(result, BaseException):
+                _resolve(fut, result)
+                return
+            if result is None:
+                found[key] = None
+            else:
+                owner, pttl = result
+                # A lease always has a TTL; -1 (none) would mean someone set it by hand.
+                left = math.inf if int(pttl) < 0 else int(pttl) / 1000
+                found[key] = Holding(_text(owner), left)
+            if len(found) == len(wanted):
+                _resolve(fut, {k: found[k] for k in keys})
+
+        wanted = set(keys)
+        for key in wanted:
+            command = self._evalsha(self._lease_holder_script, [key], [])
+            self._commands.append(_Command(command, partial(done, key), self._lease_holder_script))
+        self._kick()
+        return await fut

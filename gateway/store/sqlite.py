@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import sqlite3
@@ -41,7 +42,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from gateway.errors import ConfigError, StoreError
 from gateway.observability import get_logger
-from gateway.store.base import Admission, Commit, StreamEntry, TokenBucketResult, Versioned
+from gateway.store.base import (
+    Admission,
+    Commit,
+    Holding,
+    StreamEntry,
+    TokenBucketResult,
+    Versioned,
+)
 from gateway.store.cursors import decimal_id, log_cursor
 
 __all__ = ["SqliteStore"]
@@ -822,3 +830,31 @@ class SqliteStore:
             return [str(r[0]) for r in rows]
 
         return await self._write(op)
+
+    async def members(self, key: str) -> list[Holding]:
+        def op(conn: sqlite3.Connection) -> list[Holding]:
+            now = time.time()
+            rows = conn.execute(
+                "SELECT member, expires_at FROM members WHERE key = ? AND expires_at > ?"
+                " ORDER BY member",
+                (key, now),
+            ).fetchall()
+            return [Holding(str(r[0]), float(r[1]) - now) for r in rows]
+
+        return await self._read(op)
+
+    async def lease_holders(self, keys: Sequence[str]) -> dict[str, Holding | None]:
+        wanted = json.dumps(list(keys))
+
+        def op(conn: sqlite3.Connection) -> dict[str, Holding | None]:
+            now = time.time()
+            # The keys as one JSON parameter: any number of them, no SQL variable limit.
+            rows = conn.execute(
+                "SELECT key, owner, expires_at FROM leases"
+                " WHERE key IN (SELECT value FROM json_each(?)) AND expires_at > ?",
+                (wanted, now),
+            ).fetchall()
+            held = {str(r[0]): Holding(str(r[1]), float(r[2]) - now) for r in rows}
+            return {key: held.get(key) for key in keys}
+
+        return await self._read(op)

@@ -570,6 +570,67 @@ async def test_heartbeat_membership_expires(store: Store) -> None:
     assert await store.heartbeat("t:members", "c", ttl=5) == ["a", "c"]
 
 
+async def test_members_lists_the_live_set_without_changing_it(store: Store) -> None:
+    """members() reports who heartbeat() counts as alive, with the time each has left; it
+    joins, renews and purges nothing (an observer is not a member)."""
+    assert await store.members("t:members") == []
+    assert await store.scan("t:members") == []  # reading created nothing
+    await store.heartbeat("t:members", "b", ttl=0.3)
+    await store.heartbeat("t:members", "a", ttl=5)
+    alive = await store.members("t:members")
+    assert [m.owner for m in alive] == ["a", "b"]
+    assert 4.5 < alive[0].expires_in <= 5
+    assert 0 < alive[1].expires_in <= 0.3
+    for _ in range(3):  # reading again and again renews nobody
+        await asyncio.sleep(0.15)
+        await store.members("t:members")
+    # b is past its TTL and nobody has beaten since (so nothing purged it): not reported.
+    assert [m.owner for m in await store.members("t:members")] == ["a"]
+    assert await store.heartbeat("t:members", "c", ttl=5) == ["a", "c"]
+    assert [m.owner for m in await store.members("t:members")] == ["a", "c"]
+    await store.heartbeat("t:members", "c", ttl=0)  # leaving at once, as heartbeat allows
+    assert [m.owner for m in await store.members("t:members")] == ["a"]
+
+
+async def test_lease_holders_agree_with_acquire_and_release(store: Store) -> None:
+    """lease_holders() shows each lease's holder and time left, None for a free or expired
+    one; reading takes, renews and frees nothing."""
+
+    async def owners(keys: list[str]) -> dict[str, str | None]:
+        return {k: h and h.owner for k, h in (await store.lease_holders(keys)).items()}
+
+    async def left(key: str) -> float:
+        held = (await store.lease_holders([key]))[key]
+        assert held is not None
+        return held.expires_in
+
+    keys = ["t:lease:1", "t:lease:2", "t:lease:3"]
+    assert await store.lease_holders(keys) == dict.fromkeys(keys)
+    assert await store.lease_holders([]) == {}
+    assert await store.acquire_lease(keys[0], "a", ttl=0.3)
+    assert await store.acquire_lease(keys[1], "b", ttl=5)
+    assert await owners(keys) == {keys[0]: "a", keys[1]: "b", keys[2]: None}
+    assert list(await store.lease_holders(keys)) == keys
+    assert 0 < await left(keys[0]) <= 0.3
+    assert 4.5 < await left(keys[1]) <= 5
+    # Reading took nothing: the free lease is still free, the held one still refused.
+    assert await store.acquire_lease(keys[2], "c", ttl=5)
+    assert not await store.acquire_lease(keys[0], "b", ttl=0.3)
+    await asyncio.sleep(0.2)
+    assert await store.acquire_lease(keys[0], "a", ttl=0.3)  # a renewal shows at once
+    assert await left(keys[0]) > 0.2
+    await store.release_lease(keys[1], "a")  # not a's: still b's
+    assert (await owners(keys))[keys[1]] == "b"
+    await store.release_lease(keys[1], "b")
+    for _ in range(3):  # reading again and again renews nothing
+        await asyncio.sleep(0.15)
+        await store.lease_holders(keys)
+    # keys[0] expired, though nobody has taken it over yet; keys[1] was released.
+    assert await owners(keys) == {keys[0]: None, keys[1]: None, keys[2]: "c"}
+    assert await store.acquire_lease(keys[0], "b", ttl=5)
+    assert await owners([keys[0], keys[0]]) == {keys[0]: "b"}
+
+
 # -- SQLite only -----------------------------------------------------------------------------
 async def test_sqlite_data_survives_reopen(tmp_path: Path) -> None:
     """Everything acknowledged is still there after closing and reopening the file."""
