@@ -53,6 +53,9 @@ def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
             "rules": [{"persona": "infra", "keywords": ["outage", "deploy"]}],
         },
         "tenants": [],
+        # Never a fixed port: gateway processes a test starts from this config (workers as
+        # subprocesses) must not collide with each other or with anything else on 9090.
+        "http": {"operations": {"port": 0}},
     }
     data.update(overrides)
     return data
