@@ -9,10 +9,8 @@ configured command (``/human``). From then on:
   announcement (who, where, why, the recent history), then every customer message;
 - whatever operators write in that thread goes back to the customer, on the customer's own
   channel, under the operator presentation (``operator_display_name``);
-- an operator writing the desk's release command in the thread hands the conversation back
-  to the bot: ``/release`` on an HTTP desk, ``!release`` on a Slack desk (Slack never posts a
-  message that starts with ``/``: it is a slash command), or ``release_command`` if set. The
-  announcement names the command that works on the desk's channel (:meth:`Desk.release_hint`).
+- an operator writing the release command in the thread (:mod:`gateway.handoff_release`)
+  hands the conversation back to the bot.
 
 Desks and tenants. A **desk** is one operators' conversation with its settings, and it
 serves a set of tenants: only customers of those tenants are announced there, and an
@@ -37,8 +35,8 @@ message in the desk's thread is relayed first (a Slack user, an HTTP operator). 
 kept in the fact (``holder = {name, via, since}``) so every desk shows the same person; other
 operators at the desk may still write (relayed as before) without taking it, and the
 console's *assign* hands it to a named teammate. The release command in the thread, or the
-console's release button, ends the handoff whoever holds it. A conversation taken over in the
-console for a tenant that no desk serves is kept under the desk name :data:`CONSOLE_DESK`.
+console's button, ends the handoff whoever holds it. A conversation taken over in the console
+for a tenant that no desk serves is kept under the desk name :data:`CONSOLE_DESK`.
 
 Where things are kept. The customer's conversation state holds the fact
 ``facts["handoff"] = {since, reason, thread, desk, customer, persona, reply_context, holder}``
@@ -68,12 +66,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agents.base import AgentReply, ReplyPart
 from gateway.errors import StoreError
+from gateway.handoff_release import ReleaseCommand, instructions, is_release
 from gateway.ingest import INBOX_GROUP
 from gateway.models import (
     Channel,
@@ -110,14 +109,6 @@ CONSOLE_DESK = "console"
 _REPLY_CONTEXT: TypeAdapter[ReplyContext] = TypeAdapter(ReplyContext)
 _MAX_CONFLICTS = 8
 _TEXT_KINDS = frozenset({EventKind.MESSAGE, EventKind.COMMAND, EventKind.ACTION})
-# The release command of a desk whose ``release_command`` is not set. Slack never posts a
-# message that starts with "/" (the client runs it as a slash command), so its operators
-# write "!release", the way chat-ops commands are typed in Slack; "/release" still works
-# there written with a space before it, as the Slack desk was first documented.
-RELEASE_COMMAND = "/release"
-_RELEASE_COMMAND_ON: Mapping[Channel, str] = {Channel.SLACK: "!release"}
-# Platforms whose clients take a message starting with "/" as a command of their own.
-_SLASH_IS_A_COMMAND: Mapping[Channel, str] = {Channel.SLACK: "Slack"}
 
 
 class OperatorsTarget(BaseModel):
@@ -138,12 +129,7 @@ class HandoffConfig(BaseModel):
     # serves that tenant); empty means the operators' own tenant alone.
     tenants: tuple[str, ...] = ()
     command: str | None = "/human"  # a customer writing exactly this asks for a person
-    # What an operator writes in a desk thread to hand the conversation back to the bot.
-    # Not set: "!release" on a Slack desk (and " /release"), "/release" on any other.
-    release_command: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-        | None
-    ) = None
+    release_command: ReleaseCommand | None = None  # None: the desk channel's own
     operator_display_name: str = "Support team"
     customer_notice: str = (
         "I have asked a person from our team to take over. They will answer you here."
@@ -186,29 +172,6 @@ class Desk:
     serves: frozenset[str]
     reply_context: ReplyContext
     where: str  # where it is declared in the configuration, for messages
-
-    @property
-    def release_commands(self) -> tuple[str, ...]:
-        """What releases a conversation at this desk, the one to type here first."""
-        configured = self.config.release_command
-        if configured is not None:
-            return (configured,)
-        typed = _RELEASE_COMMAND_ON.get(self.operators.channel, RELEASE_COMMAND)
-        return tuple(dict.fromkeys((typed, RELEASE_COMMAND)))
-
-    def is_release(self, text: str) -> bool:
-        return text.strip().lower() in {c.lower() for c in self.release_commands}
-
-    def release_hint(self) -> str:
-        """How to release, told in words that work on the desk's channel."""
-        command = self.release_commands[0]
-        platform = _SLASH_IS_A_COMMAND.get(self.operators.channel)
-        if platform is not None and command.startswith("/"):
-            return (
-                f"write {command} with a space before the slash ({platform} takes a message "
-                "starting with / as a command of its own)"
-            )
-        return f"write {command}"
 
 
 def plan_desks(
@@ -421,10 +384,7 @@ class HandoffDesk:
                 f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
                 for h in recent
             ]
-        lines.append(
-            f"Reply in this thread to answer the customer; {desk.release_hint()} "
-            "to hand the conversation back to the assistant."
-        )
+        lines.append(instructions(desk.operators.channel, config.release_command))
         await self.post(
             self.to_operators(
                 desk,
@@ -515,7 +475,7 @@ class HandoffDesk:
                 )
             )
             return "refused"
-        release = desk.is_release(message.text)
+        release = is_release(message.text, desk.operators.channel, config.release_command)
         fact = await self._note_on_customer(message, customer, release=release)
         if fact is None:
             await self.post(

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 from connectors.line.emulator import LineEmulator, LineWebhookSender
 from connectors.slack.emulator import SlackEmulator, SlackSender
 from connectors.whatsapp.emulator import TwilioEmulator, TwilioWebhookSender
-from gateway.handoff import HandoffConfig, plan_desks
+from gateway.handoff import HandoffConfig
+from gateway.handoff_release import is_release, release_commands, release_hint
+from gateway.models import Channel
 from tests.e2e import test_slack_desk as slack_desk
 from tests.e2e.test_slack_desk import (
     LINE_CUSTOMER,
@@ -163,37 +165,23 @@ async def test_slack_desk_with_a_slash_release_command_tells_how_slack_posts_it(
     await released_in_thread(desk, thread.ts)
 
 
-def _desk_config(channel: str, conversation_id: str, **settings: str) -> HandoffConfig:
-    context = {"kind": "slack", "team_id": "T0", "channel_id": conversation_id}
-    operators = {
-        "channel": channel,
-        "conversation_id": conversation_id,
-        "reply_context": context if channel == "slack" else {"kind": "http"},
-    }
-    return HandoffConfig.model_validate({"operators": operators, **settings})
-
-
 def test_http_desk_keeps_slash_release_and_slack_desk_defaults_to_bang_release() -> None:
     """The commands each desk accepts, first the one its announcement names."""
-    desks, problems = plan_desks(
-        None,
-        [
-            (0, "a", _desk_config("http", "ops")),
-            (1, "b", _desk_config("slack", "C0DESK")),
-            (2, "c", _desk_config("slack", "C0OTHER", release_command="  done ")),
-        ],
-    )
-    assert problems == []
-    assert [d.release_commands for d in desks] == [
-        ("/release",),
-        ("!release", "/release"),
-        ("done",),
-    ]
-    assert [d.release_hint() for d in desks] == ["write /release", "write !release", "write done"]
-    assert desks[0].is_release(" /RELEASE ")
-    assert not desks[0].is_release("!release")
+    assert release_commands(Channel.HTTP, None) == ("/release",)
+    assert release_commands(Channel.SLACK, None) == ("!release", "/release")
+    assert release_commands(Channel.SLACK, "done") == ("done",)
+    assert release_hint(Channel.HTTP, None) == "write /release"
+    assert release_hint(Channel.SLACK, None) == "write !release"
+    assert release_hint(Channel.HTTP, "/done") == "write /done"
+    assert release_hint(Channel.SLACK, "/done").startswith("write /done with a space before")
+    assert is_release(" /RELEASE ", Channel.HTTP, None)
+    assert not is_release("!release", Channel.HTTP, None)
+    assert not is_release("/release please", Channel.SLACK, None)
 
 
-def test_a_blank_release_command_is_refused() -> None:
+def test_a_configured_release_command_is_stripped_and_a_blank_one_refused() -> None:
+    operators = {"channel": "slack", "conversation_id": "C0DESK"}
+    config = HandoffConfig.model_validate({"operators": operators, "release_command": " done "})
+    assert config.release_command == "done"
     with pytest.raises(ValidationError, match="release_command"):
-        _desk_config("slack", "C0DESK", release_command="   ")
+        HandoffConfig.model_validate({"operators": operators, "release_command": "   "})
