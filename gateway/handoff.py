@@ -9,7 +9,8 @@ configured command (``/human``). From then on:
   announcement (who, where, why, the recent history), then every customer message;
 - whatever operators write in that thread goes back to the customer, on the customer's own
   channel, under the operator presentation (``operator_display_name``);
-- an operator writing ``/release`` in the thread hands the conversation back to the bot.
+- an operator writing the release command in the thread (:mod:`gateway.handoff_release`)
+  hands the conversation back to the bot.
 
 Desks and tenants. A **desk** is one operators' conversation with its settings, and it
 serves a set of tenants: only customers of those tenants are announced there, and an
@@ -33,8 +34,8 @@ whoever answers first **holds** it: an operator replying from the console, or th
 message in the desk's thread is relayed first (a Slack user, an HTTP operator). The holder is
 kept in the fact (``holder = {name, via, since}``) so every desk shows the same person; other
 operators at the desk may still write (relayed as before) without taking it, and the
-console's *assign* hands it to a named teammate. ``/release`` in the thread, or the console's
-release button, ends the handoff whoever holds it. A conversation taken over in the console
+console's *assign* hands it to a named teammate. The release command in the thread, or the
+console's button, ends the handoff whoever holds it. A conversation taken over in the console
 for a tenant that no desk serves is kept under the desk name :data:`CONSOLE_DESK`.
 
 Where things are kept. The customer's conversation state holds the fact
@@ -71,6 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agents.base import AgentReply, ReplyPart
 from gateway.errors import StoreError
+from gateway.handoff_release import ReleaseCommand, instructions, is_release
 from gateway.ingest import INBOX_GROUP
 from gateway.models import (
     Channel,
@@ -127,7 +129,7 @@ class HandoffConfig(BaseModel):
     # serves that tenant); empty means the operators' own tenant alone.
     tenants: tuple[str, ...] = ()
     command: str | None = "/human"  # a customer writing exactly this asks for a person
-    release_command: str = "/release"
+    release_command: ReleaseCommand | None = None  # None: the desk channel's own
     operator_display_name: str = "Support team"
     customer_notice: str = (
         "I have asked a person from our team to take over. They will answer you here."
@@ -382,10 +384,7 @@ class HandoffDesk:
                 f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
                 for h in recent
             ]
-        lines.append(
-            f"Reply in this thread to answer the customer; write {config.release_command} "
-            "to hand the conversation back to the assistant."
-        )
+        lines.append(instructions(desk.operators.channel, config.release_command))
         await self.post(
             self.to_operators(
                 desk,
@@ -476,7 +475,7 @@ class HandoffDesk:
                 )
             )
             return "refused"
-        release = message.text.strip().lower() == config.release_command.lower()
+        release = is_release(message.text, desk.operators.channel, config.release_command)
         fact = await self._note_on_customer(message, customer, release=release)
         if fact is None:
             await self.post(
