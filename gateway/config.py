@@ -2,8 +2,9 @@
 
 Credentials never live in the file: a secret field holds ``env:NAME`` and the value is read
 from the environment at load time. Channel settings are validated by the model that each
-connector declares (see :mod:`connectors.registry`), so ``flowbiz check`` reports a problem
-in a Slack or LINE block with the same precision as one in the core.
+connector declares (found by :mod:`gateway.channel_config` without importing the connectors
+here), so ``flowbiz check`` reports a problem in a Slack or LINE block with the same
+precision as one in the core.
 
 :func:`load_config` collects *every* problem, each with the dotted path of its key, and
 raises one :class:`~gateway.errors.ConfigError`.
@@ -28,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.channel_config import ChannelConfig, channel_config_model
 from gateway.errors import ConfigError
-from gateway.handoff import Desk, HandoffConfig, plan_desks
+from gateway.handoff_config import Desk, HandoffConfig, plan_desks
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
 
@@ -77,31 +79,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ChannelConfig(_Model):
-    """Settings shared by every channel; connectors subclass it with their own fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: str
-    id: str = ""  # distinguishes several channels of one kind in a tenant; defaults to kind
-    api_base_url: str | None = None  # proxies, regional endpoints, the local emulators
-    # Staff only (the tenant's own workspace): personas with host tools answer only here.
-    internal: bool = False
-    persona_switch: bool | None = None  # the switch command here; None: the tenant's setting
-
-    @property
-    def name(self) -> str:
-        return self.id or self.kind
-
-    def serves(self, reply_context: object) -> bool:
-        """Whether a message with this reply context arrived through this block.
-
-        Connectors whose tenants may hold several blocks of one kind override it (the Slack
-        team, the LINE destination, the WhatsApp number); see gateway/reach.py.
-        """
-        return True
-
-
 class _RawChannel(_Model):
     """First-pass view of a channel block: only the fields every channel shares."""
 
@@ -146,7 +123,7 @@ class TenantConfig(_Model):
     notify_url: str | None = None
     notify_secrets: tuple[Secret, ...] = ()
     notify_allow_private: bool = False  # SSRF guard (gateway.netguard) off for notify_url
-    handoff: HandoffConfig | None = None  # this tenant's own operators' desk (gateway/handoff.py)
+    handoff: HandoffConfig | None = None  # this tenant's own desk (gateway/handoff_config.py)
 
     @model_validator(mode="after")
     def _signed_notifications(self) -> TenantConfig:
@@ -288,7 +265,7 @@ class GatewayConfig(_Model):
         return [(t, c) for t in self.tenants for c in t.channels if c.kind == kind]
 
     def handoff_desks(self) -> tuple[Desk, ...]:
-        """Every operators' desk, each with the tenants it serves (see gateway/handoff.py)."""
+        """Every operators' desk, with the tenants it serves (see gateway/handoff_config.py)."""
         return plan_desks(self.handoff, self._tenant_desks())[0]
 
     def _tenant_desks(self) -> list[tuple[int, str, HandoffConfig]]:
@@ -321,8 +298,6 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
 
 def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
     """Validate already-loaded YAML data; raise ConfigError with every problem found."""
-    from connectors.registry import channel_config_model  # connectors depend on core config
-
     if not isinstance(data, dict):
         raise ConfigError([("(root)", "the configuration must be a mapping")])
     data = dict(data)

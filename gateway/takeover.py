@@ -31,6 +31,7 @@ from gateway.handoff import (
     holder_of,
     new_holder,
 )
+from gateway.handoff_config import REPLY_CONTEXT
 from gateway.models import (
     ConversationKey,
     OutboundMessage,
@@ -289,7 +290,5 @@ def _with_fact(state: ConversationState, fact: dict[str, Any]) -> ConversationSt
 
 
 def _reply_context(fact: dict[str, Any]) -> ReplyContext:
-    from gateway.handoff import _REPLY_CONTEXT
-
     raw = fact.get("reply_context")
-    return _REPLY_CONTEXT.validate_python(raw if raw is not None else {"kind": "http"})
+    return REPLY_CONTEXT.validate_python(raw if raw is not None else {"kind": "http"})
