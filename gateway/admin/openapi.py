@@ -16,8 +16,9 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.admin.routes import OPERATIONS, PATH_PATTERNS, Operation
+from gateway.admin.operation import PATH_PATTERNS, Operation
 from gateway.admin.schemas import ErrorBody
+from gateway.admin.table import OPERATIONS
 from gateway.runtime import RUNTIME
 
 __all__ = ["build_openapi", "openapi_handler"]
