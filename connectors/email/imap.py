@@ -18,16 +18,15 @@ import contextlib
 import json
 import re
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioimaplib
 
+from connectors.email.config import EmailChannelConfig, ImapConfig
+from connectors.email.intake import MailIntake
 from gateway.errors import IngestUnavailableError, StoreError
 from gateway.models import Channel
 from gateway.observability import get_logger
-
-if TYPE_CHECKING:
-    from connectors.email.connector import EmailChannelConfig, EmailConnector, ImapConfig
 
 __all__ = ["ImapError", "ImapPoller"]
 
@@ -43,9 +42,7 @@ class ImapError(Exception):
 
 
 class ImapPoller:
-    def __init__(
-        self, *, connector: EmailConnector, tenant: str, channel: EmailChannelConfig
-    ) -> None:
+    def __init__(self, *, connector: MailIntake, tenant: str, channel: EmailChannelConfig) -> None:
         assert channel.imap is not None  # only built for channels with a mailbox
         self.connector = connector
         self.tenant = tenant
