@@ -5,7 +5,8 @@ embedded SQLite store) on a free loopback port, then plays one scene per connect
 scene starts that platform's emulator, sends signed traffic the way the platform does, and
 prints the conversation as the customer would see it. No platform account is needed.
 
-Scenes live beside their connectors (``connectors/<kind>/demo.py``, class ``Scene``).
+Scenes live beside their connectors (``connectors/<kind>/demo.py``, class ``Scene``); what a
+scene is and the transcript it writes are in :mod:`gateway.demo_scene`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import yaml
 from aiohttp import web
 
+from agents.examples.scene import Scene as ExamplesScene
 from agents.persona import load_personas
 from connectors.registry import CONNECTORS
 from gateway.app import RUNTIME, create_app
 from gateway.config import parse_config
+from gateway.demo_scene import Scene, Transcript
 from gateway.observability import configure_logging
 
 __all__ = ["DEMO_SECRETS", "EXAMPLE_CONFIG", "Scene", "Transcript", "run_demo"]
@@ -39,41 +42,6 @@ DEMO_SECRETS = {
 }
 
 
-class Transcript:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def heading(self, title: str) -> None:
-        print(f"\n== {title} ==", file=self.out)
-
-    def customer(self, who: str, text: str) -> None:
-        print(f"  {who:>18} > {text}", file=self.out)
-
-    def bot(self, who: str, text: str, note: str = "") -> None:
-        lines = text.splitlines() or [""]
-        print(f"  {who:>18} < {lines[0]}", file=self.out)
-        for line in lines[1:]:
-            print(f"  {'':>18}   {line}", file=self.out)
-        if note:
-            print(f"  {'':>18}   [{note}]", file=self.out)
-
-    def note(self, text: str) -> None:
-        print(f"  {'':>18}   ({text})", file=self.out)
-
-
-class Scene(Protocol):
-    title: str
-
-    async def prepare(self, config: dict[str, Any]) -> None:
-        """Start this platform's emulator and add/patch its blocks in the config data."""
-
-    async def play(self, gateway_url: str, transcript: Transcript) -> bool:
-        """Send traffic through the running gateway; True when every reply arrived."""
-        ...
-
-    async def close(self) -> None: ...
-
-
 def _scenes() -> list[Scene]:
     scenes: list[Scene] = []
     for target in CONNECTORS.values():
@@ -86,8 +54,6 @@ def _scenes() -> list[Scene]:
             raise
         scenes.append(module.Scene())
     # The example bots come last: the HTTP scene counts its callbacks from the start.
-    from agents.examples.scene import Scene as ExamplesScene
-
     scenes.append(ExamplesScene(personas_base=EXAMPLE_CONFIG.parent))
     return scenes
 

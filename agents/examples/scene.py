@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import yaml
@@ -27,9 +27,7 @@ from agents.examples import PERSONAS_DIR
 from agents.examples.faq_bot import FaqBot
 from agents.examples.responders import docs_responder, oncall_responder
 from connectors.http_api.emulator import HttpChannelClient
-
-if TYPE_CHECKING:
-    from gateway.demo import Transcript
+from gateway.demo_scene import Transcript
 
 __all__ = ["Scene"]
 

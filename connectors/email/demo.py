@@ -16,7 +16,7 @@ from connectors.email.emulator import (
     dkim_verify,
     generate_dkim_key,
 )
-from gateway.demo import Transcript
+from gateway.demo_scene import Transcript
 
 __all__ = ["Scene"]
 

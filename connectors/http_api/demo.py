@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
-from gateway.demo import Transcript
+from gateway.demo_scene import Transcript
 
 __all__ = ["Scene"]
 

@@ -19,7 +19,7 @@ from connectors.slack.emulator import (
     message_event,
     slash_command_fields,
 )
-from gateway.demo import Transcript
+from gateway.demo_scene import Transcript
 
 __all__ = ["Scene"]
 

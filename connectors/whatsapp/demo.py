@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from connectors.whatsapp.emulator import EmulatedMessage, TwilioEmulator, TwilioWebhookSender
-from gateway.demo import Transcript
+from gateway.demo_scene import Transcript
 
 __all__ = ["Scene"]
 
