@@ -347,7 +347,7 @@ class HandoffDesk:
         )
 
     # -- the customer's side -----------------------------------------------------------------------
-    async def begin(
+    def begin(
         self,
         *,
         message: InboundMessage,
@@ -355,19 +355,60 @@ class HandoffDesk:
         persona: PersonaPresentation,
         reason: str,
     ) -> dict[str, Any]:
-        """Announce the conversation to its tenant's desk; return the fact to keep in its state.
+        """The fact to keep in the customer's state when ``message``'s turn hands it off.
 
-        The worker asks only for a tenant the desks serve (:meth:`serves`).
+        Writes nothing: the desk hears of the handoff from :meth:`announce`, once the turn
+        carrying this fact is committed. The worker asks only for a tenant the desks serve
+        (:meth:`serves`).
         """
         customer = message.conversation
         desk = self.desk_for(customer.tenant)
         assert desk is not None  # the worker checks ``serves`` first
+        return {
+            "since": utcnow().isoformat(),
+            "reason": reason[:500],
+            "thread": self.thread_for(customer),
+            "desk": desk.operators.key,
+            "customer": message.sender.display_name or message.sender.id,
+            "persona": persona.model_dump(mode="json"),
+            "reply_context": message.reply_context.model_dump(mode="json"),
+            "opened_by": message.id,  # the message whose turn announces it (see announce)
+        }
+
+    def opened_by(self, state: ConversationState, message: InboundMessage) -> bool:
+        """True when the handoff in force was started by ``message``'s turn."""
+        fact = self.in_force(state)
+        return fact is not None and fact.get("opened_by") == message.id
+
+    async def announce(self, message: InboundMessage, state: ConversationState) -> bool:
+        """Announce at the desk the handoff that ``message``'s committed turn started.
+
+        Returns False (and writes nothing) when the handoff in force in ``state`` was not
+        started by ``message``.
+
+        Why after the commit: operators answer the announcement, and an answer is relayed
+        only while the customer's state shows the handoff. Announced before the commit (as it
+        once was), an operator answering at once — a quick person, a bot at the desk — was
+        told the conversation was not handed off, and the customer never got the answer.
+        Why it is not lost: the worker commits that turn without acknowledging its inbox
+        entry and acknowledges it only once this returned; a crash in between redelivers the
+        entry, and the redelivery (a message already handled) announces again. The
+        idempotency key ``<message id>:handoff`` keeps the desk from seeing it twice.
+        The other way round — holding an operator's message until the customer's state
+        catches up — would stall every conversation on the desk's partition behind one
+        customer's commit and could not tell "not handed off yet" from "not any more".
+        Either way each write stays its own atomic step: no commit spans two partitions.
+        """
+        if not self.opened_by(state, message):
+            return False
+        fact = handoff_fact(state)
+        desk = self.desk_for(message.conversation.tenant)
+        assert fact is not None and desk is not None  # opened_by checked both
         config = desk.config
-        thread = self.thread_for(customer)
-        name = message.sender.display_name or message.sender.id
+        thread = str(fact["thread"])
         await self.store.put_record(
             self.mapping_key(self.operators_key(desk, thread)),
-            customer.model_dump_json().encode(),
+            message.conversation.model_dump_json().encode(),
         )
         recent = (
             state.history[-config.history_in_announcement :]
@@ -375,8 +416,9 @@ class HandoffDesk:
             else ()
         )
         lines = [
-            f"Handoff: {name} on {customer.channel.value} ({customer.key})",
-            f"Reason: {reason}",
+            f"Handoff: {fact['customer']} on {message.conversation.channel.value} "
+            f"({message.conversation.key})",
+            f"Reason: {fact['reason']}",
         ]
         if recent:
             lines.append("Recent:")
@@ -385,6 +427,7 @@ class HandoffDesk:
                 for h in recent
             ]
         lines.append(instructions(desk.operators.channel, config.release_command))
+        persona = PersonaPresentation.model_validate(fact["persona"])
         await self.post(
             self.to_operators(
                 desk,
@@ -396,15 +439,7 @@ class HandoffDesk:
             )
         )
         log.info("handoff.started", persona=persona.name, thread=thread)
-        return {
-            "since": utcnow().isoformat(),
-            "reason": reason[:500],
-            "thread": thread,
-            "desk": desk.operators.key,
-            "customer": name,
-            "persona": persona.model_dump(mode="json"),
-            "reply_context": message.reply_context.model_dump(mode="json"),
-        }
+        return True
 
     async def relay_customer(self, message: InboundMessage, fact: dict[str, Any]) -> None:
         """A customer message during a handoff goes to the operators' thread."""
