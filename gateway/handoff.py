@@ -403,7 +403,8 @@ class HandoffDesk:
             return False
         fact = handoff_fact(state)
         desk = self.desk_for(message.conversation.tenant)
-        assert fact is not None and desk is not None  # opened_by checked both
+        assert fact is not None  # opened_by checked it
+        assert desk is not None  # in force: a desk serves the tenant
         config = desk.config
         thread = str(fact["thread"])
         await self.store.put_record(
