@@ -355,24 +355,19 @@ class HandoffDesk:
         persona: PersonaPresentation,
         reason: str,
     ) -> dict[str, Any]:
-        """The fact to keep in the customer's state when ``message``'s turn hands it off.
-
-        Writes nothing: the desk hears of the handoff from :meth:`announce`, once the turn
-        carrying this fact is committed. The worker asks only for a tenant the desks serve
-        (:meth:`serves`).
-        """
-        customer = message.conversation
-        desk = self.desk_for(customer.tenant)
+        """The fact to keep in the state of the customer whose turn hands them off (the
+        worker asks only for a tenant a desk serves). Writes nothing: see :meth:`announce`."""
+        desk = self.desk_for(message.conversation.tenant)
         assert desk is not None  # the worker checks ``serves`` first
         return {
             "since": utcnow().isoformat(),
             "reason": reason[:500],
-            "thread": self.thread_for(customer),
+            "thread": self.thread_for(message.conversation),
             "desk": desk.operators.key,
             "customer": message.sender.display_name or message.sender.id,
             "persona": persona.model_dump(mode="json"),
             "reply_context": message.reply_context.model_dump(mode="json"),
-            "opened_by": message.id,  # the message whose turn announces it (see announce)
+            "opened_by": message.id,  # the message whose turn announces it
         }
 
     def opened_by(self, state: ConversationState, message: InboundMessage) -> bool:
@@ -381,64 +376,34 @@ class HandoffDesk:
         return fact is not None and fact.get("opened_by") == message.id
 
     async def announce(self, message: InboundMessage, state: ConversationState) -> bool:
-        """Announce at the desk the handoff that ``message``'s committed turn started.
+        """Announce at the desk the handoff ``message``'s committed turn started (else False).
 
-        Returns False (and writes nothing) when the handoff in force in ``state`` was not
-        started by ``message``.
-
-        Why after the commit: operators answer the announcement, and an answer is relayed
-        only while the customer's state shows the handoff. Announced before the commit (as it
-        once was), an operator answering at once — a quick person, a bot at the desk — was
-        told the conversation was not handed off, and the customer never got the answer.
-        Why it is not lost: the worker commits that turn without acknowledging its inbox
-        entry and acknowledges it only once this returned; a crash in between redelivers the
-        entry, and the redelivery (a message already handled) announces again. The
-        idempotency key ``<message id>:handoff`` keeps the desk from seeing it twice.
-        The other way round — holding an operator's message until the customer's state
-        catches up — would stall every conversation on the desk's partition behind one
-        customer's commit and could not tell "not handed off yet" from "not any more".
-        Either way each write stays its own atomic step: no commit spans two partitions.
+        After the commit, never before: an operator answering the announcement at once must
+        find the customer's state handed off, or the answer is refused. Never lost: the worker
+        acknowledges that turn's inbox entry only after this returns; a redelivery (already
+        handled) announces again, once (key ``<message id>:handoff``). Holding operators'
+        messages until the customer's commit lands instead would stall the desk's partition
+        and could not tell "not yet" from "not any more". No commit spans two partitions.
         """
-        if not self.opened_by(state, message):
-            return False
         fact = handoff_fact(state)
         desk = self.desk_for(message.conversation.tenant)
-        assert fact is not None  # opened_by checked it
-        assert desk is not None  # in force: a desk serves the tenant
-        config = desk.config
-        thread = str(fact["thread"])
-        await self.store.put_record(
-            self.mapping_key(self.operators_key(desk, thread)),
-            message.conversation.model_dump_json().encode(),
-        )
-        recent = (
-            state.history[-config.history_in_announcement :]
-            if config.history_in_announcement
-            else ()
-        )
-        lines = [
-            f"Handoff: {fact['customer']} on {message.conversation.channel.value} "
-            f"({message.conversation.key})",
-            f"Reason: {fact['reason']}",
+        if fact is None or desk is None or not self.opened_by(state, message):
+            return False
+        thread, customer = str(fact["thread"]), message.conversation
+        mapping = self.mapping_key(self.operators_key(desk, thread))
+        await self.store.put_record(mapping, customer.model_dump_json().encode())
+        recent = state.history[-count:] if (count := desk.config.history_in_announcement) else ()
+        lines = [f"Handoff: {fact['customer']} on {customer.channel.value} ({customer.key})"]
+        lines += [f"Reason: {fact['reason']}", *(["Recent:"] if recent else [])]
+        lines += [
+            f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
+            for h in recent
         ]
-        if recent:
-            lines.append("Recent:")
-            lines += [
-                f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
-                for h in recent
-            ]
-        lines.append(instructions(desk.operators.channel, config.release_command))
+        lines.append(instructions(desk.operators.channel, desk.config.release_command))
         persona = PersonaPresentation.model_validate(fact["persona"])
-        await self.post(
-            self.to_operators(
-                desk,
-                thread,
-                "\n".join(lines),
-                key=f"{message.id}:handoff",
-                who=persona,
-                source=message.model_copy(update={"attachments": ()}),
-            )
-        )
+        text, key = "\n".join(lines), f"{message.id}:handoff"
+        source = message.model_copy(update={"attachments": ()})
+        await self.post(self.to_operators(desk, thread, text, key=key, who=persona, source=source))
         log.info("handoff.started", persona=persona.name, thread=thread)
         return True
 
