@@ -1,9 +1,12 @@
 """The aiohttp application: ``create_app(config)`` assembles everything.
 
-Every resource — the store, the outgoing HTTP session, connector listeners, the worker and
-dispatcher consumers, the operations listener — is opened and closed in ``cleanup_ctx``, in
-that order and in reverse. Roles: ``all`` (web + workers, the default), ``web`` (inbound
-only) and ``worker`` (worker and dispatcher only), for scale-out on Redis.
+Every resource — the store, the outgoing HTTP session, connector listeners, the web
+membership heartbeat, the worker and dispatcher consumers, the operations listener — is
+opened and closed in ``cleanup_ctx``, in that order and in reverse. A process serving
+requests beats into the ``web`` membership set (:meth:`Keyspace.web_members`) so the
+console's Health page lists it; it leaves the set when it shuts down. Roles: ``all`` (web +
+workers, the default), ``web`` (inbound only) and ``worker`` (worker and dispatcher only),
+for scale-out on Redis.
 
 The app itself is what the public port serves: ``/healthz`` and the connectors' routes
 (through :mod:`gateway.edge`). ``/readyz``, ``/metrics`` and the admin API live on the
@@ -12,6 +15,8 @@ operations listener, or here behind a global key (see :mod:`gateway.operations`)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -27,6 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
 from gateway.edge import edge_handler
+from gateway.errors import StoreError
 from gateway.ingest import INBOX_GROUP, Ingestor
 from gateway.metrics import Metrics
 from gateway.models import Channel
@@ -86,6 +92,8 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_connectors_ctx)
+    if role in ("all", "web"):
+        app.cleanup_ctx.append(_web_membership_ctx)
     if role in ("all", "worker"):
         app.cleanup_ctx.append(_consumers_ctx)
     if config.http.operations.mode == "listener":
@@ -137,6 +145,34 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     # but its send() calls may have opened SDK clients that only stop() closes.
     for connector in rt.connectors.values():
         await connector.stop()
+
+
+async def _web_membership_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Beat into the ``web`` membership set on the consumers' lease cadence.
+
+    A web process holds no partition, so without this nothing in the store says it lives.
+    """
+    rt = app[RUNTIME]
+    store = rt.store
+    assert store is not None  # opened by _store_ctx
+    key = rt.keyspace.web_members()
+    ttl = rt.config.pipeline.lease_seconds
+
+    async def beat() -> None:
+        while True:
+            try:
+                await store.heartbeat(key, rt.consumer_id, ttl=ttl)
+            except StoreError as exc:
+                log.warning("gateway.web_heartbeat_failed", error=str(exc))
+            await asyncio.sleep(ttl / 3)  # as PartitionConsumer renews its leases
+
+    task = asyncio.create_task(beat(), name="web-heartbeat")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(StoreError):
+        await store.heartbeat(key, rt.consumer_id, ttl=0)  # a zero TTL leaves the set now
 
 
 async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -239,7 +239,7 @@ class HandoffDesk:
         )
 
     # -- the customer's side -----------------------------------------------------------------------
-    async def begin(
+    def begin(
         self,
         *,
         message: InboundMessage,
@@ -247,56 +247,57 @@ class HandoffDesk:
         persona: PersonaPresentation,
         reason: str,
     ) -> dict[str, Any]:
-        """Announce the conversation to its tenant's desk; return the fact to keep in its state.
-
-        The worker asks only for a tenant the desks serve (:meth:`serves`).
-        """
-        customer = message.conversation
-        desk = self.desk_for(customer.tenant)
+        """The fact to keep in the state of the customer whose turn hands them off (the
+        worker asks only for a tenant a desk serves). Writes nothing: see :meth:`announce`."""
+        desk = self.desk_for(message.conversation.tenant)
         assert desk is not None  # the worker checks ``serves`` first
-        config = desk.config
-        thread = self.thread_for(customer)
-        name = message.sender.display_name or message.sender.id
-        await self.store.put_record(
-            self.mapping_key(self.operators_key(desk, thread)),
-            customer.model_dump_json().encode(),
-        )
-        recent = (
-            state.history[-config.history_in_announcement :]
-            if config.history_in_announcement
-            else ()
-        )
-        lines = [
-            f"Handoff: {name} on {customer.channel.value} ({customer.key})",
-            f"Reason: {reason}",
-        ]
-        if recent:
-            lines.append("Recent:")
-            lines += [
-                f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
-                for h in recent
-            ]
-        lines.append(instructions(desk.operators.channel, config.release_command))
-        await self.post(
-            self.to_operators(
-                desk,
-                thread,
-                "\n".join(lines),
-                key=f"{message.id}:handoff",
-                who=persona,
-                source=message.model_copy(update={"attachments": ()}),
-            )
-        )
-        log.info("handoff.started", persona=persona.name, thread=thread)
         return {
             "since": utcnow().isoformat(),
             "reason": reason[:500],
-            "thread": thread,
+            "thread": self.thread_for(message.conversation),
             "desk": desk.operators.key,
-            "customer": name,
+            "customer": message.sender.display_name or message.sender.id,
             "persona": persona.model_dump(mode="json"),
             "reply_context": message.reply_context.model_dump(mode="json"),
+            "opened_by": message.id,  # the message whose turn announces it
         }
+
+    def opened_by(self, state: ConversationState, message: InboundMessage) -> bool:
+        """True when the handoff in force was started by ``message``'s turn."""
+        fact = self.in_force(state)
+        return fact is not None and fact.get("opened_by") == message.id
+
+    async def announce(self, message: InboundMessage, state: ConversationState) -> bool:
+        """Announce at the desk the handoff ``message``'s committed turn started (else False).
+
+        After the commit, never before: an operator answering the announcement at once must
+        find the customer's state handed off, or the answer is refused. Never lost: the worker
+        acknowledges that turn's inbox entry only after this returns; a redelivery (already
+        handled) announces again, once (key ``<message id>:handoff``). Holding operators'
+        messages until the customer's commit lands instead would stall the desk's partition
+        and could not tell "not yet" from "not any more". No commit spans two partitions.
+        """
+        fact = handoff_fact(state)
+        desk = self.desk_for(message.conversation.tenant)
+        if fact is None or desk is None or not self.opened_by(state, message):
+            return False
+        thread, customer = str(fact["thread"]), message.conversation
+        mapping = self.mapping_key(self.operators_key(desk, thread))
+        await self.store.put_record(mapping, customer.model_dump_json().encode())
+        recent = state.history[-count:] if (count := desk.config.history_in_announcement) else ()
+        lines = [f"Handoff: {fact['customer']} on {customer.channel.value} ({customer.key})"]
+        lines += [f"Reason: {fact['reason']}", *(["Recent:"] if recent else [])]
+        lines += [
+            f"  {'customer' if h.role == 'user' else h.persona or 'assistant'}: {h.text}"
+            for h in recent
+        ]
+        lines.append(instructions(desk.operators.channel, desk.config.release_command))
+        persona = PersonaPresentation.model_validate(fact["persona"])
+        text, key = "\n".join(lines), f"{message.id}:handoff"
+        source = message.model_copy(update={"attachments": ()})
+        await self.post(self.to_operators(desk, thread, text, key=key, who=persona, source=source))
+        log.info("handoff.started", persona=persona.name, thread=thread)
+        return True
 
     async def relay_customer(self, message: InboundMessage, fact: dict[str, Any]) -> None:
         """A customer message during a handoff goes to the operators' thread."""

@@ -5,7 +5,9 @@ For each inbox entry (one conversation at a time, in order — see
 under a timeout, then commit — in one atomic step — the new state, the replies on the
 outbox and the acknowledgement of the inbox entry. The state is written with the version it
 was read at; if another process got there first the commit changes nothing and the turn
-runs again on fresh state, so a message never yields two sets of replies.
+runs again on fresh state, so a message never yields two sets of replies. A turn that starts
+a human handoff is acknowledged after the commit instead, once the desk has been told
+(:meth:`gateway.handoff.HandoffDesk.announce`).
 """
 
 from __future__ import annotations
@@ -151,7 +153,10 @@ class Worker:
                 else ConversationState(conversation=message.conversation)
             )
             if message.id in state.handled:
-                # Answered already (a redelivery after a crash between commit and ack).
+                # Answered already (a redelivery after a crash between commit and ack). A
+                # handoff the turn started may not have been announced yet: the entry stays
+                # unacknowledged until it is (see HandoffDesk.announce).
+                await self.handoff.announce(message, state)
                 await self.store.ack(inbox, INBOX_GROUP, [entry.id])
                 self.metrics.turns.labels("already_handled").inc()
                 return
@@ -226,6 +231,8 @@ class Worker:
                     update={"facts": {**new_state.facts, "left": now.isoformat()}}
                 )
             new_state = await self._handoff_step(new_state, message, persona, reply, verdict)
+            # A turn that starts a handoff is acknowledged only once the desk is told.
+            opens_handoff = self.handoff.opened_by(new_state, message)
             version = await self.store.commit(
                 Commit(
                     state=StateWrite(
@@ -237,7 +244,7 @@ class Worker:
                         (self.keyspace.outbox(partition), o.model_dump_json().encode())
                         for o in outbound
                     ],
-                    acks=[(inbox, INBOX_GROUP, entry.id)],
+                    acks=[] if opens_handoff else [(inbox, INBOX_GROUP, entry.id)],
                     records=index_records(
                         self.keyspace,
                         message,
@@ -267,6 +274,9 @@ class Worker:
                     over_quota=int(outcome == "over_quota"),
                     reply_capped=int(outcome == "reply_capped"),
                 )
+                if opens_handoff:
+                    await self.handoff.announce(message, new_state)
+                    await self.store.ack(inbox, INBOX_GROUP, [entry.id])
                 return
             self.metrics.turns.labels("conflict").inc()
         raise StoreError(f"conversation state kept changing; gave up after {_MAX_CONFLICTS} tries")
@@ -330,7 +340,7 @@ class Worker:
                 await self.handoff.relay_customer(message, fact)
             fact = self.handoff.refreshed(fact, message)
         elif reply.handoff is not None and self.handoff.serves(message.conversation.tenant):
-            fact = await self.handoff.begin(
+            fact = self.handoff.begin(
                 message=message, state=state, persona=persona.presentation, reason=reply.handoff
             )
         elif reply.handoff is not None:

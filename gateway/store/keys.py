@@ -79,6 +79,10 @@ class Keyspace:
     def members(self, role: str) -> str:
         return f"{self.prefix}:members:{role}"
 
+    def web_members(self) -> str:
+        """The processes serving requests (``--role web`` or ``all``), for the Health page."""
+        return self.members("web")
+
     def tenant_record(self, tenant: str, name: str) -> str:
         return f"{self.prefix}:t:{tenant}:{name}"
 

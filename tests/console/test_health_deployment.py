@@ -26,7 +26,7 @@ from connectors.http_api.emulator import HttpChannelClient
 from gateway.admin import keys as apikeys
 from gateway.admin.keys import Role
 from gateway.console.views.health import ROLES
-from gateway.store import Store
+from gateway.store import Store, open_store
 from tests.console.conftest import shot, sign_in
 from tests.harness import (
     SECRETS,
@@ -148,10 +148,17 @@ async def test_health_shows_both_processes_and_every_partitions_holder(
 
 
 async def test_health_flags_partitions_nobody_holds(browser: Any, redis_url: str) -> None:
-    """With only a web process, no partition has a holder and the page says so."""
+    """With only a web process, no partition has a holder and the page says so; the web
+    process itself is listed (its membership heartbeat), and leaves the set on shutdown."""
     async with running_gateway(_config(redis_url), role="web") as gw:
         page = await sign_in(browser, _Console(gw), await _admin_token(gw, Role.ADMIN))
         await page.goto(gw.ops_url + "/console/health")
+        web = page.locator(
+            f"#processes tr[data-process='{gw.runtime.consumer_id}'][data-role='web']"
+        )
+        assert await web.count() == 1
+        assert "this process" in await web.inner_text()
+        assert "expires in" in await web.inner_text()
         every = ", ".join(str(p) for p in range(gw.runtime.keyspace.partitions))
         for role in ROLES:
             flag = page.locator(f".unheld[data-role='{role}']")
@@ -160,6 +167,11 @@ async def test_health_flags_partitions_nobody_holds(browser: Any, redis_url: str
             assert await cells.count() == gw.runtime.keyspace.partitions
         assert "no live worker or dispatcher" in await page.locator("#processes").inner_text()
         await page.context.close()
+    store = await open_store(redis_url)
+    try:
+        assert await store.members(gw.runtime.keyspace.web_members()) == []
+    finally:
+        await store.aclose()
 
 
 async def test_attack_tenant_scoped_viewer_reads_other_tenants_queue_depths(

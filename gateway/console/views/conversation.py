@@ -100,6 +100,12 @@ async def conversation_body(ctx: Ctx) -> web.StreamResponse:
 
 
 @page
+async def conversation_actions(ctx: Ctx) -> web.StreamResponse:
+    """The actions that depend on the handoff state, redrawn on every live change."""
+    return ctx.render("_conversation_actions.html", **await _view(ctx))
+
+
+@page
 async def export(ctx: Ctx) -> web.StreamResponse:
     key, tenant = _key(ctx)
     if not ctx.may("exportConversation", tenant):
@@ -184,5 +190,6 @@ async def act(ctx: Ctx) -> web.StreamResponse:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(BASE + "{handle}", conversation)
     router.add_get(BASE + "{handle}/body", conversation_body)
+    router.add_get(BASE + "{handle}/actions", conversation_actions)
     router.add_get(BASE + "{handle}/export", export)
     router.add_post(BASE + "{handle}/{action:take-over|reply|note|assign|release|erase}", act)

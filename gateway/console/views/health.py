@@ -3,7 +3,8 @@ leases, queue depths, the store.
 
 The verdicts are the operations endpoints' own: :func:`gateway.admin.routes.health_of`
 (what ``/v1/health`` answers) and :func:`gateway.operations.readiness_problems` (why
-``/readyz`` would refuse). Processes and leases are read from the store with the read-only
+``/readyz`` would refuse). Processes (the partition consumers' and the ``web`` membership
+sets) and leases are read from the store with the read-only
 :meth:`~gateway.store.Store.members` and :meth:`~gateway.store.Store.lease_holders`, so
 looking never joins a membership set or takes a lease: the page shows the processes of
 every host sharing the store, not only the one serving it. Queue depths are the store's
@@ -36,6 +37,8 @@ PAGE = Page(path="/console/health", title="Health", operation="getHealth")
 
 # The roles that lease partitions: gateway.app starts one PartitionConsumer of each.
 ROLES = ("worker", "dispatcher")
+# Processes serving requests (--role web or all): a membership heartbeat, no partitions.
+WEB = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ async def _deployment(ctx: Ctx, *, depths: bool) -> Deployment:
     backlogs = await _backlogs(ctx) if depths else [(None, None)] * count
     try:
         roles = dict(zip(ROLES, await asyncio.gather(*(_role(ctx, r) for r in ROLES)), strict=True))
+        web = await ctx.store.members(ctx.keyspace.web_members())
     except StoreError as exc:
         rows = [PartitionRow(p, *backlogs[p], holders={}) for p in range(count)]
         return Deployment(processes=[], partitions=rows, unheld={}, error=str(exc)[:500])
@@ -103,6 +107,9 @@ async def _deployment(ctx: Ctx, *, depths: bool) -> Deployment:
             ProcessRow(name, role, sorted(parts), beats.get(name), name == ctx.runtime.consumer_id)
             for name, parts in sorted(held.items())
         ]
+    processes += [
+        ProcessRow(m.owner, WEB, [], m.expires_in, m.owner == ctx.runtime.consumer_id) for m in web
+    ]
     rows = [
         PartitionRow(p, *backlogs[p], holders={r: roles[r][1][p] for r in ROLES})
         for p in range(count)
@@ -127,6 +134,7 @@ async def health(ctx: Ctx) -> web.StreamResponse:
         running={c.role: c.running for c in rt.consumers},
         operations_url=rt.operations_url,
         roles=ROLES,
+        process_roles=(*ROLES, WEB),
         deployment=deployment,
         depths=depths,
         inbox_total=sum(r.inbox or 0 for r in known),
