@@ -37,10 +37,11 @@ from urllib.parse import urlsplit
 import aiosmtplib
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import Envelope, Session
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
-from connectors.email.compose import Reply, build_reply, dkim_sign
+from connectors.email.compose import Reply, build_reply
+from connectors.email.dkim_sign import DkimSigner, load_signing_key
 from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
 from connectors.email.parsing import (
     HostileEmail,
@@ -157,7 +158,23 @@ class OutboundSmtpConfig(_Block):
 class DkimConfig(_Block):
     selector: str
     domain: str
-    private_key: Secret  # the PEM text (PKCS#1 or PKCS#8)
+    # The PEM text: RSA (PKCS#1 or PKCS#8, >= 1024 bits) signs rsa-sha256, Ed25519 (PKCS#8)
+    # signs ed25519-sha256.
+    private_key: Secret
+
+    @field_validator("private_key")
+    @classmethod
+    def _can_sign(cls, value: SecretStr) -> SecretStr:
+        load_signing_key(value.get_secret_value().encode())  # DkimKeyError is a ValueError
+        return value
+
+    def signer(self) -> DkimSigner:
+        """The channel's signer, its key parsed once (relaxed/relaxed, ``DKIM_HEADERS``)."""
+        return DkimSigner.from_pem(
+            selector=self.selector,
+            domain=self.domain,
+            private_key=self.private_key.get_secret_value().encode(),
+        )
 
 
 class ReplyRateConfig(_Block):
@@ -221,6 +238,7 @@ class Mailbox:
     channel: EmailChannelConfig
     address: str
     persona: str | None
+    signer: DkimSigner | None  # one per channel, shared by its addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +268,7 @@ class EmailConnector:
             if not isinstance(channel, EmailChannelConfig):
                 continue
             self._channels.append((tenant.id, channel))
+            signer = channel.dkim.signer() if channel.dkim is not None else None
             for entry in channel.addresses:
                 owner = self._mailboxes.get(entry.address)
                 if owner is not None and owner.tenant != tenant.id:
@@ -261,7 +280,8 @@ class EmailConnector:
                     )
                     continue
                 self._mailboxes.setdefault(
-                    entry.address, Mailbox(tenant.id, channel, entry.address, entry.persona)
+                    entry.address,
+                    Mailbox(tenant.id, channel, entry.address, entry.persona, signer),
                 )
         if problems:
             raise ConfigError(problems)
@@ -621,14 +641,7 @@ class EmailConnector:
             raise PermanentDeliveryError(
                 f"cannot build the reply: {exc}", code="header_block"
             ) from exc
-        data = reply.data
-        if channel.dkim is not None:
-            data = dkim_sign(
-                data,
-                selector=channel.dkim.selector,
-                domain=channel.dkim.domain,
-                private_key=channel.dkim.private_key.get_secret_value().encode(),
-            )
+        data = reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
         answer = await self._deliver(channel, reply.sender, reply.recipient, data)
         await self._remember_thread(
             mailbox.tenant, reply.message_id, message.conversation.conversation_id, channel
@@ -640,7 +653,7 @@ class EmailConnector:
             channel=Channel.EMAIL,
             status="sent",
             platform_message_id=reply.message_id,
-            detail={"smtp": answer, "dkim": channel.dkim is not None},
+            detail={"smtp": answer, "dkim": mailbox.signer is not None},
         )
 
     async def _check_reply_rate(

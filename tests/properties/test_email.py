@@ -20,8 +20,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from connectors.email.compose import build_reply, dkim_sign
+from connectors.email.compose import build_reply
 from connectors.email.connector import EmailConnector
+from connectors.email.dkim_sign import DkimSigner
 from connectors.email.emulator import (
     MailSender,
     Smarthost,
@@ -341,7 +342,8 @@ def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
         signature="— FlowBiz",
         idempotency_key=parsed.event_id,
     )
-    signed = dkim_sign(reply.data, selector="s1", domain="acme.example", private_key=key)
+    signer = DkimSigner.from_pem(selector="s1", domain="acme.example", private_key=key)
+    signed = signer.sign(reply.data)
     assert_only_our_headers(signed, record)
 
 
