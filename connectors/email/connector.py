@@ -37,11 +37,11 @@ from urllib.parse import urlsplit
 import aiosmtplib
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import Envelope, Session
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
 from connectors.email.compose import Reply, build_reply
-from connectors.email.dkim_sign import DkimSigner, load_signing_key
+from connectors.email.dkim_sign import DkimConfig, DkimSigner
 from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
 from connectors.email.parsing import (
     HostileEmail,
@@ -153,28 +153,6 @@ class OutboundSmtpConfig(_Block):
     validate_certs: bool = True
     timeout_seconds: float = Field(default=30, gt=0)
     max_per_second: float | None = Field(default=None, gt=0)  # the smarthost's sending limit
-
-
-class DkimConfig(_Block):
-    selector: str
-    domain: str
-    # The PEM text: RSA (PKCS#1 or PKCS#8, >= 1024 bits) signs rsa-sha256, Ed25519 (PKCS#8)
-    # signs ed25519-sha256.
-    private_key: Secret
-
-    @field_validator("private_key")
-    @classmethod
-    def _can_sign(cls, value: SecretStr) -> SecretStr:
-        load_signing_key(value.get_secret_value().encode())  # DkimKeyError is a ValueError
-        return value
-
-    def signer(self) -> DkimSigner:
-        """The channel's signer, its key parsed once (relaxed/relaxed, ``DKIM_HEADERS``)."""
-        return DkimSigner.from_pem(
-            selector=self.selector,
-            domain=self.domain,
-            private_key=self.private_key.get_secret_value().encode(),
-        )
 
 
 class ReplyRateConfig(_Block):

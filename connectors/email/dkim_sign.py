@@ -35,11 +35,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dkim.canonicalization import CanonicalizationPolicy
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+from gateway.config import Secret
 
 __all__ = [
     "DKIM_HEADERS",
     "MIN_RSA_BITS",
     "Canonicalization",
+    "DkimConfig",
     "DkimKeyError",
     "DkimSigner",
     "SigningKey",
@@ -199,3 +203,29 @@ class DkimSigner:
 
 def _join(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"; ".join(b"=".join(field) for field in fields)
+
+
+class DkimConfig(BaseModel):
+    """A channel's ``dkim`` block; a key that cannot sign is refused when the file is read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    selector: str
+    domain: str
+    # The PEM text: RSA (PKCS#1 or PKCS#8, >= 1024 bits) signs rsa-sha256, Ed25519 (PKCS#8)
+    # signs ed25519-sha256.
+    private_key: Secret
+
+    @field_validator("private_key")
+    @classmethod
+    def _can_sign(cls, value: SecretStr) -> SecretStr:
+        load_signing_key(value.get_secret_value().encode())  # DkimKeyError is a ValueError
+        return value
+
+    def signer(self) -> DkimSigner:
+        """The channel's signer, its key parsed here once (relaxed/relaxed, DKIM_HEADERS)."""
+        return DkimSigner.from_pem(
+            selector=self.selector,
+            domain=self.domain,
+            private_key=self.private_key.get_secret_value().encode(),
+        )
