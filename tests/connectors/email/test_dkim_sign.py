@@ -34,9 +34,12 @@ from tests.harness import base_config
 JANE = "jane@customer.example"
 
 
-def pem(key: Any) -> bytes:
+def pem(key: Any, passphrase: bytes | None = None) -> bytes:
     pkcs = serialization.PrivateFormat.PKCS8
-    return bytes(key.private_bytes(serialization.Encoding.PEM, pkcs, serialization.NoEncryption()))
+    encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if passphrase is not None:
+        encryption = serialization.BestAvailableEncryption(passphrase)
+    return bytes(key.private_bytes(serialization.Encoding.PEM, pkcs, encryption))
 
 
 def dkimpy_signature(message: bytes, key_pem: bytes, *, c: tuple[bytes, bytes]) -> bytes:
@@ -134,6 +137,7 @@ UNUSABLE_KEYS: dict[str, tuple[Callable[[], bytes], str]] = {
     # cryptography will not make a 512-bit key; openssl still does.
     "rsa512": (lambda: generate_dkim_key(512), "512 bits"),
     "ecdsa": (lambda: pem(ec.generate_private_key(ec.SECP256R1())), "RSA or Ed25519"),
+    "encrypted": (lambda: pem(ed25519.Ed25519PrivateKey.generate(), b"pw"), "encrypted"),
     "garbage": (lambda: b"-----BEGIN PRIVATE KEY-----\n" + NOT_A_KEY + PEM_END, "not a PEM"),
 }
 
@@ -142,9 +146,9 @@ UNUSABLE_KEYS: dict[str, tuple[Callable[[], bytes], str]] = {
 def test_attack_weak_or_unusable_dkim_key_refused_at_config_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """A 512-bit RSA key is factorable (anyone could sign mail as our domain) and an ECDSA or
-    broken key cannot sign at all: each is a config error naming the dkim block, when the file
-    is read, not a failure on every reply, and the message never shows the key."""
+    """A 512-bit RSA key is factorable (anyone could sign mail as our domain); an ECDSA,
+    encrypted or broken key cannot sign at all. Each is a config error naming the dkim block
+    when the file is read, not a failure on every reply, and the message never shows the key."""
     make_key, problem = UNUSABLE_KEYS[kind]
     key = make_key()
     monkeypatch.setenv(DKIM_ENV, key.decode())
