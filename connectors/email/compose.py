@@ -1,4 +1,4 @@
-"""Building the reply: headers per RFC 5322 §3.6.4 and RFC 3834, text + HTML, DKIM.
+"""Building the reply: headers per RFC 5322 §3.6.4 and RFC 3834, text + HTML.
 
 Every header value that came from a stranger's mail (their display name, address, subject,
 Message-ID and References) goes through :mod:`connectors.email.headers` first: text is
@@ -24,8 +24,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-import dkim
-
 from connectors.email.headers import (
     checked_address,
     checked_message_id,
@@ -34,24 +32,10 @@ from connectors.email.headers import (
 )
 from gateway.models import utcnow
 
-__all__ = ["DKIM_HEADERS", "Reply", "build_reply", "dkim_sign", "reply_subject"]
+__all__ = ["Reply", "build_reply", "reply_subject"]
 
 _RE_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|antw|ref)(?:\[\d+\]|\(\d+\))?\s*:\s*)+", re.IGNORECASE)
 _MAX_REFERENCES = 20
-
-# Signed headers: the ones a reader trusts and a forger would want to change.
-DKIM_HEADERS: tuple[bytes, ...] = (
-    b"from",
-    b"to",
-    b"subject",
-    b"date",
-    b"message-id",
-    b"in-reply-to",
-    b"references",
-    b"auto-submitted",
-    b"mime-version",
-    b"content-type",
-)
 
 
 def reply_subject(subject: str) -> str:
@@ -148,16 +132,3 @@ def _html(text: str, signature: str) -> str:
         lines = "<br>\n".join(html.escape(line) for line in signature.strip().split("\n"))
         sig = f'\n<div class="signature" style="color:#666">-- <br>\n{lines}</div>'
     return f"<!DOCTYPE html>\n<html><body>\n{body}{sig}\n</body></html>\n"
-
-
-def dkim_sign(message: bytes, *, selector: str, domain: str, private_key: bytes) -> bytes:
-    """The message with a ``DKIM-Signature`` header prepended (relaxed/relaxed)."""
-    signature: bytes = dkim.sign(
-        message,
-        selector.encode(),
-        domain.encode(),
-        private_key,
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=list(DKIM_HEADERS),
-    )
-    return signature + message

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.email.dkim_sign import DkimConfig
 from connectors.email.parsing import Limits, normalise_address
 from gateway.config import ChannelConfig, Secret
 
@@ -86,12 +87,6 @@ class OutboundSmtpConfig(_Block):
     validate_certs: bool = True
     timeout_seconds: float = Field(default=30, gt=0)
     max_per_second: float | None = Field(default=None, gt=0)  # the smarthost's sending limit
-
-
-class DkimConfig(_Block):
-    selector: str
-    domain: str
-    private_key: Secret  # the PEM text (PKCS#1 or PKCS#8)
 
 
 class ReplyRateConfig(_Block):

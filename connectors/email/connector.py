@@ -37,9 +37,8 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import Envelope, Session
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
-from connectors.email.compose import Reply, build_reply, dkim_sign
+from connectors.email.compose import Reply, build_reply
 from connectors.email.config import (
-    DkimConfig,
     EmailAddressConfig,
     EmailChannelConfig,
     ImapConfig,
@@ -47,6 +46,7 @@ from connectors.email.config import (
     ReplyRateConfig,
     SmtpListenerConfig,
 )
+from connectors.email.dkim_sign import DkimConfig, DkimSigner
 from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
 from connectors.email.intake import InboundOutcome
 from connectors.email.parsing import (
@@ -107,6 +107,7 @@ class Mailbox:
     channel: EmailChannelConfig
     address: str
     persona: str | None
+    signer: DkimSigner | None  # one per channel, shared by its addresses
 
 
 class EmailConnector:
@@ -130,6 +131,7 @@ class EmailConnector:
             if not isinstance(channel, EmailChannelConfig):
                 continue
             self._channels.append((tenant.id, channel))
+            signer = channel.dkim.signer() if channel.dkim is not None else None
             for entry in channel.addresses:
                 owner = self._mailboxes.get(entry.address)
                 if owner is not None and owner.tenant != tenant.id:
@@ -141,7 +143,8 @@ class EmailConnector:
                     )
                     continue
                 self._mailboxes.setdefault(
-                    entry.address, Mailbox(tenant.id, channel, entry.address, entry.persona)
+                    entry.address,
+                    Mailbox(tenant.id, channel, entry.address, entry.persona, signer),
                 )
         if problems:
             raise ConfigError(problems)
@@ -501,14 +504,7 @@ class EmailConnector:
             raise PermanentDeliveryError(
                 f"cannot build the reply: {exc}", code="header_block"
             ) from exc
-        data = reply.data
-        if channel.dkim is not None:
-            data = dkim_sign(
-                data,
-                selector=channel.dkim.selector,
-                domain=channel.dkim.domain,
-                private_key=channel.dkim.private_key.get_secret_value().encode(),
-            )
+        data = reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
         answer = await self._deliver(channel, reply.sender, reply.recipient, data)
         await self._remember_thread(
             mailbox.tenant, reply.message_id, message.conversation.conversation_id, channel
@@ -520,7 +516,7 @@ class EmailConnector:
             channel=Channel.EMAIL,
             status="sent",
             platform_message_id=reply.message_id,
-            detail={"smtp": answer, "dkim": channel.dkim is not None},
+            detail={"smtp": answer, "dkim": mailbox.signer is not None},
         )
 
     async def _check_reply_rate(

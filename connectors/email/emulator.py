@@ -34,8 +34,10 @@ import aiosmtplib
 import dkim
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from dkim.crypto import parse_pem_private_key
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from connectors.email.dkim_sign import load_signing_key
 from gateway.models import utcnow
 
 __all__ = [
@@ -272,29 +274,14 @@ class MailSender:
 
 
 # -- DKIM ---------------------------------------------------------------------------------------
-# A public key in DNS is a DER SubjectPublicKeyInfo. dkimpy parses DER but cannot write it
-# (its builder knows neither INTEGER nor BIT STRING), so the few bytes are written here.
-_RSA_ENCRYPTION_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        return bytes([tag, size]) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content
-
-
-def _der_int(value: int) -> bytes:
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))  # sign bit clear
-
-
 def dkim_dns_record(private_key_pem: bytes) -> bytes:
-    """The ``v=DKIM1; k=rsa; p=…`` TXT record for the key (SubjectPublicKeyInfo, base64)."""
-    key = parse_pem_private_key(private_key_pem)
-    rsa_public = _der(0x30, _der_int(key["modulus"]) + _der_int(key["publicExponent"]))
-    algorithm = _der(0x30, _der(0x06, _RSA_ENCRYPTION_OID) + _der(0x05, b""))
-    spki = _der(0x30, algorithm + _der(0x03, b"\x00" + rsa_public))
+    """The ``v=DKIM1; k=…; p=…`` TXT record for the key: an RSA SubjectPublicKeyInfo or the
+    raw Ed25519 public key (RFC 8463 §4.2), base64."""
+    key = load_signing_key(private_key_pem)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)
+    spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return b"v=DKIM1; k=rsa; p=" + base64.b64encode(spki)
 
 
