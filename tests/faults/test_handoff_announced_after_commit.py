@@ -10,8 +10,6 @@ customer exactly once, never "This conversation is not handed off".
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,86 +24,12 @@ from gateway.store import Keyspace, open_store
 from gateway.store.redis import _COMMIT_LUA
 from tests.conftest import RedisServer
 from tests.faults.conftest import SECRETS
+from tests.faults.redis_proxy import RedisFaultProxy, Rule, script_id
 from tests.harness import RunningGateway, base_config, eventually, http_tenant, running_gateway
 
 REPLY = "Hi, Eve here. Let me look at your order."
 NOTICE = "I have asked a person from our team to take over. They will answer you here."
 RELEASED = "You are back with the assistant. How else can I help?"
-
-
-class HoldingProxy:
-    """Forwards to redis-server; holds the first request carrying every one of ``markers``
-    until :meth:`release` (``holding`` is set meanwhile), or drops its connection.
-
-    Replies on one connection keep their order, so holding the request holds its answer;
-    every other connection flows freely meanwhile.
-    """
-
-    def __init__(
-        self, upstream_port: int, markers: tuple[bytes, ...], *, drop: bool = False
-    ) -> None:
-        self.upstream_port = upstream_port
-        self.markers = markers
-        self.drop = drop  # cut the connection instead of holding: the request is lost
-        self.holding = asyncio.Event()
-        self._released = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    def release(self) -> None:
-        self._released.set()
-
-    async def start(self) -> HoldingProxy:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self.release()
-        self._server.close()
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer, hold=True)),
-            asyncio.create_task(self._pipe(up_reader, writer, hold=False)),
-        ]
-        self._pipes.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
-        self._pipes.difference_update(pipes)
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(ConnectionError):
-                await w.wait_closed()
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, hold: bool
-    ) -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await source.read(65536):
-                if (
-                    hold
-                    and not self.holding.is_set()
-                    and all(marker in chunk for marker in self.markers)
-                ):
-                    self.holding.set()
-                    if self.drop:
-                        return
-                    await self._released.wait()
-                sink.write(chunk)
-                await sink.drain()
 
 
 @pytest.fixture
@@ -208,10 +132,10 @@ async def test_attack_operator_answering_announcement_before_customer_commit_rea
     store_config = parse_config(data).store
     keyspace = Keyspace(prefix=store_config.prefix, partitions=store_config.partitions)
     customer, thread = split_conversations(keyspace)
-    commit_sha = hashlib.sha1(_COMMIT_LUA.encode()).hexdigest().encode()  # noqa: S324 - redis' script id
-    proxy = await HoldingProxy(
-        redis_server.port, markers=(commit_sha, keyspace.state(customer.key).encode())
-    ).start()
+    held_commit = Rule(
+        (script_id(_COMMIT_LUA), keyspace.state(customer.key).encode()), "hold", once=True
+    )
+    proxy = await RedisFaultProxy(redis_server.port, [held_commit]).start()
     probe = await open_store(redis_url)  # straight to redis-server, past the proxy
     outbox = keyspace.outbox(keyspace.partition(thread.key))
 
@@ -236,7 +160,7 @@ async def test_attack_operator_answering_announcement_before_customer_commit_rea
             )
             await web.send(conversation_id=customer.conversation_id, text="/human", user_name="Ann")
             async with asyncio.timeout(10):
-                await proxy.holding.wait()  # the turn that starts the handoff is committing
+                await held_commit.matched.wait()  # the turn that starts the handoff is committing
             answered = False
             if await desk_shows_announcement():
                 # The operator answers at once, while the customer's turn is not committed.
@@ -246,7 +170,7 @@ async def test_attack_operator_answering_announcement_before_customer_commit_rea
                     lambda: sum(handoff_turns(desk, o) for o in ("relayed", "inactive")) >= 1
                 )
                 answered = True
-            proxy.release()
+            held_commit.release()
             announcement = (await eventually(lambda: texts_to(receiver, "operators")))[0]
             assert announcement.startswith("Handoff: Ann on http")
             if not answered:
@@ -289,7 +213,8 @@ async def test_announcement_lost_after_the_commit_is_made_again_once(
     keyspace = Keyspace(prefix=store_config.prefix, partitions=store_config.partitions)
     customer = ConversationKey(tenant="acme", channel=Channel.HTTP, conversation_id="cust")
     mapping = keyspace.conversation_record(customer_thread(customer).key, "handoff-customer")
-    proxy = await HoldingProxy(redis_server.port, markers=(mapping.encode(),), drop=True).start()
+    dropped = Rule((mapping.encode(),), "cut", once=True)
+    proxy = await RedisFaultProxy(redis_server.port, [dropped]).start()
     try:
         gw_data = {**data, "store": {**data["store"], "url": proxy.url}}
         async with running_gateway(gw_data) as gw, aiohttp.ClientSession() as session:
@@ -300,7 +225,7 @@ async def test_announcement_lost_after_the_commit_is_made_again_once(
             await eventually(lambda: texts_to(receiver, "operators"))
             await operator_says(gw, session, customer_thread(customer), REPLY, event_id="o1")
             await eventually(lambda: REPLY in texts_to(receiver, "cust"))
-            assert proxy.holding.is_set(), "the desk was told without the dropped request"
+            assert dropped.matched.is_set(), "the desk was told without the dropped request"
             assert gw.runtime.metrics.registry.get_sample_value(
                 "flowbiz_turns_total", {"outcome": "already_handled"}
             )

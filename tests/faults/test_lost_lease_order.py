@@ -14,9 +14,6 @@ what it still holds of the partition, and B answers all four once, in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -28,88 +25,10 @@ from gateway.store import Keyspace, open_store
 from gateway.store.redis import _ACQUIRE_LUA, _COMMIT_LUA, _HEARTBEAT_LUA
 from tests.conftest import RedisServer
 from tests.faults.conftest import SECRETS
+from tests.faults.redis_proxy import RedisFaultProxy, Rule, script_id
 from tests.harness import RunningGateway, base_config, eventually, http_tenant, running_gateway
 
 MESSAGES = 4
-
-
-def _script_id(script: str) -> bytes:
-    return hashlib.sha1(script.encode()).hexdigest().encode()  # noqa: S324 - redis' script id
-
-
-@dataclass
-class Rule:
-    """What the proxy does with a request that carries every one of ``markers``."""
-
-    markers: tuple[bytes, ...]
-    action: str  # "cut": drop the request and close the connection; "hold": until released
-    active: bool = True
-    seen: int = 0
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class RedisFaultProxy:
-    """Forwards to redis-server; cuts or holds the requests that match one of its rules.
-
-    Replies on one connection keep their order, so holding a request holds its answer and
-    cutting it fails it (the client sees the connection drop); other connections flow freely.
-    """
-
-    def __init__(self, upstream_port: int, rules: list[Rule]) -> None:
-        self.upstream_port = upstream_port
-        self.rules = rules
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    async def start(self) -> RedisFaultProxy:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for rule in self.rules:
-            rule.released.set()
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer, requests=True)),
-            asyncio.create_task(self._pipe(up_reader, writer, requests=False)),
-        ]
-        self._pipes.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
-        self._pipes.difference_update(pipes)
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(ConnectionError):
-                await w.wait_closed()
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, requests: bool
-    ) -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await source.read(65536):
-                for rule in self.rules if requests else ():
-                    if rule.active and all(marker in chunk for marker in rule.markers):
-                        rule.seen += 1
-                        if rule.action == "cut":
-                            return  # the connection closes; the request never reaches Redis
-                        await rule.released.wait()
-                sink.write(chunk)
-                await sink.drain()
 
 
 def _worker_consumer(gw: RunningGateway) -> PartitionConsumer:
@@ -154,14 +73,14 @@ async def test_worker_that_lost_its_lease_does_not_answer_a_conversations_next_m
         assert len(entries) == MESSAGES
         # The commit that answers the first message: the commit script, acking its entry.
         first_commit = (
-            _script_id(_COMMIT_LUA),
+            script_id(_COMMIT_LUA),
             keyspace.inbox(partition).encode(),
             b"\r\n" + entries[0].id.encode() + b"\r\n",
         )
         fail_first = Rule(first_commit, "cut")
         fail_renewals = [
-            Rule((_script_id(_ACQUIRE_LUA),), "cut", active=False),
-            Rule((_script_id(_HEARTBEAT_LUA),), "cut", active=False),
+            Rule((script_id(_ACQUIRE_LUA),), "cut", active=False),
+            Rule((script_id(_HEARTBEAT_LUA),), "cut", active=False),
         ]
         hold_first = Rule(first_commit, "hold")
         proxy_a = await RedisFaultProxy(redis_server.port, [fail_first, *fail_renewals]).start()

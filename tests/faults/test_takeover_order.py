@@ -10,9 +10,6 @@ redis-server holds back just that claim, the interleaving a busy machine produce
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 from pathlib import Path
 
 import aiohttp
@@ -24,72 +21,12 @@ from gateway.store import Keyspace, open_store
 from gateway.store.redis import _CLAIM_LUA
 from tests.conftest import RedisServer
 from tests.faults.conftest import SECRETS
+from tests.faults.redis_proxy import RedisFaultProxy, Rule, script_id
 from tests.harness import base_config, http_tenant, running_gateway
 
 LEFT_PENDING = 3  # read by the owner that died, never answered
 NEWER = 3  # admitted after them, never read
 CLAIM_DELAY_SECONDS = 1.0
-
-
-class SlowClaimProxy:
-    """Forwards to redis-server; holds back a request that carries every one of ``markers``.
-
-    Replies on one connection keep their order, so holding the request holds its answer;
-    every other connection (the blocking reads among them) flows freely meanwhile.
-    """
-
-    def __init__(self, upstream_port: int, markers: tuple[bytes, ...], delay: float) -> None:
-        self.upstream_port = upstream_port
-        self.markers = markers
-        self.delay = delay
-        self.held = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    async def start(self) -> SlowClaimProxy:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer, hold=True)),
-            asyncio.create_task(self._pipe(up_reader, writer, hold=False)),
-        ]
-        self._pipes.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
-        self._pipes.difference_update(pipes)
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(ConnectionError):
-                await w.wait_closed()
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, hold: bool
-    ) -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await source.read(65536):
-                if hold and all(marker in chunk for marker in self.markers):
-                    self.held += 1
-                    await asyncio.sleep(self.delay)
-                sink.write(chunk)
-                await sink.drain()
 
 
 @pytest.mark.slow
@@ -127,10 +64,8 @@ async def test_new_owner_answers_entries_left_pending_before_newer_ones(
     assert len(taken) == LEFT_PENDING
     inbox = taken[0][0]
 
-    claim_sha = hashlib.sha1(_CLAIM_LUA.encode()).hexdigest().encode()  # noqa: S324 - redis' script id
-    proxy = await SlowClaimProxy(
-        redis_server.port, markers=(claim_sha, inbox.encode()), delay=CLAIM_DELAY_SECONDS
-    ).start()
+    slow_claim = Rule((script_id(_CLAIM_LUA), inbox.encode()), "delay", delay=CLAIM_DELAY_SECONDS)
+    proxy = await RedisFaultProxy(redis_server.port, [slow_claim]).start()
     try:
         worker_data = {**data, "store": {**data["store"], "url": proxy.url}}
         async with running_gateway(worker_data, role="worker"):
@@ -138,5 +73,5 @@ async def test_new_owner_answers_entries_left_pending_before_newer_ones(
     finally:
         await proxy.stop()
 
-    assert proxy.held >= 1, "the new owner's claim never passed the proxy"
+    assert slow_claim.seen >= 1, "the new owner's claim never passed the proxy"
     assert [cb.payload["text"] for cb in received] == texts
