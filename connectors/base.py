@@ -5,6 +5,13 @@ delivers :class:`~gateway.models.OutboundMessage`. It never sees aiohttp's ``Req
 web layer hands it an :class:`InboundRequest` and sends back its :class:`InboundResponse`
 *after* the messages it returned are durably in the inbox (ack only after the append).
 
+Inbound is two steps. The **edge** (a route, on the acknowledged path) verifies the request
+and appends each event as the platform sent it (:func:`gateway.envelope.encode_raw_event`,
+with the keys admission needs); the **parse** (``Connector.parse``, in the worker) turns one
+stored event into a message, or into nothing for an event that needs no answer. Parsing that
+fails raises :class:`~gateway.errors.EventParseError` and dead-letters the event, never the
+request the platform already had its answer to.
+
 Listeners that are not HTTP routes (Slack Socket Mode, the SMTP server, IMAP) run in
 ``start()`` and call ``context.ingest.submit(...)`` themselves before acknowledging.
 """
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from gateway.config import ChannelConfig, GatewayConfig, TenantConfig
+    from gateway.envelope import RawEvent
     from gateway.ingest import Ingestor
     from gateway.metrics import Metrics
     from gateway.store import Keyspace, Store
@@ -230,6 +238,11 @@ class Connector(Protocol):
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         """The platform's outbound limit that applies to ``message``, if any."""
+        ...
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        """The message in one stored event, or None when it needs no turn (an edit, a bot's
+        own post). Runs in the worker; raises EventParseError for an event it cannot read."""
         ...
 
 

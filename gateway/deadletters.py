@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.envelope import is_raw_event
 from gateway.models import new_id, utcnow
 from gateway.store import Commit, Keyspace, Store
 
@@ -38,7 +39,8 @@ class DeadLetter(BaseModel):
     conversation: str | None = None
     partition: int
     message: dict[str, Any] | None = None  # the inbound/outbound message as stored
-    raw: str | None = None  # when the stored payload could not even be parsed
+    # When the stored payload could not be parsed: a platform event's envelope, whole.
+    raw: str | None = None
 
 
 async def move_to_dead_letters(
@@ -102,31 +104,35 @@ async def get_dead_letter(store: Store, keyspace: Keyspace, handle: str) -> Dead
 
 
 async def replay(store: Store, keyspace: Keyspace, handle: str) -> bool:
-    """Put an outbound letter back on its outbox; False if gone or not replayable."""
+    """Put a letter back where it failed: an outbound message on its outbox, an inbound one
+    (or a platform event its parser could not read) on its inbox. False if gone or not
+    replayable."""
     partition, entry_id = _split(handle)
     stream = keyspace.dead_letters(partition)
     entry = await store.get_entry(stream, entry_id)
     if entry is None:
         return False
     letter = DeadLetter.model_validate_json(entry.payload)
+    payload: bytes
     if letter.kind == "outbound" and letter.message is not None:
-        target = keyspace.outbox(partition)
+        target, payload = keyspace.outbox(partition), json.dumps(letter.message).encode()
     elif letter.kind == "inbound" and letter.message is not None:
-        target = keyspace.inbox(partition)
+        target, payload = keyspace.inbox(partition), json.dumps(letter.message).encode()
+    elif letter.kind == "inbound" and letter.raw is not None and is_raw_event(letter.raw.encode()):
+        # A platform event its parser could not read: back on the inbox exactly as it came.
+        target, payload = keyspace.inbox(partition), letter.raw.encode()
     else:
         return False
     # Only one replay of a letter may run, even when two operators click at once.
     if not await store.claim(keyspace.replayed(partition, entry_id), ttl=_REPLAY_CLAIM_TTL):
         return False
     deletes: list[str] = []
-    key = letter.message.get("idempotency_key")
+    key = None if letter.message is None else letter.message.get("idempotency_key")
     if letter.kind == "outbound" and isinstance(key, str):
         # A platform may report failure after the send was recorded as delivered (Twilio
         # status callbacks): the operator's replay must be allowed to send it again.
         deletes.append(keyspace.delivered(partition, key))
-    await store.commit(
-        Commit(appends=[(target, json.dumps(letter.message).encode())], deletes=deletes)
-    )
+    await store.commit(Commit(appends=[(target, payload)], deletes=deletes))
     await store.delete_entries(stream, [entry_id])
     return True
 

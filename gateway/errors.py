@@ -9,7 +9,8 @@
     │   ├── UnknownTenantError       nothing in the configuration owns this request   -> 404
     │   ├── PayloadError             malformed, unsupported or oversized body         -> 400/413
     │   │   └── CursorError          a paging cursor that is not a well-formed entry id -> 400
-    │   └── IngestUnavailableError   the store could not make the message durable     -> 503
+    │   ├── IngestUnavailableError   the store could not make the message durable     -> 503
+    │   └── EventParseError          a verified, stored event the worker cannot parse -> dead letter
     ├── DeliveryError                an outbound message could not be delivered
     │   ├── TransientDeliveryError   try again later (carries an optional Retry-After)
     │   └── PermanentDeliveryError   never retry; goes to the dead-letter list
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "CursorError",
     "DeliveryError",
+    "EventParseError",
     "GatewayError",
     "InboundError",
     "IngestUnavailableError",
@@ -90,6 +92,14 @@ class PayloadError(InboundError):
     def __init__(self, message: str, *, reason: str | None = None, status: int = 400) -> None:
         super().__init__(message, reason=reason)
         self.status = status
+
+
+class EventParseError(InboundError):
+    """A verified event, already acknowledged and stored, that its connector cannot turn into
+    a message. Raised by ``Connector.parse`` in the worker; the event goes to the dead-letter
+    list with ``reason`` and its envelope, to be replayed once the parser can read it."""
+
+    reason = "unparsable_event"
 
 
 class CursorError(PayloadError):

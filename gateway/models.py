@@ -36,6 +36,7 @@ __all__ = [
     "ReplyContext",
     "SlackReplyContext",
     "WhatsAppReplyContext",
+    "conversation_key_of",
     "encode_inbound",
     "new_id",
     "stored_json",
@@ -95,7 +96,8 @@ def trace_id_of(message_id: str) -> str:
 
 
 @lru_cache(maxsize=8192)
-def _conversation_key(tenant: str, channel: str, conversation_id: str, thread: str | None) -> str:
+def conversation_key_of(tenant: str, channel: str, conversation_id: str, thread: str | None) -> str:
+    """``ConversationKey(...).key`` without building the model (edges run this per event)."""
     parts = [tenant, channel, conversation_id]
     if thread is not None:
         parts.append(thread)
@@ -141,7 +143,9 @@ class ConversationKey(_Frozen):
         """A stable string form, safe to embed in store keys."""
         # Cached by value (not on the instance, which model_copy would carry over stale): a
         # message's key is read several times on the hot path, and quoting costs microseconds.
-        return _conversation_key(self.tenant, self.channel.value, self.conversation_id, self.thread)
+        return conversation_key_of(
+            self.tenant, self.channel.value, self.conversation_id, self.thread
+        )
 
 
 class Participant(_Frozen):
@@ -325,7 +329,7 @@ def encode_inbound(
         event_id=event_id,
         tenant=tenant,
         channel=channel,
-        conversation_key=_conversation_key(tenant, channel.value, conversation_id, thread),
+        conversation_key=conversation_key_of(tenant, channel.value, conversation_id, thread),
         trace_id=trace_id,
         payload=payload,
     )

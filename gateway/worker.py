@@ -26,7 +26,8 @@ from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig
 from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
-from gateway.errors import AgentError, StoreError
+from gateway.envelope import RawEvent, is_raw_event
+from gateway.errors import AgentError, EventParseError, StoreError
 from gateway.handoff import HandoffDesk, handoff_fact
 from gateway.ingest import INBOX_GROUP
 from gateway.metrics import Metrics
@@ -92,20 +93,8 @@ class Worker:
         self.router = Router(config=self.config, personas=personas, metrics=self.metrics)
 
     async def handle(self, partition: int, entry: StreamEntry) -> None:
-        inbox = self.keyspace.inbox(partition)
-        try:
-            message = InboundMessage.model_validate_json(entry.payload)
-        except ValidationError as exc:
-            self.metrics.turns.labels("unparsable").inc()
-            letter = DeadLetter(
-                kind="inbound",
-                reason=f"unparsable inbox entry: {exc.error_count()} errors",
-                partition=partition,
-                raw=entry.payload.decode("utf-8", "replace")[:10_000],
-            )
-            await move_to_dead_letters(
-                self.store, self.keyspace, letter, ack=(inbox, INBOX_GROUP, entry.id)
-            )
+        message = await self._read(partition, entry)
+        if message is None:
             return
         conv = message.conversation
         with bind(
@@ -121,6 +110,83 @@ class Worker:
                 self.metrics.turns.labels(f"handoff_{outcome}").inc()
                 return
             await self._turn(partition, entry, message)
+
+    async def _read(self, partition: int, entry: StreamEntry) -> InboundMessage | None:
+        """The message of an inbox entry: stored parsed, or parsed now from the platform's
+        event (gateway/envelope.py). None when there is nothing to answer; an entry that
+        cannot be read is moved to the dead-letter list with its reason, whole."""
+        if not is_raw_event(entry.payload):
+            try:
+                return InboundMessage.model_validate_json(entry.payload)
+            except ValidationError as exc:
+                self.metrics.turns.labels("unparsable").inc()
+                await self._dead_letter(
+                    partition,
+                    entry,
+                    DeadLetter(
+                        kind="inbound",
+                        reason=f"unparsable inbox entry: {exc.error_count()} errors",
+                        partition=partition,
+                        raw=entry.payload.decode("utf-8", "replace")[:10_000],
+                    ),
+                )
+                return None
+        try:
+            event = RawEvent.model_validate_json(entry.payload)
+        except ValidationError as exc:
+            self.metrics.turns.labels("unparsable").inc()
+            reason = f"unreadable event envelope: {exc.error_count()} errors"
+            await self._dead_letter_event(partition, entry, None, reason)
+            return None
+        connector = self.connectors.get(event.channel)
+        with bind(trace_id=event.trace_id, tenant=event.tenant, channel=event.channel.value):
+            try:
+                if connector is None:
+                    raise EventParseError(
+                        f"no {event.channel.value} channel is configured", reason="no_channel"
+                    )
+                message = connector.parse(event)
+            except EventParseError as exc:
+                reason, detail = exc.reason, str(exc)
+            except Exception as exc:  # noqa: BLE001 - any parser defect must dead-letter, not loop
+                # A parser defect met by hostile input. The event is acknowledged and stored:
+                # letting the error escape would hand it out again and again and hold up its
+                # conversation. Only the type is logged (an exception's text may quote the
+                # message); the dead letter keeps the event whole for replay.
+                reason, detail = "parser_error", type(exc).__name__
+                log.error("worker.parser_error", error_type=detail, event_id=event.event_id)
+            else:
+                if message is None:
+                    self.metrics.inbound.labels(event.channel.value, "ignored").inc()
+                    await self.store.ack(self.keyspace.inbox(partition), INBOX_GROUP, [entry.id])
+                return message
+            self.metrics.inbound.labels(event.channel.value, "parse_failed").inc()
+            self.metrics.turns.labels("unparsable").inc()
+            log.warning("worker.event_unparsable", reason=reason, event_id=event.event_id)
+            await self._dead_letter_event(partition, entry, event, f"{reason}: {detail}")
+            return None
+
+    async def _dead_letter_event(
+        self, partition: int, entry: StreamEntry, event: RawEvent | None, reason: str
+    ) -> None:
+        # The whole envelope is kept: replaying the letter puts it back on the inbox as it was.
+        letter = DeadLetter(
+            kind="inbound",
+            reason=reason,
+            code="unparsable_event",
+            partition=partition,
+            channel=None if event is None else event.channel.value,
+            tenant=None if event is None else event.tenant,
+            conversation=None if event is None else event.conversation,
+            raw=entry.payload.decode("utf-8", "replace"),
+        )
+        await self._dead_letter(partition, entry, letter)
+
+    async def _dead_letter(self, partition: int, entry: StreamEntry, letter: DeadLetter) -> None:
+        inbox = self.keyspace.inbox(partition)
+        await move_to_dead_letters(
+            self.store, self.keyspace, letter, ack=(inbox, INBOX_GROUP, entry.id)
+        )
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
         quota = _QuotaStep(self.quotas, message)

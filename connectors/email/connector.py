@@ -57,8 +57,10 @@ from connectors.email.parsing import (
     parse_email,
 )
 from gateway.config import ChannelConfig, TenantConfig
+from gateway.envelope import RawEvent
 from gateway.errors import (
     ConfigError,
+    EventParseError,
     IngestUnavailableError,
     PermanentDeliveryError,
     StoreError,
@@ -223,6 +225,9 @@ class EmailConnector:
             if owner == tenant and channel.listener is not None:
                 return self._bound[(channel.listener.host, channel.listener.port)]
         raise KeyError(f"no SMTP listener for tenant {tenant!r}")
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         mailbox = self._mailbox_for_reply(message)

@@ -42,8 +42,10 @@ from connectors.base import (
     Route,
 )
 from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.envelope import RawEvent
 from gateway.errors import (
     ConfigError,
+    EventParseError,
     PayloadError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -55,6 +57,7 @@ from gateway.models import (
     ConversationKey,
     DeliveryReceipt,
     EventKind,
+    InboundMessage,
     OutboundMessage,
     encode_inbound,
     new_id,
@@ -179,6 +182,11 @@ class HttpApiConnector:
         self._new_reply.set()  # wake long-polls so shutdown is not held up
         if self._guarded_http is not None:
             await self._guarded_http.close()
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        # The HTTP channel is the gateway's own API: its edge validates the body (a client
+        # must hear about a bad request in the response) and appends the message parsed.
+        raise EventParseError("the HTTP channel stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         return None

@@ -75,7 +75,9 @@ from connectors.base import (
     Route,
 )
 from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.envelope import RawEvent
 from gateway.errors import (
+    EventParseError,
     PayloadError,
     PermanentDeliveryError,
     StoreError,
@@ -304,6 +306,9 @@ class LineConnector:
     def open_clients(self) -> int:
         """Messaging API clients currently open (one per channel that has made a call)."""
         return sum(1 for bot in self._bots if bot.client is not None)
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         bot = self._bot_for(message)

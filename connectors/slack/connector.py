@@ -72,8 +72,10 @@ from connectors.base import (
 )
 from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
+from gateway.envelope import RawEvent
 from gateway.errors import (
     ConfigError,
+    EventParseError,
     InboundError,
     IngestUnavailableError,
     PayloadError,
@@ -314,6 +316,9 @@ class SlackConnector:
     async def stop(self) -> None:
         for listener in self._sockets.values():
             await self._stop_socket(listener)
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         ctx = message.reply_context

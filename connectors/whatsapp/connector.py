@@ -51,8 +51,10 @@ from connectors.base import (
 from connectors.whatsapp.signature import parse_form, signed_url, verify_signature
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.deadletters import DeadLetter
+from gateway.envelope import RawEvent
 from gateway.errors import (
     ConfigError,
+    EventParseError,
     IngestUnavailableError,
     PayloadError,
     PermanentDeliveryError,
@@ -375,6 +377,9 @@ class WhatsAppConnector:
                 # Domain.absolute_url joins base_url and /2010-04-01/…: the emulator, a proxy.
                 client.api.base_url = config.api_base_url.rstrip("/")
             channel.client = client
+
+    def parse(self, event: RawEvent) -> InboundMessage | None:
+        raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         channel = self._channel_for_outbound(message)
