@@ -159,7 +159,12 @@ class Worker:
                 if message is None:
                     self.metrics.inbound.labels(event.channel.value, "ignored").inc()
                     await self.store.ack(self.keyspace.inbox(partition), INBOX_GROUP, [entry.id])
-                return message
+                    return None
+                if message.conversation.key == event.conversation:
+                    return message
+                # The edge partitioned by a conversation the parser disagrees with: answering
+                # would break the one-turn-at-a-time order of the conversation it really is.
+                reason, detail = "conversation_mismatch", "edge and parser disagree"
             self.metrics.inbound.labels(event.channel.value, "parse_failed").inc()
             self.metrics.turns.labels("unparsable").inc()
             log.warning("worker.event_unparsable", reason=reason, event_id=event.event_id)
