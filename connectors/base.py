@@ -240,9 +240,10 @@ class Connector(Protocol):
         """The platform's outbound limit that applies to ``message``, if any."""
         ...
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         """The message in one stored event, or None when it needs no turn (an edit, a bot's
-        own post). Runs in the worker; raises EventParseError for an event it cannot read."""
+        own post). Runs in the worker, so it may call the platform (a display name, a file);
+        raises EventParseError for an event it cannot read."""
         ...
 
 

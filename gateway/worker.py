@@ -145,7 +145,7 @@ class Worker:
                     raise EventParseError(
                         f"no {event.channel.value} channel is configured", reason="no_channel"
                     )
-                message = connector.parse(event)
+                message = await connector.parse(event)
             except EventParseError as exc:
                 reason, detail = exc.reason, str(exc)
             except Exception as exc:  # noqa: BLE001 - any parser defect must dead-letter, not loop

@@ -226,7 +226,7 @@ class EmailConnector:
                 return self._bound[(channel.listener.host, channel.listener.port)]
         raise KeyError(f"no SMTP listener for tenant {tenant!r}")
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:

@@ -183,7 +183,7 @@ class HttpApiConnector:
         if self._guarded_http is not None:
             await self._guarded_http.close()
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         # The HTTP channel is the gateway's own API: its edge validates the body (a client
         # must hear about a bad request in the response) and appends the message parsed.
         raise EventParseError("the HTTP channel stores parsed messages", reason="not_raw")

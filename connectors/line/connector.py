@@ -307,7 +307,7 @@ class LineConnector:
         """Messaging API clients currently open (one per channel that has made a call)."""
         return sum(1 for bot in self._bots if bot.client is not None)
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:

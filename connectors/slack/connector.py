@@ -317,7 +317,7 @@ class SlackConnector:
         for listener in self._sockets.values():
             await self._stop_socket(listener)
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:

@@ -378,7 +378,7 @@ class WhatsAppConnector:
                 client.api.base_url = config.api_base_url.rstrip("/")
             channel.client = client
 
-    def parse(self, event: RawEvent) -> InboundMessage | None:
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
         raise EventParseError("this connector stores parsed messages", reason="not_raw")
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
