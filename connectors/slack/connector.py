@@ -73,7 +73,6 @@ from connectors.base import (
 from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.errors import (
-    ConfigError,
     InboundError,
     IngestUnavailableError,
     PayloadError,
@@ -252,7 +251,6 @@ class SlackConnector:
         self._sockets: dict[str, _SocketListener] = {}
         self._threads = ThreadMap(context)
         self._names = UserNames()
-        seen: dict[tuple[str | None, str | None], str] = {}
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
                 continue
@@ -262,17 +260,6 @@ class SlackConnector:
                 bot_user_id=channel.bot_user_id,
                 bot_id=channel.bot_id,
             )
-            key = (channel.team_id, channel.enterprise_id)
-            if key in seen:
-                raise ConfigError(
-                    [
-                        (
-                            f"tenants.{tenant.id}.channels.{channel.name}.team_id",
-                            f"Slack workspace {key} is already configured by {seen[key]}",
-                        )
-                    ]
-                )
-            seen[key] = ws.label
             self._workspaces.append(ws)
             if channel.signing_secret is not None:
                 secret = channel.signing_secret.get_secret_value()
