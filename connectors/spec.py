@@ -111,9 +111,8 @@ def claimed_twice(
             if owner is placed:
                 continue
             where = f"{placed.where}.{claim.field}" if claim.field else placed.where
-            problems.append(
-                (where, f"{claim.what} is already configured at {owner.label}; one block owns it")
-            )
+            message = f"{claim.what} is already configured at {owner.label}"
+            problems.append((where, f"{message}; it must belong to one channel block"))
     return problems
 
 
