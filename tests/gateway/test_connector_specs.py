@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from connectors.base import ConnectorContext
+from connectors.email.emulator import generate_tls_certificate
 from connectors.registry import connector_spec, installed_specs
 from gateway.channel_config import CONNECTOR_PACKAGES
 from gateway.cli import main
@@ -211,3 +212,56 @@ def test_an_unknown_or_uninstalled_kind_has_no_spec(monkeypatch: pytest.MonkeyPa
     assert channel_kind("carrier-pigeon") is None
     assert channel_kind("fax") is None
     assert connector_spec("fax") is None
+
+
+def test_smtp_listener_tls_that_could_not_serve_is_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """STARTTLS required without a certificate (today: silently not required), a certificate
+    that does not load (today: a traceback when the listener starts), and one listening
+    address asked to serve two different certificates (today: the first one wins)."""
+    cert, key = generate_tls_certificate(tmp_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n", encoding="utf-8")
+    tls = {"port": 2525, "tls_cert_file": str(cert), "tls_key_file": str(key)}
+    path = _write(
+        tmp_path,
+        [
+            {**EMAIL, "listener": {"port": 2526, "require_starttls": True}},
+            {**EMAIL, "id": "b", "addresses": [{"address": "b@example.com"}], "listener": tls},
+        ],
+        [
+            {**EMAIL, "addresses": [{"address": "c@example.com"}], "listener": {"port": 2525}},
+            {
+                **EMAIL,
+                "id": "d",
+                "addresses": [{"address": "d@example.com"}],
+                "listener": {"port": 2527, "tls_cert_file": str(garbage)},
+            },
+            {
+                **EMAIL,
+                "id": "e",
+                "addresses": [{"address": "e@example.com"}],
+                "listener": {"port": 2528, "tls_cert_file": str(tmp_path / "missing.pem")},
+            },
+        ],
+    )
+    assert main(["check", str(path)]) == 1
+    problems = dict(row.strip().split(": ", 1) for row in capsys.readouterr().err.splitlines()[1:])
+    assert problems.keys() == {
+        "tenants.0.channels.0.listener.require_starttls",
+        "tenants.1.channels.0.listener.tls_cert_file",
+        "tenants.1.channels.1.listener.tls_cert_file",
+        "tenants.1.channels.2.listener.tls_cert_file",
+    }
+    assert "tenants.0.channels.1 " in problems["tenants.1.channels.0.listener.tls_cert_file"]
+    assert "STARTTLS can use" in problems["tenants.1.channels.1.listener.tls_cert_file"]
+    assert "not base64" not in problems["tenants.1.channels.1.listener.tls_cert_file"]
+    assert "cannot read" in problems["tenants.1.channels.2.listener.tls_cert_file"]
+    # The same listener, asked for the same STARTTLS everywhere, is fine.
+    same = _write(
+        tmp_path,
+        [{**EMAIL, "listener": tls}],
+        [{**EMAIL, "addresses": [{"address": "c@example.com"}], "listener": tls}],
+    )
+    assert main(["check", str(same)]) == 0
