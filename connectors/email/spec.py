@@ -1,5 +1,6 @@
 """The email package's ``SPEC``, and its check: each address belongs to one channel block,
-since a recipient address is what finds the tenant, the persona and the DKIM key; and an SMTP
+since a recipient address is what finds the tenant, the persona and the DKIM key; so does each
+IMAP mailbox, which would otherwise be polled (and its mail answered) twice; and an SMTP
 listener's STARTTLS settings are ones it can serve (a certificate that loads, one per
 listening address, and none required without one), where the listener would otherwise fail
 to start or silently not offer what the file asks for."""
@@ -29,10 +30,17 @@ def check(
 
 
 def _addresses(placed: PlacedChannel[EmailChannelConfig]) -> list[Claim]:
-    return [
-        Claim(f"addresses.{n}.address", entry.address, f"address {entry.address}")
+    claims = [
+        Claim(f"addresses.{n}.address", ("address", entry.address), f"address {entry.address}")
         for n, entry in enumerate(placed.channel.addresses)
     ]
+    imap = placed.channel.imap
+    if imap is not None:  # two pollers of one mailbox would each ingest (and move) its mail
+        port = imap.port or (993 if imap.security == "tls" else 143)
+        key = ("imap", imap.host.lower(), port, imap.username, imap.mailbox)
+        what = f"IMAP mailbox {imap.mailbox} of {imap.username} on {imap.host}:{port}"
+        claims.append(Claim("imap", key, what))
+    return claims
 
 
 def _listener_problems(channels: Sequence[PlacedChannel[EmailChannelConfig]]) -> list[Problem]:

@@ -48,6 +48,7 @@ WHATSAPP = {
     "public_base_url": "https://gateway.example.com",
 }
 EMAIL = {"kind": "email", "addresses": [{"address": "help@example.com"}], "listener": {"port": 0}}
+IMAP = {"host": "imap.example.com", "username": "help", "password": SECRET}
 HTTP = {"kind": "http", "api_keys": [SECRET]}
 
 # (tenant acme's blocks, tenant globex's blocks, the second claim's path, the first block)
@@ -92,6 +93,19 @@ DUPLICATES: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]], str, str
         [EMAIL, {**EMAIL, "id": "support"}],
         [],
         "tenants.0.channels.1.addresses.0.address",
+        "tenants.0.channels.0",
+    ),
+    "imap mailbox": (
+        [{**EMAIL, "listener": None, "imap": IMAP}],
+        [
+            {
+                **EMAIL,
+                "addresses": [{"address": "other@example.com"}],
+                "listener": None,
+                "imap": {**IMAP, "port": 993},
+            }
+        ],
+        "tenants.1.channels.0.imap",
         "tenants.0.channels.0",
     ),
     "http route of one tenant": (
@@ -142,7 +156,9 @@ def test_serve_refuses_a_duplicate_as_a_configuration_problem(
 ) -> None:
     """Exit 1 with the problem listed, before anything is built or bound."""
     acme, globex, second, first = DUPLICATES[case]
-    assert main(["serve", "--config", str(_write(tmp_path, acme, globex))]) == 1
+    path = _write(tmp_path, acme, globex)
+    # Free ports, so that a regression serves somewhere harmless instead of refusing.
+    assert main(["serve", "--config", str(path), "--port", "0", "--operations-port", "0"]) == 1
     err = capsys.readouterr().err
     assert f"  {second}: " in err, err
     assert first in err
