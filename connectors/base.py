@@ -34,7 +34,7 @@ from gateway.models import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from gateway.config import ChannelConfig, GatewayConfig, TenantConfig
+    from gateway.config import GatewayConfig
     from gateway.envelope import RawEvent
     from gateway.ingest import Ingestor
     from gateway.metrics import Metrics
@@ -46,7 +46,6 @@ __all__ = [
     "ChannelCapabilities",
     "Connector",
     "ConnectorContext",
-    "ConnectorFactory",
     "InboundRequest",
     "InboundResponse",
     "InboundResult",
@@ -245,14 +244,3 @@ class Connector(Protocol):
         own post). Runs in the worker, so it may call the platform (a display name, a file);
         raises EventParseError for an event it cannot read."""
         ...
-
-
-class ConnectorFactory(Protocol):
-    config_model: ClassVar[type[ChannelConfig]]
-
-    def __call__(
-        self,
-        *,
-        context: ConnectorContext,
-        channels: Sequence[tuple[TenantConfig, ChannelConfig]],
-    ) -> Connector: ...

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from agents.persona import PersonaRegistry, load_personas
 from connectors.base import Connector, ConnectorContext
-from connectors.registry import connector_class
+from connectors.registry import connector_spec
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
@@ -59,11 +59,13 @@ def create_app(
     context = ConnectorContext(config=config, keyspace=keyspace, metrics=metrics)
     connectors: dict[Channel, Connector] = {}
     for kind in sorted({c.kind for t in config.tenants for c in t.channels}):
-        factory = connector_class(kind)
-        if factory is None:  # parse_config already refuses unknown kinds
+        spec = connector_spec(kind)
+        if spec is None:  # parse_config already refuses unknown kinds
             raise RuntimeError(f"connector {kind!r} is not installed")
-        connector = factory(context=context, channels=config.channels_of_kind(kind))
-        connectors[connector.channel] = connector
+        # The blocks passed the spec's check when the configuration was loaded.
+        connectors[spec.channel] = spec.factory(
+            context=context, channels=config.channels_of_kind(kind)
+        )
     runtime = Runtime(
         config=config,
         role=role,

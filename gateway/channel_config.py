@@ -1,28 +1,31 @@
-"""What every channel block shares, and where each channel kind's connector lives.
+"""What every channel block shares, and where each channel kind's connector package lives.
 
 The configuration (:mod:`gateway.config`) validates a channel block against the model its
-connector declares (``config_model``). The connectors sit above the configuration (they read
-it), so the configuration finds their models here, by module path: a connector is imported
-on first use, and a deployment that uses only email never imports the Slack SDK. A kind
-whose package is not installed is an unknown kind, never an import error.
+connector package declares in its ``SPEC`` (:class:`connectors.spec.ConnectorSpec`). The
+connectors sit above the configuration (they read it), so the configuration finds their
+packages here, by module path: a package is imported on first use, and a deployment that
+uses only email never imports the Slack SDK. A kind whose package is not installed is an
+unknown kind, never an import error.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CONNECTORS", "ChannelConfig", "channel_config_model", "load_connector"]
+__all__ = ["CONNECTOR_PACKAGES", "ChannelConfig", "PlacedChannel", "connector_package"]
 
-# Each channel kind's connector class, as ``module:Class``.
-CONNECTORS: dict[str, str] = {
-    "http": "connectors.http_api:HttpApiConnector",
-    "slack": "connectors.slack:SlackConnector",
-    "line": "connectors.line:LineConnector",
-    "whatsapp": "connectors.whatsapp:WhatsAppConnector",
-    "email": "connectors.email:EmailConnector",
+# Each channel kind's connector package; the package exports ``SPEC`` (connectors/spec.py).
+CONNECTOR_PACKAGES: dict[str, str] = {
+    "http": "connectors.http_api",
+    "slack": "connectors.slack",
+    "line": "connectors.line",
+    "whatsapp": "connectors.whatsapp",
+    "email": "connectors.email",
 }
 
 
@@ -51,25 +54,30 @@ class ChannelConfig(BaseModel):
         return True
 
 
-def load_connector(kind: str) -> Any:
-    """The connector class of ``kind``, or None when the kind is unknown or not installed."""
-    target = CONNECTORS.get(kind)
-    if target is None:
+ChannelT = TypeVar("ChannelT", bound=ChannelConfig, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedChannel(Generic[ChannelT]):
+    """A validated channel block and where it sits in the file, for a connector's check."""
+
+    tenant: str  # the tenant's id
+    channel: ChannelT
+    where: str  # its path, as every configuration problem names one: "tenants.0.channels.1"
+
+    @property
+    def label(self) -> str:
+        return f"{self.where} (tenant {self.tenant!r}, channel {self.channel.name!r})"
+
+
+def connector_package(kind: str) -> ModuleType | None:
+    """The connector package of ``kind``, or None when the kind is unknown or not installed."""
+    module_name = CONNECTOR_PACKAGES.get(kind)
+    if module_name is None:
         return None
-    module_name, _, attr = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
             return None  # this connector is not part of this installation
         raise
-    return getattr(module, attr)
-
-
-def channel_config_model(kind: str) -> type[ChannelConfig] | None:
-    """The model a ``kind`` block is validated against, or None for an unknown kind."""
-    factory = load_connector(kind)
-    if factory is None:
-        return None
-    model: type[ChannelConfig] = factory.config_model
-    return model

@@ -2,9 +2,12 @@
 
 Credentials never live in the file: a secret field holds ``env:NAME`` and the value is read
 from the environment at load time. Channel settings are validated by the model that each
-connector declares (found by :mod:`gateway.channel_config` without importing the connectors
-here), so ``flowbiz check`` reports a problem in a Slack or LINE block with the same
-precision as one in the core.
+connector package declares in its ``SPEC`` (found by :mod:`gateway.channel_config` without
+importing the connectors here), so ``flowbiz check`` reports a problem in a Slack or LINE
+block with the same precision as one in the core. Each connector then checks the blocks of
+its kind together (``SPEC.check``: a Slack workspace or a LINE bot configured twice, a
+WhatsApp number on two channels): what would make its webhooks ambiguous is a problem here,
+never a traceback when the gateway starts.
 
 :func:`load_config` collects *every* problem, each with the dotted path of its key, and
 raises one :class:`~gateway.errors.ConfigError`.
@@ -14,8 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import yaml
 from pydantic import (
@@ -29,24 +33,28 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.channel_config import ChannelConfig, channel_config_model
+from gateway.channel_config import ChannelConfig, PlacedChannel, connector_package
 from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
 
 __all__ = [
+    "ChannelCheck",
     "ChannelConfig",
+    "ChannelKind",
     "GatewayConfig",
     "HttpServerConfig",
     "OperationsListenerConfig",
     "PipelineConfig",
+    "PlacedChannel",
     "PlanConfig",
     "RoutingConfig",
     "RoutingRule",
     "Secret",
     "StoreConfig",
     "TenantConfig",
+    "channel_kind",
     "load_config",
     "parse_config",
 ]
@@ -272,6 +280,39 @@ class GatewayConfig(_Model):
         return [(i, t.id, t.handoff) for i, t in enumerate(self.tenants) if t.handoff is not None]
 
 
+ChannelCheck = Callable[[Sequence[PlacedChannel[Any]], GatewayConfig], list[tuple[str, str]]]
+"""A connector's check of every block of its kind: ``(path, message)`` problems."""
+
+
+@runtime_checkable
+class ChannelKind(Protocol):
+    """What the configuration reads of a connector package's ``SPEC``.
+
+    The full spec is :class:`connectors.spec.ConnectorSpec`, which this kernel cannot import;
+    mypy proves there that every spec is a ``ChannelKind``.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def config_model(self) -> type[ChannelConfig]: ...
+
+    @property
+    def check(self) -> ChannelCheck: ...
+
+
+def channel_kind(kind: str) -> ChannelKind | None:
+    """The ``SPEC`` of the connector package serving ``kind``; None for an unknown kind."""
+    package = connector_package(kind)
+    if package is None:
+        return None
+    spec = package.SPEC
+    if not isinstance(spec, ChannelKind) or spec.kind != kind:
+        raise TypeError(f"{package.__name__}.SPEC is not the ConnectorSpec of {kind!r}")
+    return spec
+
+
 def _loc(parts: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(root)"
 
@@ -315,6 +356,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
 
     # Pass 2: each channel block against its connector's own model.
     typed: dict[tuple[int, int], ChannelConfig] = {}
+    kinds: dict[str, ChannelKind] = {}
     tenants = data.get("tenants")
     for ti, tenant in enumerate(tenants if isinstance(tenants, list) else []):
         channels = tenant.get("channels") if isinstance(tenant, dict) else None
@@ -322,26 +364,61 @@ def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
             where: tuple[int | str, ...] = ("tenants", ti, "channels", ci)
             if not isinstance(block, dict) or not isinstance(block.get("kind"), str):
                 continue  # pass 1 already reported it
-            model = channel_config_model(block["kind"])
-            if model is None:
+            spec = kinds.get(block["kind"]) or channel_kind(block["kind"])
+            if spec is None:
                 problems.append((_loc((*where, "kind")), f"unknown channel kind {block['kind']!r}"))
                 continue
+            kinds[spec.kind] = spec
             try:
-                typed[(ti, ci)] = model.model_validate(block)
+                typed[(ti, ci)] = spec.config_model.model_validate(block)
             except ValidationError as exc:
                 problems += _problems(exc, where)
 
-    if core is not None:
-        problems += _semantic_problems(core)
-    if problems or core is None:
+    if core is None:
         raise ConfigError(problems)
+    # Pass 3: what the core needs of itself, then each connector over the blocks of its kind
+    # that validated (so one file's problems all come out of one run of `flowbiz check`).
+    config = _with_typed_channels(core, typed)
+    problems += _semantic_problems(core)
+    problems += _connector_problems(config, typed, kinds)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _with_typed_channels(
+    core: GatewayConfig, typed: dict[tuple[int, int], ChannelConfig]
+) -> GatewayConfig:
+    """``core`` with each channel block as its connector's model (blocks that did not
+    validate are left out; such a config is only ever checked, never returned)."""
     new_tenants = tuple(
         tenant.model_copy(
-            update={"channels": tuple(typed[(ti, ci)] for ci in range(len(tenant.channels)))}
+            update={
+                "channels": tuple(
+                    typed[(ti, ci)] for ci in range(len(tenant.channels)) if (ti, ci) in typed
+                )
+            }
         )
         for ti, tenant in enumerate(core.tenants)
     )
     return core.model_copy(update={"tenants": new_tenants})
+
+
+def _connector_problems(
+    config: GatewayConfig,
+    typed: dict[tuple[int, int], ChannelConfig],
+    kinds: dict[str, ChannelKind],
+) -> list[tuple[str, str]]:
+    """Every connector's ``check`` over the blocks of its kind, each with its path."""
+    placed: dict[str, list[PlacedChannel[ChannelConfig]]] = {kind: [] for kind in kinds}
+    for (ti, ci), channel in sorted(typed.items()):
+        tenant = config.tenants[ti].id
+        placed[channel.kind].append(PlacedChannel(tenant, channel, f"tenants.{ti}.channels.{ci}"))
+    problems: list[tuple[str, str]] = []
+    for kind, spec in kinds.items():
+        if placed[kind]:
+            problems += spec.check(placed[kind], config)
+    return problems
 
 
 def _with_raw_channels(data: dict[str, Any]) -> dict[str, Any]:

@@ -5,14 +5,14 @@ embedded SQLite store) on a free loopback port, then plays one scene per connect
 scene starts that platform's emulator, sends signed traffic the way the platform does, and
 prints the conversation as the customer would see it. No platform account is needed.
 
-Scenes live beside their connectors (``connectors/<kind>/demo.py``, class ``Scene``); what a
-scene is and the transcript it writes are in :mod:`gateway.demo_scene`.
+Scenes live beside their connectors (``connectors/<kind>/demo.py``, named by the package's
+``SPEC.demo_scene``); what a scene is and the transcript it writes are in
+:mod:`gateway.demo_scene`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -23,7 +23,7 @@ from aiohttp import web
 
 from agents.examples.scene import Scene as ExamplesScene
 from agents.persona import load_personas
-from connectors.registry import CONNECTORS
+from connectors.registry import installed_specs
 from gateway.app import RUNTIME, create_app
 from gateway.config import parse_config
 from gateway.demo_scene import Scene, Transcript
@@ -43,16 +43,9 @@ DEMO_SECRETS = {
 
 
 def _scenes() -> list[Scene]:
-    scenes: list[Scene] = []
-    for target in CONNECTORS.values():
-        module_name = target.partition(":")[0] + ".demo"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # that connector has no demo scene (yet)
-            raise
-        scenes.append(module.Scene())
+    scenes: list[Scene] = [
+        spec.demo_scene() for spec in installed_specs() if spec.demo_scene is not None
+    ]
     # The example bots come last: the HTTP scene counts its callbacks from the start.
     scenes.append(ExamplesScene(personas_base=EXAMPLE_CONFIG.parent))
     return scenes

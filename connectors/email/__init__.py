@@ -5,5 +5,6 @@ this package, which is ``connectors.email``.
 """
 
 from connectors.email.connector import EmailChannelConfig, EmailConnector
+from connectors.email.spec import SPEC
 
-__all__ = ["EmailChannelConfig", "EmailConnector"]
+__all__ = ["SPEC", "EmailChannelConfig", "EmailConnector"]

@@ -59,7 +59,6 @@ from connectors.email.parsing import (
 from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
-    ConfigError,
     EventParseError,
     IngestUnavailableError,
     PermanentDeliveryError,
@@ -128,28 +127,16 @@ class EmailConnector:
         self.context = context
         self._mailboxes: dict[str, Mailbox] = {}
         self._channels: list[tuple[str, EmailChannelConfig]] = []
-        problems: list[tuple[str, str]] = []
         for tenant, channel in channels:
             if not isinstance(channel, EmailChannelConfig):
                 continue
             self._channels.append((tenant.id, channel))
             signer = channel.dkim.signer() if channel.dkim is not None else None
             for entry in channel.addresses:
-                owner = self._mailboxes.get(entry.address)
-                if owner is not None and owner.tenant != tenant.id:
-                    problems.append(
-                        (
-                            f"tenants.{tenant.id}.channels.{channel.name}.addresses",
-                            (f"{entry.address} already belongs to tenant {owner.tenant}"),
-                        )
-                    )
-                    continue
                 self._mailboxes.setdefault(
                     entry.address,
                     Mailbox(tenant.id, channel, entry.address, entry.persona, signer),
                 )
-        if problems:
-            raise ConfigError(problems)
         self._domains = {a.rsplit("@", 1)[1] for a in self._mailboxes}
         self._servers: list[asyncio.Server] = []
         self._bound: dict[tuple[str, int], tuple[str, int]] = {}

@@ -4,5 +4,6 @@ The reference connector: the others follow the same shape.
 """
 
 from connectors.http_api.connector import HttpApiConnector, HttpChannelConfig
+from connectors.http_api.spec import SPEC
 
-__all__ = ["HttpApiConnector", "HttpChannelConfig"]
+__all__ = ["SPEC", "HttpApiConnector", "HttpChannelConfig"]

@@ -44,7 +44,6 @@ from connectors.base import (
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
-    ConfigError,
     EventParseError,
     PayloadError,
     PermanentDeliveryError,
@@ -74,7 +73,6 @@ __all__ = ["HttpApiConnector", "HttpChannelConfig"]
 
 IDEMPOTENCY_HEADER = "X-FlowBiz-Idempotency-Key"
 _MAX_WAIT = 30.0
-_WINDOW_PROBLEM = "must not exceed store.dedupe_ttl_seconds (replays are folded by that claim)"
 _POLL_INTERVAL = 0.2
 
 
@@ -144,16 +142,6 @@ class HttpApiConnector:
         for tenant, channel in channels:
             if isinstance(channel, HttpChannelConfig) and tenant.id not in self._channels:
                 self._channels[tenant.id] = channel
-        # A replayed message is folded by its dedupe claim, so the claim must outlive the
-        # window in which the replay's signature is still fresh.
-        dedupe_ttl = context.config.store.dedupe_ttl_seconds
-        too_long = [
-            (f"tenants.{tenant}.channels.http.replay_window_seconds", _WINDOW_PROBLEM)
-            for tenant, channel in self._channels.items()
-            if channel.replay_window_seconds > dedupe_ttl
-        ]
-        if too_long:
-            raise ConfigError(too_long)
         self._new_reply = asyncio.Event()
         self._guarded_http: aiohttp.ClientSession | None = None  # for guarded callback URLs
 

@@ -215,9 +215,6 @@ class LineConnector:
         for tenant, channel in channels:
             if not isinstance(channel, LineChannelConfig):
                 continue
-            if channel.destination in self._by_destination:
-                # The destination is how a webhook finds its tenant: it must be unambiguous.
-                raise ValueError(f"LINE destination {channel.destination} is configured twice")
             bot = _Bot(
                 tenant=tenant.id,
                 config=channel,

@@ -2,5 +2,6 @@
 persona-styled replies out through the Web API."""
 
 from connectors.slack.connector import SlackChannelConfig, SlackConnector
+from connectors.slack.spec import SPEC
 
-__all__ = ["SlackChannelConfig", "SlackConnector"]
+__all__ = ["SPEC", "SlackChannelConfig", "SlackConnector"]

@@ -74,7 +74,6 @@ from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
-    ConfigError,
     EventParseError,
     InboundError,
     IngestUnavailableError,
@@ -254,7 +253,6 @@ class SlackConnector:
         self._sockets: dict[str, _SocketListener] = {}
         self._threads = ThreadMap(context)
         self._names = UserNames()
-        seen: dict[tuple[str | None, str | None], str] = {}
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
                 continue
@@ -264,17 +262,6 @@ class SlackConnector:
                 bot_user_id=channel.bot_user_id,
                 bot_id=channel.bot_id,
             )
-            key = (channel.team_id, channel.enterprise_id)
-            if key in seen:
-                raise ConfigError(
-                    [
-                        (
-                            f"tenants.{tenant.id}.channels.{channel.name}.team_id",
-                            f"Slack workspace {key} is already configured by {seen[key]}",
-                        )
-                    ]
-                )
-            seen[key] = ws.label
             self._workspaces.append(ws)
             if channel.signing_secret is not None:
                 secret = channel.signing_secret.get_secret_value()

@@ -6,5 +6,6 @@ from connectors.whatsapp.connector import (
     WhatsAppConnector,
     WhatsAppTemplate,
 )
+from connectors.whatsapp.spec import SPEC
 
-__all__ = ["WhatsAppChannelConfig", "WhatsAppConnector", "WhatsAppTemplate"]
+__all__ = ["SPEC", "WhatsAppChannelConfig", "WhatsAppConnector", "WhatsAppTemplate"]

@@ -53,7 +53,6 @@ from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.deadletters import DeadLetter
 from gateway.envelope import RawEvent
 from gateway.errors import (
-    ConfigError,
     EventParseError,
     IngestUnavailableError,
     PayloadError,
@@ -304,7 +303,6 @@ class WhatsAppConnector:
         self._channels: list[_Channel] = []
         self._by_sender: dict[str, _Channel] = {}
         self._by_service: dict[str, _Channel] = {}
-        problems: list[tuple[str, str]] = []
         for tenant, config in channels:
             if not isinstance(config, WhatsAppChannelConfig):
                 continue
@@ -314,27 +312,13 @@ class WhatsAppConnector:
                 validator=RequestValidator(config.auth_token.get_secret_value()),
                 public_base_url=config.public_base_url or context.config.http.public_base_url,
             )
-            if config.status_callback and channel.public_base_url is None:
-                problems.append(
-                    (
-                        f"tenants.{tenant.id}.channels.{config.name}.status_callback",
-                        "status callbacks need public_base_url (the URL Twilio calls back)",
-                    )
-                )
             self._channels.append(channel)
             for table, key in (
                 (self._by_sender, config.from_number),
                 (self._by_service, config.messaging_service_sid),
             ):
-                if key is None:
-                    continue
-                if key in table:
-                    problems.append(
-                        (f"tenants.{tenant.id}.channels.{config.name}", f"{key} is used twice")
-                    )
-                table[key] = channel
-        if problems:
-            raise ConfigError(problems)
+                if key is not None:
+                    table[key] = channel
         self._http: AsyncTwilioHttpClient | None = None
         self._stopped = False
 
