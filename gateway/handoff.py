@@ -211,7 +211,7 @@ class HandoffDesk:
         return desk.operators.model_copy(update={"thread": thread})
 
     def mapping_key(self, operators: ConversationKey) -> str:
-        return self.keyspace.conversation_record(operators.key, "handoff-customer")
+        return self.keyspace.handoff_customer(operators.key)
 
     async def post(self, message: OutboundMessage) -> None:
         """Append to the outbox of the message's own conversation (its partition)."""
