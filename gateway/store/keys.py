@@ -328,6 +328,10 @@ class Keyspace:
         """The per-thread reply cap against auto-responder loops (a token bucket)."""
         return self._channel_record("email", f"rate:{conversation_key}")
 
+    def collecting_pace(self, name: str) -> str:
+        """Send pacing of a collecting connector (:mod:`connectors.collecting`; a bucket)."""
+        return self._channel_record("collect", f"pace:{name}")
+
     def imap_state_prefix(self) -> str:
         return self._channel_record("email", "imap:")
 

@@ -77,6 +77,7 @@ NOT_PER_CONVERSATION = {
     "email_suppressed",
     "imap_state_prefix",
     "imap_state",
+    "collecting_pace",
 }
 
 # Helpers over the families above (prefixes, erase's own lists).
@@ -324,6 +325,7 @@ async def test_erase_leaves_nothing_of_any_key_family(store: Store) -> None:
         (KS.email_suppressed("acme"), "fb:ch:email:suppressed:acme"),
         (KS.email_attempt("m1:0"), "fb:ch:email:attempt:m1:0"),
         (KS.email_reply_rate("a/email/r"), "fb:ch:email:rate:a/email/r"),
+        (KS.collecting_pace("t"), "fb:ch:collect:pace:t"),
         (
             KS.imap_state("acme", "support", "bot", "imap.example", "INBOX"),
             "fb:ch:email:imap:acme:support:bot@imap.example/INBOX",
