@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.handoff_config import Desk, desk_threads
 from gateway.models import (
     Channel,
     ConversationKey,
@@ -229,14 +230,27 @@ def _entry_conversation(payload: bytes) -> str | None:
 
 
 async def erase_conversation(
-    store: Store, keyspace: Keyspace, tenant: str, key: str, *, extra_keys: Sequence[str] = ()
+    store: Store,
+    keyspace: Keyspace,
+    tenant: str,
+    key: str,
+    *,
+    extra_keys: Sequence[str] = (),
+    desks: Sequence[Desk] = (),
 ) -> EraseReport:
     """Remove every trace of conversation ``key`` from the store (GDPR erasure).
 
     ``extra_keys`` are further keys to delete that only the caller can name. Every key is
-    named by the same :class:`~gateway.store.Keyspace` method that writes it.
+    named by the same :class:`~gateway.store.Keyspace` method that writes it. With ``desks``
+    (the configured handoff desks), the thread each desk serving ``tenant`` keeps for this
+    customer is erased too: it holds the announcement, the relayed messages and the link
+    back to the customer.
     """
     report = EraseReport()
+    for thread in desk_threads(desks, tenant, key):
+        found = await erase_conversation(store, keyspace, thread.tenant, thread.key)
+        report.keys_deleted += found.keys_deleted
+        report.stream_entries_deleted += found.stream_entries_deleted
     partition = keyspace.partition(key)
     conv_keys = set(await store.scan(keyspace.conversation_prefix(key), limit=_SCAN_LIMIT))
     to_delete: set[str] = conv_keys | set(extra_keys)
@@ -284,7 +298,7 @@ async def erase_conversation(
         ]
         if ids:
             report.stream_entries_deleted += await store.delete_entries(stream, ids)
-    report.keys_deleted = await store.delete(sorted(to_delete))
+    report.keys_deleted += await store.delete(sorted(to_delete))
     return report
 
 
