@@ -199,6 +199,10 @@ async def export_conversation(
         "state": None if state is None else state.model_dump(mode="json"),
         "replies": replies,
         "receipts": [r.model_dump(mode="json") for r in await read_receipts(store, keyspace, key)],
+        # Operators' private notes are kept about the customer, so they are theirs to see.
+        "notes": [
+            json.loads(e.payload) for e in await _all_entries(store, keyspace.notes(key), log=True)
+        ],
         "exported_at": utcnow().isoformat(),
     }
 
