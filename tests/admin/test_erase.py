@@ -105,3 +105,29 @@ async def test_erased_event_can_be_sent_again_as_new(store_url, receiver):
             assert response.status == 200
         _, body = await client.send(conversation_id="victim", text="hi", event_id="ev-1")
         assert body["duplicate"] is False
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_erase_takes_the_desk_thread_of_a_handed_off_customer(store_url, receiver):
+    """The desk's thread for the customer (announcement, relays, link back) goes with them."""
+    tenant = http_tenant(receiver.url) | {
+        "handoff": {"operators": {"channel": "http", "conversation_id": "desk"}}
+    }
+    data = base_config(store_url, tenants=[tenant])
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(conversation_id="victim", text="/human", user_id="victim-user")
+        await receiver.wait_for(2)  # the customer's notice and the desk's announcement
+        await client.send(conversation_id="victim", text="victim here", user_id="victim-user")
+        await receiver.wait_for(3)  # relayed to the desk
+        handle = conversation_handle("acme/http/victim")
+        async with session.delete(
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200
+        assert await _leftovers(store_url) == []
