@@ -54,7 +54,8 @@ class Keyspace:
 
     def inbound_seen(self, partition: int, channel: str, tenant: str, event_id: str) -> str:
         """Dedupe claim for an inbound platform event id, per channel kind and tenant."""
-        return self._seen(partition, f"{channel}:{tenant}", event_id)
+        # Spelled out rather than through _seen: one call fewer on the ingest path.
+        return f"{self.prefix}:{{p{partition}}}:seen:{channel}:{tenant}:{event_id}"
 
     def status_seen(
         self, partition: int, channel: str, tenant: str, platform_message_id: str, status: str
