@@ -6,14 +6,16 @@ The worker keeps, in the same atomic commit as each turn:
   conversation's partition, so listing a tenant's conversations is one prefix scan per
   partition and the entry moves with the conversation's other keys; it also keeps the last
   reply context, which a proactive message needs;
-- an **inbound marker** per handled message (``c:<conv>:in:<message id>``, expiring with the
-  dedupe claims) naming the platform event id and the sender, so erase can find the dedupe
+- an **inbound marker** per handled message (``Keyspace.inbound_marker``, expiring with
+  the dedupe claims) naming the platform event id and the sender, so erase can find the dedupe
   claim, the delivery records and the sender's rate-limit bucket of that conversation.
 
 :func:`erase_conversation` removes everything the store holds about one conversation: its
-state and history, replies, receipts, markers and notices, its index entry, the dedupe
-claims of its events, the delivery records of its replies, and its entries in the inbox,
-outbox and dead-letter streams of its partition.
+state and history, replies, receipts, notes, markers, notices and reply bucket, its index
+entry, the dedupe claims of its events, the delivery records of its replies, what the
+connectors keep per message (sent parts, Message-ID threading, WhatsApp send records and
+status claims), and its entries in the inbox, outbox and dead-letter streams of its
+partition.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.handoff_config import Desk, desk_threads
 from gateway.models import (
     Channel,
     ConversationKey,
@@ -125,7 +128,7 @@ def index_records(
             None,
         ),
         (
-            keyspace.conversation_record(conv.key, f"in:{message.id}"),
+            keyspace.inbound_marker(conv.key, message.id),
             marker.model_dump_json().encode(),
             dedupe_ttl,
         ),
@@ -196,6 +199,10 @@ async def export_conversation(
         "state": None if state is None else state.model_dump(mode="json"),
         "replies": replies,
         "receipts": [r.model_dump(mode="json") for r in await read_receipts(store, keyspace, key)],
+        # Operators' private notes are kept about the customer, so they are theirs to see.
+        "notes": [
+            json.loads(e.payload) for e in await _all_entries(store, keyspace.notes(key), log=True)
+        ],
         "exported_at": utcnow().isoformat(),
     }
 
@@ -227,43 +234,64 @@ def _entry_conversation(payload: bytes) -> str | None:
 
 
 async def erase_conversation(
-    store: Store, keyspace: Keyspace, tenant: str, key: str, *, extra_keys: Sequence[str] = ()
+    store: Store,
+    keyspace: Keyspace,
+    tenant: str,
+    key: str,
+    *,
+    extra_keys: Sequence[str] = (),
+    desks: Sequence[Desk] = (),
 ) -> EraseReport:
     """Remove every trace of conversation ``key`` from the store (GDPR erasure).
 
-    ``extra_keys`` are further keys to delete that only the caller can name (e.g. rate-limit
-    buckets, which a store may not list in scans).
+    ``extra_keys`` are further keys to delete that only the caller can name. Every key is
+    named by the same :class:`~gateway.store.Keyspace` method that writes it. With ``desks``
+    (the configured handoff desks), the thread each desk serving ``tenant`` keeps for this
+    customer is erased too: it holds the announcement, the relayed messages and the link
+    back to the customer.
     """
     report = EraseReport()
+    for thread in desk_threads(desks, tenant, key):
+        found = await erase_conversation(store, keyspace, thread.tenant, thread.key)
+        report.keys_deleted += found.keys_deleted
+        report.stream_entries_deleted += found.stream_entries_deleted
     partition = keyspace.partition(key)
-    conv_prefix = keyspace.conversation_prefix(key)
-    conv_keys = set(await store.scan(conv_prefix, limit=_SCAN_LIMIT))
-    to_delete: set[str] = set(conv_keys) | set(extra_keys)
-    to_delete.add(keyspace.conversation_index(tenant, key))
-    to_delete.add(keyspace.state(key))
-    to_delete.add(keyspace.replies(key))
-    to_delete.add(keyspace.receipts(key))
-    to_delete.add(keyspace.conversation_record(key, "reply-bucket"))
-    channel, scope = _scope_of(key)
-    marker_prefix = keyspace.conversation_record(key, "in:")
+    conv_keys = set(await store.scan(keyspace.conversation_prefix(key), limit=_SCAN_LIMIT))
+    to_delete: set[str] = conv_keys | set(extra_keys)
+    to_delete.update(keyspace.conversation_keys(tenant, key))
+    channel, key_tenant = _channel_of(key)
+    marker_prefix = keyspace.inbound_marker_prefix(key)
     for record_key in sorted(k for k in conv_keys if k.startswith(marker_prefix)):
         inbound_id = record_key[len(marker_prefix) :]
         raw = await store.get_record(record_key)
+        marker = None
         if raw is not None:
             try:
                 marker = _InboundMarker.model_validate_json(raw)
             except ValidationError:
                 marker = None
-            if marker is not None:
-                if scope is not None:
-                    to_delete.add(keyspace.seen(partition, scope, marker.event_id))
-                if channel is not None:
-                    to_delete.add(keyspace.inbound_bucket(tenant, channel, marker.sender))
+        if marker is not None and channel is not None and key_tenant is not None:
+            to_delete.update(
+                keyspace.inbound_keys(
+                    partition, channel, key_tenant, marker.event_id, marker.sender
+                )
+            )
         to_delete.update(
-            await store.scan(keyspace.delivered(partition, f"{inbound_id}:"), limit=_SCAN_LIMIT)
+            await store.scan(
+                keyspace.delivered_prefix_of_inbound(partition, inbound_id), limit=_SCAN_LIMIT
+            )
         )
     for receipt in await read_receipts(store, keyspace, key):
-        to_delete.add(keyspace.delivered(partition, receipt.idempotency_key))
+        keys, prefixes = keyspace.delivery_keys(
+            partition,
+            tenant,
+            outbound_id=receipt.outbound_id,
+            idempotency_key=receipt.idempotency_key,
+            platform_message_ids=_platform_ids(receipt),
+        )
+        to_delete.update(keys)
+        for prefix in prefixes:
+            to_delete.update(await store.scan(prefix, limit=_SCAN_LIMIT))
     for stream in (
         keyspace.inbox(partition),
         keyspace.outbox(partition),
@@ -274,12 +302,22 @@ async def erase_conversation(
         ]
         if ids:
             report.stream_entries_deleted += await store.delete_entries(stream, ids)
-    report.keys_deleted = await store.delete(sorted(to_delete))
+    report.keys_deleted += await store.delete(sorted(to_delete))
     return report
 
 
-def _scope_of(key: str) -> tuple[str | None, str | None]:
-    """(channel, dedupe scope) of a conversation key ``tenant/channel/id[/thread]``."""
+def _platform_ids(receipt: DeliveryReceipt) -> set[str]:
+    """Every platform message id a receipt names: the first, and those of further parts
+    (lists of ids in its detail)."""
+    found = {receipt.platform_message_id} if receipt.platform_message_id else set()
+    for value in receipt.detail.values():
+        if isinstance(value, list):
+            found.update(v for v in value if isinstance(v, str) and v)
+    return found
+
+
+def _channel_of(key: str) -> tuple[str | None, str | None]:
+    """(channel, tenant) of a conversation key ``tenant/channel/id[/thread]``."""
     parts = key.split("/")
     if len(parts) < 3:
         return None, None
@@ -288,4 +326,4 @@ def _scope_of(key: str) -> tuple[str | None, str | None]:
     except ValueError:
         return None, None
     # Tenant ids never need quoting (config pattern), so the key's first part is the id.
-    return channel, f"{channel}:{parts[0]}"
+    return channel, parts[0]

@@ -63,7 +63,6 @@ a second delivery, and no commit spans two partitions (one Redis Cluster slot ea
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -75,6 +74,7 @@ from gateway.handoff_config import (
     HandoffConfig,
     OperatorsTarget,
     plan_desks,
+    thread_name,
 )
 from gateway.handoff_config import REPLY_CONTEXT as _REPLY_CONTEXT
 from gateway.handoff_release import instructions, is_release
@@ -204,14 +204,14 @@ class HandoffDesk:
 
     @staticmethod
     def thread_for(customer: ConversationKey) -> str:
-        return "handoff-" + hashlib.sha256(customer.key.encode()).hexdigest()[:16]
+        return thread_name(customer.key)
 
     @staticmethod
     def operators_key(desk: Desk, thread: str) -> ConversationKey:
         return desk.operators.model_copy(update={"thread": thread})
 
     def mapping_key(self, operators: ConversationKey) -> str:
-        return self.keyspace.conversation_record(operators.key, "handoff-customer")
+        return self.keyspace.handoff_customer(operators.key)
 
     async def post(self, message: OutboundMessage) -> None:
         """Append to the outbox of the message's own conversation (its partition)."""

@@ -11,6 +11,7 @@ it; what the desks do at run time is :mod:`gateway.handoff`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,9 @@ __all__ = [
     "Desk",
     "HandoffConfig",
     "OperatorsTarget",
+    "desk_threads",
     "plan_desks",
+    "thread_name",
 ]
 
 # The desk name of a handoff taken over in the console where no desk serves the tenant.
@@ -141,3 +144,19 @@ def plan_desks(
             )
         )
     return tuple(desks), problems
+
+
+def thread_name(customer_key: str) -> str:
+    """The thread a desk opens for one customer: one per customer, named by a digest."""
+    return "handoff-" + hashlib.sha256(customer_key.encode()).hexdigest()[:16]
+
+
+def desk_threads(desks: Iterable[Desk], tenant: str, customer_key: str) -> list[ConversationKey]:
+    """The operators' threads that relay customer ``customer_key`` of ``tenant`` (one per
+    desk serving the tenant; whether it was ever opened is the store's to say)."""
+    thread = thread_name(customer_key)
+    return [
+        desk.operators.model_copy(update={"thread": thread})
+        for desk in desks
+        if tenant in desk.serves
+    ]

@@ -58,8 +58,8 @@ class Ingestor:
     def _admission(self, message: EncodedInbound) -> Admission:
         partition = self.keyspace.partition(message.conversation_key)
         return Admission(
-            dedupe_key=self.keyspace.seen(
-                partition, f"{message.channel.value}:{message.tenant}", message.event_id
+            dedupe_key=self.keyspace.inbound_seen(
+                partition, message.channel.value, message.tenant, message.event_id
             ),
             stream=self.keyspace.inbox(partition),
             payload=message.payload,

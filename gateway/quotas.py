@@ -146,7 +146,7 @@ class QuotaPolicy:
 
     # -- plans -----------------------------------------------------------------------------------
     def plan_override_key(self, tenant: str) -> str:
-        return self.keyspace.tenant_record(tenant, "plan")
+        return self.keyspace.plan_override(tenant)
 
     async def plan_name(self, tenant: str) -> str:
         """The tenant's plan: the admin override if one is set, else the configured one."""
@@ -263,7 +263,7 @@ class QuotaPolicy:
         )
 
     def reply_bucket_key(self, conversation: ConversationKey) -> str:
-        return self.keyspace.conversation_record(conversation.key, "reply-bucket")
+        return self.keyspace.reply_bucket(conversation.key)
 
     async def allow_replies(self, conversation: ConversationKey, count: int) -> bool:
         """Take ``count`` tokens from the conversation's reply bucket, or none at all."""
@@ -283,9 +283,7 @@ class QuotaPolicy:
 
     # -- over quota --------------------------------------------------------------------------------
     def notice_key(self, conversation: ConversationKey, now: datetime | None = None) -> str:
-        return self.keyspace.conversation_record(
-            conversation.key, f"quota-notice:{month_window(now)}"
-        )
+        return self.keyspace.quota_notice(conversation.key, month_window(now))
 
     async def claim_notice(self, conversation: ConversationKey) -> bool:
         """True exactly once per window and conversation: the turn that may send the notice."""
@@ -320,7 +318,7 @@ class QuotaPolicy:
 
     # -- soft-limit warning ------------------------------------------------------------------------
     def warning_key(self, tenant: str, name: QuotaName, now: datetime) -> str:
-        return self.keyspace.tenant_record(tenant, f"quota-warning:{name}:{month_window(now)}")
+        return self.keyspace.quota_warning(tenant, name, month_window(now))
 
     async def _soft_limit_reached(
         self, tenant: str, name: QuotaName, *, used: int, limit: int, now: datetime

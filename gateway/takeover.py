@@ -84,7 +84,7 @@ class HandoffActions:
         return [Note(**json.loads(e.payload)) for e in entries]
 
     def _notes_key(self, key: str) -> str:
-        return self.keyspace.conversation_record(key, "notes")
+        return self.keyspace.notes(key)
 
     # -- acting ----------------------------------------------------------------------------------
     async def take_over(

@@ -234,9 +234,6 @@ class EmailConnector:
             found = self._mailboxes.get(f"{local.split('+', 1)[0]}@{domain}")
         return found
 
-    def _record(self, name: str) -> str:
-        return self.context.keyspace.channel_record(Channel.EMAIL.value, name)
-
     def _event(self, event: str) -> None:
         self.context.metrics.channel_events.labels(Channel.EMAIL.value, event).inc()
 
@@ -302,7 +299,7 @@ class EmailConnector:
         candidates = list(dict.fromkeys([*parsed.in_reply_to, *reversed(parsed.references)]))
         for message_id in candidates[:20]:
             root = await self.context.store.get_record(
-                self._record(f"thread:{tenant}:{message_id}")
+                self.context.keyspace.email_thread(tenant, message_id)
             )
             if root is not None:
                 return root.decode()
@@ -314,7 +311,7 @@ class EmailConnector:
         self, tenant: str, message_id: str, root: str, channel: EmailChannelConfig
     ) -> None:
         await self.context.store.put_record(
-            self._record(f"thread:{tenant}:{message_id}"),
+            self.context.keyspace.email_thread(tenant, message_id),
             root.encode(),
             ttl=channel.thread_ttl_seconds,
         )
@@ -362,10 +359,8 @@ class EmailConnector:
             },
         )
 
-    async def _audit(self, name: str, entry: dict[str, Any]) -> None:
-        await self.context.store.append(
-            self._record(name), json.dumps(entry).encode(), maxlen=_AUDIT_RETENTION
-        )
+    async def _audit(self, stream: str, entry: dict[str, Any]) -> None:
+        await self.context.store.append(stream, json.dumps(entry).encode(), maxlen=_AUDIT_RETENTION)
 
     async def _quarantine(
         self,
@@ -379,7 +374,7 @@ class EmailConnector:
         self._event(f"quarantined_{exc.reason}")
         for mailbox in targets:
             await self._audit(
-                f"quarantine:{mailbox.tenant}",
+                self.context.keyspace.email_quarantine(mailbox.tenant),
                 {
                     "at": utcnow().isoformat(),
                     "reason": exc.reason,
@@ -404,7 +399,7 @@ class EmailConnector:
         """Quarantine a message left on the server unread (too large to fetch)."""
         self._event(f"quarantined_{reason}")
         await self._audit(
-            f"quarantine:{tenant}",
+            self.context.keyspace.email_quarantine(tenant),
             {
                 "at": utcnow().isoformat(),
                 "reason": reason,
@@ -428,7 +423,7 @@ class EmailConnector:
             self._event(f"suppressed_{reason}")
         for mailbox in targets:
             await self._audit(
-                f"suppressed:{mailbox.tenant}",
+                self.context.keyspace.email_suppressed(mailbox.tenant),
                 {
                     "at": utcnow().isoformat(),
                     "reasons": list(reasons),
@@ -442,12 +437,16 @@ class EmailConnector:
 
     async def quarantined(self, tenant: str, *, count: int = 100) -> list[dict[str, Any]]:
         """The tenant's quarantined messages, oldest first (operators and tests)."""
-        entries = await self.context.store.range(self._record(f"quarantine:{tenant}"), count=count)
+        entries = await self.context.store.range(
+            self.context.keyspace.email_quarantine(tenant), count=count
+        )
         return [json.loads(e.payload) for e in entries]
 
     async def suppressed(self, tenant: str, *, count: int = 100) -> list[dict[str, Any]]:
         """The tenant's suppressed (automatic or looping) messages, oldest first."""
-        entries = await self.context.store.range(self._record(f"suppressed:{tenant}"), count=count)
+        entries = await self.context.store.range(
+            self.context.keyspace.email_suppressed(tenant), count=count
+        )
         return [json.loads(e.payload) for e in entries]
 
     # -- outbound --------------------------------------------------------------------------------
@@ -521,14 +520,14 @@ class EmailConnector:
         """
         store = self.context.store
         first = await store.claim(
-            self._record(f"attempt:{message.idempotency_key}"),
+            self.context.keyspace.email_attempt(message.idempotency_key),
             ttl=self.context.config.store.dedupe_ttl_seconds,
         )
         if not first:
             return
         cap = channel.reply_rate
         bucket = await store.take_tokens(
-            self._record(f"rate:{message.conversation.key}"),
+            self.context.keyspace.email_reply_rate(message.conversation.key),
             rate=cap.max_replies / cap.per_seconds,
             burst=cap.max_replies,
         )

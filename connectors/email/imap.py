@@ -25,7 +25,6 @@ import aioimaplib
 from connectors.email.config import EmailChannelConfig, ImapConfig
 from connectors.email.intake import MailIntake
 from gateway.errors import IngestUnavailableError, StoreError
-from gateway.models import Channel
 from gateway.observability import get_logger
 
 __all__ = ["ImapError", "ImapPoller"]
@@ -52,9 +51,8 @@ class ImapPoller:
         self.passes = 0  # completed fetch passes: tests wait on it
         self._task: asyncio.Task[None] | None = None
         self._client: aioimaplib.IMAP4 | None = None
-        name = f"imap:{tenant}:{channel.name}:{self.config.username}@{self.config.host}"
-        self._state_key = connector.context.keyspace.channel_record(
-            Channel.EMAIL.value, f"{name}/{self.config.mailbox}"
+        self._state_key = connector.context.keyspace.imap_state(
+            tenant, channel.name, self.config.username, self.config.host, self.config.mailbox
         )
         self._listener = f"email-imap:{tenant}:{channel.name}"
 

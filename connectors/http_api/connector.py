@@ -330,7 +330,7 @@ class HttpApiConnector:
             raise PermanentDeliveryError(f"no HTTP channel for tenant {conv.tenant!r}")
         body = to_json(self._payload(message))  # compact UTF-8: smaller on the wire and kept
         ctx = self.context
-        posted = ctx.keyspace.conversation_record(conv.key, f"posted:{message.idempotency_key}")
+        posted = ctx.keyspace.http_posted(conv.key, message.idempotency_key)
         if await ctx.store.claim(posted, ttl=ctx.config.store.dedupe_ttl_seconds):
             await ctx.store.append_log(
                 ctx.keyspace.replies(conv.key), body, cap=channel.reply_retention

@@ -267,7 +267,7 @@ class LineConnector:
         if bot is None or bot.config.sends_per_second is None:
             return None
         rate = bot.config.sends_per_second
-        key = self.context.keyspace.channel_record("line", f"pace:{bot.config.destination}")
+        key = self.context.keyspace.line_pace(bot.config.destination)
         return Pacing(key=key, rate=rate, burst=max(1.0, rate))
 
     def _api(self, bot: _Bot) -> Any:
@@ -429,9 +429,7 @@ class LineConnector:
             raise PermanentDeliveryError("nothing to send", code="empty")
         store, keyspace = self.context.store, self.context.keyspace
         conv_key = message.conversation.key
-        replied_key = keyspace.conversation_record(
-            conv_key, f"line_replied:{message.idempotency_key}"
-        )
+        replied_key = keyspace.line_replied(conv_key, message.idempotency_key)
         message_ids: list[str] = []
         via: list[str] = []
         start = 0
@@ -475,9 +473,7 @@ class LineConnector:
             self._count("reply_token_stale")
             return False
         store, ttl = self.context.store, self.context.config.store.dedupe_ttl_seconds
-        claim_key = self.context.keyspace.conversation_record(
-            message.conversation.key, f"line_reply_token:{token}"
-        )
+        claim_key = self.context.keyspace.line_reply_token(message.conversation.key, token)
         if not await store.claim(claim_key, ttl=_REPLY_CLAIM_TTL):
             self._count("reply_token_used")  # an earlier part of this answer used it
             return False
@@ -546,8 +542,8 @@ class LineConnector:
     async def _reserve_push(self, message: OutboundMessage, index: int) -> None:
         """Take one unit of the tenant's paid-push quota, once per batch however often retried."""
         store = self.context.store
-        reserved = self.context.keyspace.conversation_record(
-            message.conversation.key, f"line_push_reserved:{message.idempotency_key}#{index}"
+        reserved = self.context.keyspace.line_push_reserved(
+            message.conversation.key, message.idempotency_key, index
         )
         if not await store.claim(reserved, ttl=self.context.config.store.dedupe_ttl_seconds):
             return  # an earlier attempt of this push already holds its unit
@@ -564,7 +560,7 @@ class LineConnector:
         """Pushes are billed to the tenant: a metric and a per-day usage counter for quotas."""
         self._count("push")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-        key = self.context.keyspace.tenant_record(tenant, f"usage:line_push:{day}")
+        key = self.context.keyspace.line_push_usage(tenant, day)
         await self.context.store.incr(key, ttl=_USAGE_TTL)
 
 

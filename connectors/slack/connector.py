@@ -315,9 +315,7 @@ class SlackConnector:
         if ws is None:
             return None
         return Pacing(
-            key=self.context.keyspace.channel_record(
-                "slack", f"pace:{ctx.team_id}:{ctx.channel_id}"
-            ),
+            key=self.context.keyspace.slack_pace(ctx.team_id, ctx.channel_id),
             rate=ws.config.messages_per_second,
             burst=ws.config.burst,
         )
@@ -880,8 +878,8 @@ class SlackConnector:
             # went out are recorded, so a retry never posts them twice.
             progress = None
             if len(posts) > 1:
-                progress = self.context.keyspace.conversation_record(
-                    message.conversation.key, f"slack-part:{message.idempotency_key}:{index}"
+                progress = self.context.keyspace.slack_part(
+                    message.conversation.key, message.idempotency_key, index
                 )
                 done = await self.context.store.get_record(progress)
                 if done is not None:

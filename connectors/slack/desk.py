@@ -46,14 +46,10 @@ class ThreadMap:
         self.context = context
 
     def _ts_key(self, tenant: str, channel_id: str, thread: str) -> str:
-        return self.context.keyspace.channel_record(
-            "slack", f"desk-thread:{tenant}:{channel_id}:{thread}"
-        )
+        return self.context.keyspace.slack_desk_thread(tenant, channel_id, thread)
 
     def _name_key(self, tenant: str, channel_id: str, thread_ts: str) -> str:
-        return self.context.keyspace.channel_record(
-            "slack", f"desk-thread-of:{tenant}:{channel_id}:{thread_ts}"
-        )
+        return self.context.keyspace.slack_desk_thread_of(tenant, channel_id, thread_ts)
 
     async def thread_ts(self, tenant: str, channel_id: str, thread: str) -> str | None:
         """The Slack thread started for our ``thread``, if one was."""

@@ -371,7 +371,7 @@ class WhatsAppConnector:
             return None
         rate = channel.config.max_sends_per_second
         sender = channel.config.messaging_service_sid or channel.config.from_number or ""
-        key = self.context.keyspace.channel_record("whatsapp", f"pace:{sender}")
+        key = self.context.keyspace.whatsapp_pace(sender)
         return Pacing(key=key, rate=rate, burst=max(1.0, rate))
 
     # -- inbound ---------------------------------------------------------------------------------
@@ -516,11 +516,11 @@ class WhatsAppConnector:
     async def _outbound_record(self, outbound_id: str | None, sid: str) -> dict[str, Any] | None:
         store, keys = self.context.store, self.context.keyspace
         if outbound_id is None:
-            found = await store.get_record(keys.channel_record("whatsapp", f"sid:{sid}"))
+            found = await store.get_record(keys.whatsapp_sid(sid))
             if found is None:
                 return None
             outbound_id = found.decode()
-        raw = await store.get_record(keys.channel_record("whatsapp", f"out:{outbound_id}"))
+        raw = await store.get_record(keys.whatsapp_outbound(outbound_id))
         if raw is None:
             return None
         record: dict[str, Any] = json.loads(raw)
@@ -551,10 +551,11 @@ class WhatsAppConnector:
                 "source": "status_callback",
             },
         )
-        scope = f"whatsapp-status:{channel.tenant}"
         admissions = [
             Admission(
-                dedupe_key=ctx.keyspace.seen(partition, scope, f"{sid}:{twilio_status}"),
+                dedupe_key=ctx.keyspace.status_seen(
+                    partition, Channel.WHATSAPP.value, channel.tenant, sid, twilio_status
+                ),
                 stream=ctx.keyspace.receipts(conv.key),
                 payload=stored_json(receipt),
                 log_cap=ctx.config.store.receipts_per_conversation,
@@ -579,7 +580,9 @@ class WhatsAppConnector:
             )
             admissions.append(
                 Admission(
-                    dedupe_key=ctx.keyspace.seen(partition, scope, f"{sid}:{twilio_status}:dead"),
+                    dedupe_key=ctx.keyspace.status_dead_letter_seen(
+                        partition, Channel.WHATSAPP.value, channel.tenant, sid, twilio_status
+                    ),
                     stream=ctx.keyspace.dead_letters(partition),
                     payload=letter.model_dump_json().encode(),
                 )
@@ -603,7 +606,7 @@ class WhatsAppConnector:
         (the parts that did arrive stay recorded, so a replay sends only what failed)."""
         store, keys = self.context.store, self.context.keyspace
         for n in range(_MAX_PARTS):
-            key = keys.conversation_record(conv.key, f"wa_sent:{idempotency_key}:{n}")
+            key = keys.whatsapp_part(conv.key, idempotency_key, n)
             found = await store.get_record(key)
             if found is None:
                 return
@@ -683,7 +686,7 @@ class WhatsAppConnector:
         ctx = self.context
         ttl = ctx.config.store.dedupe_ttl_seconds
         await ctx.store.put_record(
-            ctx.keyspace.channel_record("whatsapp", f"out:{message.id}"),
+            ctx.keyspace.whatsapp_outbound(message.id),
             json.dumps(
                 {
                     "outbound_id": message.id,
@@ -699,18 +702,14 @@ class WhatsAppConnector:
         statuses: list[str] = []
         for n, part in enumerate(parts):
             # A retry after a partial success must not post the parts that went out already.
-            sent_key = ctx.keyspace.conversation_record(
-                conv.key, f"wa_sent:{message.idempotency_key}:{n}"
-            )
+            sent_key = ctx.keyspace.whatsapp_part(conv.key, message.idempotency_key, n)
             already = await ctx.store.get_record(sent_key)
             if already is not None:
                 sids.append(already.decode())
                 continue
             sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
             await ctx.store.put_record(sent_key, sid.encode(), ttl=ttl)
-            await ctx.store.put_record(
-                ctx.keyspace.channel_record("whatsapp", f"sid:{sid}"), message.id.encode(), ttl=ttl
-            )
+            await ctx.store.put_record(ctx.keyspace.whatsapp_sid(sid), message.id.encode(), ttl=ttl)
             sids.append(sid)
             statuses.append(status)
         return DeliveryReceipt(

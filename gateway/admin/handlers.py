@@ -270,7 +270,9 @@ async def erase(call: Call) -> web.StreamResponse:
     state = await read_state(call.store, keyspace, key)
     if entry is None and state is None:
         raise ApiError(404, "not_found", "no such conversation")
-    report = await erase_conversation(call.store, keyspace, tenant.id, key)
+    report = await erase_conversation(
+        call.store, keyspace, tenant.id, key, desks=call.runtime.config.handoff_desks()
+    )
     call.audit_detail = report.model_dump()
     return json_response(EraseResult(erased=True, **report.model_dump()))
 

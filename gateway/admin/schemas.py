@@ -132,6 +132,7 @@ class ConversationExport(_Out):
     state: dict[str, Any] | None
     replies: list[dict[str, Any]]
     receipts: list[dict[str, Any]]
+    notes: list[dict[str, Any]] = []  # operators' notes (console), oldest first
     exported_at: datetime
 
 

@@ -4,65 +4,21 @@ The check does not trust the store's own API: it reads every table of the SQLite
 every key of every type in Redis, and looks for the conversation's marks anywhere.
 """
 
-import sqlite3
-
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from connectors.http_api.emulator import HttpChannelClient
 from gateway.admin.keys import Role, create_key
 from gateway.conversations import conversation_handle
 from tests.e2e.conftest import SECRETS, http_tenant
 from tests.harness import base_config, eventually, running_gateway
+from tests.leftovers import leftovers
 
 MARKS = (b"victim", b"ev-secret")
 
 
-def _sqlite_leftovers(path: str) -> list[str]:
-    found = []
-    with sqlite3.connect(path) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            for row in db.execute(f"SELECT * FROM {table}"):  # noqa: S608 - names from the schema
-                blob = b"|".join(v if isinstance(v, bytes) else str(v).encode() for v in row)
-                if any(mark in blob for mark in MARKS):
-                    found.append(f"{table}: {row[0]}")
-    return found
-
-
-async def _redis_leftovers(url: str) -> list[str]:
-    found = []
-    client = aioredis.from_url(url)
-    try:
-        async for key in client.scan_iter(count=1000):
-            kind = (await client.type(key)).decode()
-            if kind == "string":
-                parts = [await client.get(key) or b""]
-            elif kind == "stream":
-                parts = [b"".join(k + v for k, v in f.items()) for _, f in await client.xrange(key)]
-            elif kind == "list":
-                parts = await client.lrange(key, 0, -1)
-            elif kind == "hash":
-                parts = [k + v for k, v in (await client.hgetall(key)).items()]
-            elif kind == "zset":
-                parts = await client.zrange(key, 0, -1)
-            elif kind == "set":
-                parts = list(await client.smembers(key))
-            else:
-                parts = [kind.encode()]
-            blob = key + b"|" + b"|".join(parts)
-            if any(mark in blob for mark in MARKS):
-                found.append(key.decode())
-    finally:
-        await client.aclose()
-    return found
-
-
 async def _leftovers(store_url: str) -> list[str]:
-    if store_url.startswith("sqlite:///"):
-        return _sqlite_leftovers(store_url.removeprefix("sqlite:///"))
-    return await _redis_leftovers(store_url)
+    return await leftovers(store_url, MARKS)
 
 
 async def test_erase_removes_every_trace_of_a_conversation(store_url, receiver):
@@ -149,3 +105,29 @@ async def test_erased_event_can_be_sent_again_as_new(store_url, receiver):
             assert response.status == 200
         _, body = await client.send(conversation_id="victim", text="hi", event_id="ev-1")
         assert body["duplicate"] is False
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_erase_takes_the_desk_thread_of_a_handed_off_customer(store_url, receiver):
+    """The desk's thread for the customer (announcement, relays, link back) goes with them."""
+    tenant = http_tenant(receiver.url) | {
+        "handoff": {"operators": {"channel": "http", "conversation_id": "desk"}}
+    }
+    data = base_config(store_url, tenants=[tenant])
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(conversation_id="victim", text="/human", user_id="victim-user")
+        await receiver.wait_for(2)  # the customer's notice and the desk's announcement
+        await client.send(conversation_id="victim", text="victim here", user_id="victim-user")
+        await receiver.wait_for(3)  # relayed to the desk
+        handle = conversation_handle("acme/http/victim")
+        async with session.delete(
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{handle}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200
+        assert await _leftovers(store_url) == []

@@ -212,7 +212,7 @@ async def test_announcement_lost_after_the_commit_is_made_again_once(
     store_config = parse_config(data).store
     keyspace = Keyspace(prefix=store_config.prefix, partitions=store_config.partitions)
     customer = ConversationKey(tenant="acme", channel=Channel.HTTP, conversation_id="cust")
-    mapping = keyspace.conversation_record(customer_thread(customer).key, "handoff-customer")
+    mapping = keyspace.handoff_customer(customer_thread(customer).key)
     dropped = Rule((mapping.encode(),), "cut", once=True)
     proxy = await RedisFaultProxy(redis_server.port, [dropped]).start()
     try:

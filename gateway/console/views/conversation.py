@@ -149,7 +149,9 @@ async def act(ctx: Ctx) -> web.StreamResponse:
     if name == "erase":
         if ctx.form.get("confirm", "").strip() != "erase":
             raise done(here, "Type erase to confirm.")
-        await erase_conversation(ctx.store, ctx.keyspace, tenant, key)
+        await erase_conversation(
+            ctx.store, ctx.keyspace, tenant, key, desks=ctx.runtime.config.handoff_desks()
+        )
         await ctx.audit("eraseConversation", tenant, 200, conversation=key)
         raise done("/console/inbox", "Conversation erased.")
     if name == "note":

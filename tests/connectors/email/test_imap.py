@@ -80,7 +80,7 @@ async def imap_state(world: EmailWorld) -> dict[str, Any] | None:
     """The poller's stored UIDVALIDITY/last UID, once it has saved one."""
     store = world.gateway.runtime.store
     assert store is not None
-    keys = await store.scan(world.gateway.runtime.keyspace.channel_record("email", "imap:"))
+    keys = await store.scan(world.gateway.runtime.keyspace.imap_state_prefix())
     if not keys:
         return None
     [key] = keys
@@ -142,7 +142,7 @@ async def test_imap_restart_misses_nothing_and_doubles_nothing(
         # Pretend the process died after ingesting UID 2 but before flagging it / saving the UID.
         store = world.gateway.runtime.store
         assert store is not None
-        [key] = await store.scan(world.gateway.runtime.keyspace.channel_record("email", "imap:"))
+        [key] = await store.scan(world.gateway.runtime.keyspace.imap_state_prefix())
         state = json.loads(await store.get_record(key) or b"{}")
         await store.put_record(key, json.dumps({**state, "last_uid": 1}).encode())
     await mailbox.uid("store", "2", "-FLAGS.SILENT", "(\\Seen $FlowbizIngested)")

@@ -24,7 +24,7 @@ STALE_AFTER_AGENT = 59.8
 
 async def _push_usage(gw) -> int:
     day = datetime.now(UTC).strftime("%Y-%m-%d")
-    key = gw.runtime.keyspace.tenant_record("acme", f"usage:line_push:{day}")
+    key = gw.runtime.keyspace.line_push_usage("acme", day)
     return await gw.runtime.store.incr(key, 0)
 
 
