@@ -100,7 +100,7 @@ async def test_failed_part_resumes_without_reposting_earlier_parts(
 
 @pytest.mark.parametrize(
     ("overrides", "code"),
-    [({"bot_token": "env:T_SLACK_BAD_BOT"}, "invalid_auth")],
+    [({"bot_token": "env:T_SLACK_BAD_BOT"}, ("unauthorized", "invalid_auth"))],
 )
 async def test_permanent_errors_are_dead_lettered(
     slack_gateway, emulator, session, overrides, code
@@ -109,7 +109,7 @@ async def test_permanent_errors_are_dead_lettered(
     async with slack_gateway(**overrides) as gw:
         await sender_for(session, gw).event(event_callback(message_event(text="pricing")))
         [letter] = await _dead_letters(gw)
-    assert letter.code == code
+    assert (letter.code, letter.platform_code) == code
     assert letter.attempts == 1
     assert emulator.posted == []
 
@@ -121,7 +121,11 @@ async def test_channel_not_found_is_dead_lettered(slack_gateway, emulator, sessi
             event_callback(message_event(text="pricing", channel="C0GONE", channel_type="im"))
         )
         [letter] = await _dead_letters(gw)
-    assert (letter.code, letter.attempts) == ("channel_not_found", 1)
+    assert (letter.code, letter.platform_code, letter.attempts) == (
+        "rejected",
+        "channel_not_found",
+        1,
+    )
     assert "channel_not_found" in letter.reason
 
 
