@@ -75,6 +75,7 @@ from connectors.send_policy import (
     PlatformAnswer,
     answer_error,
     map_delivery_errors,
+    record_until_stored,
 )
 from connectors.send_policy.slack import SLACK_CODES, read_slack
 from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
@@ -908,10 +909,15 @@ class SlackConnector:
                 ctx = ctx.model_copy(update={"thread_ts": last_ts})
                 starts_thread = False
             if progress is not None:
-                await self.context.store.put_record(
-                    progress,
-                    (last_ts or "").encode(),
-                    ttl=self.context.config.store.dedupe_ttl_seconds,
+                # The part is posted: a store error here must not make the retry post it again.
+                await record_until_stored(
+                    partial(
+                        self.context.store.put_record,
+                        progress,
+                        (last_ts or "").encode(),
+                        ttl=self.context.config.store.dedupe_ttl_seconds,
+                    ),
+                    event="slack.record_retry",
                 )
         return DeliveryReceipt(
             outbound_id=message.id,

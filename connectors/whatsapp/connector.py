@@ -24,6 +24,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
@@ -46,7 +47,12 @@ from connectors.base import (
     Pacing,
     Route,
 )
-from connectors.send_policy import DeliveryFailure, map_delivery_errors, utf16_fit
+from connectors.send_policy import (
+    DeliveryFailure,
+    map_delivery_errors,
+    record_until_stored,
+    utf16_fit,
+)
 from connectors.send_policy.twilio import read_twilio
 from connectors.whatsapp.signature import parse_form, signed_url, verify_signature
 from gateway.config import ChannelConfig, Secret, TenantConfig
@@ -699,9 +705,19 @@ class WhatsAppConnector:
                 sids.append(already.decode())
                 continue
             sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
-            await ctx.store.put_record(sent_key, sid.encode(), ttl=ttl)
-            await ctx.store.put_record(
-                ctx.keyspace.channel_record("whatsapp", f"sid:{sid}"), message.id.encode(), ttl=ttl
+            # Twilio has the part now: a store error here must not make the retry send it again.
+            await record_until_stored(
+                partial(ctx.store.put_record, sent_key, sid.encode(), ttl=ttl),
+                event="whatsapp.record_retry",
+            )
+            await record_until_stored(
+                partial(
+                    ctx.store.put_record,
+                    ctx.keyspace.channel_record("whatsapp", f"sid:{sid}"),
+                    message.id.encode(),
+                    ttl=ttl,
+                ),
+                event="whatsapp.record_retry",
             )
             sids.append(sid)
             statuses.append(status)
