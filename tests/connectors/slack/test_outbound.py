@@ -8,7 +8,7 @@ import time
 import pytest
 
 from connectors.slack.connector import escape, split_text, unescape
-from connectors.slack.emulator import event_callback, message_event
+from connectors.slack.emulator import event_callback, message_event, slash_command_fields
 from gateway.deadletters import list_dead_letters
 from tests.connectors.slack.conftest import LONG_TEXT, RunningGateway, sender_for
 from tests.harness import eventually
@@ -168,3 +168,26 @@ async def test_replies_in_one_slack_channel_are_paced(slack_gateway, emulator, s
         posts = await emulator.wait_for_posts(4)
     assert len({p.thread_ts for p in posts}) == 4  # four conversations
     assert posts[3].received_at - posts[0].received_at >= 0.55  # three gaps of 0.2 s
+
+
+async def test_an_expired_response_url_is_labelled_rejected_not_by_its_body(
+    slack_gateway, emulator, session
+) -> None:
+    """Whatever the response_url answers, the metric label is one of the failure codes; the
+    body (Slack's ``expired_url``) is kept for the operator as the platform code."""
+    emulator.fail_next("response_url", status=404, error="expired_url")
+    async with slack_gateway() as gw:
+        fields = slash_command_fields(
+            command="/flowbiz", text="pricing", response_url=emulator.response_url()
+        )
+        await sender_for(session, gw).command(fields)
+        [letter] = await _dead_letters(gw)
+        sample = gw.runtime.metrics.registry.get_sample_value
+        labels = {"channel": "slack", "reason": "rejected"}
+        assert sample("flowbiz_dead_letters_total", labels) == 1
+    assert (letter.code, letter.platform_code, letter.attempts) == (
+        "rejected",
+        "expired_url",
+        1,
+    )
+    assert letter.reason == "response_url answered 404 expired_url"
