@@ -76,6 +76,8 @@ from connectors.send_policy import (
     answer_error,
     map_delivery_errors,
     record_until_stored,
+    utf16_fit,
+    utf16_len,
 )
 from connectors.send_policy.slack import SLACK_CODES, read_slack
 from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
@@ -1027,23 +1029,26 @@ def unescape(text: str) -> str:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Cut (escaped) text into pieces of at most ``limit`` characters, in order.
+    """Cut (escaped) text into pieces of at most ``limit`` UTF-16 code units, in order.
 
-    Prefers a line break, then a space, in the second half of the window; never cuts inside
-    an ``&amp;``-style entity. Nothing is dropped: ``"".join(parts) == text``.
+    Slack does not say how it counts its limits; UTF-16 units (an emoji counts 2) are never
+    fewer than characters, so a piece fits however it counts. Prefers a line break, then a
+    space, in the second half of the window; never cuts inside an ``&amp;``-style entity or
+    a surrogate pair. Nothing is dropped: ``"".join(parts) == text``.
     """
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
+    while utf16_len(rest) > limit:
+        fit = max(1, utf16_fit(rest, limit))
+        window = rest[:fit]
         cut = -1
         for sep in ("\n", " "):
             at = window.rfind(sep)
-            if at >= limit // 2:
+            if at >= fit // 2:
                 cut = at + 1
                 break
         if cut == -1:
-            cut = limit
+            cut = fit
         amp = window.rfind("&", max(0, cut - 5), cut)
         if amp > 0 and ";" not in window[amp:cut]:
             cut = amp

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from connectors.send_policy import utf16_len
 from connectors.slack.connector import escape, split_text, unescape
 from connectors.slack.emulator import event_callback, message_event, slash_command_fields
 from gateway.deadletters import list_dead_letters
@@ -35,6 +36,15 @@ def test_split_text_keeps_everything_in_order(limit: int) -> None:
     for part in parts:
         amp = part.rfind("&")
         assert amp == -1 or ";" in part[amp:], "an &entity; was cut in two"
+
+
+def test_split_text_counts_utf16_units() -> None:
+    """An emoji counts 2 (as a JavaScript string's length does), so no piece is over the
+    limit however Slack counts."""
+    text = "\N{GRINNING FACE}" * 150 + " &amp; " + "\N{GRINNING FACE}" * 150
+    parts = split_text(text, 200)
+    assert "".join(parts) == text
+    assert all(0 < utf16_len(p) <= 200 for p in parts)
 
 
 async def test_long_reply_arrives_whole_in_order_in_parts(slack_gateway, emulator, session):
