@@ -50,6 +50,7 @@ from gateway.netguard import (
     session_for,
 )
 from gateway.observability import get_logger
+from gateway.send_policy import retry_after_seconds
 from gateway.signing import SIGNATURE_HEADER, sign
 
 __all__ = [
@@ -243,7 +244,7 @@ class WebhookAgent:
             return self._parse(raw)
         if status in _RETRY_STATUSES or status >= 500:
             log.warning("agent.webhook_retry", persona=persona, attempt=attempt, status=status)
-            return _seconds(retry_after, cap=opts.attempt_timeout_seconds)
+            return retry_after_seconds(retry_after, cap=opts.attempt_timeout_seconds)
         raise AgentError(f"the bot answered {status}")
 
     @staticmethod
@@ -256,12 +257,3 @@ class WebhookAgent:
             return _BotAnswer.model_validate_json(raw).reply()
         except ValidationError as exc:
             raise AgentError(f"the bot's answer is not valid: {exc.error_count()} errors") from exc
-
-
-def _seconds(value: str | None, *, cap: float) -> float | None:
-    if value is None:
-        return None
-    try:
-        return min(cap, max(0.0, float(value)))
-    except ValueError:
-        return None

@@ -32,7 +32,12 @@ from pydantic import ValidationError
 
 from connectors.base import ChannelCapabilities, Pacing, Route
 from gateway.envelope import RawEvent
-from gateway.errors import EventParseError, PermanentDeliveryError, TransientDeliveryError
+from gateway.errors import (
+    DeliveryFailure,
+    EventParseError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from gateway.models import Channel, DeliveryReceipt, InboundMessage, OutboundMessage
 
 __all__ = ["CollectingConnector", "SendAttempt"]
@@ -52,7 +57,8 @@ class SendAttempt:
 @dataclass(frozen=True, slots=True)
 class _Failure:
     permanent: bool
-    code: str
+    code: DeliveryFailure
+    platform_code: str | None
     retry_after: float | None
 
 
@@ -79,13 +85,16 @@ class CollectingConnector:
         *,
         permanent: bool = False,
         retry_after: float | None = None,
-        code: str | None = None,
+        code: DeliveryFailure | None = None,
+        platform_code: str | None = None,
     ) -> None:
         """Make the next ``count`` sends fail: transiently (retried by the dispatcher, after
         ``retry_after`` seconds when given) or, with ``permanent``, for good."""
         failure = _Failure(
             permanent=permanent,
-            code=code or ("rejected" if permanent else "unavailable"),
+            code=code
+            or (DeliveryFailure.REJECTED if permanent else DeliveryFailure.PLATFORM_UNAVAILABLE),
+            platform_code=platform_code,
             retry_after=retry_after,
         )
         self._failures.extend([failure] * count)
@@ -155,11 +164,16 @@ class CollectingConnector:
                 self.sent.append(message)
             self._changed.notify_all()
         if failure is not None and failure.permanent:
-            raise PermanentDeliveryError("refused by the collecting connector", code=failure.code)
+            raise PermanentDeliveryError(
+                "refused by the collecting connector",
+                code=failure.code,
+                platform_code=failure.platform_code,
+            )
         if failure is not None:
             raise TransientDeliveryError(
                 "collecting connector unavailable",
                 code=failure.code,
+                platform_code=failure.platform_code,
                 retry_after=failure.retry_after,
             )
         return DeliveryReceipt(

@@ -31,7 +31,8 @@ class DeadLetter(BaseModel):
     id: str = Field(default_factory=new_id)
     kind: Literal["inbound", "outbound"]
     reason: str
-    code: str | None = None
+    code: str | None = None  # a gateway.errors.DeliveryFailure for outbound letters
+    platform_code: str | None = None  # the platform's own code for it, if it gave one
     attempts: int = 0
     at: datetime = Field(default_factory=utcnow)
     channel: str | None = None

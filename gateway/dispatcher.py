@@ -11,6 +11,10 @@ sending, so a crash between send and acknowledgement does not post twice when th
 offers no idempotency of its own. A send whose outcome is unknown (the connection dropped
 after the request was written) is never retried blindly: connectors report it as permanent
 with code ``outcome_unknown`` and it waits in the dead-letter list for an operator.
+
+Every dead letter carries a :class:`~gateway.errors.DeliveryFailure` code (the connectors'
+codes, or the dispatcher's own: ``outcome_unknown`` for its delivery timeout, ``no_channel``
+for a channel without a connector), counted in ``flowbiz_dead_letters_total{reason}``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from pydantic import ValidationError
 from connectors.base import Connector
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP, DeadLetter, move_to_dead_letters
-from gateway.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
+from gateway.errors import DeliveryFailure, PermanentDeliveryError, TransientDeliveryError
 from gateway.metrics import Metrics
 from gateway.models import Channel, OutboundMessage, stored_json, utcnow
 from gateway.observability import bind, get_logger
+from gateway.send_policy import record_until_stored
 from gateway.store import Commit, Keyspace, LogAppend, Store, StreamEntry
 from gateway.usage import record_usage
 
@@ -98,7 +103,12 @@ class Dispatcher:
         connector = self.connectors.get(message.conversation.channel)
         if connector is None:
             await self._dead_letter(
-                partition, message, ack, reason="no connector for this channel", attempts=0
+                partition,
+                message,
+                ack,
+                reason="no connector for this channel",
+                code=DeliveryFailure.NO_CHANNEL,
+                attempts=0,
             )
             return
         pipeline = self.config.pipeline
@@ -118,6 +128,7 @@ class Dispatcher:
                         ack,
                         reason=f"gave up after {attempt} attempts: {exc}",
                         code=exc.code,
+                        platform_code=exc.platform_code,
                         attempts=attempt,
                     )
                     return
@@ -139,7 +150,13 @@ class Dispatcher:
             except PermanentDeliveryError as exc:
                 self.metrics.deliveries.labels(channel, "permanent_failure").inc()
                 await self._dead_letter(
-                    partition, message, ack, reason=str(exc), code=exc.code, attempts=attempt
+                    partition,
+                    message,
+                    ack,
+                    reason=str(exc),
+                    code=exc.code,
+                    platform_code=exc.platform_code,
+                    attempts=attempt,
                 )
                 return
             except TimeoutError:
@@ -150,7 +167,7 @@ class Dispatcher:
                     message,
                     ack,
                     reason="delivery timed out; the platform may have received it",
-                    code="outcome_unknown",
+                    code=DeliveryFailure.OUTCOME_UNKNOWN,
                     attempts=attempt,
                 )
                 return
@@ -182,15 +199,7 @@ class Dispatcher:
         (Slack, for one, has no idempotency key). Repeating the commit is safe: records are
         overwritten and acks are idempotent; at worst the receipt is appended twice.
         """
-        delay = 0.1
-        while True:
-            try:
-                await self.store.commit(commit)
-                return
-            except StoreError as exc:
-                log.warning("dispatch.record_retry", error=str(exc))
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 2.0)
+        await record_until_stored(lambda: self.store.commit(commit), event="dispatch.record_retry")
 
     async def _pace(self, connector: Connector, message: OutboundMessage) -> None:
         pacing = connector.pacing(message)
@@ -210,13 +219,15 @@ class Dispatcher:
         *,
         reason: str,
         attempts: int,
-        code: str | None = None,
+        code: DeliveryFailure,
+        platform_code: str | None = None,
     ) -> None:
         channel = message.conversation.channel.value
         letter = DeadLetter(
             kind="outbound",
             reason=reason,
-            code=code,
+            code=code.value,
+            platform_code=platform_code,
             attempts=attempts,
             channel=channel,
             tenant=message.conversation.tenant,
@@ -225,7 +236,7 @@ class Dispatcher:
             message=message.model_dump(mode="json"),
         )
         await move_to_dead_letters(self.store, self.keyspace, letter, ack=ack)
-        self.metrics.dead_letters.labels(channel, code or "error").inc()
+        self.metrics.dead_letters.labels(channel, code.value).inc()
         await record_usage(
             self.store,
             self.keyspace,
@@ -234,4 +245,9 @@ class Dispatcher:
             persona=message.persona.name,
             counts={"dead_letters": 1},
         )
-        log.warning("dispatch.dead_lettered", code=code, attempts=attempts)
+        log.warning(
+            "dispatch.dead_lettered",
+            code=code.value,
+            platform_code=platform_code,
+            attempts=attempts,
+        )

@@ -11,7 +11,9 @@
     │   │   └── CursorError          a paging cursor that is not a well-formed entry id -> 400
     │   ├── IngestUnavailableError   the store could not make the message durable     -> 503
     │   └── EventParseError          a verified, stored event the worker cannot parse -> dead letter
-    ├── DeliveryError                an outbound message could not be delivered
+    ├── DeliveryError                an outbound message could not be delivered; carries a
+    │   │                            DeliveryFailure code (dead-letter code, metric label)
+    │   │                            and the platform's own code, if it gave one
     │   ├── TransientDeliveryError   try again later (carries an optional Retry-After)
     │   └── PermanentDeliveryError   never retry; goes to the dead-letter list
     ├── StoreError                   the store failed or is unreachable
@@ -23,11 +25,14 @@ log it.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 __all__ = [
     "AgentError",
     "ConfigError",
     "CursorError",
     "DeliveryError",
+    "DeliveryFailure",
     "EventParseError",
     "GatewayError",
     "InboundError",
@@ -123,21 +128,79 @@ class IngestUnavailableError(InboundError):
     reason = "store_unavailable"
 
 
-class DeliveryError(GatewayError):
-    """Delivery of an outbound message failed."""
+class DeliveryFailure(StrEnum):
+    """Why a delivery failed, the same word on every channel: the dead letter's ``code`` and
+    the ``reason`` label of ``flowbiz_dead_letters_total``.
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    A closed set, so a metric label cannot grow with what a platform answers; the platform's
+    own error (Slack's ``channel_not_found``, Twilio's ``21211``, an SMTP ``550``) travels
+    beside it as ``platform_code``.
+    """
+
+    # The transport
+    NETWORK = "network"  # never reached the platform, or an idempotent request broke off
+    OUTCOME_UNKNOWN = "outcome_unknown"  # broke off after the request went out: maybe sent
+    SSRF = "ssrf"  # the URL resolves to an address the SSRF guard refuses
+    # What the platform answered
+    RATE_LIMITED = "rate_limited"  # 429 and the platforms' own "slow down" codes
+    PLATFORM_UNAVAILABLE = "platform_unavailable"  # 5xx, 408, SMTP 4xx: try again later
+    UNAUTHORIZED = "unauthorized"  # our credentials were refused (401/403, invalid_auth)
+    REJECTED = "rejected"  # any other refusal of this message
+    WINDOW_CLOSED = "window_closed"  # WhatsApp: outside the 24-hour window, no template
+    # Decided by the gateway before sending
+    NO_CHANNEL = "no_channel"  # no configured channel may send this reply
+    BAD_REPLY_CONTEXT = "bad_reply_context"  # the reply context is not this channel's
+    BAD_ADDRESS = "bad_address"  # the recipient is not an address we may write to
+    HEADER_BLOCK = "header_block"  # email: the reply's header block failed its check
+    LOOP = "loop"  # email: the reply would go to one of our own addresses
+    EMPTY = "empty"  # nothing to send
+    QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's paid-message quota is used up
+    REPLY_RATE_CAPPED = "reply_rate_capped"  # email: a thread's reply rate cap was reached
+    STOPPING = "stopping"  # the connector is shutting down; another process will send it
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later (a transient failure)."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        DeliveryFailure.NETWORK,
+        DeliveryFailure.RATE_LIMITED,
+        DeliveryFailure.PLATFORM_UNAVAILABLE,
+        DeliveryFailure.STOPPING,
+    }
+)
+
+
+class DeliveryError(GatewayError):
+    """Delivery of an outbound message failed, for the reason ``code`` names.
+
+    ``platform_code`` is the platform's own word for it when it gave one (an HTTP status,
+    Slack's ``error``, Twilio's error code, an SMTP reply code), kept for operators.
+    """
+
+    def __init__(
+        self, message: str, *, code: DeliveryFailure, platform_code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.platform_code = platform_code
 
 
 class TransientDeliveryError(DeliveryError):
     """A failure worth retrying; ``retry_after`` is the platform's requested wait, if any."""
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, code: str | None = None
+        self,
+        message: str,
+        *,
+        code: DeliveryFailure,
+        platform_code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, platform_code=platform_code)
         self.retry_after = retry_after
 
 

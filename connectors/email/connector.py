@@ -56,6 +56,8 @@ from connectors.email.parsing import (
     normalise_address,
     parse_email,
 )
+from connectors.send_policy import DeliveryFailure, map_delivery_errors
+from connectors.send_policy.smtp import read_smtp
 from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
@@ -63,7 +65,6 @@ from gateway.errors import (
     IngestUnavailableError,
     PermanentDeliveryError,
     StoreError,
-    TransientDeliveryError,
 )
 from gateway.models import (
     Channel,
@@ -463,13 +464,14 @@ class EmailConnector:
         context = message.reply_context
         if not isinstance(context, EmailReplyContext):
             raise PermanentDeliveryError(
-                "an email reply needs the inbound message's email context", code="no_context"
+                "an email reply needs the inbound message's email context",
+                code=DeliveryFailure.BAD_REPLY_CONTEXT,
             )
         mailbox = self._mailbox_for_reply(message)
         if mailbox is None:
             raise PermanentDeliveryError(
                 f"no email channel of tenant {message.conversation.tenant!r} owns the address",
-                code="no_channel",
+                code=DeliveryFailure.NO_CHANNEL,
             )
         channel = mailbox.channel
         recipient = _usable_recipient(context)
@@ -477,23 +479,26 @@ class EmailConnector:
             # Only a context stored before the inbound checks existed can get here.
             self._event("reply_refused_bad_address")
             raise PermanentDeliveryError(
-                "the customer's address is not one we may write; not sent", code="bad_address"
+                "the customer's address is not one we may write; not sent",
+                code=DeliveryFailure.BAD_ADDRESS,
             )
         if self.mailbox(recipient) is not None:
-            raise PermanentDeliveryError("refusing to mail our own address", code="loop")
+            raise PermanentDeliveryError(
+                "refusing to mail our own address", code=DeliveryFailure.LOOP
+            )
         await self._check_reply_rate(message, channel)
         try:
             reply = render(message, context, from_address=mailbox.address, recipient=recipient)
         except AddressRefused as exc:
             self._event("reply_refused_bad_address")
             raise PermanentDeliveryError(
-                f"cannot build the reply: {exc}", code="bad_address"
+                f"cannot build the reply: {exc}", code=DeliveryFailure.BAD_ADDRESS
             ) from exc
         except HeaderBlockRefused as exc:
             self._event("reply_refused_header_block")
             log.error("email.reply_header_block_refused", problem=str(exc))
             raise PermanentDeliveryError(
-                f"cannot build the reply: {exc}", code="header_block"
+                f"cannot build the reply: {exc}", code=DeliveryFailure.HEADER_BLOCK
             ) from exc
         data = reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
         answer = await self._deliver(channel, reply.sender, reply.recipient, data)
@@ -536,7 +541,7 @@ class EmailConnector:
             raise PermanentDeliveryError(
                 f"reply rate cap reached for this thread ({cap.max_replies} per "
                 f"{cap.per_seconds:g}s); not sent",
-                code="reply_rate_capped",
+                code=DeliveryFailure.REPLY_RATE_CAPPED,
             )
 
     async def _deliver(
@@ -553,32 +558,16 @@ class EmailConnector:
             timeout=out.timeout_seconds,
             local_hostname=sender.rsplit("@", 1)[1],
         )
-        try:
-            async with client:
-                if out.username is not None and out.password is not None:
-                    await client.login(out.username, out.password.get_secret_value())
-                await client.mail(sender)
-                await client.rcpt(recipient)
-                try:
-                    response = await client.data(data)
-                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
-                    # The message may have been taken before the line dropped: never resend
-                    # blindly (see gateway.dispatcher); an operator decides.
-                    raise PermanentDeliveryError(
-                        f"connection lost during DATA: {type(exc).__name__}",
-                        code="outcome_unknown",
-                    ) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = f"{exc.code} {exc.message}"
-            if 400 <= exc.code < 500:
-                raise TransientDeliveryError(
-                    f"smarthost answered {reply}", code=str(exc.code)
-                ) from exc
-            raise PermanentDeliveryError(f"smarthost answered {reply}", code=str(exc.code)) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientDeliveryError(
-                f"smarthost unreachable: {type(exc).__name__}", code="network"
-            ) from exc
+        # Before DATA nothing can have been delivered, so a broken connection is retried;
+        # during DATA the server may have taken the message: never resent blindly (see
+        # gateway.dispatcher), an operator decides.
+        async with map_delivery_errors("smarthost", idempotent=True, read=[read_smtp]), client:
+            if out.username is not None and out.password is not None:
+                await client.login(out.username, out.password.get_secret_value())
+            await client.mail(sender)
+            await client.rcpt(recipient)
+            async with map_delivery_errors("smarthost", idempotent=False, read=[read_smtp]):
+                response = await client.data(data)
         return f"{response.code} {response.message}"
 
 

@@ -41,13 +41,18 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.send_policy import (
+    DeliveryFailure,
+    PlatformAnswer,
+    answer_error,
+    map_delivery_errors,
+)
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
     EventParseError,
     PayloadError,
     PermanentDeliveryError,
-    TransientDeliveryError,
     UnknownTenantError,
     VerificationError,
 )
@@ -61,7 +66,7 @@ from gateway.models import (
     encode_inbound,
     new_id,
 )
-from gateway.netguard import check_url, guarded_session, refused_by_guard
+from gateway.netguard import check_url, guarded_session
 from gateway.signing import (
     SIGNATURE_HEADER,
     SignedRequest,
@@ -327,7 +332,9 @@ class HttpApiConnector:
         conv = message.conversation
         channel = self._channels.get(conv.tenant)
         if channel is None:
-            raise PermanentDeliveryError(f"no HTTP channel for tenant {conv.tenant!r}")
+            raise PermanentDeliveryError(
+                f"no HTTP channel for tenant {conv.tenant!r}", code=DeliveryFailure.NO_CHANNEL
+            )
         body = to_json(self._payload(message))  # compact UTF-8: smaller on the wire and kept
         ctx = self.context
         posted = ctx.keyspace.http_posted(conv.key, message.idempotency_key)
@@ -369,32 +376,23 @@ class HttpApiConnector:
             IDEMPOTENCY_HEADER: key,
             "User-Agent": "FlowBiz-Gateway",
         }
-        try:
-            async with self._callback_session(channel).post(
+        # The receiver dedupes on the idempotency key, so a retry is always safe here.
+        async with (
+            map_delivery_errors("callback", idempotent=True),
+            self._callback_session(channel).post(
                 channel.callback_url,
                 data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=10),
-            ) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            refused = refused_by_guard(exc)
-            if refused is not None:  # the URL's DNS answer names a private address
-                raise PermanentDeliveryError(f"callback refused: {refused}", code="ssrf") from exc
-            # The receiver dedupes on the idempotency key, so a retry is always safe here.
-            raise TransientDeliveryError(
-                f"callback failed: {type(exc).__name__}", code="network"
-            ) from exc
+            ) as response,
+        ):
+            status = response.status
+            response_headers = response.headers
         if 200 <= status < 300:
             return
-        if status in (408, 425, 429) or status >= 500:
-            raise TransientDeliveryError(
-                f"callback answered {status}",
-                retry_after=_seconds(retry_after),
-                code=str(status),
-            )
-        raise PermanentDeliveryError(f"callback answered {status}", code=str(status))
+        raise answer_error(
+            "callback", PlatformAnswer(status, str(status), headers=response_headers)
+        )
 
 
 def _signed_target(request: InboundRequest) -> tuple[str, str]:
@@ -409,12 +407,3 @@ def _signed_target(request: InboundRequest) -> tuple[str, str]:
         return path, ""
     url = urlsplit(request.url)
     return url.path, url.query
-
-
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -19,9 +19,8 @@ accepted once (LINE answers 409 to the repeat, which counts as delivered).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -57,13 +56,20 @@ from connectors.base import (
 from connectors.line.config import REPLY_TOKEN_LIFETIME_SECONDS, LineChannelConfig
 from connectors.line.edge import SIGNATURE_HEADER, admit_event, signature_matches
 from connectors.line.parse import line_message
+from connectors.send_policy import (
+    DeliveryFailure,
+    map_delivery_errors,
+    record_until_stored,
+    utf16_fit,
+    utf16_len,
+)
+from connectors.send_policy.line import line_body_text, read_line
 from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
     EventParseError,
     PayloadError,
     PermanentDeliveryError,
-    StoreError,
     TransientDeliveryError,
     UnknownTenantError,
     VerificationError,
@@ -123,11 +129,6 @@ class _Bot:
     api: Any = None  # AsyncMessagingApi
 
 
-def utf16_len(text: str) -> int:
-    """Length as LINE counts it: UTF-16 code units (an emoji outside the BMP counts 2)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
 def split_text(text: str, limit: int = MAX_TEXT_UTF16) -> list[str]:
     """Split ``text`` in order into chunks of at most ``limit`` UTF-16 units.
 
@@ -137,13 +138,7 @@ def split_text(text: str, limit: int = MAX_TEXT_UTF16) -> list[str]:
     chunks: list[str] = []
     rest = text
     while utf16_len(rest) > limit:
-        units = 0
-        cut = 0
-        for index, char in enumerate(rest):
-            units += 2 if ord(char) > 0xFFFF else 1
-            if units > limit:
-                break
-            cut = index + 1
+        cut = utf16_fit(rest, limit)
         window = rest[:cut]
         soft = window.rfind("\n")
         if soft < cut // 2:
@@ -170,25 +165,6 @@ def _is_utf8(body: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def _body_text(exc: ApiException) -> str:
-    body = exc.body
-    if isinstance(body, bytes):
-        return body.decode("utf-8", "replace")
-    return str(body or "")
 
 
 class LineConnector:
@@ -422,11 +398,12 @@ class LineConnector:
         bot = self._bot_for(message)
         if bot is None or not isinstance(context, LineReplyContext):
             raise PermanentDeliveryError(
-                "no LINE channel for this conversation's destination", code="no_channel"
+                "no LINE channel for this conversation's destination",
+                code=DeliveryFailure.NO_CHANNEL,
             )
         batches = _batches(_line_messages(message))
         if not batches:
-            raise PermanentDeliveryError("nothing to send", code="empty")
+            raise PermanentDeliveryError("nothing to send", code=DeliveryFailure.EMPTY)
         store, keyspace = self.context.store, self.context.keyspace
         conv_key = message.conversation.key
         replied_key = keyspace.line_replied(conv_key, message.idempotency_key)
@@ -480,27 +457,25 @@ class LineConnector:
         request = ReplyMessageRequest(reply_token=token, messages=batch)
         timeout = aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds)
         try:
-            response = await self._api(bot).reply_message_with_http_info(
-                request, _request_timeout=timeout
-            )
-        except ApiException as exc:
-            status = int(exc.status or 0)
-            if status == 400 and "reply token" in _body_text(exc).lower():
-                self._count("reply_token_rejected")  # expired or used at LINE: push instead
-                return False
-            if status == 429:
-                # Refused, so the token is still unused: let the retry try it again.
+            # A reply has no retry key: one that broke off may have been shown (outcome_unknown).
+            async with map_delivery_errors("LINE reply", idempotent=False, read=[read_line]):
+                try:
+                    response = await self._api(bot).reply_message_with_http_info(
+                        request, _request_timeout=timeout
+                    )
+                except ApiException as exc:
+                    if int(exc.status or 0) == 400 and "reply token" in line_body_text(exc).lower():
+                        self._count("reply_token_rejected")  # expired or used at LINE: push
+                        return False
+                    raise
+        except TransientDeliveryError as exc:
+            if exc.code in (DeliveryFailure.RATE_LIMITED, DeliveryFailure.NETWORK):
+                # Refused, or never reached LINE: the token is unused, so the retry may use it.
                 await store.delete([claim_key])
-            raise _classify(exc, "reply") from exc
-        except aiohttp.ClientConnectorError as exc:
-            await store.delete([claim_key])  # never reached LINE: the token is unused
-            raise TransientDeliveryError("LINE unreachable", code="network") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # A reply has no retry key: LINE may have shown it. Do not risk a second copy.
-            raise PermanentDeliveryError(
-                f"reply outcome unknown: {type(exc).__name__}", code="outcome_unknown"
-            ) from exc
-        await _keep_trying(lambda: store.put_record(replied_key, b"1", ttl=ttl))
+            raise
+        await record_until_stored(
+            lambda: store.put_record(replied_key, b"1", ttl=ttl), event="line.record_retry"
+        )
         self._count("reply")
         message_ids.extend(m.id for m in response.data.sent_messages or [])
         return True
@@ -517,24 +492,21 @@ class LineConnector:
         await self._reserve_push(message, index)
         request = PushMessageRequest(to=context.source_id, messages=batch)
         timeout = aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds)
-        try:
-            response = await self._api(bot).push_message_with_http_info(
-                request,
-                x_line_retry_key=push_retry_key(message.idempotency_key, index),
-                _request_timeout=timeout,
-            )
-        except ApiException as exc:
-            if int(exc.status or 0) == 409:
+        # Safe to retry whatever broke: LINE accepts one request per retry key, 409 after.
+        async with map_delivery_errors("LINE push", idempotent=True, read=[read_line]):
+            try:
+                response = await self._api(bot).push_message_with_http_info(
+                    request,
+                    x_line_retry_key=push_retry_key(message.idempotency_key, index),
+                    _request_timeout=timeout,
+                )
+            except ApiException as exc:
+                if int(exc.status or 0) != 409:
+                    raise
                 # Same retry key already accepted (an earlier attempt timed out): delivered.
                 self._count("push_already_accepted")
                 await self._count_push(message.conversation.tenant)
                 return "push"
-            raise _classify(exc, "push") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # Safe to retry: LINE accepts one request per retry key and answers 409 after.
-            raise TransientDeliveryError(
-                f"push failed: {type(exc).__name__}", code="network"
-            ) from exc
         await self._count_push(message.conversation.tenant)
         message_ids.extend(m.id for m in response.data.sent_messages or [])
         return "push"
@@ -553,7 +525,8 @@ class LineConnector:
             await store.delete([reserved])
             self._count("push_over_quota")
             raise PermanentDeliveryError(
-                "the tenant's monthly LINE push quota is used up", code="push_quota"
+                "the tenant's monthly LINE push quota is used up",
+                code=DeliveryFailure.QUOTA_EXCEEDED,
             )
 
     async def _count_push(self, tenant: str) -> None:
@@ -562,39 +535,6 @@ class LineConnector:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         key = self.context.keyspace.line_push_usage(tenant, day)
         await self.context.store.incr(key, ttl=_USAGE_TTL)
-
-
-async def _keep_trying(write: Callable[[], Awaitable[None]]) -> None:
-    """A store write recording that LINE already took a reply: retried while the store is
-    down, because letting the error out would make the next attempt push a second copy.
-    The dispatcher's delivery timeout bounds the wait."""
-    delay = 0.1
-    while True:
-        try:
-            await write()
-            return
-        except StoreError as exc:
-            log.warning("line.record_retry", error=str(exc))
-        await asyncio.sleep(delay)
-        delay = min(2 * delay, 2.0)
-
-
-def _classify(exc: ApiException, call: str) -> TransientDeliveryError | PermanentDeliveryError:
-    status = int(exc.status or 0)
-    if status == 429 or status >= 500:
-        return TransientDeliveryError(
-            f"LINE {call} answered {status}",
-            retry_after=_retry_after(exc.headers),
-            code=str(status),
-        )
-    detail = ""
-    try:
-        detail = str(json.loads(_body_text(exc)).get("message", ""))[:200]
-    except (ValueError, AttributeError):
-        detail = ""
-    return PermanentDeliveryError(
-        f"LINE {call} answered {status}" + (f": {detail}" if detail else ""), code=str(status)
-    )
 
 
 # -- building outbound message objects -------------------------------------------------------------

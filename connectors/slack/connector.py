@@ -70,6 +70,16 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.send_policy import (
+    DeliveryFailure,
+    PlatformAnswer,
+    answer_error,
+    map_delivery_errors,
+    record_until_stored,
+    utf16_fit,
+    utf16_len,
+)
+from connectors.send_policy.slack import SLACK_CODES, read_slack
 from connectors.slack.desk import ThreadMap, UserNames, is_slack_ts
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
@@ -79,7 +89,6 @@ from gateway.errors import (
     IngestUnavailableError,
     PayloadError,
     PermanentDeliveryError,
-    TransientDeliveryError,
     UnknownTenantError,
     VerificationError,
 )
@@ -122,9 +131,6 @@ _BUTTON_LABEL_MAX = 75
 _BUTTON_VALUE_MAX = 2_000
 _REPLAY_WINDOW = 60 * 5  # what SignatureVerifier enforces; used here only to label rejections
 _ACCEPTED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "me_message"})
-_TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable"}
-)
 _BUTTON_ACTION_PREFIX = "flowbiz_button_"
 DEFAULT_MAX_MESSAGE_CHARS = 4_000
 
@@ -858,11 +864,13 @@ class SlackConnector:
     async def send(self, message: OutboundMessage) -> DeliveryReceipt:
         ctx = message.reply_context
         if not isinstance(ctx, SlackReplyContext):
-            raise PermanentDeliveryError("not a Slack reply context", code="bad_reply_context")
+            raise PermanentDeliveryError(
+                "not a Slack reply context", code=DeliveryFailure.BAD_REPLY_CONTEXT
+            )
         ws = self._workspace_for(message.conversation.tenant, ctx)
         if ws is None:
             raise PermanentDeliveryError(
-                "no Slack channel configured for this workspace", code="unknown_workspace"
+                "no Slack channel configured for this workspace", code=DeliveryFailure.NO_CHANNEL
             )
         posts = _render(message, ws.config.max_message_chars)
         ours = message.conversation.thread
@@ -893,10 +901,15 @@ class SlackConnector:
                 ctx = ctx.model_copy(update={"thread_ts": last_ts})
                 starts_thread = False
             if progress is not None:
-                await self.context.store.put_record(
-                    progress,
-                    (last_ts or "").encode(),
-                    ttl=self.context.config.store.dedupe_ttl_seconds,
+                # The part is posted: a store error here must not make the retry post it again.
+                await record_until_stored(
+                    partial(
+                        self.context.store.put_record,
+                        progress,
+                        (last_ts or "").encode(),
+                        ttl=self.context.config.store.dedupe_ttl_seconds,
+                    ),
+                    event="slack.record_retry",
                 )
         return DeliveryReceipt(
             outbound_id=message.id,
@@ -922,7 +935,9 @@ class SlackConnector:
                 return None
             return await self._post_web_api(ws, ctx, message, post)
         except PermanentDeliveryError as exc:
-            if exc.code != "msg_too_long" or depth >= 3 or len(post.text) < 2:
+            if exc.code is DeliveryFailure.OUTCOME_UNKNOWN:
+                self._count("outcome_unknown")
+            if exc.platform_code != "msg_too_long" or depth >= 3 or len(post.text) < 2:
                 raise
         # Slack refused the size (its limit is lower than documented). Nothing was posted, so
         # sending the same content in smaller pieces is safe.
@@ -944,35 +959,23 @@ class SlackConnector:
             **_post_fields(message, post),
             "thread_ts": ctx.thread_ts,
         }
-        try:
-            async with asyncio.timeout(ws.config.request_timeout_seconds):
-                if ctx.response_type == "ephemeral" and ctx.ephemeral_user is not None:
-                    result = await client.chat_postEphemeral(user=ctx.ephemeral_user, **common)
-                    ts = result.get("message_ts")
-                else:
-                    result = await client.chat_postMessage(
-                        **common,
-                        metadata={
-                            "event_type": "flowbiz_reply",
-                            "event_payload": {"idempotency_key": message.idempotency_key},
-                        },
-                    )
-                    ts = result.get("ts")
-        except SlackApiError as exc:
-            raise _classify(exc) from None
-        except aiohttp.ClientConnectorError as exc:
-            # The connection never opened, so nothing was written: safe to try again.
-            raise TransientDeliveryError(
-                f"cannot reach Slack: {type(exc).__name__}", code="connect_failed"
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # The request may have been written and the message posted. Sending again could
-            # post it twice, so the dispatcher dead-letters it for an operator to check.
-            self._count("outcome_unknown")
-            raise PermanentDeliveryError(
-                f"Slack did not answer ({type(exc).__name__}); the message may have been posted",
-                code="outcome_unknown",
-            ) from exc
+        # Slack has no idempotency key: a post that broke off is outcome_unknown, not resent.
+        async with (
+            map_delivery_errors("Slack", idempotent=False, read=[read_slack], codes=SLACK_CODES),
+            asyncio.timeout(ws.config.request_timeout_seconds),
+        ):
+            if ctx.response_type == "ephemeral" and ctx.ephemeral_user is not None:
+                result = await client.chat_postEphemeral(user=ctx.ephemeral_user, **common)
+                ts = result.get("message_ts")
+            else:
+                result = await client.chat_postMessage(
+                    **common,
+                    metadata={
+                        "event_type": "flowbiz_reply",
+                        "event_payload": {"idempotency_key": message.idempotency_key},
+                    },
+                )
+                ts = result.get("ts")
         return ts if isinstance(ts, str) else None
 
     async def _post_response_url(self, ws: _Workspace, ctx: SlackReplyContext, post: _Post) -> None:
@@ -983,36 +986,26 @@ class SlackConnector:
             retry_handlers=[],
             logger=_sdk_log,
         )
-        try:
-            async with asyncio.timeout(ws.config.request_timeout_seconds):
-                response = await hook.send(
-                    text=post.text,
-                    blocks=list(post.blocks) or None,
-                    response_type=ctx.response_type or "ephemeral",
-                    replace_original=False,
-                )
-        except aiohttp.ClientConnectorError as exc:
-            raise TransientDeliveryError(
-                f"cannot reach response_url: {type(exc).__name__}", code="connect_failed"
-            ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._count("outcome_unknown")
-            raise PermanentDeliveryError(
-                f"response_url did not answer ({type(exc).__name__}); it may have been posted",
-                code="outcome_unknown",
-            ) from exc
+        async with (
+            map_delivery_errors("response_url", idempotent=False),
+            asyncio.timeout(ws.config.request_timeout_seconds),
+        ):
+            response = await hook.send(
+                text=post.text,
+                blocks=list(post.blocks) or None,
+                response_type=ctx.response_type or "ephemeral",
+                replace_original=False,
+            )
         status = response.status_code
         if status == 200:
             return
-        if status == 429 or status >= 500:
-            raise TransientDeliveryError(
-                f"response_url answered {status}",
-                retry_after=_seconds(response.headers.get("Retry-After")),
-                code="ratelimited" if status == 429 else str(status),
-            )
-        # 404 expired_url, 410 used_url, …: the URL cannot be used again.
-        code = response.body.strip()[:64] if response.body else str(status)
-        raise PermanentDeliveryError(f"response_url answered {status}", code=code)
+        # 404 expired_url, 410 used_url, …: Slack's word for it is the body.
+        said = response.body.strip()[:64] if response.body else ""
+        raise answer_error(
+            "response_url",
+            PlatformAnswer(status, said or str(status), headers=response.headers),
+            codes=SLACK_CODES,
+        )
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -1026,23 +1019,26 @@ def unescape(text: str) -> str:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Cut (escaped) text into pieces of at most ``limit`` characters, in order.
+    """Cut (escaped) text into pieces of at most ``limit`` UTF-16 code units, in order.
 
-    Prefers a line break, then a space, in the second half of the window; never cuts inside
-    an ``&amp;``-style entity. Nothing is dropped: ``"".join(parts) == text``.
+    Slack does not say how it counts its limits; UTF-16 units (an emoji counts 2) are never
+    fewer than characters, so a piece fits however it counts. Prefers a line break, then a
+    space, in the second half of the window; never cuts inside an ``&amp;``-style entity or
+    a surrogate pair. Nothing is dropped: ``"".join(parts) == text``.
     """
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
+    while utf16_len(rest) > limit:
+        fit = max(1, utf16_fit(rest, limit))
+        window = rest[:fit]
         cut = -1
         for sep in ("\n", " "):
             at = window.rfind(sep)
-            if at >= limit // 2:
+            if at >= fit // 2:
                 cut = at + 1
                 break
         if cut == -1:
-            cut = limit
+            cut = fit
         amp = window.rfind("&", max(0, cut - 5), cut)
         if amp > 0 and ";" not in window[amp:cut]:
             cut = amp
@@ -1120,20 +1116,6 @@ def _link(attachment: Attachment) -> str:
     if any(c in url for c in "<>| "):
         return escape(url)
     return f"<{url}|{escape(name)}>"
-
-
-def _classify(exc: SlackApiError) -> TransientDeliveryError | PermanentDeliveryError:
-    status = exc.response.status_code
-    code = _error_code(exc)
-    if status == 429 or code == "ratelimited":
-        return TransientDeliveryError(
-            "Slack rate limit",
-            retry_after=_seconds(exc.response.headers.get("Retry-After")),
-            code="ratelimited",
-        )
-    if status >= 500 or code in _TRANSIENT_ERRORS:
-        return TransientDeliveryError(f"Slack answered {status} {code}", code=code)
-    return PermanentDeliveryError(f"Slack refused the message: {code}", code=code)
 
 
 def _error_code(exc: SlackApiError) -> str:
@@ -1246,12 +1228,3 @@ def _files(files: Any) -> tuple[Attachment, ...]:
 
 def _digest(fields: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

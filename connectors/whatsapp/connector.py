@@ -24,14 +24,13 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import aiohttp
 from multidict import MultiDict
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
@@ -48,6 +47,13 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.send_policy import (
+    DeliveryFailure,
+    map_delivery_errors,
+    record_until_stored,
+    utf16_fit,
+)
+from connectors.send_policy.twilio import read_twilio
 from connectors.whatsapp.signature import parse_form, signed_url, verify_signature
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.deadletters import DeadLetter
@@ -96,9 +102,16 @@ _EMPTY_TWIML = str(MessagingResponse().to_xml()).encode()
 _ADDRESS = re.compile(r"^whatsapp:\+[1-9][0-9]{6,14}$")
 _MAX_MEDIA = 10
 
-# Twilio error codes worth another try (the HTTP status alone says 4xx for some of them).
-_RETRYABLE_CODES = frozenset({20429, 20500, 20503, 30001, 63018})
 _WINDOW_CLOSED_CODE = 63016
+# Twilio error codes whose meaning the HTTP status does not tell (it says 4xx for some).
+_FAILURE_BY_TWILIO_CODE = {
+    "20429": DeliveryFailure.RATE_LIMITED,
+    "30001": DeliveryFailure.RATE_LIMITED,  # queue overflow: sent faster than it drains
+    "63018": DeliveryFailure.RATE_LIMITED,  # the channel's rate limit
+    "20500": DeliveryFailure.PLATFORM_UNAVAILABLE,
+    "20503": DeliveryFailure.PLATFORM_UNAVAILABLE,
+    str(_WINDOW_CLOSED_CODE): DeliveryFailure.WINDOW_CLOSED,  # outside 24 h, no template
+}
 _ReceiptStatus = Literal["sent", "queued", "delivered", "read", "failed", "undelivered"]
 # Message statuses as Twilio reports them → the receipt's status.
 _RECEIPT_STATUS: dict[str, _ReceiptStatus] = {
@@ -220,22 +233,6 @@ class _HeaderKeepingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # 
         return response
 
 
-def _utf16_units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fitting(text: str, limit: int) -> int:
-    """How many characters of ``text`` fit in ``limit`` UTF-16 code units."""
-    if _utf16_units(text) <= limit:
-        return len(text)
-    units = 0
-    for index, char in enumerate(text):
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > limit:
-            return index
-    return len(text)
-
-
 def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
     """Cut ``text`` into ordered parts of at most ``limit`` characters, at a line break or
     space when one is near the limit.
@@ -245,7 +242,7 @@ def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
     """
     parts: list[str] = []
     rest = text
-    while (fits := _fitting(rest, limit)) < len(rest):
+    while (fits := utf16_fit(rest, limit)) < len(rest):
         cut = max(rest.rfind("\n", 0, fits + 1), rest.rfind(" ", 0, fits + 1))
         if cut < fits // 2:
             parts.append(rest[:fits])  # no good break point: cut hard, not into tiny parts
@@ -255,20 +252,6 @@ def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
             rest = rest[cut + 1 :]
     parts.append(rest)
     return [part for part in parts if part.strip()] or [""]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - utcnow()).total_seconds())
 
 
 def _attachment_kind(
@@ -347,7 +330,9 @@ class WhatsAppConnector:
         if self._stopped:
             # A send racing shutdown must not open a session nobody will close; the entry
             # stays pending and is delivered after the restart or by another process.
-            raise TransientDeliveryError("the WhatsApp connector is shutting down", code="stopping")
+            raise TransientDeliveryError(
+                "the WhatsApp connector is shutting down", code=DeliveryFailure.STOPPING
+            )
         self._http = _HeaderKeepingHttpClient()
         for channel in self._channels:
             config = channel.config
@@ -644,7 +629,7 @@ class WhatsAppConnector:
                 "window closed: no customer message in the last "
                 f"{channel.config.window_hours:g} h and no approved template for persona "
                 f"{message.persona.name!r}",
-                code="window_closed",
+                code=DeliveryFailure.WINDOW_CLOSED,
             )
         context = message.reply_context
         profile = context.profile_name if isinstance(context, WhatsAppReplyContext) else None
@@ -676,7 +661,9 @@ class WhatsAppConnector:
         conv = message.conversation
         channel = self._channel_for_outbound(message)
         if channel is None:
-            raise PermanentDeliveryError(f"no WhatsApp channel for tenant {conv.tenant!r}")
+            raise PermanentDeliveryError(
+                f"no WhatsApp channel for tenant {conv.tenant!r}", code=DeliveryFailure.NO_CHANNEL
+            )
         self._ensure_clients()  # worker-only processes never call start()
         context = message.reply_context
         to = context.from_address if isinstance(context, WhatsAppReplyContext) else None
@@ -708,8 +695,20 @@ class WhatsAppConnector:
                 sids.append(already.decode())
                 continue
             sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
-            await ctx.store.put_record(sent_key, sid.encode(), ttl=ttl)
-            await ctx.store.put_record(ctx.keyspace.whatsapp_sid(sid), message.id.encode(), ttl=ttl)
+            # Twilio has the part now: a store error here must not make the retry send it again.
+            await record_until_stored(
+                partial(ctx.store.put_record, sent_key, sid.encode(), ttl=ttl),
+                event="whatsapp.record_retry",
+            )
+            await record_until_stored(
+                partial(
+                    ctx.store.put_record,
+                    ctx.keyspace.whatsapp_sid(sid),
+                    message.id.encode(),
+                    ttl=ttl,
+                ),
+                event="whatsapp.record_retry",
+            )
             sids.append(sid)
             statuses.append(status)
         return DeliveryReceipt(
@@ -748,20 +747,15 @@ class WhatsAppConnector:
         responses: list[TwilioResponse] = []
         token = _last_response.set(responses)
         try:
-            created = await channel.client.messages.create_async(**kwargs)
-        except (TwilioRestException, TwilioServiceException) as exc:
-            headers = responses[-1].headers if responses else None
-            raise _classify(exc, headers) from exc
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            # The connection never opened, so Twilio cannot have the message: retry.
-            raise TransientDeliveryError(
-                f"cannot reach the Messages API: {type(exc).__name__}", code="network"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise PermanentDeliveryError(
-                f"Messages API call broke off: {type(exc).__name__}; Twilio may have the message",
-                code="outcome_unknown",
-            ) from exc
+            # No idempotency key at Twilio: a create that broke off is outcome_unknown.
+            async with map_delivery_errors(
+                "Messages API",
+                idempotent=False,
+                read=[read_twilio],
+                codes=_FAILURE_BY_TWILIO_CODE,
+                response_headers=lambda: responses[-1].headers if responses else None,
+            ):
+                created = await channel.client.messages.create_async(**kwargs)
         finally:
             _last_response.reset(token)
         return str(created.sid), str(created.status or "queued")
@@ -783,26 +777,3 @@ def render(message: OutboundMessage) -> list[dict[str, Any]]:
     the customer-service window (``body`` and ``media_url`` of each): what the console
     previews."""
     return [{"body": part.body, "media_url": part.media_url} for part in _session_parts(message)]
-
-
-def _classify(
-    exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str] | None
-) -> TransientDeliveryError | PermanentDeliveryError:
-    status = int(exc.status)
-    code = int(exc.code) if exc.code is not None else None
-    label = str(code if code is not None else status)
-    if code == _WINDOW_CLOSED_CODE:
-        return PermanentDeliveryError(
-            "window closed: Twilio error 63016 (outside the 24-hour window, no template)",
-            code="window_closed",
-        )
-    if status == 429 or status >= 500 or code in _RETRYABLE_CODES:
-        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
-        return TransientDeliveryError(
-            f"Messages API answered HTTP {status}, error {label}",
-            retry_after=retry_after,
-            code=label,
-        )
-    return PermanentDeliveryError(
-        f"Messages API refused the message: HTTP {status}, error {label}", code=label
-    )

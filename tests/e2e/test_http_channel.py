@@ -243,7 +243,12 @@ async def test_permanent_failure_is_dead_lettered_and_replays_once(client, recei
     rt = gateway.runtime
     letters = await eventually(lambda: list_dead_letters(rt.store, rt.keyspace))
     [(handle, letter)] = letters
-    assert (letter.reason, letter.code, letter.tenant) == ("callback answered 400", "400", "acme")
+    assert (letter.reason, letter.code, letter.platform_code, letter.tenant) == (
+        "callback answered 400",
+        "rejected",
+        "400",
+        "acme",
+    )
     assert receiver.received == []
     assert await replay(rt.store, rt.keyspace, handle) is True
     assert await replay(rt.store, rt.keyspace, handle) is False

@@ -253,9 +253,9 @@ async def test_platforms_failing_for_a_while_still_answer_each_message_once_in_o
         for key, texts in deliverable.items():
             assert delivered[key] == texts, f"{key}: not each message once, in order"
         assert not any(delivered.get(key) for key in permanent)
-        assert sorted((d.channel, d.code, (d.message or {})["text"]) for d in letters) == sorted(
-            (key[0], _CODES[key[0]], text) for key in permanent for text in sent[key]
-        )
+        assert sorted(
+            (d.channel, (d.code, d.platform_code), (d.message or {})["text"]) for d in letters
+        ) == sorted((key[0], _CODES[key[0]], text) for key in permanent for text in sent[key])
         for channel in ("http", "slack", "line", "whatsapp"):
             assert (retries("flowbiz_delivery_retries_total", {"channel": channel}) or 0) >= 3
     # The injected failures were all used up: the platforms really did fail for a while.
@@ -267,7 +267,12 @@ async def test_platforms_failing_for_a_while_still_answer_each_message_once_in_o
 
 
 Post = Callable[[str], Awaitable[int]]
-_CODES = {"http": "404", "slack": "channel_not_found", "line": "401", "whatsapp": "window_closed"}
+_CODES = {  # (the failure code, the platform's own) of each channel's permanent failure
+    "http": ("rejected", "404"),
+    "slack": ("rejected", "channel_not_found"),
+    "line": ("unauthorized", "401"),
+    "whatsapp": ("window_closed", "63016"),
+}
 
 
 async def _at_least(letters: Awaitable[list[Any]], count: int) -> list[Any] | None:

@@ -12,6 +12,7 @@ from connectors.collecting import CollectingConnector
 from gateway.conversations import read_receipts
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
+from gateway.errors import DeliveryFailure
 from gateway.models import DeliveryReceipt
 from gateway.store import Keyspace
 from tests.pipeline.conftest import CUSTOMER, Pipeline, reply, said
@@ -52,7 +53,7 @@ async def test_a_delivered_message_is_not_sent_twice(pipeline: Pipeline) -> None
 
 async def test_a_transient_failure_waits_for_retry_after(pipeline: Pipeline) -> None:
     """The platform's Retry-After (0.4 s) wins over the configured backoff (0.05 s base)."""
-    pipeline.connector.fail_next(1, retry_after=0.4, code="rate_limited")
+    pipeline.connector.fail_next(1, retry_after=0.4, code=DeliveryFailure.RATE_LIMITED)
     await pipeline.dispatcher().handle(*await pipeline.outbound(reply("later", key="m1:0")))
     first, second = pipeline.connector.attempts
     assert (first.outcome, second.outcome) == ("transient", "sent")
@@ -74,12 +75,16 @@ async def test_transient_failures_back_off_then_deliver(pipeline: Pipeline) -> N
 
 async def test_too_many_transient_failures_dead_letter(pipeline: Pipeline) -> None:
     attempts = pipeline.config.pipeline.max_delivery_attempts
-    pipeline.connector.fail_next(attempts, code="unavailable")
+    pipeline.connector.fail_next(attempts, code=DeliveryFailure.PLATFORM_UNAVAILABLE)
     partition, entry = await pipeline.outbound(reply("never", key="m1:0"))
     await pipeline.dispatcher().handle(partition, entry)
     assert len(pipeline.connector.attempts) == attempts
     [letter] = await pipeline.dead_letters(CUSTOMER)
-    assert (letter.kind, letter.code, letter.attempts) == ("outbound", "unavailable", attempts)
+    assert (letter.kind, letter.code, letter.attempts) == (
+        "outbound",
+        "platform_unavailable",
+        attempts,
+    )
     assert letter.message is not None
     assert letter.message["text"] == "never"
     assert await _backlog(pipeline, partition) == 0
@@ -87,21 +92,20 @@ async def test_too_many_transient_failures_dead_letter(pipeline: Pipeline) -> No
 
 
 async def test_a_permanent_failure_dead_letters_at_once(pipeline: Pipeline) -> None:
-    pipeline.connector.fail_next(1, permanent=True, code="blocked_by_user")
+    pipeline.connector.fail_next(1, permanent=True, platform_code="blocked_by_user")
     partition, entry = await pipeline.outbound(reply("refused", key="m1:0"))
     await pipeline.dispatcher().handle(partition, entry)
     assert [a.outcome for a in pipeline.connector.attempts] == ["permanent"]
     [letter] = await pipeline.dead_letters(CUSTOMER)
-    assert (letter.code, letter.attempts, letter.conversation) == (
+    assert (letter.code, letter.platform_code, letter.attempts, letter.conversation) == (
+        "rejected",
         "blocked_by_user",
         1,
         CUSTOMER.key,
     )
     assert await _backlog(pipeline, partition) == 0
     assert await pipeline.store.get_record(pipeline.keyspace.delivered(partition, "m1:0")) is None
-    assert (
-        pipeline.count("flowbiz_dead_letters_total", channel="http", reason="blocked_by_user") == 1
-    )
+    assert pipeline.count("flowbiz_dead_letters_total", channel="http", reason="rejected") == 1
 
 
 async def test_sends_are_paced_by_the_connector_bucket(pipeline: Pipeline) -> None:

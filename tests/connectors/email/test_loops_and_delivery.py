@@ -192,7 +192,8 @@ async def test_smarthost_5xx_dead_letters_with_the_server_reply(
     )
     store, keyspace = world.gateway.runtime.store, world.gateway.runtime.keyspace
     assert store is not None
-    [letter] = await eventually(lambda: _letters_with(store, keyspace, "550", 1))
+    [letter] = await eventually(lambda: _letters_with(store, keyspace, "rejected", 1))
+    assert letter.platform_code == "550"
     assert "5.1.1" in letter.reason
     assert "mailbox unavailable" in letter.reason
     assert letter.attempts == 1

@@ -134,7 +134,7 @@ async def test_permanent_error_lands_in_the_dead_letter_list(line_gateway, sende
                 break
             await asyncio.sleep(0.02)
         [(_, letter)] = letters
-        assert letter.code == "401"
+        assert (letter.code, letter.platform_code) == ("unauthorized", "401")
         assert "LINE reply answered 401" in letter.reason
         assert letter.channel == "line"
         assert [c.status for c in emulator.calls_to("reply")] == [401]
@@ -231,6 +231,6 @@ async def test_push_quota_is_taken_once_per_push_and_enforced(
         assert await line.post([line.text("slow two", user_id=ALICE)]) == 200
         letters = await eventually(lambda: list_dead_letters(gw.runtime.store, gw.runtime.keyspace))
         [(_, letter)] = letters
-        assert letter.code == "push_quota"
+        assert letter.code == "quota_exceeded"
         assert len(emulator.deliveries) == 1
         assert channel_event(gw, "push_over_quota") == 1

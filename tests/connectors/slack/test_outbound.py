@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from connectors.send_policy import utf16_len
 from connectors.slack.connector import escape, split_text, unescape
-from connectors.slack.emulator import event_callback, message_event
+from connectors.slack.emulator import event_callback, message_event, slash_command_fields
 from gateway.deadletters import list_dead_letters
 from tests.connectors.slack.conftest import LONG_TEXT, RunningGateway, sender_for
 from tests.harness import eventually
@@ -35,6 +36,15 @@ def test_split_text_keeps_everything_in_order(limit: int) -> None:
     for part in parts:
         amp = part.rfind("&")
         assert amp == -1 or ";" in part[amp:], "an &entity; was cut in two"
+
+
+def test_split_text_counts_utf16_units() -> None:
+    """An emoji counts 2 (as a JavaScript string's length does), so no piece is over the
+    limit however Slack counts."""
+    text = "\N{GRINNING FACE}" * 150 + " &amp; " + "\N{GRINNING FACE}" * 150
+    parts = split_text(text, 200)
+    assert "".join(parts) == text
+    assert all(0 < utf16_len(p) <= 200 for p in parts)
 
 
 async def test_long_reply_arrives_whole_in_order_in_parts(slack_gateway, emulator, session):
@@ -100,7 +110,7 @@ async def test_failed_part_resumes_without_reposting_earlier_parts(
 
 @pytest.mark.parametrize(
     ("overrides", "code"),
-    [({"bot_token": "env:T_SLACK_BAD_BOT"}, "invalid_auth")],
+    [({"bot_token": "env:T_SLACK_BAD_BOT"}, ("unauthorized", "invalid_auth"))],
 )
 async def test_permanent_errors_are_dead_lettered(
     slack_gateway, emulator, session, overrides, code
@@ -109,7 +119,7 @@ async def test_permanent_errors_are_dead_lettered(
     async with slack_gateway(**overrides) as gw:
         await sender_for(session, gw).event(event_callback(message_event(text="pricing")))
         [letter] = await _dead_letters(gw)
-    assert letter.code == code
+    assert (letter.code, letter.platform_code) == code
     assert letter.attempts == 1
     assert emulator.posted == []
 
@@ -121,7 +131,11 @@ async def test_channel_not_found_is_dead_lettered(slack_gateway, emulator, sessi
             event_callback(message_event(text="pricing", channel="C0GONE", channel_type="im"))
         )
         [letter] = await _dead_letters(gw)
-    assert (letter.code, letter.attempts) == ("channel_not_found", 1)
+    assert (letter.code, letter.platform_code, letter.attempts) == (
+        "rejected",
+        "channel_not_found",
+        1,
+    )
     assert "channel_not_found" in letter.reason
 
 
@@ -164,3 +178,26 @@ async def test_replies_in_one_slack_channel_are_paced(slack_gateway, emulator, s
         posts = await emulator.wait_for_posts(4)
     assert len({p.thread_ts for p in posts}) == 4  # four conversations
     assert posts[3].received_at - posts[0].received_at >= 0.55  # three gaps of 0.2 s
+
+
+async def test_an_expired_response_url_is_labelled_rejected_not_by_its_body(
+    slack_gateway, emulator, session
+) -> None:
+    """Whatever the response_url answers, the metric label is one of the failure codes; the
+    body (Slack's ``expired_url``) is kept for the operator as the platform code."""
+    emulator.fail_next("response_url", status=404, error="expired_url")
+    async with slack_gateway() as gw:
+        fields = slash_command_fields(
+            command="/flowbiz", text="pricing", response_url=emulator.response_url()
+        )
+        await sender_for(session, gw).command(fields)
+        [letter] = await _dead_letters(gw)
+        sample = gw.runtime.metrics.registry.get_sample_value
+        labels = {"channel": "slack", "reason": "rejected"}
+        assert sample("flowbiz_dead_letters_total", labels) == 1
+    assert (letter.code, letter.platform_code, letter.attempts) == (
+        "rejected",
+        "expired_url",
+        1,
+    )
+    assert letter.reason == "response_url answered 404 expired_url"

@@ -91,7 +91,7 @@ async def test_retry_after_header_reaches_the_dispatcher(
         with pytest.raises(TransientDeliveryError) as caught:
             await connector(gw).send(proactive("hello"))
         assert caught.value.retry_after == 7.0
-        assert caught.value.code == "20429"
+        assert (caught.value.code, caught.value.platform_code) == ("rate_limited", "20429")
 
 
 async def test_5xx_is_retried_until_delivered(
@@ -129,7 +129,7 @@ async def test_permanent_twilio_error_is_dead_lettered_with_its_code(
     async with running_gateway(make_config()) as gw:
         await sender_for(gw, http).send(from_=CUSTOMER, to=SENDER, body="hello")
         [letter] = await eventually(lambda: dead_letters(gw))
-        assert letter.code == "21211"
+        assert (letter.code, letter.platform_code) == ("rejected", "21211")
         assert "21211" in letter.reason
         assert letter.conversation is not None
         assert letter.message is not None
