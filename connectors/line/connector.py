@@ -31,15 +31,9 @@ from linebot.v3.messaging import (
     AsyncApiClient,
     AsyncMessagingApi,
     Configuration,
-    ImageMessage,
-    PostbackAction,
     PushMessageRequest,
-    QuickReply,
-    QuickReplyItem,
     ReplyMessageRequest,
-    Sender,
     ShowLoadingAnimationRequest,
-    TextMessage,
 )
 from pydantic_core import from_json
 
@@ -56,11 +50,18 @@ from connectors.base import (
 from connectors.line.config import REPLY_TOKEN_LIFETIME_SECONDS, LineChannelConfig
 from connectors.line.edge import SIGNATURE_HEADER, admit_event, signature_matches
 from connectors.line.parse import line_message
+from connectors.line.render import (
+    MAX_MESSAGES_PER_CALL,
+    MAX_TEXT_UTF16,
+    line_messages,
+    render,
+    split_text,
+)
+from connectors.line.render import batches as message_batches
 from connectors.send_policy import (
     DeliveryFailure,
     map_delivery_errors,
     record_until_stored,
-    utf16_fit,
     utf16_len,
 )
 from connectors.send_policy.line import line_body_text, read_line
@@ -101,12 +102,6 @@ __all__ = [
 log = get_logger(__name__)
 
 _EMPTY_OK = InboundResponse.json({})
-MAX_MESSAGES_PER_CALL = 5
-MAX_TEXT_UTF16 = 5000
-MAX_QUICK_REPLY_ITEMS = 13
-MAX_ACTION_LABEL = 20
-MAX_POSTBACK_DATA = 300
-MAX_SENDER_NAME = 20
 _REPLY_CLAIM_TTL = 2 * REPLY_TOKEN_LIFETIME_SECONDS
 _USAGE_TTL = 62 * 86400  # long enough for a monthly quota window
 _PROFILE_TTL = 6 * 3600.0
@@ -114,8 +109,6 @@ _PROFILE_FAILURE_TTL = 300.0
 _PROFILE_CACHE_MAX = 10_000
 # Fixed namespace so every process derives the same retry key from an idempotency key.
 _RETRY_KEY_NAMESPACE = uuid.UUID("3f0c6a3e-5b1e-4f6c-9a57-7d1f6d0c2b41")
-
-_SOURCE_KIND = {"image": "image", "video": "video", "audio": "audio", "file": "file"}
 
 
 @dataclass(slots=True)
@@ -127,31 +120,6 @@ class _Bot:
     secret: bytes  # the channel secret, for the webhook signature
     client: Any = None  # AsyncApiClient, created inside the running loop
     api: Any = None  # AsyncMessagingApi
-
-
-def split_text(text: str, limit: int = MAX_TEXT_UTF16) -> list[str]:
-    """Split ``text`` in order into chunks of at most ``limit`` UTF-16 units.
-
-    Cuts at the last newline (else space) in the second half of a chunk when there is one,
-    never inside a surrogate pair.
-    """
-    chunks: list[str] = []
-    rest = text
-    while utf16_len(rest) > limit:
-        cut = utf16_fit(rest, limit)
-        window = rest[:cut]
-        soft = window.rfind("\n")
-        if soft < cut // 2:
-            soft = window.rfind(" ")
-        if soft >= cut // 2:
-            cut = soft + 1
-        chunk = rest[:cut].rstrip()
-        if chunk:
-            chunks.append(chunk)
-        rest = rest[cut:].lstrip("\n")
-    if rest.strip():
-        chunks.append(rest)
-    return chunks
 
 
 def push_retry_key(idempotency_key: str, batch: int) -> str:
@@ -401,7 +369,7 @@ class LineConnector:
                 "no LINE channel for this conversation's destination",
                 code=DeliveryFailure.NO_CHANNEL,
             )
-        batches = _batches(_line_messages(message))
+        batches = message_batches(line_messages(message))
         if not batches:
             raise PermanentDeliveryError("nothing to send", code=DeliveryFailure.EMPTY)
         store, keyspace = self.context.store, self.context.keyspace
@@ -535,68 +503,3 @@ class LineConnector:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         key = self.context.keyspace.line_push_usage(tenant, day)
         await self.context.store.incr(key, ttl=_USAGE_TTL)
-
-
-# -- building outbound message objects -------------------------------------------------------------
-def _sender(message: OutboundMessage) -> Any:
-    persona = message.persona
-    name: str | None = persona.display_name[:MAX_SENDER_NAME]
-    if name is not None and "line" in name.lower():
-        name = None  # LINE refuses sender names containing its own name
-    icon = persona.icon_url
-    if icon is not None and not icon.startswith("https://"):
-        icon = None  # LINE shows only https icons
-    if name is None and icon is None:
-        return None
-    return Sender(name=name, icon_url=icon)
-
-
-def _quick_reply(message: OutboundMessage) -> Any:
-    items = [
-        QuickReplyItem(
-            action=PostbackAction(
-                label=button.label[:MAX_ACTION_LABEL],
-                data=button.value,
-                display_text=button.label,
-            )
-        )
-        for button in message.buttons
-    ]
-    return QuickReply(items=items)
-
-
-def _buttons_fit(message: OutboundMessage) -> bool:
-    return len(message.buttons) <= MAX_QUICK_REPLY_ITEMS and all(
-        0 < len(b.value) <= MAX_POSTBACK_DATA for b in message.buttons
-    )
-
-
-def _line_messages(message: OutboundMessage) -> list[Any]:
-    """LINE message objects for one outbound message, in order; buttons as quick replies."""
-    quick = bool(message.buttons) and _buttons_fit(message)
-    text = message.text if quick or not message.buttons else message.text_with_buttons()
-    sender = _sender(message)
-    objects: list[Any] = [TextMessage(text=chunk, sender=sender) for chunk in split_text(text)]
-    for attachment in message.attachments:
-        url = attachment.url
-        if attachment.kind == "image" and url and url.startswith("https://"):
-            objects.append(
-                ImageMessage(original_content_url=url, preview_image_url=url, sender=sender)
-            )
-        elif url:
-            label = attachment.name or attachment.kind
-            objects.append(TextMessage(text=f"{label}: {url}", sender=sender))
-    if quick and objects:
-        objects[-1].quick_reply = _quick_reply(message)
-    return objects
-
-
-def render(message: OutboundMessage) -> list[dict[str, Any]]:
-    """The LINE message objects :meth:`LineConnector.send` sends for ``message``, as the
-    JSON the Messaging API receives: what the console previews."""
-    return [obj.to_dict() for obj in _line_messages(message)]
-
-
-def _batches(objects: list[Any]) -> list[list[Any]]:
-    size = MAX_MESSAGES_PER_CALL
-    return [objects[i : i + size] for i in range(0, len(objects), size)]
