@@ -12,23 +12,39 @@ form parameters. Behind a load balancer that terminates TLS the gateway sees ano
 
 Exactly one URL is checked, so a failure names it (``whatsapp.signature_rejected`` in the
 log: the URL and where it came from, never the token).
+
+The check is Twilio's own (HMAC-SHA1 of the URL followed by the sorted parameters, keyed by
+the Auth Token, Base64) computed with ``hmac.digest`` once for that URL and compared in
+constant time. Only when it does not match are the URL's other forms tried, with and without
+the default port, as ``twilio.request_validator.RequestValidator.validate`` accepts them: a
+genuine request costs one HMAC, and the set of accepted signatures is the SDK's
+(tests/connectors/whatsapp/test_signature_check.py holds the two side by side).
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlparse, urlsplit
 
-from multidict import MultiDict
-from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_algorithm
+from twilio.request_validator import HMAC_SHA1, add_port, get_signature_algorithm, remove_port
 
 from connectors.base import InboundRequest
 from gateway.errors import PayloadError, VerificationError
 from gateway.observability import get_logger
 
-__all__ = ["SignedUrl", "parse_form", "signed_url", "verify_signature"]
+__all__ = [
+    "Form",
+    "SignedUrl",
+    "compute_signature",
+    "parse_form",
+    "signature_matches",
+    "signed_url",
+    "verify_signature",
+]
 
 log = get_logger(__name__)
 
@@ -45,7 +61,16 @@ class SignedUrl:
     source: str  # "public_base_url", "x-forwarded" or "request"
 
 
-def parse_form(request: InboundRequest) -> MultiDict[str]:
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A webhook's form: every pair as sent (what the signature covers) and, per name, the
+    first value (what the gateway reads)."""
+
+    pairs: list[tuple[str, str]]
+    fields: dict[str, str]
+
+
+def parse_form(request: InboundRequest) -> Form:
     """The form parameters, every value kept (blank ones too: Twilio signs them)."""
     content_type = request.header("content-type").split(";", 1)[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
@@ -65,7 +90,10 @@ def parse_form(request: InboundRequest) -> MultiDict[str]:
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError("the form body cannot be decoded") from exc
-    return MultiDict(pairs)
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return Form(pairs, fields)
 
 
 def _first(value: str) -> str:
@@ -107,23 +135,52 @@ def signed_url(
     return SignedUrl(request.url, "request")
 
 
+def compute_signature(token: bytes, url: str, pairs: Sequence[tuple[str, str]]) -> bytes:
+    """Twilio's HMAC-SHA1 signature of ``url`` and the form, Base64 (as in the header)."""
+    # Sorting the distinct (name, value) pairs orders names, then each name's values, and
+    # counts a repeated pair once: RequestValidator.compute_signature's order, in one sort.
+    signed = url + "".join([name + value for name, value in sorted(set(pairs))])
+    return base64.b64encode(hmac.digest(token, signed.encode(), "sha1"))
+
+
+def signature_matches(
+    token: bytes, url: str, pairs: Sequence[tuple[str, str]], signature: str
+) -> bool:
+    """Whether ``signature`` is Twilio's for ``url`` (with or without its default port)."""
+    given = signature.encode("utf-8", "replace")
+    if hmac.compare_digest(compute_signature(token, url, pairs), given):
+        return True
+    # The SDK accepts the URL with and without the port ("sig generation on back end is
+    # inconsistent"); those forms are tried only once the URL as rebuilt has failed.
+    try:
+        parsed = urlparse(url)
+        variants = {remove_port(parsed), add_port(parsed)} - {url}
+    except ValueError:  # a port that is not a number: no other form of this URL exists
+        return False
+    for variant in variants:
+        if hmac.compare_digest(compute_signature(token, variant, pairs), given):
+            return True
+    return False
+
+
 def verify_signature(
     request: InboundRequest,
-    form: MultiDict[str],
+    form: Form,
     *,
-    validator: RequestValidator,
+    token: bytes,
     url: SignedUrl,
     channel: str,
 ) -> None:
     """Raise VerificationError (403) unless ``X-Twilio-Signature`` matches ``url`` + ``form``."""
     signature = request.header(SIGNATURE_HEADER)
-    algorithm = get_signature_algorithm(request.header(SIGNATURE_SETTINGS_HEADER) or None)
+    settings = request.header(SIGNATURE_SETTINGS_HEADER)
+    algorithm = get_signature_algorithm(settings) if settings else HMAC_SHA1
     if not signature:
         problem, reason = "no X-Twilio-Signature header", "missing_signature"
     elif algorithm.upper() != HMAC_SHA1:
         # Shared-key signatures (HMAC_SHA256) need the SharedKey secret, not the Auth Token.
         problem, reason = f"unsupported signature algorithm {algorithm!r}", "unsupported_algorithm"
-    elif validator.validate(url.url, form, signature):
+    elif signature_matches(token, url.url, form.pairs, signature):
         return
     else:
         problem, reason = "X-Twilio-Signature does not match", "bad_signature"
