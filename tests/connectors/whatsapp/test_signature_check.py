@@ -4,7 +4,8 @@ and a genuine request costs it one HMAC."""
 from __future__ import annotations
 
 import hmac
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import pytest
 from hypothesis import given
@@ -13,7 +14,7 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from connectors.whatsapp import signature
-from connectors.whatsapp.signature import signature_matches
+from connectors.whatsapp.signature import form_pairs, signature_matches
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 _pairs = st.lists(
@@ -88,3 +89,34 @@ def test_a_genuine_request_costs_one_hmac(monkeypatch: pytest.MonkeyPatch) -> No
     calls.clear()
     assert not signature_matches(b"token", url, pairs, "forged")
     assert len(calls) == 2
+
+
+_form_text = st.lists(
+    st.sampled_from(["&", "=", "+", "%", "%2B", "%3A", "%e2%82%ac", "%ff", "%zz", "a", "Body"])
+    | st.text(max_size=6),
+    max_size=30,
+).map("".join)
+
+
+def _outcome(parse: Callable[[str], object], text: str) -> object:
+    """The pairs, or the kind of refusal."""
+    try:
+        return parse(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return type(exc)
+
+
+def _stdlib(text: str) -> object:
+    return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=500)
+
+
+@given(text=_form_text)
+def test_the_form_parse_is_the_stdlibs(text: str) -> None:
+    """The same pairs as parse_qsl, or the same refusal (bad UTF-8 behind a percent sign)."""
+    assert _outcome(form_pairs, text) == _outcome(_stdlib, text)
+
+
+@pytest.mark.parametrize("count", [499, 500, 501])
+def test_the_field_limit_is_the_stdlibs(count: int) -> None:
+    text = "&".join(["a=1"] * count)
+    assert _outcome(form_pairs, text) == _outcome(_stdlib, text)
