@@ -29,6 +29,7 @@ __all__ = ["ChannelTable", "WhatsAppChannel"]
 @dataclass(slots=True)
 class WhatsAppChannel:
     tenant: str
+    name: str  # the channel block's name (ChannelConfig.name), read per request
     config: WhatsAppChannelConfig
     token: bytes  # the Auth Token: the key of X-Twilio-Signature
     public_base_url: str | None
@@ -54,6 +55,7 @@ class ChannelTable:
                 continue
             channel = WhatsAppChannel(
                 tenant=tenant.id,
+                name=config.name,
                 config=config,
                 token=config.auth_token.get_secret_value().encode(),
                 public_base_url=config.public_base_url or public_base_url,

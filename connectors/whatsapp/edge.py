@@ -55,7 +55,7 @@ class WebhookEdge:
             public_base_url=channel.public_base_url,
             trusted_proxies=channel.config.trusted_proxies,
         )
-        verify_signature(request, form, token=channel.token, url=url, channel=channel.config.name)
+        verify_signature(request, form, token=channel.token, url=url, channel=channel.name)
 
     async def receive(self, request: InboundRequest) -> InboundResult:
         form = parse_form(request)
@@ -73,7 +73,7 @@ class WebhookEdge:
             event_id=sid,
             tenant=tenant,
             channel=Channel.WHATSAPP,
-            source=channel.config.name,
+            source=channel.name,
             conversation_key=conversation_key_of(tenant, _WHATSAPP, customer, None),
             event=fields,
         )

@@ -23,7 +23,7 @@ genuine request costs one HMAC, and the set of accepted signatures is the SDK's
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hmac
 import ipaddress
 from collections.abc import Sequence
@@ -160,7 +160,7 @@ def compute_signature(token: bytes, url: str, pairs: Sequence[tuple[str, str]]) 
     # Sorting the distinct (name, value) pairs orders names, then each name's values, and
     # counts a repeated pair once: RequestValidator.compute_signature's order, in one sort.
     signed = url + "".join([name + value for name, value in sorted(set(pairs))])
-    return base64.b64encode(hmac.digest(token, signed.encode(), "sha1"))
+    return binascii.b2a_base64(hmac.digest(token, signed.encode(), "sha1"), newline=False)
 
 
 def signature_matches(
