@@ -1,49 +1,43 @@
 """WhatsApp through Twilio: signed form webhooks in, the Messages API out, status callbacks.
 
-Inbound, ``POST /whatsapp/webhook``: the form's ``To`` (or ``MessagingServiceSid``) picks
-the channel, ``X-Twilio-Signature`` is checked against the URL Twilio called (see
-:mod:`connectors.whatsapp.signature`), the message is made durable (deduped on
-``MessageSid``) and Twilio gets an empty TwiML ``<Response />`` at once.
+Inbound, ``POST /whatsapp/webhook`` (:mod:`connectors.whatsapp.edge`): the form's ``To``
+(or ``MessagingServiceSid``) picks the channel, ``X-Twilio-Signature`` is checked against
+the URL Twilio called (see :mod:`connectors.whatsapp.signature`), the verified form is made
+durable (deduped on ``MessageSid``) and Twilio gets an empty TwiML ``<Response />`` at once.
+The worker turns it into a message (:mod:`connectors.whatsapp.parse`).
 
 Outbound goes through the twilio SDK's async client. Inside the 24-hour customer-service
 window (since the conversation's last inbound message) replies are free-form, split at
 1,600 characters; outside it the persona's approved template (ContentSid) is sent, or the
 message is dead-lettered with reason "window closed".
 
-Status callbacks, ``POST /whatsapp/status`` (signed the same way), become
-:class:`~gateway.models.DeliveryReceipt` entries on the conversation; ``failed`` and
-``undelivered`` also land in the dead-letter list with Twilio's ErrorCode.
+Status callbacks, ``POST /whatsapp/status`` (signed the same way,
+:mod:`connectors.whatsapp.status`), become :class:`~gateway.models.DeliveryReceipt` entries
+on the conversation; ``failed`` and ``undelivered`` also land in the dead-letter list with
+Twilio's ErrorCode.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
-import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import aiohttp
-from multidict import MultiDict
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
-from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from twilio.twiml.messaging_response import MessagingResponse
 
 from connectors.base import (
     FORM,
     ChannelCapabilities,
     ConnectorContext,
-    InboundRequest,
-    InboundResponse,
-    InboundResult,
     Pacing,
     Route,
 )
@@ -54,35 +48,31 @@ from connectors.send_policy import (
     utf16_fit,
 )
 from connectors.send_policy.twilio import read_twilio
-from connectors.whatsapp.signature import parse_form, signed_url, verify_signature
-from gateway.config import ChannelConfig, Secret, TenantConfig
-from gateway.deadletters import DeadLetter
+from connectors.whatsapp.channels import ChannelTable
+from connectors.whatsapp.channels import WhatsAppChannel as _Channel
+from connectors.whatsapp.config import WhatsAppChannelConfig, WhatsAppTemplate
+from connectors.whatsapp.edge import WebhookEdge
+from connectors.whatsapp.parse import parse_message
+from connectors.whatsapp.status import RECEIPT_STATUS as _RECEIPT_STATUS
+from connectors.whatsapp.status import WINDOW_CLOSED_CODE as _WINDOW_CLOSED_CODE
+from connectors.whatsapp.status import StatusCallbacks
+from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
-    EventParseError,
-    IngestUnavailableError,
-    PayloadError,
     PermanentDeliveryError,
-    StoreError,
     TransientDeliveryError,
-    UnknownTenantError,
 )
 from gateway.models import (
-    Attachment,
     Channel,
     ConversationKey,
     DeliveryReceipt,
-    EventKind,
     InboundMessage,
     OutboundMessage,
-    Participant,
     WhatsAppReplyContext,
-    stored_json,
     utcnow,
 )
 from gateway.observability import get_logger
 from gateway.state import ConversationState
-from gateway.store import Admission
 
 __all__ = [
     "BODY_LIMIT",
@@ -98,11 +88,7 @@ log = get_logger(__name__)
 BODY_LIMIT = 1600  # characters per Messages API Body
 WEBHOOK_PATH = "/whatsapp/webhook"
 STATUS_PATH = "/whatsapp/status"
-_EMPTY_TWIML = str(MessagingResponse().to_xml()).encode()
-_ADDRESS = re.compile(r"^whatsapp:\+[1-9][0-9]{6,14}$")
-_MAX_MEDIA = 10
 
-_WINDOW_CLOSED_CODE = 63016
 # Twilio error codes whose meaning the HTTP status does not tell (it says 4xx for some).
 _FAILURE_BY_TWILIO_CODE = {
     "20429": DeliveryFailure.RATE_LIMITED,
@@ -112,76 +98,6 @@ _FAILURE_BY_TWILIO_CODE = {
     "20503": DeliveryFailure.PLATFORM_UNAVAILABLE,
     str(_WINDOW_CLOSED_CODE): DeliveryFailure.WINDOW_CLOSED,  # outside 24 h, no template
 }
-_ReceiptStatus = Literal["sent", "queued", "delivered", "read", "failed", "undelivered"]
-# Message statuses as Twilio reports them → the receipt's status.
-_RECEIPT_STATUS: dict[str, _ReceiptStatus] = {
-    "accepted": "queued",
-    "scheduled": "queued",
-    "queued": "queued",
-    "sending": "queued",
-    "sent": "sent",
-    "delivered": "delivered",
-    "partially_delivered": "delivered",
-    "read": "read",
-    "failed": "failed",
-    "undelivered": "undelivered",
-}
-_DEAD_STATUSES = frozenset({"failed", "undelivered"})
-_MAX_PARTS = 64  # a reply is never split into more parts than this
-
-
-class WhatsAppTemplate(BaseModel):
-    """An approved Content template, sent when the 24-hour window is closed.
-
-    ``variables`` maps the template's placeholders ("1", "2", …) to text in which
-    ``$profile_name``, ``$persona``, ``$display_name``, ``$tenant`` and ``$text`` (the reply
-    the persona wanted to send) are filled in.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
-    variables: dict[str, str] = Field(default_factory=dict)
-
-
-class WhatsAppChannelConfig(ChannelConfig):
-    kind: Literal["whatsapp"] = "whatsapp"
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: Secret
-    from_number: str | None = Field(default=None, pattern=_ADDRESS.pattern)
-    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    # The scheme://host[:port][/prefix] Twilio calls; the webhook URL in the console is this
-    # + /whatsapp/webhook. Falls back to http.public_base_url.
-    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
-    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
-    status_callback: bool = True
-    templates: dict[str, WhatsAppTemplate] = Field(default_factory=dict)  # persona → template
-    window_hours: float = Field(default=24, gt=0)
-    max_sends_per_second: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _needs_sender(self) -> WhatsAppChannelConfig:
-        if self.from_number is None and self.messaging_service_sid is None:
-            raise ValueError("give from_number (whatsapp:+…) or messaging_service_sid")
-        return self
-
-    def serves(self, reply_context: object) -> bool:
-        """A message to this number (or through this Messaging Service)."""
-        if not isinstance(reply_context, WhatsAppReplyContext):
-            return False
-        if self.from_number is not None and reply_context.to_address == self.from_number:
-            return True
-        sid = reply_context.messaging_service_sid
-        return sid is not None and sid == self.messaging_service_sid
-
-
-@dataclass(slots=True)
-class _Channel:
-    tenant: str
-    config: WhatsAppChannelConfig
-    validator: RequestValidator
-    public_base_url: str | None
-    client: Any = None  # twilio.rest.Client, built inside the running loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,17 +170,6 @@ def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
     return [part for part in parts if part.strip()] or [""]
 
 
-def _attachment_kind(
-    mime: str,
-) -> Literal["image", "video", "audio", "file", "sticker", "location", "other"]:
-    major = mime.split("/", 1)[0].lower()
-    if mime.lower() == "image/webp":
-        return "sticker"  # WhatsApp stickers arrive as webp images
-    if major in ("image", "video", "audio"):
-        return major  # type: ignore[return-value]  # narrowed by the membership test above
-    return "file"
-
-
 class WhatsAppConnector:
     channel: ClassVar[Channel] = Channel.WHATSAPP
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
@@ -283,33 +188,19 @@ class WhatsAppConnector:
         channels: Sequence[tuple[TenantConfig, ChannelConfig]],
     ) -> None:
         self.context = context
-        self._channels: list[_Channel] = []
-        self._by_sender: dict[str, _Channel] = {}
-        self._by_service: dict[str, _Channel] = {}
-        for tenant, config in channels:
-            if not isinstance(config, WhatsAppChannelConfig):
-                continue
-            channel = _Channel(
-                tenant=tenant.id,
-                config=config,
-                validator=RequestValidator(config.auth_token.get_secret_value()),
-                public_base_url=config.public_base_url or context.config.http.public_base_url,
-            )
-            self._channels.append(channel)
-            for table, key in (
-                (self._by_sender, config.from_number),
-                (self._by_service, config.messaging_service_sid),
-            ):
-                if key is not None:
-                    table[key] = channel
+        table = ChannelTable(channels, public_base_url=context.config.http.public_base_url)
+        self._table = table
+        self._channels: list[_Channel] = table.channels
+        self._edge = WebhookEdge(table)
+        self._status = StatusCallbacks(context, table, self._edge)
         self._http: AsyncTwilioHttpClient | None = None
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", WEBHOOK_PATH, self.receive, "whatsapp.webhook", content_types=FORM),
-            Route("POST", STATUS_PATH, self.status, "whatsapp.status", content_types=FORM),
+            Route("POST", WEBHOOK_PATH, self._edge.receive, "whatsapp.webhook", content_types=FORM),
+            Route("POST", STATUS_PATH, self._status.receive, "whatsapp.status", content_types=FORM),
         ]
 
     async def start(self) -> None:
@@ -348,7 +239,8 @@ class WhatsAppConnector:
             channel.client = client
 
     async def parse(self, event: RawEvent) -> InboundMessage | None:
-        raise EventParseError("this connector stores parsed messages", reason="not_raw")
+        """The message of a stored inbound-message form (connectors/whatsapp/parse.py)."""
+        return parse_message(event, self._table, self.context.metrics)
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         channel = self._channel_for_outbound(message)
@@ -358,246 +250,6 @@ class WhatsAppConnector:
         sender = channel.config.messaging_service_sid or channel.config.from_number or ""
         key = self.context.keyspace.whatsapp_pace(sender)
         return Pacing(key=key, rate=rate, burst=max(1.0, rate))
-
-    # -- inbound ---------------------------------------------------------------------------------
-    def _channel_for_inbound(self, form: MultiDict[str], *, ours: str) -> _Channel:
-        """The channel owning the request: our address (``ours``) or the Messaging Service."""
-        channel = self._by_sender.get(form.get(ours, ""))
-        if channel is None:
-            channel = self._by_service.get(form.get("MessagingServiceSid", ""))
-        if channel is None:
-            raise UnknownTenantError(f"no WhatsApp channel for this {ours} / MessagingServiceSid")
-        account = form.get("AccountSid")
-        if account is not None and account != channel.config.account_sid:
-            raise UnknownTenantError("AccountSid does not match the channel's account")
-        return channel
-
-    def verify(self, request: InboundRequest, form: MultiDict[str], channel: _Channel) -> None:
-        """X-Twilio-Signature against the URL Twilio called; VerificationError (403) if not."""
-        url = signed_url(
-            request,
-            public_base_url=channel.public_base_url,
-            trusted_proxies=channel.config.trusted_proxies,
-        )
-        verify_signature(
-            request, form, validator=channel.validator, url=url, channel=channel.config.name
-        )
-
-    async def receive(self, request: InboundRequest) -> InboundResult:
-        form = parse_form(request)
-        channel = self._channel_for_inbound(form, ours="To")
-        self.verify(request, form, channel)
-        message = self._parse(channel, form)
-        return InboundResult(
-            messages=[message],
-            response=InboundResponse(body=_EMPTY_TWIML, content_type="text/xml"),
-        )
-
-    def _parse(self, channel: _Channel, form: MultiDict[str]) -> InboundMessage:
-        sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
-        customer = form.get("From", "")
-        ours = form.get("To", "")
-        if not re.fullmatch(r"[SM]M[0-9a-fA-F]{32}", sid):
-            raise PayloadError("MessageSid is missing or malformed")
-        if not _ADDRESS.match(customer) or not _ADDRESS.match(ours):
-            raise PayloadError("From and To must be whatsapp:+<number> addresses")
-        attachments = self._attachments(form)
-        events = self.context.metrics.channel_events
-        payload = form.get("ButtonPayload")
-        if payload:
-            kind, text = EventKind.ACTION, payload
-            events.labels("whatsapp", "button_reply").inc()
-        else:
-            kind, text = EventKind.MESSAGE, form.get("Body", "")
-        if attachments:
-            events.labels("whatsapp", "media_received").inc()
-        profile = form.get("ProfileName") or None
-        return InboundMessage(
-            event_id=sid,
-            conversation=ConversationKey(
-                tenant=channel.tenant, channel=Channel.WHATSAPP, conversation_id=customer
-            ),
-            sender=Participant(id=customer, display_name=profile),
-            kind=kind,
-            text=text,
-            attachments=attachments,
-            reply_context=WhatsAppReplyContext(
-                from_address=customer,
-                to_address=ours,
-                messaging_service_sid=form.get("MessagingServiceSid") or None,
-                wa_id=form.get("WaId") or None,
-                profile_name=profile,
-            ),
-            raw={key: form.getall(key)[0] for key in form},
-        )
-
-    @staticmethod
-    def _attachments(form: MultiDict[str]) -> tuple[Attachment, ...]:
-        try:
-            count = int(form.get("NumMedia", "0") or "0")
-        except ValueError as exc:
-            raise PayloadError("NumMedia is not a number") from exc
-        if not 0 <= count <= _MAX_MEDIA:
-            raise PayloadError("NumMedia is out of range")
-        found: list[Attachment] = []
-        for n in range(count):
-            url = form.get(f"MediaUrl{n}")
-            if not url:
-                raise PayloadError(f"MediaUrl{n} is missing")
-            mime = form.get(f"MediaContentType{n}", "application/octet-stream")
-            found.append(Attachment(kind=_attachment_kind(mime), mime_type=mime, url=url))
-        latitude, longitude = form.get("Latitude"), form.get("Longitude")
-        if latitude and longitude:
-            found.append(
-                Attachment(
-                    kind="location",
-                    name=form.get("Label") or None,
-                    extra={
-                        "latitude": latitude,
-                        "longitude": longitude,
-                        "address": form.get("Address") or None,
-                    },
-                )
-            )
-        return tuple(found)
-
-    # -- status callbacks ------------------------------------------------------------------------
-    async def status(self, request: InboundRequest) -> InboundResult:
-        form = parse_form(request)
-        channel = self._channel_for_status(request, form)
-        self.verify(request, form, channel)
-        sid = form.get("MessageSid") or form.get("SmsSid") or ""
-        twilio_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-        if not sid or not twilio_status:
-            raise PayloadError("MessageSid and MessageStatus are required")
-        events = self.context.metrics.channel_events
-        receipt_status = _RECEIPT_STATUS.get(twilio_status)
-        ok = InboundResult(response=InboundResponse(body=_EMPTY_TWIML, content_type="text/xml"))
-        if receipt_status is None:
-            events.labels("whatsapp", "status_other").inc()
-            return ok
-        events.labels("whatsapp", f"status_{twilio_status}").inc()
-        try:
-            record = await self._outbound_record(request.query.get("ob"), sid)
-            if record is None:
-                events.labels("whatsapp", "status_unmatched").inc()
-                log.warning("whatsapp.status_unmatched", message_sid=sid, status=twilio_status)
-                return ok
-            await self._store_status(channel, form, record, sid, twilio_status, receipt_status)
-        except StoreError as exc:
-            raise IngestUnavailableError("the status could not be stored; retry later") from exc
-        return ok
-
-    def _channel_for_status(self, request: InboundRequest, form: MultiDict[str]) -> _Channel:
-        tenant, name = request.query.get("tenant"), request.query.get("channel")
-        if tenant is not None:
-            for channel in self._channels:
-                if channel.tenant == tenant and channel.config.name == (name or "whatsapp"):
-                    return channel
-            raise UnknownTenantError("no WhatsApp channel for this status callback")
-        # Callbacks configured on the Messaging Service in the console carry no query.
-        return self._channel_for_inbound(form, ours="From")
-
-    async def _outbound_record(self, outbound_id: str | None, sid: str) -> dict[str, Any] | None:
-        store, keys = self.context.store, self.context.keyspace
-        if outbound_id is None:
-            found = await store.get_record(keys.whatsapp_sid(sid))
-            if found is None:
-                return None
-            outbound_id = found.decode()
-        raw = await store.get_record(keys.whatsapp_outbound(outbound_id))
-        if raw is None:
-            return None
-        record: dict[str, Any] = json.loads(raw)
-        return record
-
-    async def _store_status(
-        self,
-        channel: _Channel,
-        form: MultiDict[str],
-        record: Mapping[str, Any],
-        sid: str,
-        twilio_status: str,
-        receipt_status: _ReceiptStatus,
-    ) -> None:
-        ctx = self.context
-        conv = ConversationKey.model_validate(record["conversation"])
-        partition = ctx.keyspace.partition(conv.key)
-        error_code = form.get("ErrorCode") or None
-        receipt = DeliveryReceipt(
-            outbound_id=record["outbound_id"],
-            idempotency_key=record["idempotency_key"],
-            channel=Channel.WHATSAPP,
-            status=receipt_status,
-            platform_message_id=sid,
-            detail={
-                "twilio_status": twilio_status,
-                "error_code": error_code,
-                "source": "status_callback",
-            },
-        )
-        admissions = [
-            Admission(
-                dedupe_key=ctx.keyspace.status_seen(
-                    partition, Channel.WHATSAPP.value, channel.tenant, sid, twilio_status
-                ),
-                stream=ctx.keyspace.receipts(conv.key),
-                payload=stored_json(receipt),
-                log_cap=ctx.config.store.receipts_per_conversation,
-            )
-        ]
-        if twilio_status in _DEAD_STATUSES:
-            window = error_code == str(_WINDOW_CLOSED_CODE)
-            letter = DeadLetter(
-                kind="outbound",
-                reason=(
-                    f"Twilio reported {twilio_status}"
-                    + (f" with error {error_code}" if error_code else "")
-                    + (" (window closed)" if window else "")
-                ),
-                code=error_code or twilio_status,
-                attempts=1,
-                channel=Channel.WHATSAPP.value,
-                tenant=conv.tenant,
-                conversation=conv.key,
-                partition=partition,
-                message=record.get("message"),
-            )
-            admissions.append(
-                Admission(
-                    dedupe_key=ctx.keyspace.status_dead_letter_seen(
-                        partition, Channel.WHATSAPP.value, channel.tenant, sid, twilio_status
-                    ),
-                    stream=ctx.keyspace.dead_letters(partition),
-                    payload=letter.model_dump_json().encode(),
-                )
-            )
-        added = await ctx.store.admit(admissions, dedupe_ttl=ctx.config.store.dedupe_ttl_seconds)
-        if len(added) > 1 and added[1] is not None:
-            await self._forget_failed_part(conv, str(record["idempotency_key"]), sid)
-            ctx.metrics.dead_letters.labels("whatsapp", error_code or twilio_status).inc()
-            log.warning(
-                "whatsapp.delivery_failed",
-                message_sid=sid,
-                status=twilio_status,
-                error_code=error_code,
-                conversation=conv.key,
-            )
-
-    async def _forget_failed_part(
-        self, conv: ConversationKey, idempotency_key: str, sid: str
-    ) -> None:
-        """Twilio failed this part after accepting it: let an operator's replay send it again
-        (the parts that did arrive stay recorded, so a replay sends only what failed)."""
-        store, keys = self.context.store, self.context.keyspace
-        for n in range(_MAX_PARTS):
-            key = keys.whatsapp_part(conv.key, idempotency_key, n)
-            found = await store.get_record(key)
-            if found is None:
-                return
-            if found.decode() == sid:
-                await store.delete([key])
-                return
 
     # -- outbound --------------------------------------------------------------------------------
     def _channel_for_outbound(self, message: OutboundMessage) -> _Channel | None:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connectors.spec import Claim, ConnectorSpec, Problem, Subcommands, claimed_twice
-from connectors.whatsapp.connector import WhatsAppChannelConfig, WhatsAppConnector
+from connectors.whatsapp.config import WhatsAppChannelConfig
+from connectors.whatsapp.connector import WhatsAppConnector
 from gateway.config import GatewayConfig, PlacedChannel
 from gateway.models import Channel
 

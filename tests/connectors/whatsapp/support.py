@@ -9,6 +9,7 @@ import aiohttp
 
 from connectors.whatsapp.emulator import TwilioWebhookSender
 from gateway.deadletters import DeadLetter, list_dead_letters
+from gateway.envelope import RawEvent, is_raw_event
 from gateway.models import (
     Channel,
     ConversationKey,
@@ -56,13 +57,20 @@ def conversation(customer: str = CUSTOMER) -> ConversationKey:
 
 
 async def inbox_messages(gw: RunningGateway) -> list[InboundMessage]:
-    """Everything ever appended to the inbox (acknowledged entries stay readable)."""
+    """Everything ever appended to the inbox (acknowledged entries stay readable), each
+    stored form read through the connector's parse, as the worker reads it."""
     store, keys = gw.runtime.store, gw.runtime.keyspace
     assert store is not None
     found: list[InboundMessage] = []
     for p in range(keys.partitions):
         for entry in await store.range(keys.inbox(p), count=1000):
-            found.append(InboundMessage.model_validate_json(entry.payload))
+            if not is_raw_event(entry.payload):
+                found.append(InboundMessage.model_validate_json(entry.payload))
+                continue
+            event = RawEvent.model_validate_json(entry.payload)
+            message = await gw.runtime.connectors[event.channel].parse(event)
+            assert message is not None  # every WhatsApp form is a customer's message
+            found.append(message)
     return found
 
 

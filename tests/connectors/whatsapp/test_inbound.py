@@ -8,6 +8,8 @@ import aiohttp
 import pytest
 
 from connectors.whatsapp.emulator import TwilioEmulator
+from gateway.deadletters import DeadLetter
+from gateway.envelope import RawEvent
 from gateway.errors import ConfigError
 from gateway.models import EventKind, WhatsAppReplyContext
 from tests.connectors.whatsapp.conftest import ConfigFactory
@@ -15,10 +17,12 @@ from tests.connectors.whatsapp.support import (
     CUSTOMER,
     SENDER,
     SERVICE_SID,
+    dead_letters,
+    has_state,
     inbox_messages,
     sender_for,
 )
-from tests.harness import running_gateway
+from tests.harness import eventually, running_gateway
 
 
 async def test_twilio_retry_of_the_same_message_sid_gets_one_reply(
@@ -129,21 +133,49 @@ async def test_unknown_sender_number_is_404_and_malformed_input_is_400(
         assert emulator.messages == []
 
 
-async def test_hostile_signed_fields_are_400_not_a_crash(
+async def test_hostile_signed_fields_are_kept_and_dead_lettered_not_a_crash(
     make_config: ConfigFactory, emulator: TwilioEmulator, http: aiohttp.ClientSession
 ) -> None:
-    """Signed but nonsensical NumMedia, missing media URLs or a non-UTF-8 body get 400."""
+    """A non-UTF-8 body gets 400. Signed but nonsensical NumMedia or missing media URLs are
+    acknowledged (Twilio signed them: refusing would lose them), never answered, and
+    dead-lettered by the worker with their reason and the form whole."""
+    overrides = ({"NumMedia": "many"}, {"NumMedia": "99"}, {"NumMedia": "1"})
     async with running_gateway(make_config()) as gw:
         sender = sender_for(gw, http)
-        for override in ({"NumMedia": "many"}, {"NumMedia": "99"}, {"NumMedia": "1"}):
-            params = {**sender.inbound(from_=CUSTOMER, to=SENDER, body="x"), **override}
-            assert (await sender.post(params))[0] == 400
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         async with http.post(
             f"{gw.url}/whatsapp/webhook", data=b"Body=\xff\xfe&To=x", headers=headers
         ) as response:
             assert response.status == 400
-        assert await inbox_messages(gw) == []
+        sent: dict[str, dict[str, str]] = {}
+        for override in overrides:
+            params = {**sender.inbound(from_=CUSTOMER, to=SENDER, body="x"), **override}
+            assert (await sender.post(params))[0] == 200
+            sent[params["MessageSid"]] = params
+
+        async def three_letters() -> list[DeadLetter]:
+            letters = await dead_letters(gw)
+            return letters if len(letters) == len(overrides) else []
+
+        letters = await eventually(three_letters)
+        kept = {}
+        for letter in letters:
+            assert letter.raw is not None
+            assert (letter.kind, letter.channel, letter.tenant) == ("inbound", "whatsapp", "acme")
+            event = RawEvent.model_validate_json(letter.raw)
+            assert event.event == sent[event.event_id]  # the form whole, as Twilio signed it
+            kept[event.event_id] = letter.reason
+        assert sorted(kept.values()) == [
+            "bad_media: MediaUrl0 is missing",
+            "bad_media: NumMedia is not a number",
+            "bad_media: NumMedia is not between 0 and 10",
+        ]
+        failed = gw.runtime.metrics.registry.get_sample_value(
+            "flowbiz_inbound_total", {"channel": "whatsapp", "outcome": "parse_failed"}
+        )
+        assert failed == len(overrides)
+        assert not await has_state(gw)
+        assert emulator.messages == []
 
 
 async def test_status_callbacks_without_a_public_url_are_a_startup_error(

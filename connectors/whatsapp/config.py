@@ -1,0 +1,66 @@
+"""The ``whatsapp`` channel block: a tenant's Twilio account, its sender and its templates.
+
+Guarantees: a channel names a sender (a WhatsApp number or a Messaging Service) in the forms
+Twilio accepts, and :meth:`WhatsAppChannelConfig.serves` tells which channel a reply goes
+out through.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
+
+from gateway.config import ChannelConfig, Secret
+from gateway.models import WhatsAppReplyContext
+
+__all__ = ["ADDRESS", "WhatsAppChannelConfig", "WhatsAppTemplate"]
+
+# A WhatsApp address as Twilio writes it: whatsapp:+<E.164 number>.
+ADDRESS = re.compile(r"^whatsapp:\+[1-9][0-9]{6,14}$")
+
+
+class WhatsAppTemplate(BaseModel):
+    """An approved Content template, sent when the 24-hour window is closed.
+
+    ``variables`` maps the template's placeholders ("1", "2", …) to text in which
+    ``$profile_name``, ``$persona``, ``$display_name``, ``$tenant`` and ``$text`` (the reply
+    the persona wanted to send) are filled in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class WhatsAppChannelConfig(ChannelConfig):
+    kind: Literal["whatsapp"] = "whatsapp"
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: Secret
+    from_number: str | None = Field(default=None, pattern=ADDRESS.pattern)
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    # The scheme://host[:port][/prefix] Twilio calls; the webhook URL in the console is this
+    # + /whatsapp/webhook. Falls back to http.public_base_url.
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    status_callback: bool = True
+    templates: dict[str, WhatsAppTemplate] = Field(default_factory=dict)  # persona → template
+    window_hours: float = Field(default=24, gt=0)
+    max_sends_per_second: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_sender(self) -> WhatsAppChannelConfig:
+        if self.from_number is None and self.messaging_service_sid is None:
+            raise ValueError("give from_number (whatsapp:+…) or messaging_service_sid")
+        return self
+
+    def serves(self, reply_context: object) -> bool:
+        """A message to this number (or through this Messaging Service)."""
+        if not isinstance(reply_context, WhatsAppReplyContext):
+            return False
+        if self.from_number is not None and reply_context.to_address == self.from_number:
+            return True
+        sid = reply_context.messaging_service_sid
+        return sid is not None and sid == self.messaging_service_sid
