@@ -57,7 +57,8 @@ async def parsed_mail(raw: bytes, limits: Limits) -> ParsedEmail:
             return await asyncio.to_thread(parse_email, raw, limits=limits)
         return parse_email(raw, limits=limits)
     except HostileEmail as exc:
-        raise EventParseError(f"the mail cannot be read: {exc.reason}", reason=exc.reason) from exc
+        detail = exc.detail or exc.reason
+        raise EventParseError(f"the parser refused the mail ({detail})", reason=exc.reason) from exc
 
 
 def _context_text(context: dict[str, Any], name: str) -> str:

@@ -35,7 +35,15 @@ from connectors.email.emulator import (
     generate_dkim_key,
 )
 from connectors.email.headers import is_unsafe
-from connectors.email.parsing import HostileEmail, ParsedEmail, parse_email
+from connectors.email.parsing import (
+    HostileEmail,
+    Limits,
+    ParsedEmail,
+    _extract,
+    may_exceed_part_limits,
+    parse_email,
+    read_head,
+)
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
 from tests.properties.conftest import PROFILE
@@ -125,6 +133,71 @@ def test_parser_returns_a_parse_or_a_named_refusal(raw: bytes) -> None:
     assert parsed.event_id
     assert "@" in parsed.from_address
     event("parsed")
+
+
+# What only the MIME walk can refuse; everything else is decided by the header block.
+_BODY_REASONS = frozenset({"too_many_parts", "too_many_attachments", "unparsable"})
+
+
+@PROFILE
+@given(raw=mail_bytes)
+def test_the_header_block_alone_decides_what_the_edge_decides(raw: bytes) -> None:
+    """``read_head`` (the SMTP listener, before its 250) and ``parse_email`` (the worker)
+    agree on the sender, the dedupe id, the thread's ids and the automatic-mail screens;
+    a refusal of the header block is the parser's refusal; a refusal for parts or
+    attachments is only possible where the listener's byte count says it walks the parts."""
+    try:
+        full: ParsedEmail | None = parse_email(raw)
+        full_reason = ""
+    except HostileEmail as exc:
+        full, full_reason = None, exc.reason
+    try:
+        head = read_head(raw)
+        head_reason = ""
+    except HostileEmail as exc:
+        head_reason = exc.reason
+    if head_reason:
+        event(f"head refused {head_reason}")
+        # The full parse may stop earlier, in the body, before it reads the sender.
+        assert full_reason in (head_reason, "unparsable"), (head_reason, full_reason)
+        return
+    if full is None:
+        event(f"body refused {full_reason}")
+        assert full_reason in _BODY_REASONS, full_reason
+        if full_reason != "unparsable":
+            assert may_exceed_part_limits(raw, Limits())
+        return
+    event("both read")
+    assert (
+        head.event_id,
+        head.message_id,
+        head.from_address,
+        head.in_reply_to,
+        head.references,
+        head.loop_reasons,
+    ) == (
+        full.event_id,
+        full.message_id,
+        full.from_address,
+        full.in_reply_to,
+        full.references,
+        full.loop_reasons,
+    )
+    # The header objects reused within a message change nothing: the stdlib's own policy,
+    # which builds every header afresh, reads the same message.
+    plain = message_from_bytes(raw, policy=policy.default)
+    assert _extract(plain, raw, Limits()) == full  # type: ignore[arg-type]  # an EmailMessage
+
+
+def test_many_boundary_lines_make_the_listener_walk_the_parts() -> None:
+    many = VALID.replace(
+        b"--outer--\r\n",
+        b"--outer\r\nContent-Type: application/zip\r\n\r\nx\r\n" * 60 + b"--outer--\r\n",
+    )
+    assert not may_exceed_part_limits(VALID, Limits())
+    assert may_exceed_part_limits(many, Limits())
+    with pytest.raises(HostileEmail, match="too_many_attachments"):
+        parse_email(many)
 
 
 @pytest.fixture
