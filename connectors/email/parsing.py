@@ -18,7 +18,7 @@ The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
   worker reads from the same bytes;
 - each header is parsed once per message (:class:`_ReadOncePolicy`): ``policy.default``
   rebuilds a header object on every read, and a part's Content-Type is read up to five
-  times;
+  times (and :mod:`connectors.email.policies` makes each header class once);
 - every header value kept is clean (:mod:`connectors.email.headers`): display names,
   subject and the few audit headers carry no CR, LF, NUL or encoded-word opener; the
   sender, Reply-To and every Message-ID/In-Reply-To/References id are re-checked and an
@@ -34,7 +34,6 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import EmailPolicy
@@ -52,10 +51,10 @@ from connectors.email.headers import (
     header_text,
     is_unsafe,
 )
+from connectors.email.policies import HeaderClasses
 from gateway.models import Attachment
 
 __all__ = [
-    "HeaderClasses",
     "HostileEmail",
     "Limits",
     "MailHead",
@@ -157,26 +156,6 @@ class MailHead:
     references: tuple[str, ...]  # In-Reply-To stands in when there are none
     loop_reasons: tuple[str, ...]
     refusals: tuple[str, ...]  # thread ids left out: message_id, in_reply_to, references
-
-
-class HeaderClasses(HeaderRegistry):
-    """The stdlib's header factory, with each header class made once.
-
-    ``HeaderRegistry`` makes a new class (``type(...)``) for every header it parses, which
-    costs more than parsing most header values and leaves garbage for the cycle collector.
-    The class depends only on the registered class, so there are as many as it registers.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._made: dict[type, type] = {}
-
-    def __getitem__(self, name: str) -> type:
-        cls = self.registry.get(name.lower(), self.default_class)
-        made = self._made.get(cls)
-        if made is None:
-            made = self._made[cls] = super().__getitem__(name)
-        return made
 
 
 class _ReadOncePolicy(EmailPolicy):

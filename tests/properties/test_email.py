@@ -9,11 +9,13 @@ quarantine is counted as ``flowbiz_channel_events_total{event="quarantined_<reas
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.header import Header
+from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
@@ -422,6 +424,43 @@ def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
     signer = DkimSigner.from_pem(selector="s1", domain="acme.example", private_key=key)
     signed = signer.sign(reply.data)
     assert_only_our_headers(signed, record)
+
+
+@PROFILE
+@given(
+    lines=st.lists(
+        st.sampled_from(["--", "=_flowbiz_", "--=_flowbiz_", "=", "\u00e9", " ", "x" * 80])
+        | st.text(max_size=30),
+        max_size=12,
+    )
+)
+def test_the_reply_boundary_never_occurs_in_its_parts(lines: list[str]) -> None:
+    """Whatever the answer's text, the reply reads back as its two parts, the text intact:
+    the fixed boundary cannot be forged from inside a quoted-printable part."""
+    text = "\n".join(lines).replace("\r", "").strip() or "hello"
+    idempotency_key = "k"
+    # The boundary the text would have to forge: the digest of the reply's Message-ID.
+    boundary = "=_flowbiz_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    reply = build_reply(
+        from_address=SUPPORT,
+        from_name="FlowBiz Assistant",
+        to_address="jane@customer.example",
+        to_name=None,
+        subject="hi",
+        parent_message_id="",
+        parent_references=(),
+        text=f"{text}\n--{boundary}\n{text}",
+        signature="",
+        idempotency_key=idempotency_key,
+    )
+    parsed = message_from_bytes(reply.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_boundary() == boundary
+    plain, html_part = parsed.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    assert html_part.get_content_type() == "text/html"
+    expected = f"{text}\n--{boundary}\n{text}".rstrip()
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == expected.replace("\r\n", "\n")
 
 
 DKIM_ENV = "P_EMAIL_DKIM_KEY"
