@@ -30,6 +30,7 @@ from connectors.slack.emulator import (
     message_event,
 )
 from connectors.whatsapp.emulator import TwilioEmulator, TwilioWebhookSender
+from gateway.envelope import RawEvent, is_raw_event
 from gateway.models import InboundMessage
 from tests.harness import RunningGateway, base_config, eventually, running_gateway
 
@@ -295,7 +296,14 @@ async def desk_messages(gateway: RunningGateway) -> list[InboundMessage]:
     found = []
     for partition in range(gateway.config.store.partitions):
         for entry in await runtime.store.range(runtime.keyspace.inbox(partition), count=1000):
-            message = InboundMessage.model_validate_json(entry.payload)
+            if is_raw_event(entry.payload):  # stored as the platform sent it: parse it
+                event = RawEvent.model_validate_json(entry.payload)
+                parsed = await runtime.connectors[event.channel].parse(event)
+                if parsed is None:
+                    continue
+                message = parsed
+            else:
+                message = InboundMessage.model_validate_json(entry.payload)
             if message.conversation.conversation_id == DESK:
                 found.append(message)
     return found
