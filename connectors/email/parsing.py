@@ -126,8 +126,6 @@ class ParsedEmail:
     from_address: str
     from_name: str | None
     reply_to: str | None
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
     subject: str
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
@@ -392,8 +390,6 @@ def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
         from_address=head.from_address,
         from_name=from_name or None,
         reply_to=reply_to[0][1] if reply_to else None,
-        to=tuple(a for _, a in _addresses(msg, "to")[0]),
-        cc=tuple(a for _, a in _addresses(msg, "cc")[0]),
         subject=subject,
         in_reply_to=head.in_reply_to,
         references=head.references,
