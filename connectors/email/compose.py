@@ -7,8 +7,9 @@ cleaned of CR, LF, NUL and encoded-word openers, addresses are re-parsed and ref
 checked to hold exactly the headers written here (:class:`HeaderBlockRefused` otherwise),
 so no input can add a header or end the header block of a message we sign.
 
-The Message-ID of a reply is derived from the outbound message's idempotency key, so a
-resend of the same reply (after an unknown outcome, or an operator's replay) carries the
+Both parts are quoted-printable, so the MIME boundary (``=_flowbiz_`` and a digest) cannot
+occur in them. The Message-ID of a reply is derived from the outbound message's idempotency
+key, so a resend of the same reply (after an unknown outcome, or an operator's replay) carries the
 same id and the recipient's mail client shows it once.
 """
 
@@ -19,7 +20,6 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -30,6 +30,7 @@ from connectors.email.headers import (
     header_text,
     verify_header_block,
 )
+from connectors.email.policies import SMTP_WRITE
 from gateway.models import utcnow
 
 __all__ = ["Reply", "build_reply", "reply_subject"]
@@ -85,7 +86,7 @@ def build_reply(
     references = list(dict.fromkeys(references))
     if len(references) > _MAX_REFERENCES:
         references = [references[0], *references[-(_MAX_REFERENCES - 1) :]]
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=SMTP_WRITE)
     from_local, _, from_domain = from_address.rpartition("@")
     msg["From"] = Address(
         display_name=header_text(from_name, limit=200), username=from_local, domain=from_domain
@@ -113,6 +114,10 @@ def build_reply(
     msg.add_alternative(
         _html(text, signature), subtype="html", charset="utf-8", cte="quoted-printable"
     )
+    # Our own boundary, fixed per reply like its Message-ID: the generator would otherwise
+    # draw a random one and compile a regular expression for it to check it is unused.
+    # "=_" never occurs in quoted-printable text, so no line of either part can match it.
+    msg.set_boundary(f"=_flowbiz_{message_id.split('.', 1)[0]}")
     data = msg.as_bytes()
     written += ["Auto-Submitted", "X-Auto-Response-Suppress", "MIME-Version", "Content-Type"]
     verify_header_block(data, written)

@@ -2,8 +2,9 @@
 
 Per mailbox the store keeps ``{"uidvalidity": V, "last_uid": U}``. A pass fetches the
 UIDs above ``U`` in order and, for each message: fetch it (``BODY.PEEK[]``, so the server
-does not mark it read on our behalf), hand it to :meth:`EmailConnector.accept` (durable
-ingest), *then* flag it (or move it) on the server, *then* advance ``U`` in the store.
+does not mark it read on our behalf), hand it to the connector's edge
+(:meth:`connectors.email.edge.MailEdge.accept`: screens and the durable append), *then*
+flag it (or move it) on the server, *then* advance ``U`` in the store.
 
 A crash between any two steps repeats the message on the next pass; the core's dedupe on
 Message-ID makes that harmless, so nothing is missed and nothing is taken twice. When the
@@ -41,9 +42,9 @@ class ImapError(Exception):
 
 
 class ImapPoller:
-    def __init__(self, *, connector: MailIntake, tenant: str, channel: EmailChannelConfig) -> None:
+    def __init__(self, *, intake: MailIntake, tenant: str, channel: EmailChannelConfig) -> None:
         assert channel.imap is not None  # only built for channels with a mailbox
-        self.connector = connector
+        self.intake = intake
         self.tenant = tenant
         self.channel = channel
         self.config: ImapConfig = channel.imap
@@ -51,7 +52,7 @@ class ImapPoller:
         self.passes = 0  # completed fetch passes: tests wait on it
         self._task: asyncio.Task[None] | None = None
         self._client: aioimaplib.IMAP4 | None = None
-        self._state_key = connector.context.keyspace.imap_state(
+        self._state_key = intake.context.keyspace.imap_state(
             tenant, channel.name, self.config.username, self.config.host, self.config.mailbox
         )
         self._listener = f"email-imap:{tenant}:{channel.name}"
@@ -69,21 +70,21 @@ class ImapPoller:
 
     # -- the loop ----------------------------------------------------------------------------------
     async def _run(self) -> None:
-        metrics = self.connector.context.metrics
+        metrics = self.intake.context.metrics
         while True:
             try:
                 await self._session()
             except (ImapError, OSError, TimeoutError, aioimaplib.Abort, StoreError) as exc:
                 metrics.listener_up.labels(self._listener).set(0)
-                self.connector._event("imap_reconnect")
+                self.intake.event("imap_reconnect")
                 log.warning("email.imap_disconnected", error=type(exc).__name__)
             except IngestUnavailableError:
                 # Nothing was flagged or recorded for the message: it is fetched again.
                 metrics.listener_up.labels(self._listener).set(0)
-                self.connector._event("imap_deferred")
+                self.intake.event("imap_deferred")
             except Exception:  # keep the mailbox served: log, reconnect and go on
                 metrics.listener_up.labels(self._listener).set(0)
-                self.connector._event("imap_error")
+                self.intake.event("imap_error")
                 log.error("email.imap_failed", exc_info=True)
             await self._close()
             await asyncio.sleep(self.config.reconnect_seconds)
@@ -104,7 +105,7 @@ class ImapPoller:
         _ok(await client.login(cfg.username, cfg.password.get_secret_value()), "LOGIN")
         selected = _ok(await client.select(cfg.mailbox), "SELECT")
         uidvalidity = _uidvalidity(selected.lines)
-        self.connector.context.metrics.listener_up.labels(self._listener).set(1)
+        self.intake.context.metrics.listener_up.labels(self._listener).set(1)
         log.info("email.imap_connected", mailbox=cfg.mailbox)
         use_idle = cfg.idle and client.has_capability("IDLE")
         while True:
@@ -145,18 +146,18 @@ class ImapPoller:
 
     # -- one pass ----------------------------------------------------------------------------------
     async def _load_state(self, uidvalidity: int) -> int:
-        store = self.connector.context.store
+        store = self.intake.context.store
         stored = await store.get_record(self._state_key)
         if stored is not None:
             state = json.loads(stored)
             if state.get("uidvalidity") == uidvalidity:
                 return int(state.get("last_uid", 0))
-            self.connector._event("imap_uidvalidity_changed")
+            self.intake.event("imap_uidvalidity_changed")
             log.warning("email.imap_uidvalidity_changed", mailbox=self.config.mailbox)
         return 0
 
     async def _save_state(self, uidvalidity: int, last_uid: int) -> None:
-        await self.connector.context.store.put_record(
+        await self.intake.context.store.put_record(
             self._state_key, json.dumps({"uidvalidity": uidvalidity, "last_uid": last_uid}).encode()
         )
 
@@ -179,10 +180,10 @@ class ImapPoller:
                 await self._save_state(uidvalidity, last_uid)
 
     async def _take(self, client: aioimaplib.IMAP4, uid: int, size: int) -> None:
-        connector = self.connector
+        intake = self.intake
         if size > self.config.max_message_bytes:
-            connector._event("imap_too_large")
-            await connector._quarantine_unfetched(
+            intake.event("imap_too_large")
+            await intake.quarantine_unfetched(
                 self.tenant, self.address, size=size, reason="too_large", source="imap"
             )
         else:
@@ -190,10 +191,10 @@ class ImapPoller:
             raw = _literal(fetched.lines)
             if raw is None:
                 return  # expunged meanwhile
-            result = await connector.accept(
+            result = await intake.accept(
                 raw, recipients=[self.address], mail_from=None, source="imap"
             )
-            connector._event(f"imap_{result.outcome}")
+            intake.event(f"imap_{result.outcome}")
         await self._mark_processed(client, uid)
 
     async def _mark_processed(self, client: aioimaplib.IMAP4, uid: int) -> None:

@@ -1,10 +1,10 @@
 """What an inbound source (the SMTP listener, an IMAP mailbox) hands the connector, and
 what it gets back.
 
-Every source ends in the connector's ``accept``, which makes the message durable before the
-source acknowledges it (SMTP 250, the IMAP flag). The IMAP poller
-(:mod:`connectors.email.imap`) sees the connector only through :class:`MailIntake`, so it
-does not import the connector that starts it.
+Every source ends in the edge's ``accept`` (:class:`connectors.email.edge.MailEdge`), which
+makes the message durable before the source acknowledges it (SMTP 250, the IMAP flag). The
+IMAP poller (:mod:`connectors.email.imap`) sees the edge only through :class:`MailIntake`,
+so it does not import the connector that starts it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class InboundOutcome:
 
 
 class MailIntake(Protocol):
-    """The connector as an inbound source sees it (``EmailConnector``)."""
+    """The connector's edge as an inbound source sees it (``MailEdge``)."""
 
     context: ConnectorContext
 
@@ -38,10 +38,10 @@ class MailIntake(Protocol):
         source: Literal["smtp", "imap"],
     ) -> InboundOutcome: ...
 
-    # The connector's own metric and quarantine steps, which the poller reuses so that a
+    # The edge's own metric and quarantine steps, which the poller reuses so that a
     # message screened by IMAP is counted and kept exactly like one screened over SMTP.
-    def _event(self, event: str) -> None: ...
+    def event(self, event: str) -> None: ...
 
-    async def _quarantine_unfetched(
+    async def quarantine_unfetched(
         self, tenant: str, address: str, *, size: int, reason: str, source: str
     ) -> None: ...

@@ -12,6 +12,13 @@ The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
   an archive "bomb" is just a file of its stored size;
 - headers that mark mail as automatic (RFC 3834 and common practice) are collected as
   ``loop_reasons``; the connector decides what to do with them;
+- :func:`read_head` reads only the header block, with the same helpers as
+  :func:`parse_email`, so what the SMTP listener decides before its 250 (the sender, the
+  dedupe id, the thread's ids, the automatic-mail screens) is what the full parse in the
+  worker reads from the same bytes;
+- each header is parsed once per message (:class:`_ReadOncePolicy`): ``policy.default``
+  rebuilds a header object on every read, and a part's Content-Type is read up to five
+  times (and :mod:`connectors.email.policies` makes each header class once);
 - every header value kept is clean (:mod:`connectors.email.headers`): display names,
   subject and the few audit headers carry no CR, LF, NUL or encoded-word opener; the
   sender, Reply-To and every Message-ID/In-Reply-To/References id are re-checked and an
@@ -27,11 +34,12 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
-from typing import Literal
+from typing import Any, Literal
 
 from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]  # ships no py.typed
 
@@ -43,18 +51,22 @@ from connectors.email.headers import (
     header_text,
     is_unsafe,
 )
+from connectors.email.policies import HeaderClasses
 from gateway.models import Attachment
 
 __all__ = [
     "HostileEmail",
     "Limits",
+    "MailHead",
     "ParsedEmail",
     "automatic_reasons",
     "envelope_reasons",
     "html_to_text",
+    "may_exceed_part_limits",
     "message_ids",
     "normalise_address",
     "parse_email",
+    "read_head",
 ]
 
 # What a broken message can make the stdlib parser raise. It is written defensively, but its
@@ -114,8 +126,6 @@ class ParsedEmail:
     from_address: str
     from_name: str | None
     reply_to: str | None
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
     subject: str
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
@@ -130,6 +140,50 @@ class ParsedEmail:
     # and those whose text had control characters or encoded-word openers removed.
     header_refusals: tuple[str, ...] = ()
     header_cleaned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MailHead:
+    """What the header block alone says: all the SMTP listener needs before its 250."""
+
+    event_id: str  # the Message-ID without brackets, else a digest of the raw bytes
+    message_id: str | None
+    from_address: str
+    from_name: str  # as found (not yet cleaned): parse_email cleans it
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]  # In-Reply-To stands in when there are none
+    loop_reasons: tuple[str, ...]
+    refusals: tuple[str, ...]  # thread ids left out: message_id, in_reply_to, references
+
+
+class _ReadOncePolicy(EmailPolicy):
+    """``policy.default``, with each header object built once per message.
+
+    The stdlib builds a new header object (a full RFC 5322 parse of the value) on every
+    ``msg.get``; the objects are immutable, so one built for a ``(name, value)`` pair is
+    reused for the rest of the message. Each message gets its own cache
+    (:func:`_message_policy`): nothing of one mail outlives its parse.
+    """
+
+    parsed: dict[tuple[str, str], Any] | None = None
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        if self.parsed is None or hasattr(value, "name"):
+            return super().header_fetch_parse(name, value)
+        key = (name, value)
+        found = self.parsed.get(key)
+        if found is None:
+            found = self.parsed[key] = super().header_fetch_parse(name, value)
+        return found
+
+
+_READ_ONCE = _ReadOncePolicy(header_factory=HeaderClasses())
+
+
+def _message_policy() -> EmailPolicy:
+    policy = _READ_ONCE.clone()
+    object.__setattr__(policy, "parsed", {})  # policies are frozen; this copy is ours alone
+    return policy
 
 
 def normalise_address(address: str) -> str:
@@ -159,7 +213,8 @@ def _message_ids(value: str | None, *, limit: int) -> tuple[tuple[str, ...], boo
     return tuple(usable), refused
 
 
-def _precheck(raw: bytes, limits: Limits) -> None:
+def _precheck(raw: bytes, limits: Limits) -> int:
+    """Refuse what must not reach the parser; the offset where the header block ends."""
     match = _HEADER_END.search(raw)
     header_bytes = match.start() if match else len(raw)
     if header_bytes > limits.max_header_bytes:
@@ -169,6 +224,19 @@ def _precheck(raw: bytes, limits: Limits) -> None:
     containers = len(_CONTAINER.findall(raw))
     if containers > limits.max_containers:
         raise HostileEmail("too_deeply_nested", f"{containers} nested containers")
+    return match.end() if match else len(raw)
+
+
+def may_exceed_part_limits(raw: bytes, limits: Limits) -> bool:
+    """Whether the MIME walk could refuse ``raw`` for its parts or attachments.
+
+    Every part but the message itself starts after a boundary line (``--`` at the start of
+    a line; the parser also ends lines at a bare CR), so their number bounds the parts,
+    and the parts bound the attachments. Below both limits the walk cannot refuse the
+    message, and the header block is all the listener has to read.
+    """
+    bound = 1 + raw.count(b"\n--") + raw.count(b"\r--") + raw.startswith(b"--")
+    return bound > min(limits.max_parts, limits.max_attachments)
 
 
 def _clean(text: str) -> str:
@@ -216,13 +284,29 @@ def _addresses(msg: EmailMessage, name: str) -> tuple[list[tuple[str, str]], int
     return usable, len(found) - len(usable)
 
 
+def read_head(raw: bytes, *, limits: Limits | None = None) -> MailHead:
+    """The header block of one message, read as :func:`parse_email` reads it; raise
+    :class:`HostileEmail` for what it would refuse from the headers (or the byte checks)."""
+    head_end = _precheck(raw, limits or Limits())
+    try:
+        # The parser ends the header block at the first empty line, never after the blank
+        # line found above: the same headers as a full parse, without reading the body.
+        msg = BytesHeaderParser(policy=_message_policy()).parsebytes(raw[:head_end])
+        assert isinstance(msg, EmailMessage)  # an EmailPolicy always builds EmailMessage
+        return _head(msg, raw)
+    except HostileEmail:
+        raise
+    except _PARSER_FAILURES as exc:
+        raise HostileEmail("unparsable", type(exc).__name__) from exc
+
+
 def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
     """Parse one message; raise :class:`HostileEmail` when it must be refused or quarantined."""
     limits = limits or Limits()
     _precheck(raw, limits)
     try:
-        msg = email.message_from_bytes(raw, policy=policy.default)
-        assert isinstance(msg, EmailMessage)  # policy.default always builds EmailMessage
+        msg = email.message_from_bytes(raw, policy=_message_policy())
+        assert isinstance(msg, EmailMessage)  # an EmailPolicy always builds EmailMessage
         return _extract(msg, raw, limits)
     except HostileEmail:
         raise
@@ -230,9 +314,7 @@ def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
         raise HostileEmail("unparsable", type(exc).__name__) from exc
 
 
-def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
-    refusals: list[str] = []
-    cleaned: list[str] = []
+def _head(msg: EmailMessage, raw: bytes) -> MailHead:
     senders, refused = _addresses(msg, "from")
     if not senders and not refused:
         senders, refused = _addresses(msg, "sender")
@@ -241,17 +323,11 @@ def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
             raise HostileEmail("bad_sender_address", "no From address we could answer")
         raise HostileEmail("no_sender", "no usable From address")
     raw_name, from_address = senders[0]
-    from_name = header_text(raw_name, limit=200)
-    if is_unsafe(raw_name):
-        cleaned.append("from_name")
-    reply_to, refused = _addresses(msg, "reply-to")
-    if refused and not reply_to:
-        refusals.append("reply_to")
+    refusals: list[str] = []
     ids, refused = _message_ids(_header(msg, "message-id"), limit=1)
     if refused:
         refusals.append("message_id")
     message_id = ids[0] if ids else None
-    event_id = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     in_reply_to, refused = _message_ids(_header(msg, "in-reply-to"), limit=10)
     if refused:
         refusals.append("in_reply_to")
@@ -260,6 +336,29 @@ def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
         refusals.append("references")
     if not references and len(in_reply_to) == 1:
         references = in_reply_to  # RFC 5322 §3.6.4: In-Reply-To stands in for References
+    return MailHead(
+        event_id=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
+        message_id=message_id,
+        from_address=from_address,
+        from_name=raw_name,
+        in_reply_to=in_reply_to,
+        references=references,
+        loop_reasons=automatic_reasons(msg, from_address),
+        refusals=tuple(refusals),
+    )
+
+
+def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
+    head = _head(msg, raw)
+    refusals: list[str] = []
+    cleaned: list[str] = []
+    from_name = header_text(head.from_name, limit=200)
+    if is_unsafe(head.from_name):
+        cleaned.append("from_name")
+    reply_to, refused = _addresses(msg, "reply-to")
+    if refused and not reply_to:
+        refusals.append("reply_to")
+    refusals += head.refusals
 
     plain: list[str] = []
     html: list[str] = []
@@ -286,21 +385,19 @@ def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
     }
     date = _header(msg, "date")
     return ParsedEmail(
-        event_id=event_id,
-        message_id=message_id,
-        from_address=from_address,
+        event_id=head.event_id,
+        message_id=head.message_id,
+        from_address=head.from_address,
         from_name=from_name or None,
         reply_to=reply_to[0][1] if reply_to else None,
-        to=tuple(a for _, a in _addresses(msg, "to")[0]),
-        cc=tuple(a for _, a in _addresses(msg, "cc")[0]),
         subject=subject,
-        in_reply_to=in_reply_to,
-        references=references,
+        in_reply_to=head.in_reply_to,
+        references=head.references,
         date=None if date is None else header_text(date, limit=200),
         text=text,
         full_text_chars=len(full),
         attachments=tuple(attachments),
-        loop_reasons=automatic_reasons(msg, from_address),
+        loop_reasons=head.loop_reasons,
         defects=len(msg.defects),
         headers=headers,
         header_refusals=tuple(refusals),

@@ -9,11 +9,13 @@ quarantine is counted as ``flowbiz_channel_events_total{event="quarantined_<reas
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.header import Header
+from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
@@ -35,7 +37,15 @@ from connectors.email.emulator import (
     generate_dkim_key,
 )
 from connectors.email.headers import is_unsafe
-from connectors.email.parsing import HostileEmail, ParsedEmail, parse_email
+from connectors.email.parsing import (
+    HostileEmail,
+    Limits,
+    ParsedEmail,
+    _extract,
+    may_exceed_part_limits,
+    parse_email,
+    read_head,
+)
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
 from tests.properties.conftest import PROFILE
@@ -125,6 +135,71 @@ def test_parser_returns_a_parse_or_a_named_refusal(raw: bytes) -> None:
     assert parsed.event_id
     assert "@" in parsed.from_address
     event("parsed")
+
+
+# What only the MIME walk can refuse; everything else is decided by the header block.
+_BODY_REASONS = frozenset({"too_many_parts", "too_many_attachments", "unparsable"})
+
+
+@PROFILE
+@given(raw=mail_bytes)
+def test_the_header_block_alone_decides_what_the_edge_decides(raw: bytes) -> None:
+    """``read_head`` (the SMTP listener, before its 250) and ``parse_email`` (the worker)
+    agree on the sender, the dedupe id, the thread's ids and the automatic-mail screens;
+    a refusal of the header block is the parser's refusal; a refusal for parts or
+    attachments is only possible where the listener's byte count says it walks the parts."""
+    try:
+        full: ParsedEmail | None = parse_email(raw)
+        full_reason = ""
+    except HostileEmail as exc:
+        full, full_reason = None, exc.reason
+    try:
+        head = read_head(raw)
+        head_reason = ""
+    except HostileEmail as exc:
+        head_reason = exc.reason
+    if head_reason:
+        event(f"head refused {head_reason}")
+        # The full parse may stop earlier, in the body, before it reads the sender.
+        assert full_reason in (head_reason, "unparsable"), (head_reason, full_reason)
+        return
+    if full is None:
+        event(f"body refused {full_reason}")
+        assert full_reason in _BODY_REASONS, full_reason
+        if full_reason != "unparsable":
+            assert may_exceed_part_limits(raw, Limits())
+        return
+    event("both read")
+    assert (
+        head.event_id,
+        head.message_id,
+        head.from_address,
+        head.in_reply_to,
+        head.references,
+        head.loop_reasons,
+    ) == (
+        full.event_id,
+        full.message_id,
+        full.from_address,
+        full.in_reply_to,
+        full.references,
+        full.loop_reasons,
+    )
+    # The header objects reused within a message change nothing: the stdlib's own policy,
+    # which builds every header afresh, reads the same message.
+    plain = message_from_bytes(raw, policy=policy.default)
+    assert _extract(plain, raw, Limits()) == full  # type: ignore[arg-type]  # an EmailMessage
+
+
+def test_many_boundary_lines_make_the_listener_walk_the_parts() -> None:
+    many = VALID.replace(
+        b"--outer--\r\n",
+        b"--outer\r\nContent-Type: application/zip\r\n\r\nx\r\n" * 60 + b"--outer--\r\n",
+    )
+    assert not may_exceed_part_limits(VALID, Limits())
+    assert may_exceed_part_limits(many, Limits())
+    with pytest.raises(HostileEmail, match="too_many_attachments"):
+        parse_email(many)
 
 
 @pytest.fixture
@@ -349,6 +424,43 @@ def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
     signer = DkimSigner.from_pem(selector="s1", domain="acme.example", private_key=key)
     signed = signer.sign(reply.data)
     assert_only_our_headers(signed, record)
+
+
+@PROFILE
+@given(
+    lines=st.lists(
+        st.sampled_from(["--", "=_flowbiz_", "--=_flowbiz_", "=", "\u00e9", " ", "x" * 80])
+        | st.text(max_size=30),
+        max_size=12,
+    )
+)
+def test_the_reply_boundary_never_occurs_in_its_parts(lines: list[str]) -> None:
+    """Whatever the answer's text, the reply reads back as its two parts, the text intact:
+    the fixed boundary cannot be forged from inside a quoted-printable part."""
+    text = "\n".join(lines).replace("\r", "").strip() or "hello"
+    idempotency_key = "k"
+    # The boundary the text would have to forge: the digest of the reply's Message-ID.
+    boundary = "=_flowbiz_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    reply = build_reply(
+        from_address=SUPPORT,
+        from_name="FlowBiz Assistant",
+        to_address="jane@customer.example",
+        to_name=None,
+        subject="hi",
+        parent_message_id="",
+        parent_references=(),
+        text=f"{text}\n--{boundary}\n{text}",
+        signature="",
+        idempotency_key=idempotency_key,
+    )
+    parsed = message_from_bytes(reply.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_boundary() == boundary
+    plain, html_part = parsed.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    assert html_part.get_content_type() == "text/html"
+    expected = f"{text}\n--{boundary}\n{text}".rstrip()
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == expected.replace("\r\n", "\n")
 
 
 DKIM_ENV = "P_EMAIL_DKIM_KEY"
