@@ -30,6 +30,7 @@ from connectors.slack.emulator import (
     message_event,
 )
 from connectors.whatsapp.emulator import TwilioEmulator, TwilioWebhookSender
+from gateway.envelope import RawEvent, is_raw_event
 from gateway.models import InboundMessage
 from tests.harness import RunningGateway, base_config, eventually, running_gateway
 
@@ -295,8 +296,14 @@ async def desk_messages(gateway: RunningGateway) -> list[InboundMessage]:
     found = []
     for partition in range(gateway.config.store.partitions):
         for entry in await runtime.store.range(runtime.keyspace.inbox(partition), count=1000):
-            message = InboundMessage.model_validate_json(entry.payload)
-            if message.conversation.conversation_id == DESK:
+            message: InboundMessage | None
+            if is_raw_event(entry.payload):
+                # Stored as the platform sent it: read through its parse, as the worker does.
+                event = RawEvent.model_validate_json(entry.payload)
+                message = await runtime.connectors[event.channel].parse(event)
+            else:
+                message = InboundMessage.model_validate_json(entry.payload)
+            if message is not None and message.conversation.conversation_id == DESK:
                 found.append(message)
     return found
 
