@@ -34,6 +34,7 @@ from pydantic_core import from_json
 
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
+from gateway.models import conversation_key_of
 from gateway.observability import get_logger
 from gateway.store import Keyspace, Store, StreamEntry
 
@@ -47,12 +48,20 @@ _MAX_STORE_RETRY_DELAY = 2.0
 
 
 def conversation_of(entry: StreamEntry) -> str:
-    """The ordering key of an inbox/outbox entry (both carry ``conversation``)."""
+    """The ordering key of an inbox/outbox entry: its conversation's key.
+
+    Messages carry ``conversation`` as an object, a platform event's envelope as the key
+    itself (gateway/envelope.py); both give the same string, so a conversation whose inbox
+    holds both kinds is still one queue, in stream order.
+    """
     try:
         # pydantic-core's parser: about four times faster than json.loads, per entry read.
         conv = from_json(entry.payload)["conversation"]
-        parts = [conv["tenant"], conv["channel"], conv["conversation_id"], conv.get("thread")]
-        return "/".join(str(p) for p in parts if p is not None)
+        if isinstance(conv, str):
+            return conv
+        return conversation_key_of(
+            conv["tenant"], conv["channel"], conv["conversation_id"], conv.get("thread")
+        )
     except (ValueError, KeyError, TypeError):
         return f"?{entry.id}"  # unparsable: its own queue; the handler dead-letters it
 

@@ -4,8 +4,10 @@ Inbound: ``POST /line/webhook`` (any configured channel) or
 ``POST /line/webhook/{tenant}/{channel}`` (one named channel). The ``X-Line-Signature`` is
 checked against the channel secret(s) before the body is even decoded as JSON; the
 signature-verified body's ``destination`` (the bot's user id) then selects the tenant's
-channel. Events are parsed with the SDK's ``WebhookParser`` and normalised; each event's
-``webhookEventId`` is the dedupe key, so a redelivery never produces a second reply.
+channel. Each event that can start a turn is stored as LINE sent it, named by its
+``webhookEventId`` (the dedupe key, so a redelivery never produces a second reply)
+(:mod:`connectors.line.edge`); the worker reads it with the SDK's models
+(:mod:`connectors.line.parse`) and adds the sender's display name.
 
 Outbound: at send time, the event's reply token is used when it is still fresh (received less
 than ``60 - reply_token_margin_seconds`` seconds ago) and this process wins the store claim on
@@ -22,10 +24,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import aiohttp
-from linebot.v3.exceptions import InvalidSignatureError
 from linebot.v3.messaging import (
     ApiException,
     AsyncApiClient,
@@ -41,28 +42,7 @@ from linebot.v3.messaging import (
     ShowLoadingAnimationRequest,
     TextMessage,
 )
-from linebot.v3.models.events import UnknownEvent
-from linebot.v3.webhook import SignatureValidator, WebhookParser
-from linebot.v3.webhooks import (
-    AudioMessageContent,
-    FileMessageContent,
-    FollowEvent,
-    GroupSource,
-    ImageMessageContent,
-    JoinEvent,
-    LeaveEvent,
-    LocationMessageContent,
-    MemberJoinedEvent,
-    MessageEvent,
-    PostbackEvent,
-    RoomSource,
-    StickerMessageContent,
-    TextMessageContent,
-    UnfollowEvent,
-    UserSource,
-    VideoMessageContent,
-)
-from pydantic import Field
+from pydantic_core import from_json
 
 from connectors.base import (
     JSON,
@@ -74,7 +54,10 @@ from connectors.base import (
     Pacing,
     Route,
 )
-from gateway.config import ChannelConfig, Secret, TenantConfig
+from connectors.line.config import REPLY_TOKEN_LIFETIME_SECONDS, LineChannelConfig
+from connectors.line.edge import SIGNATURE_HEADER, admit_event, signature_matches
+from connectors.line.parse import line_message
+from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
     EventParseError,
@@ -86,15 +69,12 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.models import (
-    Attachment,
     Channel,
-    ConversationKey,
     DeliveryReceipt,
     EventKind,
     InboundMessage,
     LineReplyContext,
     OutboundMessage,
-    Participant,
     utcnow,
 )
 from gateway.observability import get_logger
@@ -114,15 +94,13 @@ __all__ = [
 
 log = get_logger(__name__)
 
-SIGNATURE_HEADER = "x-line-signature"
+_EMPTY_OK = InboundResponse.json({})
 MAX_MESSAGES_PER_CALL = 5
 MAX_TEXT_UTF16 = 5000
 MAX_QUICK_REPLY_ITEMS = 13
 MAX_ACTION_LABEL = 20
 MAX_POSTBACK_DATA = 300
 MAX_SENDER_NAME = 20
-# LINE: "use the reply token within one minute of receiving the webhook".
-REPLY_TOKEN_LIFETIME_SECONDS = 60.0
 _REPLY_CLAIM_TTL = 2 * REPLY_TOKEN_LIFETIME_SECONDS
 _USAGE_TTL = 62 * 86400  # long enough for a monthly quota window
 _PROFILE_TTL = 6 * 3600.0
@@ -134,38 +112,13 @@ _RETRY_KEY_NAMESPACE = uuid.UUID("3f0c6a3e-5b1e-4f6c-9a57-7d1f6d0c2b41")
 _SOURCE_KIND = {"image": "image", "video": "video", "audio": "audio", "file": "file"}
 
 
-class LineChannelConfig(ChannelConfig):
-    """One LINE channel (one bot) of a tenant; a tenant may have several."""
-
-    kind: Literal["line"] = "line"
-    destination: str = Field(pattern=r"^U[0-9a-f]{32}$")  # the bot's user id
-    channel_secret: Secret
-    channel_access_token: Secret
-    reply_token_margin_seconds: float = Field(default=10.0, ge=0, lt=REPLY_TOKEN_LIFETIME_SECONDS)
-    loading_indicator: bool = True
-    loading_seconds: int = Field(default=20, ge=5, le=60, multiple_of=5)
-    fetch_profiles: bool = True
-    profile_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
-    # Below the dispatcher's delivery timeout so the connector classifies timeouts itself.
-    request_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
-    sends_per_second: float | None = Field(default=None, gt=0)  # optional local pacing
-
-    def serves(self, reply_context: object) -> bool:
-        """A message to this bot (its destination)."""
-        return (
-            isinstance(reply_context, LineReplyContext)
-            and reply_context.destination == self.destination
-        )
-
-
 @dataclass(slots=True)
 class _Bot:
     """A configured channel with its SDK objects."""
 
     tenant: str
     config: LineChannelConfig
-    validator: Any  # linebot SignatureValidator
-    parser: Any  # linebot WebhookParser
+    secret: bytes  # the channel secret, for the webhook signature
     client: Any = None  # AsyncApiClient, created inside the running loop
     api: Any = None  # AsyncMessagingApi
 
@@ -209,6 +162,14 @@ def split_text(text: str, limit: int = MAX_TEXT_UTF16) -> list[str]:
 def push_retry_key(idempotency_key: str, batch: int) -> str:
     """The X-Line-Retry-Key of one push call: the same for every retry, in every process."""
     return str(uuid.uuid5(_RETRY_KEY_NAMESPACE, f"{idempotency_key}#{batch}"))
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -257,13 +218,10 @@ class LineConnector:
             if channel.destination in self._by_destination:
                 # The destination is how a webhook finds its tenant: it must be unambiguous.
                 raise ValueError(f"LINE destination {channel.destination} is configured twice")
-            secret = channel.channel_secret.get_secret_value()
             bot = _Bot(
                 tenant=tenant.id,
                 config=channel,
-                validator=SignatureValidator(secret),
-                # The signature is checked as a separate step before parsing (see verify()).
-                parser=WebhookParser(secret, skip_signature_verification=lambda: True),
+                secret=channel.channel_secret.get_secret_value().encode(),
             )
             self._bots.append(bot)
             self._by_destination[channel.destination] = bot
@@ -307,9 +265,6 @@ class LineConnector:
         """Messaging API clients currently open (one per channel that has made a call)."""
         return sum(1 for bot in self._bots if bot.client is not None)
 
-    async def parse(self, event: RawEvent) -> InboundMessage | None:
-        raise EventParseError("this connector stores parsed messages", reason="not_raw")
-
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         bot = self._bot_for(message)
         if bot is None or bot.config.sends_per_second is None:
@@ -332,9 +287,9 @@ class LineConnector:
     def _count(self, event: str) -> None:
         self.context.metrics.channel_events.labels("line", event).inc()
 
-    # -- inbound: verification ---------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> tuple[str, list[_Bot]]:
-        """Check X-Line-Signature first; return the body as text and the channels it matches."""
+    # -- inbound: the edge (connectors/line/edge.py) ----------------------------------------
+    def verify(self, request: InboundRequest) -> list[_Bot]:
+        """Check X-Line-Signature before anything reads the body; the channels it matches."""
         signature = request.header(SIGNATURE_HEADER)
         if not signature:
             raise VerificationError("missing X-Line-Signature", reason="missing_signature")
@@ -346,22 +301,20 @@ class LineConnector:
             candidates = [named]
         else:
             candidates = self._bots
-        try:
-            # The SDK signs text: LINE bodies are UTF-8, and anything else cannot be genuine.
-            body = request.body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise VerificationError("body is not UTF-8", reason="bad_signature") from exc
-        matched = [bot for bot in candidates if bot.validator.validate(body, signature)]
+        matched = [b for b in candidates if signature_matches(b.secret, request.body, signature)]
         if not matched:
             raise VerificationError("X-Line-Signature does not match", reason="bad_signature")
-        return body, matched
+        return matched
 
-    # -- inbound: parsing --------------------------------------------------------------------------
     async def receive(self, request: InboundRequest) -> InboundResult:
-        body, matched = self.verify(request)
+        matched = self.verify(request)
         try:
-            data = json.loads(body)
+            # pydantic-core's parser: several times faster than json.loads, per request.
+            data = from_json(request.body)
         except ValueError as exc:
+            if not _is_utf8(request.body):
+                # LINE signs UTF-8 text: a signed body that is not cannot be LINE's.
+                raise VerificationError("body is not UTF-8", reason="bad_signature") from exc
             raise PayloadError("body is not JSON") from exc
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             raise PayloadError("a LINE webhook body is an object with an events array")
@@ -369,131 +322,50 @@ class LineConnector:
         bot = next((b for b in matched if b.config.destination == destination), None)
         if bot is None:
             raise UnknownTenantError("no configured LINE channel has this destination")
-        raw_events: list[Any] = data["events"]
-        if not raw_events:
+        events: list[Any] = data["events"]
+        if not events:
             self._count("verify_request")  # the console's "Verify" button
             return InboundResult(response=InboundResponse.json({}))
-        try:
-            payload = bot.parser.parse(body, request.header(SIGNATURE_HEADER), as_payload=True)
-        except InvalidSignatureError as exc:  # not raised: verification already happened
-            raise VerificationError("X-Line-Signature does not match") from exc
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # The SDK's UnknownEvent fallback itself fails on events missing common fields.
-            raise PayloadError(f"malformed LINE event: {type(exc).__name__}") from exc
-        messages: list[InboundMessage] = []
-        for event, raw in zip(payload.events, raw_events, strict=True):
-            message = self._normalise(bot, event, raw if isinstance(raw, dict) else {})
-            if message is not None:
-                messages.append(message)
-        await self._attach_profiles(bot, messages)
+        admitted = [
+            a
+            for a in (
+                admit_event(e, tenant=bot.tenant, channel=bot.config, count=self._count)
+                for e in events
+            )
+            if a is not None
+        ]
 
         def respond(flags: Sequence[bool]) -> InboundResponse:
-            for message, new in zip(messages, flags, strict=True):
-                if new:
-                    self._start_loading(bot, message)
-            return InboundResponse.json({})
+            for event, new in zip(admitted, flags, strict=True):
+                if new and event.loading_chat is not None:
+                    self._start_loading(bot, event.loading_chat)
+            return _EMPTY_OK
 
-        return InboundResult(messages=messages, respond=respond)
+        return InboundResult(encoded=[a.encoded for a in admitted], respond=respond)
 
-    def _normalise(self, bot: _Bot, event: Any, raw: dict[str, Any]) -> InboundMessage | None:
-        """One SDK event as an InboundMessage, or None (counted) when nothing should answer."""
-        event_type = getattr(event, "type", "")
-        if isinstance(event, UnknownEvent):
-            # Unknown types AND known types that failed the SDK's validation end up here.
-            self._count("unknown_event")
-            log.warning("line.unknown_event", event_type=str(event_type)[:40])
-            return None
-        if getattr(event, "mode", None) is not None and str(event.mode.value) == "standby":
-            self._count("standby_skipped")  # another module channel owns the chat now
-            return None
-        if event.delivery_context.is_redelivery:
-            self._count("redelivery")
-        source = event.source
-        if isinstance(source, UserSource):
-            source_type, source_id, user_id = "user", source.user_id, source.user_id
-        elif isinstance(source, GroupSource):
-            source_type, source_id, user_id = "group", source.group_id, source.user_id
-        elif isinstance(source, RoomSource):
-            source_type, source_id, user_id = "room", source.room_id, source.user_id
-        else:
-            self._count("no_source")
-            return None
-        if not source_id:
-            self._count("no_source")
-            return None
-        kind = EventKind.MESSAGE
-        text = ""
-        attachments: tuple[Attachment, ...] = ()
-        sender_id = user_id or source_id
-        if isinstance(event, MessageEvent):
-            text, attachments = _message_content(event.message)
-        elif isinstance(event, PostbackEvent):
-            kind, text = EventKind.ACTION, event.postback.data
-        elif isinstance(event, FollowEvent):
-            kind = EventKind.FOLLOW
-        elif isinstance(event, UnfollowEvent):
-            kind = EventKind.UNFOLLOW
-        elif isinstance(event, JoinEvent):
-            kind = EventKind.JOIN
-        elif isinstance(event, MemberJoinedEvent):
-            kind = EventKind.JOIN
-            joined = [m.user_id for m in event.joined.members if m.user_id]
-            sender_id = joined[0] if joined else sender_id
-        elif isinstance(event, LeaveEvent):
-            kind = EventKind.LEAVE
-        else:
-            # Known to the SDK but not a conversation turn (beacon, unsend, memberLeft, …).
-            self._count(f"ignored_{event_type}")
-            return None
-        reply_token = getattr(event, "reply_token", None)
-        return InboundMessage(
-            event_id=event.webhook_event_id,
-            conversation=ConversationKey(
-                tenant=bot.tenant,
-                channel=Channel.LINE,
-                conversation_id=f"{bot.config.name}:{source_id}",
-            ),
-            sender=Participant(id=sender_id),
-            kind=kind,
-            text=text,
-            attachments=attachments,
-            reply_context=LineReplyContext(
-                destination=bot.config.destination,
-                reply_token=reply_token,
-                source_type=source_type,
-                source_id=source_id,
-                user_id=user_id,
-                is_redelivery=bool(event.delivery_context.is_redelivery),
-            ),
-            raw=raw,
-        )
-
-    # -- inbound: profiles and the loading indicator --------------------------------------------
-    async def _attach_profiles(self, bot: _Bot, messages: list[InboundMessage]) -> None:
-        """Add display names (cached per process) so personas can greet people by name."""
-        if not bot.config.fetch_profiles:
-            return
-        wanted = {
-            m.sender.id
-            for m in messages
-            if isinstance(m.reply_context, LineReplyContext)
-            and m.reply_context.source_type == "user"
-            and m.kind not in (EventKind.UNFOLLOW, EventKind.LEAVE)
-        }
-        if not wanted:
-            return
-        names = dict(
-            zip(
-                wanted,
-                await asyncio.gather(*(self._display_name(bot, uid) for uid in wanted)),
-                strict=True,
+    # -- inbound: in the worker (connectors/line/parse.py) --------------------------------------
+    async def parse(self, event: RawEvent) -> InboundMessage | None:
+        bot = self._by_name.get((event.tenant, event.source))
+        if bot is None:
+            raise EventParseError(
+                f"no LINE channel {event.source!r} for tenant {event.tenant!r}",
+                reason="no_channel",
             )
-        )
-        for index, message in enumerate(messages):
-            name = names.get(message.sender.id)
-            if name is not None:
-                sender = message.sender.model_copy(update={"display_name": name})
-                messages[index] = message.model_copy(update={"sender": sender})
+        message = line_message(event, channel=bot.config)
+        if (
+            message is None
+            or not bot.config.fetch_profiles
+            or not isinstance(message.reply_context, LineReplyContext)
+            or message.reply_context.source_type != "user"
+            or message.kind in (EventKind.UNFOLLOW, EventKind.LEAVE)
+        ):
+            return message
+        # A display name so personas can greet people by name (cached per process).
+        name = await self._display_name(bot, message.sender.id)
+        if name is None:
+            return message
+        sender = message.sender.model_copy(update={"display_name": name})
+        return message.model_copy(update={"sender": sender})
 
     async def _display_name(self, bot: _Bot, user_id: str) -> str | None:
         loop = asyncio.get_running_loop()
@@ -518,17 +390,9 @@ class LineConnector:
         self._profiles[cache_key] = (name, loop.time() + ttl)
         return name
 
-    def _start_loading(self, bot: _Bot, message: InboundMessage) -> None:
+    def _start_loading(self, bot: _Bot, chat_id: str) -> None:
         """Show the typing indicator in a 1:1 chat while the agent works (after the ack)."""
-        context = message.reply_context
-        if (
-            not bot.config.loading_indicator
-            or not isinstance(context, LineReplyContext)
-            or context.source_type != "user"
-            or message.kind not in (EventKind.MESSAGE, EventKind.ACTION)
-        ):
-            return
-        task = asyncio.get_running_loop().create_task(self._show_loading(bot, context.source_id))
+        task = asyncio.get_running_loop().create_task(self._show_loading(bot, chat_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -738,61 +602,6 @@ def _classify(exc: ApiException, call: str) -> TransientDeliveryError | Permanen
     return PermanentDeliveryError(
         f"LINE {call} answered {status}" + (f": {detail}" if detail else ""), code=str(status)
     )
-
-
-# -- normalising inbound message content -----------------------------------------------------------
-def _message_content(content: Any) -> tuple[str, tuple[Attachment, ...]]:
-    """Text, and attachments with a readable text form, for one message object."""
-    if isinstance(content, TextMessageContent):
-        return content.text, ()
-    message_id = str(getattr(content, "id", ""))
-    if isinstance(content, StickerMessageContent):
-        keywords = list(content.keywords or [])
-        attachment = Attachment(
-            kind="sticker",
-            extra={
-                "message_id": message_id,
-                "package_id": content.package_id,
-                "sticker_id": content.sticker_id,
-                "keywords": keywords,
-            },
-        )
-        label = f"[sticker: {', '.join(keywords[:3])}]" if keywords else "[sticker]"
-        return (content.text or label), (attachment,)
-    if isinstance(content, LocationMessageContent):
-        attachment = Attachment(
-            kind="location",
-            name=content.title,
-            extra={
-                "message_id": message_id,
-                "title": content.title,
-                "address": content.address,
-                "latitude": content.latitude,
-                "longitude": content.longitude,
-            },
-        )
-        place = ", ".join(p for p in (content.title, content.address) if p)
-        where = f"{content.latitude}, {content.longitude}"
-        return f"[location: {place} ({where})]" if place else f"[location: {where}]", (attachment,)
-    if isinstance(content, FileMessageContent):
-        attachment = Attachment(
-            kind="file",
-            name=content.file_name,
-            size=content.file_size,
-            extra={"message_id": message_id},
-        )
-        return f"[file: {content.file_name}]", (attachment,)
-    if isinstance(content, ImageMessageContent | VideoMessageContent | AudioMessageContent):
-        kind = _SOURCE_KIND[content.type]
-        provider = content.content_provider
-        attachment = Attachment(
-            kind=kind,
-            url=provider.original_content_url,  # only for external providers; else fetch by id
-            extra={"message_id": message_id, "provider": provider.type},
-        )
-        return f"[{kind}]", (attachment,)
-    kind_name = str(getattr(content, "type", "message"))[:20]
-    return f"[{kind_name}]", (Attachment(kind="other", extra={"message_id": message_id}),)
 
 
 # -- building outbound message objects -------------------------------------------------------------

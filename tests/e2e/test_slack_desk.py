@@ -296,14 +296,15 @@ async def desk_messages(gateway: RunningGateway) -> list[InboundMessage]:
     found = []
     for partition in range(gateway.config.store.partitions):
         for entry in await runtime.store.range(runtime.keyspace.inbox(partition), count=1000):
-            message: InboundMessage | None
-            if is_raw_event(entry.payload):
-                # Stored as the platform sent it: read through its parse, as the worker does.
+            if is_raw_event(entry.payload):  # stored as the platform sent it: parse it
                 event = RawEvent.model_validate_json(entry.payload)
-                message = await runtime.connectors[event.channel].parse(event)
+                parsed = await runtime.connectors[event.channel].parse(event)
+                if parsed is None:
+                    continue
+                message = parsed
             else:
                 message = InboundMessage.model_validate_json(entry.payload)
-            if message is not None and message.conversation.conversation_id == DESK:
+            if message.conversation.conversation_id == DESK:
                 found.append(message)
     return found
 

@@ -9,6 +9,8 @@ import pytest
 from linebot.v3.webhook import SignatureValidator
 
 from connectors.line.emulator import sign_body
+from gateway.deadletters import list_dead_letters
+from gateway.envelope import RawEvent
 from tests.connectors.line.conftest import (
     ALICE,
     BOB,
@@ -186,20 +188,34 @@ async def test_member_joined_is_welcomed_in_the_group(line_gateway, sender, emul
         assert delivery.texts[0].startswith("Welcome ")
 
 
-async def test_unknown_and_incomplete_events_are_counted_not_dropped_silently(
+async def test_unknown_and_incomplete_events_are_counted_or_kept_not_dropped_silently(
     line_gateway, sender, emulator
 ):
-    """Unknown event types and events the SDK cannot validate are counted; the rest is served."""
+    """An unknown event type is counted at the edge; an event the SDK cannot read is stored,
+    then dead-lettered by the worker with its reason and the event whole; the rest is served."""
     async with line_gateway() as gw:
         line = sender(gw.url)
         future = line.event("somethingNew", line.source(ALICE), reply=False, thing={"x": 1})
         incomplete = line.text("hello", user_id=ALICE)
-        del incomplete["message"]["quoteToken"]  # the SDK turns this into UnknownEvent
+        del incomplete["message"]["quoteToken"]  # the SDK's model requires it
         good = line.text("pricing", user_id=BOB)
         assert await line.post([future, incomplete, good]) == 200
         [delivery] = await emulator.wait_for(1)
         assert delivery.to == BOB
-        assert channel_event(gw, "unknown_event") == 2
+        assert channel_event(gw, "unknown_event") == 1
+        rt = gw.runtime
+        assert rt.store is not None
+        [(_, letter)] = await eventually(lambda: list_dead_letters(rt.store, rt.keyspace))
+        assert letter.reason.startswith("malformed_event: ")
+        assert (letter.channel, letter.tenant) == ("line", "acme")
+        assert letter.raw is not None
+        kept = RawEvent.model_validate_json(letter.raw)
+        assert kept.event == incomplete
+        assert kept.event_id == incomplete["webhookEventId"]
+        parse_failed = rt.metrics.registry.get_sample_value(
+            "flowbiz_inbound_total", {"channel": "line", "outcome": "parse_failed"}
+        )
+        assert parse_failed == 1
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""LINE events → InboundMessage, through the connector's real route handler (no server needed)."""
+"""LINE events → InboundMessage, through the connector's real edge and parse (no server needed)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from connectors.base import ConnectorContext, InboundRequest
 from connectors.line import LineConnector
 from connectors.line.emulator import LineWebhookSender, sign_body
 from gateway.config import parse_config
+from gateway.envelope import RawEvent
 from gateway.metrics import Metrics
 from gateway.models import EventKind, InboundMessage
 from gateway.store import Keyspace
@@ -52,7 +53,13 @@ async def _receive(connector: LineConnector, line: LineWebhookSender, events: li
         body=body,
     )
     result = await connector.receive(request)
-    return list(result.messages)
+    # The edge stores the events as LINE sent them; the worker's parse makes the messages.
+    assert result.messages == ()
+    parsed = [
+        await connector.parse(RawEvent.model_validate_json(encoded.payload))
+        for encoded in result.encoded
+    ]
+    return [message for message in parsed if message is not None]
 
 
 def _count(connector: LineConnector, event: str) -> float:

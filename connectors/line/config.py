@@ -1,0 +1,39 @@
+"""A LINE channel block of ``gateway.yaml``: one bot (one Official Account) of a tenant."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gateway.config import ChannelConfig, Secret
+from gateway.models import LineReplyContext
+
+__all__ = ["REPLY_TOKEN_LIFETIME_SECONDS", "LineChannelConfig"]
+
+# LINE: "use the reply token within one minute of receiving the webhook".
+REPLY_TOKEN_LIFETIME_SECONDS = 60.0
+
+
+class LineChannelConfig(ChannelConfig):
+    """One LINE channel (one bot) of a tenant; a tenant may have several."""
+
+    kind: Literal["line"] = "line"
+    destination: str = Field(pattern=r"^U[0-9a-f]{32}$")  # the bot's user id
+    channel_secret: Secret
+    channel_access_token: Secret
+    reply_token_margin_seconds: float = Field(default=10.0, ge=0, lt=REPLY_TOKEN_LIFETIME_SECONDS)
+    loading_indicator: bool = True
+    loading_seconds: int = Field(default=20, ge=5, le=60, multiple_of=5)
+    fetch_profiles: bool = True
+    profile_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    # Below the dispatcher's delivery timeout so the connector classifies timeouts itself.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
+    sends_per_second: float | None = Field(default=None, gt=0)  # optional local pacing
+
+    def serves(self, reply_context: object) -> bool:
+        """A message to this bot (its destination)."""
+        return (
+            isinstance(reply_context, LineReplyContext)
+            and reply_context.destination == self.destination
+        )
