@@ -58,7 +58,7 @@ from gateway.models import Channel, EncodedInbound, conversation_key_of
 from gateway.nesting import value_too_deep
 from gateway.observability import get_logger
 
-__all__ = ["SlackEdge"]
+__all__ = ["SlackEdge", "signature_matches"]
 
 log = get_logger(__name__)
 
@@ -116,14 +116,10 @@ class SlackEdge:
             raise VerificationError("bad Slack timestamp", reason="bad_timestamp") from None
         if abs(self._clock.now() - sent_at) > _REPLAY_WINDOW:
             raise VerificationError("stale Slack timestamp", reason="stale_timestamp")
-        # compare_digest takes only ASCII text; a signature with anything else is no signature.
-        if not signature.startswith("v0=") or not signature.isascii():
-            raise VerificationError("Slack signature mismatch", reason="bad_signature")
-        base = b"v0:" + timestamp.encode() + b":" + request.body
-        given = signature[3:]
+        body = request.body
         matched: list[Workspace] = []
         for group in self._groups:
-            if hmac.compare_digest(hmac.digest(group.key, base, "sha256").hex(), given):
+            if signature_matches(group.key, timestamp, body, signature):
                 matched.extend(group.workspaces)
         if not matched:
             raise VerificationError("Slack signature mismatch", reason="bad_signature")
@@ -328,6 +324,16 @@ class SlackEdge:
             self._count("ignored_envelope")
             return []
         return [encoded] if encoded is not None else []
+
+
+def signature_matches(key: bytes, timestamp: str, body: bytes, signature: str) -> bool:
+    """Slack's v0 check: ``signature`` is ``v0=`` and the hex HMAC-SHA256, under the signing
+    secret ``key``, of ``v0:<timestamp>:<body>`` — what ``SignatureVerifier.is_valid`` computes
+    (the window aside), in one ``hmac.digest`` call, compared in constant time."""
+    if not signature.isascii():  # compare_digest takes only ASCII text: this is no signature
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return hmac.compare_digest("v0=" + hmac.digest(key, base, "sha256").hex(), signature)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
