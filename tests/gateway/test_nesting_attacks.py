@@ -20,6 +20,7 @@ from twilio.request_validator import RequestValidator
 
 from connectors.line.emulator import sign_body
 from connectors.slack.emulator import block_actions_payload, event_callback, message_event
+from gateway.envelope import RawEvent, is_raw_event
 from gateway.models import InboundMessage
 from gateway.signing import SIGNATURE_HEADER, sign
 from tests.harness import SECRETS, RunningGateway
@@ -60,7 +61,13 @@ async def _inbox(gw: RunningGateway) -> list[InboundMessage]:
     found = []
     for partition in range(rt.keyspace.partitions):
         for entry in await rt.store.range(rt.keyspace.inbox(partition), count=100):
-            found.append(InboundMessage.model_validate_json(entry.payload))
+            if is_raw_event(entry.payload):  # stored as the platform sent it: parse it
+                event = RawEvent.model_validate_json(entry.payload)
+                parsed = await rt.connectors[event.channel].parse(event)
+                assert parsed is not None
+                found.append(parsed)
+            else:
+                found.append(InboundMessage.model_validate_json(entry.payload))
     return found
 
 
