@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_core import from_json
+from pydantic_core import PydanticSerializationError, from_json
 from slack_sdk.signature import Clock
 from slack_sdk.socket_mode.request import SocketModeRequest
 
@@ -304,26 +304,37 @@ class SlackEdge:
             raise PayloadError(f"JSON nested deeper than {depth} levels", reason="too_deep")
         if request.retry_attempt:
             self._count("retry_received")
+        try:
+            encoded = await self._admit_socket_payload(workspaces, request.type, payload)
+        except PydanticSerializationError as exc:
+            # The SDK's json.loads takes a lone surrogate ("\ud800") that no JSON encoder can
+            # write back: it could never be stored, so it is refused like any bad payload.
+            raise PayloadError("payload cannot be stored as JSON", reason="bad_json") from exc
+        return [encoded] if encoded is not None else []
+
+    async def _admit_socket_payload(
+        self, workspaces: Sequence[Workspace], kind: str | None, payload: dict[str, Any]
+    ) -> EncodedInbound | None:
         encoded: EncodedInbound | None
-        if request.type == EVENTS_API:
+        if kind == EVENTS_API:
             if payload.get("type") != "event_callback":
                 self._count("ignored_envelope")
-                return []
+                return None
             team_id, enterprise_id = event_source(payload)
             ws = select_workspace(workspaces, team_id, enterprise_id)
             encoded = await self.admit_callback(ws, payload)
-        elif request.type == SLASH_COMMANDS:
+        elif kind == SLASH_COMMANDS:
             fields = {k: v for k, v in payload.items() if isinstance(v, str)}
             ws = select_workspace(workspaces, fields.get("team_id"), fields.get("enterprise_id"))
             encoded = self.admit_command(ws, fields)
-        elif request.type == INTERACTIVE:
+        elif kind == INTERACTIVE:
             team_id, enterprise_id = interaction_source(payload)
             ws = select_workspace(workspaces, team_id, enterprise_id)
             encoded = self.admit_action(ws, payload)
         else:
             self._count("ignored_envelope")
-            return []
-        return [encoded] if encoded is not None else []
+            return None
+        return encoded
 
 
 def signature_matches(key: bytes, timestamp: str, body: bytes, signature: str) -> bool:
