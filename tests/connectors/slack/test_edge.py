@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from slack_sdk.signature import Clock, SignatureVerifier
@@ -21,9 +23,14 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from connectors.slack.edge import signature_matches
 from connectors.slack.emulator import SlackEmulator, event_callback, message_event
 from gateway.deadletters import list_dead_letters, replay
+from gateway.errors import PayloadError
 from tests.connectors.slack.conftest import (
+    NOW,
+    FixedClock,
     inbox_entries,
+    make_connector,
     sender_for,
+    signed_request,
     slack_config,
 )
 from tests.harness import RunningGateway, eventually, running_gateway
@@ -182,3 +189,16 @@ async def test_an_event_the_worker_cannot_place_is_dead_lettered_and_replays(
         [post] = await emulator.wait_for_posts(1)
         assert await list_dead_letters(rt.store, rt.keyspace) == []
     assert (post.channel, post.shown_text) == ("D0ALICE", "Pro costs 29 a month.")
+
+
+async def test_attack_a_body_the_worker_could_not_read_back_is_refused_at_the_edge(
+    personas_dir: Path,
+) -> None:
+    """A lone surrogate escape is JSON text ``json.loads`` takes, but the envelope holding it
+    could not be read back by the worker: refused 400 before it is acknowledged."""
+    connector = make_connector(personas_dir, clock=FixedClock(NOW))
+    body = json.dumps(event_callback(message_event(text="hi \ud800", ts="1.2"))).encode()
+    assert b"\\ud800" in body
+    with pytest.raises(PayloadError) as caught:
+        await connector.events(signed_request("/slack/events", body, timestamp=NOW))
+    assert caught.value.status == 400
