@@ -141,7 +141,7 @@ class SlackEdge:
             return InboundResult()
         team_id, enterprise_id = event_source(body)
         ws = select_workspace(candidates, team_id, enterprise_id)
-        encoded = await self.admit_callback(ws, body, request.body)
+        encoded = await self.admit_callback(ws, body, request.body, team_id=team_id)
         if encoded is None:
             return InboundResult()
         retry = request.headers.get("x-slack-retry-num")
@@ -191,7 +191,12 @@ class SlackEdge:
 
     # -- admission (HTTP and Socket Mode) -------------------------------------------------------
     async def admit_callback(
-        self, ws: Workspace, body: dict[str, Any], body_json: bytes | None = None
+        self,
+        ws: Workspace,
+        body: dict[str, Any],
+        body_json: bytes | None = None,
+        *,
+        team_id: str | None = None,
     ) -> EncodedInbound | None:
         """The envelope of an ``event_callback`` that may need a turn; None when it never
         does. ``body_json``: the body's own bytes, stored as they came."""
@@ -221,7 +226,9 @@ class SlackEdge:
         elif not screened.mention and addressed_by_fields(config, ws.bot_user_id, message) is False:
             self._count("ignored_not_addressed")
             return None
-        team_id = event_source(body)[0] or string_field(message, "team") or config.team_id or ""
+        if team_id is None:
+            team_id = event_source(body)[0]
+        team_id = team_id or string_field(message, "team") or config.team_id or ""
         event_id = f"msg:{team_id}:{channel_id}:{ts}"
         if screened.edited_ts is not None:
             event_id += f":edited:{screened.edited_ts}"
@@ -322,7 +329,7 @@ class SlackEdge:
                 return None
             team_id, enterprise_id = event_source(payload)
             ws = select_workspace(workspaces, team_id, enterprise_id)
-            encoded = await self.admit_callback(ws, payload)
+            encoded = await self.admit_callback(ws, payload, team_id=team_id)
         elif kind == SLASH_COMMANDS:
             fields = {k: v for k, v in payload.items() if isinstance(v, str)}
             ws = select_workspace(workspaces, fields.get("team_id"), fields.get("enterprise_id"))
