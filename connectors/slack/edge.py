@@ -139,12 +139,14 @@ class SlackEdge:
         if envelope != "event_callback":
             self._count("ignored_envelope")
             return InboundResult()
+        retry = request.headers.get("x-slack-retry-num")
+        if retry:
+            self._count("retry_received")
         team_id, enterprise_id = event_source(body)
         ws = select_workspace(candidates, team_id, enterprise_id)
         encoded = await self.admit_callback(ws, body, request.body, team_id=team_id)
         if encoded is None:
             return InboundResult()
-        retry = request.headers.get("x-slack-retry-num")
         if retry:
             return InboundResult(
                 encoded=[encoded],
@@ -153,8 +155,6 @@ class SlackEdge:
         return InboundResult(encoded=[encoded], response=_OK)
 
     def _retried(self, attempt: str, reason: str) -> Callable[[Sequence[bool]], InboundResponse]:
-        self._count("retry_received")
-
         def respond(flags: Sequence[bool]) -> InboundResponse:
             # Slack resends when our first answer was late or lost: usually it is stored.
             stored_before = not flags[0]
