@@ -64,7 +64,6 @@ log = get_logger(__name__)
 
 _REPLAY_WINDOW = 60 * 5  # seconds either way, as Slack documents and SignatureVerifier checks
 _SLACK = Channel.SLACK
-_EVENTS_CONTEXT: dict[str, Any] = {"type": EVENTS_API}
 _COMMAND_CONTEXT: dict[str, Any] = {"type": SLASH_COMMANDS}
 _ACTION_CONTEXT: dict[str, Any] = {"type": INTERACTIVE}
 _OK = InboundResponse()
@@ -241,10 +240,12 @@ class SlackEdge:
             conversation_key=conversation_key_of(ws.tenant, "slack", channel_id, thread),
             event=body if body_json is None else None,
             event_json=body_json,
+            # The thread as decided here, so the worker keys the message the same way even
+            # if reply_in_thread or the desk's thread map changed in between.
             context=(
-                _EVENTS_CONTEXT
+                {"type": EVENTS_API, "thread": thread}
                 if desk_thread is None
-                else {"type": EVENTS_API, "desk_thread": desk_thread}
+                else {"type": EVENTS_API, "thread": thread, "desk": True}
             ),
         )
 

@@ -114,8 +114,12 @@ class SlackParser:
         if isinstance(screened, str):
             self._count(screened)
             return None
-        desk_thread = event.context.get("desk_thread")
-        desk_thread = desk_thread if isinstance(desk_thread, str) else None
+        # The conversation's thread as the edge keyed it: a desk thread's name, or the Slack
+        # thread the answer goes to.
+        thread = event.context.get("thread")
+        if not (thread is None or isinstance(thread, str)):
+            raise EventParseError("the stored thread is not a string", reason="bad_context")
+        desk_thread = thread if event.context.get("desk") is True else None
         if desk_thread is not None and screened.edited_ts is not None:
             self._count("ignored_desk_edit")
             return None
@@ -126,7 +130,7 @@ class SlackParser:
         ):
             self._count("ignored_not_addressed")
             return None
-        message = self._message(ws, event, body, screened.event, thread=desk_thread)
+        message = self._message(ws, event, body, screened.event, thread=thread, desk=desk_thread)
         if message is None or desk_thread is None:
             return message
         if not screened.mention:
@@ -150,8 +154,10 @@ class SlackParser:
         message: dict[str, Any],
         *,
         thread: str | None,
+        desk: str | None,
     ) -> InboundMessage | None:
-        """``thread``: our name for the Slack thread (a desk thread), else its ``thread_ts``."""
+        """``thread``: the conversation's thread, as the edge keyed it; ``desk``: the same,
+        when it is our name for a desk thread rather than a Slack ``thread_ts``."""
         channel_id = string_field(message, "channel")
         ts, user = string_field(message, "ts"), string_field(message, "user")
         if channel_id is None or ts is None:
@@ -162,7 +168,7 @@ class SlackParser:
         team_id, enterprise_id = event_source(body)
         team_id = team_id or string_field(message, "team") or ws.config.team_id or ""
         channel_type = in_dm(message, channel_id)[0]
-        reply = reply_thread(ws.config, message, channel_id)
+        reply = thread if desk is None else reply_thread(ws.config, message, channel_id)
         text = clean_text(string_field(message, "text") or "", ws.bot_user_id)
         attachments = _files(message.get("files"))
         if not text and not attachments:
@@ -177,7 +183,7 @@ class SlackParser:
                 tenant=ws.tenant,
                 channel=Channel.SLACK,
                 conversation_id=channel_id,
-                thread=thread or reply,
+                thread=thread,
             ),
             sender=Participant(id=user, display_name=_profile_name(message)),
             kind=EventKind.MESSAGE,

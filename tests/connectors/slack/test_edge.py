@@ -21,7 +21,12 @@ from hypothesis import strategies as st
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from connectors.slack.edge import signature_matches
-from connectors.slack.emulator import SlackEmulator, event_callback, message_event
+from connectors.slack.emulator import (
+    SlackEmulator,
+    app_mention_event,
+    event_callback,
+    message_event,
+)
 from gateway.deadletters import list_dead_letters, replay
 from gateway.errors import PayloadError
 from tests.connectors.slack.conftest import (
@@ -202,3 +207,25 @@ async def test_attack_a_body_the_worker_could_not_read_back_is_refused_at_the_ed
     with pytest.raises(PayloadError) as caught:
         await connector.events(signed_request("/slack/events", body, timestamp=NOW))
     assert caught.value.status == 400
+
+
+async def test_a_setting_changed_after_the_ack_does_not_orphan_a_stored_event(
+    store_url: str,
+    personas_dir: Path,
+    emulator: SlackEmulator,
+    session: aiohttp.ClientSession,
+) -> None:
+    """The edge keyed a channel mention by the thread under it (``reply_in_thread: true``);
+    the worker that reads it runs with ``reply_in_thread: false``. The message keeps the
+    conversation the edge gave it — answered in that thread, not dead-lettered as belonging
+    to another conversation."""
+    mention = app_mention_event(text="pricing?", channel="C0SALES", ts="1700000000.000500")
+    async with running_gateway(slack_config(store_url, personas_dir, emulator), role="web") as gw:
+        assert (await sender_for(session, gw).event(event_callback(mention)))[0] == 200
+    flat = slack_config(store_url, personas_dir, emulator, reply_in_thread=False)
+    async with running_gateway(flat) as gw:
+        [post] = await emulator.wait_for_posts(1)
+        rt = gw.runtime
+        assert rt.store is not None
+        assert await list_dead_letters(rt.store, rt.keyspace) == []
+    assert (post.channel, post.thread_ts) == ("C0SALES", "1700000000.000500")
