@@ -8,8 +8,9 @@ because the team that sent the request is only named inside the body.
 
 Then the edge reads only what admission needs, from plain dicts: the workspace (``team_id`` /
 ``enterprise_id``, among those whose secret signed), the dedupe id and the conversation key.
-It appends the verified payload unchanged (gateway/envelope.py); the worker's parse
-(connectors/slack/parse.py) makes the message. Events that never need a turn — the bot's own
+It appends the verified payload unchanged (gateway/envelope.py), with the thread it keyed
+the conversation by in the envelope's context; the worker's parse
+(connectors/slack/parse.py) makes the message under that same conversation. Events that never need a turn — the bot's own
 posts, other bots, edits (unless ``handle_edits``), join notices, channel chatter that does
 not address the bot — are acknowledged and not stored.
 
