@@ -13,8 +13,9 @@ signed just before the case runs.
   ``token_verification_enabled=False`` switch exists only on the sync ``App``); that one call
   is answered by a Slack emulator (connectors/slack/emulator.py) inside the same process,
   during the warm-up.
-- ``slack.redis``: ``flowbiz serve --role web`` with a Slack tenant on Redis: verify, parse,
-  dedupe on the event id, durable append, then the 200.
+- ``slack.redis``: ``flowbiz serve --role web`` with a Slack tenant on Redis: verify, read the
+  admission keys from the JSON, dedupe on the message's event id, durable append of the body
+  as sent, then the 200 (the worker parses it later; ``--role web`` runs no worker).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ import aiohttp
 import pytest
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from connectors.base import ConnectorContext, InboundRequest
+from connectors.base import ConnectorContext, InboundRequest, InboundResult
 from connectors.slack import SlackConnector
 from connectors.slack.emulator import EmulatedWorkspace, SlackEmulator, SlackSender
 from gateway.config import parse_config
+from gateway.envelope import RawEvent, is_raw_event
 from gateway.metrics import Metrics
+from gateway.models import InboundMessage
 from gateway.store import Keyspace
 from tests.harness import RunningGateway, base_config, running_gateway
 
@@ -215,6 +217,21 @@ def signed_request(
         query={},
         body=body,
     )
+
+
+async def parsed(connector: SlackConnector, result: InboundResult) -> list[InboundMessage]:
+    """The messages the worker makes of what a route stored, each of the conversation the
+    edge keyed it by (the worker dead-letters any other)."""
+    messages = []
+    for encoded in result.encoded:
+        assert is_raw_event(encoded.payload)
+        event = RawEvent.model_validate_json(encoded.payload)
+        message = await connector.parse(event)
+        if message is not None:
+            assert message.conversation.key == event.conversation == encoded.conversation_key
+            assert message.event_id == event.event_id == encoded.event_id
+            messages.append(message)
+    return messages
 
 
 async def inbox_entries(gw: RunningGateway) -> int:

@@ -17,6 +17,7 @@ from tests.connectors.slack.conftest import (
     FixedClock,
     inbox_entries,
     make_connector,
+    parsed,
     sender_for,
     signed_request,
 )
@@ -217,7 +218,7 @@ async def test_files_arrive_as_attachment_metadata(personas_dir) -> None:
     )
     body = json.dumps(event_callback(event)).encode()
     result = await connector.events(signed_request("/slack/events", body, timestamp=NOW))
-    [message] = result.messages
+    [message] = await parsed(connector, result)
     [attachment] = message.attachments
     assert attachment.kind == "image"
     assert attachment.name == "invoice.png"

@@ -21,6 +21,7 @@ from tests.connectors.slack.conftest import (
     FixedClock,
     inbox_entries,
     make_connector,
+    parsed,
     sender_for,
     signed_request,
 )
@@ -58,7 +59,7 @@ async def test_five_minute_window_both_ways(personas_dir, skew: int, accepted: b
     request = signed_request("/slack/events", BODY, timestamp=NOW)
     if accepted:
         result = await connector.events(request)
-        assert [m.text for m in result.messages] == ["hello"]
+        assert [m.text for m in await parsed(connector, result)] == ["hello"]
     else:
         with pytest.raises(VerificationError) as caught:
             await connector.events(request)

@@ -1,4 +1,5 @@
-"""Attack: an envelope on the Socket Mode websocket nested far too deep.
+"""Attacks on the Socket Mode listener: an envelope nested far too deep, or one no JSON
+encoder can write back.
 
 The HTTP edge refuses such JSON (tests/gateway/test_nesting_attacks.py); the socket path does
 not pass through it, so the listener applies the same ``http.max_json_depth``. The envelope is
@@ -36,3 +37,22 @@ async def test_attack_deep_socket_envelope_is_acked_counted_and_not_stored(
         event = message_event(text="pricing", channel="D0ALICE", ts="1700000000.001000")
         await emulator.wait_for_ack(await emulator.push("events_api", event_callback(event)))
         assert await _stored_event_ids(gw) == ["msg:T0FLOWBIZ:D0ALICE:1700000000.001000"]
+
+
+async def test_attack_socket_envelope_no_encoder_can_store_is_acked_counted_and_not_stored(
+    slack_gateway, emulator
+) -> None:
+    """A lone surrogate (``"\\ud800"``, valid JSON text that json.loads takes) in an envelope:
+    no JSON encoder can write it back, so it is refused like a malformed payload — acked,
+    counted, never stored — and the listener carries on."""
+    async with slack_gateway(**SOCKET) as gw:
+        await emulator.wait_for_connections(1)
+        await eventually(lambda: _gauge(gw) == 1.0)
+        event = message_event(text="hi \ud800", channel="D0ALICE", ts="1700000000.000800")
+        envelope_id = await emulator.push("events_api", event_callback(event))
+        await emulator.wait_for_ack(envelope_id)
+        assert _socket_events(gw, "socket_rejected") == 1
+        assert await _stored_event_ids(gw) == []
+        event = message_event(text="pricing", channel="D0ALICE", ts="1700000000.001100")
+        await emulator.wait_for_ack(await emulator.push("events_api", event_callback(event)))
+        assert await _stored_event_ids(gw) == ["msg:T0FLOWBIZ:D0ALICE:1700000000.001100"]

@@ -12,7 +12,7 @@ from connectors.slack.emulator import (
     message_event,
     slash_command_fields,
 )
-from gateway.models import InboundMessage
+from gateway.envelope import RawEvent
 from tests.connectors.slack.conftest import RunningGateway
 from tests.harness import eventually
 
@@ -38,7 +38,8 @@ async def _stored_event_ids(gw: RunningGateway) -> list[str]:
     ids = []
     for partition in range(rt.keyspace.partitions):
         for entry in await rt.store.range(rt.keyspace.inbox(partition), count=1000):
-            ids.append(InboundMessage.model_validate_json(entry.payload).event_id)
+            # A Slack event is stored as it came, keyed by its event id (gateway/envelope.py).
+            ids.append(RawEvent.model_validate_json(entry.payload).event_id)
     return ids
 
 

@@ -1,0 +1,73 @@
+"""The configuration of one Slack workspace (a channel block of ``kind: slack``).
+
+Guarantees: a block names its workspace (``team_id``, or ``enterprise_id`` for an org-wide
+install), has a way in (a signing secret for the HTTP routes, or an app token for Socket
+Mode), and bounds every size and timeout it sets. Nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config import ChannelConfig, Secret
+from gateway.models import SlackReplyContext
+
+__all__ = ["DEFAULT_MAX_MESSAGE_CHARS", "SLACK_MAX_TEXT", "SlackChannelConfig"]
+
+SLACK_MAX_TEXT = 40_000  # chat.postMessage truncates (or refuses, msg_too_long) above this
+DEFAULT_MAX_MESSAGE_CHARS = 4_000
+
+
+class SlackChannelConfig(ChannelConfig):
+    """One Slack workspace (or Enterprise Grid org) of a tenant, with its bot token."""
+
+    kind: Literal["slack"] = "slack"
+    team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
+    enterprise_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
+    signing_secret: Secret | None = None  # required for the HTTP routes
+    bot_token: Secret  # xoxb-…
+    app_token: Secret | None = None  # xapp-…, for Socket Mode
+    socket_mode: bool = False
+    # In channels, answer in a thread under the message (DMs stay flat unless the user threads).
+    reply_in_thread: bool = True
+    # In channels: answer only when mentioned (and in threads already answered), or everything.
+    channel_messages: Literal["mentions", "all"] = "mentions"
+    command_response: Literal["ephemeral", "in_channel"] = "ephemeral"
+    command_reply_via: Literal["response_url", "web_api"] = "response_url"
+    handle_edits: bool = False  # treat message_changed as a new message
+    bot_user_id: str | None = None  # learned with auth.test at start when not given
+    bot_id: str | None = None
+    max_message_chars: int = Field(default=DEFAULT_MAX_MESSAGE_CHARS, ge=200, le=SLACK_MAX_TEXT)
+    response_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
+    request_timeout_seconds: float = Field(default=10, gt=0)
+    messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
+    burst: float = Field(default=3.0, ge=1)
+    socket_ping_interval_seconds: float = Field(default=5, gt=0)
+    # Look up the display name of a person writing in an operators' desk thread (users.info,
+    # scope users:read) when the event does not carry it; the customer sees it as a signature.
+    fetch_user_names: bool = True
+    user_name_timeout_seconds: float = Field(default=1.5, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SlackChannelConfig:
+        if self.team_id is None and self.enterprise_id is None:
+            raise ValueError("give team_id (or enterprise_id for an org-wide install)")
+        if self.socket_mode and self.app_token is None:
+            raise ValueError("socket_mode needs app_token (an xapp- app-level token)")
+        if not self.socket_mode and self.signing_secret is None:
+            raise ValueError("signing_secret is needed to verify Slack's HTTP requests")
+        return self
+
+    def serves(self, reply_context: object) -> bool:
+        """A message from this workspace (or, org-wide, this Enterprise Grid org)."""
+        if not isinstance(reply_context, SlackReplyContext):
+            return False
+        if self.team_id is not None:
+            return reply_context.team_id == self.team_id
+        return reply_context.enterprise_id == self.enterprise_id
+
+    @property
+    def web_api_base_url(self) -> str:
+        return self.api_base_url or "https://slack.com/api/"
