@@ -6,8 +6,10 @@ Design, and why:
   own (``XREADGROUP``/``XACK``/``XAUTOCLAIM``), not something rebuilt on top.
 - Every multi-step change (admit, commit, token bucket, leases, heartbeats) is one Lua
   script, so it is atomic and costs one round trip. All keys a script touches are passed in
-  ``KEYS`` so a cluster proxy can route it; :mod:`gateway.store.keys` gives the keys of one
+  ``KEYS`` so a cluster can route it; :mod:`gateway.store.keys` gives the keys of one
   partition a shared hash tag so they land in one slot.
+- On a Redis Cluster (``open(url, cluster=True)``) the same code runs over redis-py's
+  ``RedisCluster``; :mod:`gateway.store.redis_cluster` holds the few differences.
 - Auto-pipelining: hot-path calls (admit, commit, ack, append, records) are queued and a
   flusher sends everything queued since its last run as ONE pipeline. Concurrent admits are
   additionally merged into one script call per hash tag. On a small box a round trip per
@@ -32,6 +34,7 @@ from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -47,6 +50,13 @@ from gateway.store.base import (
     Versioned,
 )
 from gateway.store.cursors import log_cursor, redis_stream_id
+from gateway.store.redis_cluster import (
+    SlotReads,
+    by_slot,
+    connect_cluster,
+    cross_slot_error,
+    scan_cluster,
+)
 
 __all__ = ["RedisStore"]
 
@@ -273,7 +283,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-async def _command(client: Redis, *args: Any) -> Any:
+async def _command(client: Redis | RedisCluster, *args: Any) -> Any:
     """``execute_command`` for commands redis-py has no typed method for (or parses badly)."""
     # redis-py leaves execute_command untyped
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -315,10 +325,14 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
 
 
 class RedisStore:
-    def __init__(self, url: str, client: Redis, blocking: Redis) -> None:
+    def __init__(
+        self, url: str, client: Redis | RedisCluster, blocking: Redis | RedisCluster
+    ) -> None:
         self.url = url
         self._client = client
         self._blocking = blocking
+        # Only on a cluster: reads of several slots' streams (one XREADGROUP each).
+        self._slot_reads = SlotReads() if isinstance(client, RedisCluster) else None
         self._commands: list[_Command] = []
         self._admits: list[_AdmitCall] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -338,8 +352,15 @@ class RedisStore:
         self._lease_holder_script = client.register_script(_LEASE_HOLDER_LUA)
 
     @classmethod
-    async def open(cls, url: str) -> RedisStore:
-        def connect(socket_timeout: float | None) -> Redis:
+    async def open(cls, url: str, *, cluster: bool = False) -> RedisStore:
+        """Connect to the server at ``url``, or with ``cluster`` to the Redis Cluster that
+        the node at ``url`` belongs to."""
+
+        def connect(socket_timeout: float | None) -> Redis | RedisCluster:
+            if cluster:
+                return connect_cluster(
+                    url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=socket_timeout
+                )
             # Options in the URL's query string take precedence over these defaults.
             return Redis.from_url(
                 url,
@@ -350,7 +371,10 @@ class RedisStore:
             )
 
         # The blocking pool has no socket timeout (a BLOCK may be long); read_group bounds it.
-        store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
+        try:
+            store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
+        except RedisError as exc:  # a cluster client asks a node for the slot map at once
+            raise StoreError(f"redis cluster at {url} unreachable: {exc}") from exc
         try:
             await store.ping()
         except BaseException:
@@ -369,6 +393,8 @@ class RedisStore:
         self._closed = True
         if self._flusher is not None:
             await self._flusher
+        if self._slot_reads is not None:
+            await self._slot_reads.aclose()
         await self._client.aclose()
         await self._blocking.aclose()
 
@@ -406,6 +432,8 @@ class RedisStore:
                 raise
 
     async def _run_pipeline(self, commands: list[_Command], *, reload_scripts: bool) -> None:
+        if self._slot_reads is not None:
+            commands = self._one_slot_each(commands)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for command in commands:
@@ -432,6 +460,18 @@ class RedisStore:
                     command.done(StoreError(f"redis script load failed: {exc}"))
                 return
             await self._run_pipeline(missing, reload_scripts=False)
+
+    @staticmethod
+    def _one_slot_each(commands: list[_Command]) -> list[_Command]:
+        """The commands a cluster can run: one spanning slots fails alone, not the batch."""
+        runnable: list[_Command] = []
+        for command in commands:
+            error = cross_slot_error(command.args)
+            if error is None:
+                runnable.append(command)
+            else:
+                command.done(error)
+        return runnable
 
     def _evalsha(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
@@ -518,6 +558,19 @@ class RedisStore:
         if not names:
             await asyncio.sleep(block)
             return []
+        read = partial(self._read_streams, group=group, consumer=consumer, count=count)
+        if self._slot_reads is not None:
+            batches = by_slot(names)
+            if len(batches) > 1:
+                return await self._slot_reads.read(
+                    batches, group=group, consumer=consumer, block=block, read_batch=read
+                )
+        return await read(names, block)
+
+    async def _read_streams(
+        self, names: list[str], block: float, *, group: str, consumer: str, count: int
+    ) -> list[tuple[str, StreamEntry]]:
+        """One XREADGROUP over ``names`` (on a cluster: streams of one slot)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block
         for attempt in range(2):
@@ -733,6 +786,8 @@ class RedisStore:
         cursor: Any = 0
         pattern = _glob_escape(prefix) + "*"
         with _errors("SCAN"):
+            if isinstance(self._client, RedisCluster):
+                return sorted(await scan_cluster(self._client, prefix, pattern, limit))[:limit]
             while True:
                 cursor, keys = await _command(
                     self._client, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
