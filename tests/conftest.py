@@ -185,15 +185,16 @@ def start_redis_cluster(directory: Path, *, masters: int = 3) -> RedisCluster:
         for n in range(masters):
             folder = directory / f"node{n}"
             folder.mkdir()
-            config = folder / "nodes.conf"
+            # The cluster bus port is given too: by default it is the port + 10000, which
+            # for a port from the ephemeral range may be out of range or taken.
+            bus = ["--cluster-port", str(free_port())]
+            config = ["--cluster-config-file", str(folder / "nodes.conf")]
             nodes.append(
-                start_redis_server(
-                    folder, extra=["--cluster-enabled", "yes", "--cluster-config-file", str(config)]
-                )
+                start_redis_server(folder, extra=["--cluster-enabled", "yes", *bus, *config])
             )
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         create = subprocess.run(  # noqa: S603 — our own argv, no shell
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True,
             timeout=60,
             check=False,

@@ -285,8 +285,7 @@ def _glob_escape(text: str) -> str:
 
 async def _command(client: Redis | RedisCluster, *args: Any) -> Any:
     """``execute_command`` for commands redis-py has no typed method for (or parses badly)."""
-    # redis-py leaves execute_command untyped
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+    return await client.execute_command(*args)
 
 
 @contextlib.contextmanager

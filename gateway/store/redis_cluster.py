@@ -17,7 +17,7 @@ pipeline's commands per node. This module adds only what the store's own calls n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -30,7 +30,7 @@ from gateway.store.base import StreamEntry
 
 __all__ = ["SlotReads", "connect_cluster", "cross_slot_error", "scan_cluster", "slot_of"]
 
-ReadBatch = Callable[[list[str], float], Awaitable[list[tuple[str, StreamEntry]]]]
+ReadBatch = Callable[[list[str], float], Coroutine[Any, Any, list[tuple[str, StreamEntry]]]]
 
 
 def connect_cluster(

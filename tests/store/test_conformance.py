@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from gateway.errors import ConfigError, CursorError, StoreError
 from gateway.store import Admission, Commit, LogAppend, StateWrite, Store, open_store
@@ -174,6 +175,37 @@ async def test_read_group_block_returns_early_on_append(store: Store) -> None:
     )
     assert [(e.id, e.payload) for _, e in got] == [(entry_id, b"late")]
     assert time.monotonic() - started < 2
+
+
+async def test_read_group_block_wakes_on_any_of_several_streams(store: Store) -> None:
+    """A read blocked on several streams (on a cluster: several slots) returns as soon as
+    one gets an entry; one appended to another stream later is handed out by the next read,
+    once, with nothing left pending unseen."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+
+    async def append_later(stream: str, payload: bytes) -> str:
+        await asyncio.sleep(0.2)
+        return await store.append(stream, payload)
+
+    started = time.monotonic()
+    got, first = await asyncio.gather(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=10),
+        append_later(s2, b"one"),
+    )
+    assert [(s, e.id, e.payload) for s, e in got] == [(s2, first, b"one")]
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    got, second = await asyncio.gather(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=10),
+        append_later(s1, b"two"),
+    )
+    assert [(s, e.id, e.payload) for s, e in got] == [(s1, second, b"two")]
+    assert time.monotonic() - started < 2
+    assert await store.read_group([s1, s2], group="g", consumer="c", count=10, block=0.2) == []
+    assert await store.backlog(s1, "g") == await store.backlog(s2, "g") == 1  # pending on c
+    assert await store.ack(s1, "g", [second]) == await store.ack(s2, "g", [first]) == 1
 
 
 async def test_read_group_block_times_out_empty(store: Store) -> None:
@@ -477,6 +509,16 @@ async def test_delete_and_scan(store: Store) -> None:
     assert await store.range("t:x:stream") == []
     assert await store.get_state("t:x:state") is None
     assert await store.get_record("t:y:other") == b"1"
+
+
+async def test_scan_of_a_partition_prefix_lists_that_partition_only(store: Store) -> None:
+    """A prefix carrying a partition's hash tag lists that partition's keys (on a cluster
+    they all live on the node owning its slot) and none of another partition's."""
+    await store.put_record(f"{P0}:c:a:rec", b"1")
+    await store.append(f"{P0}:c:a:log", b"e")
+    await store.put_record(f"{P1}:c:a:rec", b"1")
+    assert sorted(await store.scan(f"{P0}:c:")) == [f"{P0}:c:a:log", f"{P0}:c:a:rec"]
+    assert await store.scan(f"{P1}:c:") == [f"{P1}:c:a:rec"]
 
 
 async def test_scan_prefix_is_literal(store: Store) -> None:
@@ -797,3 +839,51 @@ async def test_redis_with_aof_keeps_acknowledged_admits_across_a_crash(tmp_path:
             await store.aclose()
     finally:
         server.stop()
+
+
+# -- Redis Cluster only ----------------------------------------------------------------------
+@pytest.mark.redis
+async def test_cluster_call_spanning_slots_fails_alone(redis_cluster_url: str) -> None:
+    """A commit or admission whose keys lie in two slots is refused with StoreError; the
+    calls sharing its pipeline (other partitions, other callers) are applied all the same."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        spanning = Commit(
+            state=StateWrite(f"{P0}:c:x:state", b"s", 0), appends=[(f"{P1}:outbox", b"x")]
+        )
+        results = await asyncio.gather(
+            store.commit(spanning),
+            store.admit([Admission(f"{P0}:seen:split", f"{P1}:inbox", b"x")], dedupe_ttl=60),
+            store.admit([Admission(f"{P1}:seen:1", f"{P1}:inbox", b"ok")], dedupe_ttl=60),
+            store.commit(Commit(state=StateWrite(f"{P0}:c:y:state", b"s", 0))),
+            store.put_record("t:elsewhere", b"r"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], StoreError)
+        assert isinstance(results[1], StoreError)
+        assert "slots" in str(results[0])
+        assert results[2:] == [[results[2][0]], 1, None]  # type: ignore[index]
+        assert await payloads(store, f"{P1}:inbox") == [b"ok"]
+        assert await store.range(f"{P1}:outbox") == []
+        assert await store.get_state(f"{P0}:c:x:state") is None
+        assert await store.get_record("t:elsewhere") == b"r"
+        assert await store.claim(f"{P0}:seen:split", ttl=60)  # the refused admit claimed nothing
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_partitions_spread_over_the_masters(redis_cluster_url: str) -> None:
+    """The store really is on a cluster: the partitions' keys live on different masters."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        client = store._client
+        assert isinstance(client, RedisClusterClient)
+        nodes = {client.get_node_from_key(f"{{p{p}}}").name for p in range(8)}
+        assert len(nodes) == 3
+        for p in range(8):
+            await store.append(f"t:{{p{p}}}:inbox", b"e")
+        for node in client.get_primaries():
+            assert 0 < await client.dbsize(target_nodes=node) < 8  # type: ignore[no-untyped-call]
+    finally:
+        await store.aclose()
