@@ -38,7 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.errors import StoreError
 from gateway.store.base import (
@@ -59,6 +59,10 @@ from gateway.store.redis_cluster import (
 )
 
 __all__ = ["RedisStore"]
+
+# What redis-py raises: a cluster client's own errors (no slot owner known, keys of several
+# slots in one command) do not derive from RedisError.
+_REDIS_ERRORS = (RedisError, RedisClusterException)
 
 _FIELD = b"p"  # the one field of every stream entry: the caller's payload
 _CONNECT_TIMEOUT = 5.0
@@ -292,7 +296,7 @@ async def _command(client: Redis | RedisCluster, *args: Any) -> Any:
 def _errors(what: str) -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except _REDIS_ERRORS as exc:
         raise StoreError(f"redis {what} failed: {exc}") from exc
 
 
@@ -370,12 +374,12 @@ class RedisStore:
             )
 
         # The blocking pool has no socket timeout (a BLOCK may be long); read_group bounds it.
-        try:
-            store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
-        except RedisError as exc:  # a cluster client asks a node for the slot map at once
-            raise StoreError(f"redis cluster at {url} unreachable: {exc}") from exc
+        store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
         try:
             await store.ping()
+            if isinstance(store._blocking, RedisCluster):
+                with _errors("cluster slot map"):
+                    await store._blocking.initialize()  # a cluster client routes nothing before
         except BaseException:
             await store.aclose()
             raise
@@ -438,7 +442,7 @@ class RedisStore:
                 for command in commands:
                     pipe.execute_command(*command.args)
                 results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             for command in commands:
                 command.done(StoreError(f"redis pipeline failed: {exc}"))
             return
@@ -446,7 +450,7 @@ class RedisStore:
         for command, result in zip(commands, results, strict=True):
             if isinstance(result, NoScriptError) and command.script is not None and reload_scripts:
                 missing.append(command)  # not executed at all, so resending is safe
-            elif isinstance(result, RedisError):
+            elif isinstance(result, _REDIS_ERRORS):
                 command.done(StoreError(f"redis command failed: {result}"))
             else:
                 command.done(result)
@@ -454,7 +458,7 @@ class RedisStore:
             try:
                 for script in {id(c.script): c.script for c in missing if c.script}.values():
                     script.sha = await self._client.script_load(script.script)
-            except RedisError as exc:
+            except _REDIS_ERRORS as exc:
                 for command in missing:
                     command.done(StoreError(f"redis script load failed: {exc}"))
                 return
@@ -540,7 +544,7 @@ class RedisStore:
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise StoreError(f"redis XGROUP CREATE failed: {exc}") from exc
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreError(f"redis XGROUP CREATE failed: {exc}") from exc
 
     async def read_group(
@@ -576,11 +580,18 @@ class RedisStore:
             remaining = deadline - loop.time()
             blocking = ("BLOCK", _ms(remaining)) if remaining > 0 else ()
             client = self._blocking if blocking else self._client
+            # On a cluster, name the node: redis-py would otherwise ask a node for the keys
+            # of every XREADGROUP (COMMAND GETKEYS), a second round trip per read.
             try:
+                node = (
+                    {"target_nodes": client.get_node_from_key(names[0])}
+                    if isinstance(client, RedisCluster)
+                    else {}
+                )
                 async with asyncio.timeout(max(remaining, 0) + _COMMAND_TIMEOUT):
-                    reply = await _command(
-                        client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
-                        *blocking, "STREAMS", *names, *(">" * len(names)),
+                    reply = await client.execute_command(
+                        "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+                        *blocking, "STREAMS", *names, *(">" * len(names)), **node,
                     )  # fmt: skip
             except TimeoutError as exc:
                 raise StoreError("redis XREADGROUP did not answer in time") from exc
@@ -591,7 +602,7 @@ class RedisStore:
                         await self.ensure_group(name, group)
                     continue
                 raise StoreError(f"redis XREADGROUP failed: {exc}") from exc
-            except RedisError as exc:
+            except _REDIS_ERRORS as exc:
                 raise StoreError(f"redis XREADGROUP failed: {exc}") from exc
             return [
                 (_text(name), StreamEntry(_text(entry_id), fields[_FIELD], 1))
@@ -638,7 +649,7 @@ class RedisStore:
             if "no such key" in str(exc).lower():
                 return False, None
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
         info: dict[str, Any] | None = next((g for g in groups if _text(g["name"]) == group), None)
         return True, info
