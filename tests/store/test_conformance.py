@@ -887,3 +887,13 @@ async def test_cluster_partitions_spread_over_the_masters(redis_cluster_url: str
             assert 0 < await client.dbsize(target_nodes=node) < 8  # type: ignore[no-untyped-call]
     finally:
         await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_unreachable_raises_store_error() -> None:
+    """Opening a cluster store where nothing listens fails with StoreError, and a cluster
+    store on a non-Redis URL is a config error."""
+    with pytest.raises(StoreError):
+        await RedisStore.open("redis://127.0.0.1:1/0", cluster=True)
+    with pytest.raises(ConfigError):
+        await open_store("sqlite:///nowhere.db", cluster=True)
