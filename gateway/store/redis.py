@@ -563,11 +563,11 @@ class RedisStore:
             return []
         read = partial(self._read_streams, group=group, consumer=consumer, count=count)
         if self._slot_reads is not None:
-            batches = by_slot(names)
-            if len(batches) > 1:
-                return await self._slot_reads.read(
-                    batches, group=group, consumer=consumer, block=block, read_batch=read
-                )
+            # Always through SlotReads, one slot too: it also ends the reads kept from an
+            # earlier call over streams this one no longer names.
+            return await self._slot_reads.read(
+                by_slot(names), group=group, consumer=consumer, block=block, read_batch=read
+            )
         return await read(names, block)
 
     async def _read_streams(

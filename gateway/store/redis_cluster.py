@@ -106,7 +106,8 @@ class SlotReads:
     pending, unseen, until reclaimed as stale. The next call for the same group, consumer
     and streams waits on that read instead of starting another, and returns its entries.
     Reads of streams the next call no longer names are cancelled (their partitions were
-    given up; what they left pending is claimed by the partitions' next owner).
+    given up; what they left pending is claimed by the partitions' next owner), and so are
+    all of a consumer's reads when one of them fails.
     """
 
     def __init__(self) -> None:
@@ -154,7 +155,10 @@ class SlotReads:
                     out.extend(task.result())
             if failure is not None:
                 # Entries the other slots returned are pending on this consumer, unseen,
-                # exactly as after a read whose answer was lost: callers reclaim them.
+                # exactly as after a read whose answer was lost: callers reclaim them. The
+                # reads still out are cancelled too, so that nothing they were handed comes
+                # back through a later call as well as through that reclaim.
+                self._cancel_unwanted(group, consumer, set())
                 raise failure
             if out or loop.time() >= deadline:
                 return out

@@ -208,6 +208,25 @@ async def test_read_group_block_wakes_on_any_of_several_streams(store: Store) ->
     assert await store.ack(s1, "g", [second]) == await store.ack(s2, "g", [first]) == 1
 
 
+async def test_read_group_of_fewer_streams_leaves_the_others_to_other_readers(
+    store: Store,
+) -> None:
+    """Once a consumer reads fewer streams (a partition given up), a later entry of a stream
+    it no longer names goes to whoever reads that stream, not to a read left over from before
+    (on a cluster, a blocked read of the dropped slot is ended, not kept)."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+    await store.append(s2, b"one")
+    got = await store.read_group([s1, s2], group="g", consumer="c", count=10, block=5)
+    assert [e.payload for _, e in got] == [b"one"]
+    assert await store.read_group([s2], group="g", consumer="c", count=10, block=0.2) == []
+    later = await store.append(s1, b"later")
+    await asyncio.sleep(0.1)
+    other = await store.read_group([s1], group="g", consumer="other", count=10, block=1)
+    assert [(s, e.id) for s, e in other] == [(s1, later)]
+
+
 async def test_read_group_block_times_out_empty(store: Store) -> None:
     """With nothing to read, a blocked read returns [] after about ``block`` seconds."""
     await store.ensure_group(INBOX, "g")
