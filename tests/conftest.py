@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -157,11 +157,22 @@ class RedisCluster:
     """Three cluster-enabled ``redis-server`` masters on loopback ports, slots shared out."""
 
     masters: list[RedisServer]
+    appendonly: bool = False
+    options: list[list[str]] = field(default_factory=list)  # each node's cluster options
 
     @property
     def url(self) -> str:
         """The first master's URL: a cluster client learns the other nodes from it."""
         return self.masters[0].url
+
+    def restart(self, index: int) -> None:
+        """Start master ``index`` again (after ``kill()``) on its ports with its files (AOF,
+        ``nodes.conf``), and wait until the cluster reports ``cluster_state:ok``."""
+        old = self.masters[index]
+        self.masters[index] = start_redis_server(
+            old.directory, appendonly=self.appendonly, port=old.port, extra=self.options[index]
+        )
+        _wait_cluster_ok(self.masters)
 
     def flush(self) -> None:
         for master in self.masters:
@@ -172,26 +183,28 @@ class RedisCluster:
             master.stop()
 
 
-def start_redis_cluster(directory: Path, *, masters: int = 3) -> RedisCluster:
+def start_redis_cluster(
+    directory: Path, *, masters: int = 3, appendonly: bool = False
+) -> RedisCluster:
     """Start ``masters`` cluster nodes in ``directory`` and join them with
-    ``redis-cli --cluster create``; returns once every node reports ``cluster_state:ok``."""
+    ``redis-cli --cluster create``; returns once every node reports ``cluster_state:ok``.
+    ``appendonly`` as for :func:`start_redis_server` (kill a master and ``restart`` it)."""
     cli = shutil.which("redis-cli")
     if cli is None:
         redis_binary()  # the same skip / CI failure as a missing redis-server
         pytest.fail("redis-cli is not installed (Debian: redis-tools; run `make system-deps`)")
     nodes: list[RedisServer] = []
-    cluster = RedisCluster(nodes)
+    cluster = RedisCluster(nodes, appendonly=appendonly)
     try:
         for n in range(masters):
             folder = directory / f"node{n}"
             folder.mkdir()
             # The cluster bus port is given too: by default it is the port + 10000, which
             # for a port from the ephemeral range may be out of range or taken.
-            bus = ["--cluster-port", str(free_port())]
-            config = ["--cluster-config-file", str(folder / "nodes.conf")]
-            nodes.append(
-                start_redis_server(folder, extra=["--cluster-enabled", "yes", *bus, *config])
-            )
+            options = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            options += ["--cluster-config-file", str(folder / "nodes.conf")]
+            cluster.options.append(options)
+            nodes.append(start_redis_server(folder, appendonly=appendonly, extra=options))
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         create = subprocess.run(  # noqa: S603 — our own argv, no shell
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
@@ -201,20 +214,19 @@ def start_redis_cluster(directory: Path, *, masters: int = 3) -> RedisCluster:
         )
         if create.returncode != 0:
             pytest.fail(f"redis-cli --cluster create failed:\n{create.stdout.decode()[-2000:]}")
-        deadline = time.monotonic() + 20
-        while not all(_cluster_ok(node) for node in nodes):
-            if time.monotonic() > deadline:
-                pytest.fail("the Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
+        _wait_cluster_ok(nodes)
     except BaseException:
         cluster.stop()
         raise
     return cluster
 
 
-def _cluster_ok(node: RedisServer) -> bool:
-    reply = redis_reply(node.port, "CLUSTER", "INFO")
-    return b"cluster_state:ok" in reply
+def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(b"cluster_state:ok" in redis_reply(n.port, "CLUSTER", "INFO") for n in nodes):
+        if time.monotonic() > deadline:
+            pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
