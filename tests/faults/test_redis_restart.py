@@ -1,5 +1,5 @@
 """redis-server killed and restarted mid-run (AOF on) while messages flow; and the same for
-one master of a 3-master Redis Cluster (the other masters keep serving meanwhile).
+one master of a 3-master Redis Cluster.
 
 The store runs with ``appendonly yes`` and ``appendfsync always``: Redis writes and fsyncs
 the AOF before it answers a command, so every admit that returned (and so every 2xx the
@@ -56,7 +56,7 @@ class AofStore:
 @pytest.fixture(params=["redis", "redis-cluster"])
 def aof_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AofStore]:
     """One AOF redis-server; or a 3-master AOF cluster whose master holding partition 0 is
-    the one killed (the others keep serving their partitions through the outage)."""
+    the one killed."""
     folder = tmp_path / "redis"
     folder.mkdir()
     if request.param == "redis":
