@@ -107,7 +107,7 @@ class SlotReads:
     and streams waits on that read instead of starting another, and returns its entries.
     Reads of streams the next call no longer names are cancelled (their partitions were
     given up; what they left pending is claimed by the partitions' next owner), and so are
-    all of a consumer's reads when one of them fails.
+    all of a consumer's reads when one of them fails or its caller is cancelled.
     """
 
     def __init__(self) -> None:
@@ -135,11 +135,19 @@ class SlotReads:
                     task.add_done_callback(_observe)
                     self._reads[key] = task
                     fresh.append(task)
-            if remaining > 0:
-                pending = [self._reads[key] for key in wanted]
-                await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            elif fresh:
-                await asyncio.wait(fresh)  # reads without BLOCK: one round trip
+            try:
+                if remaining > 0:
+                    pending = [self._reads[key] for key in wanted]
+                    await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                elif fresh:
+                    await asyncio.wait(fresh)  # reads without BLOCK: one round trip
+            except asyncio.CancelledError:
+                # The reader stops (a consumer shutting down): its reads stop with it, as a
+                # single XREADGROUP would, rather than take entries nobody will collect.
+                self._cancel_unwanted(group, consumer, set())
+                raise
             out: list[tuple[str, StreamEntry]] = []
             failure: BaseException | None = None
             for key in wanted:

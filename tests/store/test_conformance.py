@@ -227,6 +227,25 @@ async def test_read_group_of_fewer_streams_leaves_the_others_to_other_readers(
     assert [(s, e.id) for s, e in other] == [(s1, later)]
 
 
+async def test_cancelled_read_group_takes_nothing(store: Store) -> None:
+    """A blocked read over several streams that is cancelled (its consumer stopping) takes
+    no entry appended afterwards: the next reader gets it."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+    reading = asyncio.create_task(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=5)
+    )
+    await asyncio.sleep(0.2)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    later = await store.append(s1, b"later")
+    await asyncio.sleep(0.2)
+    other = await store.read_group([s1], group="g", consumer="other", count=10, block=1)
+    assert [(s, e.id) for s, e in other] == [(s1, later)]
+
+
 async def test_read_group_block_times_out_empty(store: Store) -> None:
     """With nothing to read, a blocked read returns [] after about ``block`` seconds."""
     await store.ensure_group(INBOX, "g")
