@@ -81,8 +81,9 @@ async def scan_cluster(client: RedisCluster, prefix: str, pattern: str, limit: i
     """Keys matching ``pattern`` on every master (or on the one owning ``prefix``'s tag)."""
     target: Any = None
     start = prefix.find("{")
-    if start >= 0 and prefix.find("}", start + 2) > 0:
-        # Every key under the prefix carries its hash tag: they all live in its slot.
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:
+        # The prefix holds a whole hash tag, the first of every key under it (as Redis reads
+        # it: the first "{" and the first "}" after it, not empty): they share its slot.
         target = client.get_node_from_key(prefix)
     found: set[str] = set()
     async for key in client.scan_iter(match=pattern, count=1000, target_nodes=target):

@@ -559,6 +559,15 @@ async def test_scan_of_a_partition_prefix_lists_that_partition_only(store: Store
     assert await store.scan(f"{P1}:c:") == [f"{P1}:c:a:rec"]
 
 
+async def test_scan_prefix_with_an_empty_hash_tag_lists_every_slot(store: Store) -> None:
+    """``{}`` is no hash tag (Redis then hashes the whole key), so keys under such a prefix
+    lie in many slots (on a cluster: on every master), and all of them are listed."""
+    keys = [f"s:{{}}:a}}{n}" for n in range(12)]
+    for key in keys:
+        await store.put_record(key, b"1")
+    assert sorted(await store.scan("s:{}:a}")) == sorted(keys)
+
+
 async def test_scan_prefix_is_literal(store: Store) -> None:
     """Glob characters in the prefix match themselves only."""
     await store.put_record("t:[a]*?\\1", b"1")
