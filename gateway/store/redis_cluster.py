@@ -30,6 +30,8 @@ from gateway.store.base import StreamEntry
 
 __all__ = ["SlotReads", "connect_cluster", "cross_slot_error", "scan_cluster", "slot_of"]
 
+_MAX_CONNECTIONS_PER_NODE = 10_000  # redis-server's default maxclients
+
 ReadBatch = Callable[[list[str], float], Coroutine[Any, Any, list[tuple[str, StreamEntry]]]]
 
 
@@ -41,6 +43,10 @@ def connect_cluster(
     No command retries, as for a single server (see :mod:`gateway.store.redis`): a command
     resent after a dropped connection may run twice. Redirections are not retries: a node
     answers ``MOVED``/``ASK`` without running the command.
+
+    Connections per node are bounded by Redis's own ``maxclients`` default, not redis-py's
+    100: a process keeps one blocking read per partition slot it reads (:class:`SlotReads`),
+    and one holding more than 100 partitions on one master would otherwise be refused.
     """
     return RedisCluster.from_url(
         url,
@@ -48,6 +54,7 @@ def connect_cluster(
         retry=Retry(NoBackoff(), 0),
         socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
+        max_connections=_MAX_CONNECTIONS_PER_NODE,
     )
 
 

@@ -944,3 +944,22 @@ async def test_cluster_unreachable_raises_store_error() -> None:
         await RedisStore.open("redis://127.0.0.1:1/0", cluster=True)
     with pytest.raises(ConfigError):
         await open_store("sqlite:///nowhere.db", cluster=True)
+
+
+@pytest.mark.redis
+async def test_cluster_blocking_read_over_many_partitions(redis_cluster_url: str) -> None:
+    """One process may read hundreds of partitions (``store.partitions`` goes to 1024): a
+    blocking read over 400 slots (more per master than redis-py's default pool of 100) waits
+    and wakes like any other."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        streams = [f"t:{{p{p}}}:inbox" for p in range(400)]
+        for stream in streams:
+            await store.ensure_group(stream, "g")
+        quiet = await store.read_group(streams, group="g", consumer="c", count=1, block=0.3)
+        assert quiet == []
+        entry_id = await store.append(streams[123], b"x")
+        got = await store.read_group(streams, group="g", consumer="c", count=1, block=5)
+        assert [(s, e.id) for s, e in got] == [(streams[123], entry_id)]
+    finally:
+        await store.aclose()
