@@ -388,7 +388,13 @@ class RedisStore:
     # -- plumbing ------------------------------------------------------------------------------
     async def ping(self) -> None:
         with _errors("ping"):
-            await self._client.ping()
+            if isinstance(self._client, RedisCluster):
+                # Every master, which the store needs (redis-py would ask one node at random,
+                # and miss a master that is down); not the replicas, which it never reads: one
+                # replica down must not make every gateway process unready.
+                await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self._client.ping()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -19,7 +19,8 @@ from gateway.store import Admission, Commit, LogAppend, StateWrite, Store, open_
 from gateway.store.cursors import MAX_LOG_ID
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import start_redis_server
+from tests.conftest import free_port, redis_reply, start_redis_cluster, start_redis_server
+from tests.harness import eventually
 
 P0 = "t:{p0}"
 P1 = "t:{p1}"
@@ -963,3 +964,46 @@ async def test_cluster_blocking_read_over_many_partitions(redis_cluster_url: str
         assert [(s, e.id) for s, e in got] == [(streams[123], entry_id)]
     finally:
         await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_ping_needs_every_master_but_no_replica(tmp_path: Path) -> None:
+    """``ping`` (``/readyz``) fails while a master is down, not while only a replica is."""
+    cluster = start_redis_cluster(tmp_path)
+    folder = tmp_path / "replica"
+    folder.mkdir()
+    replica = start_redis_server(
+        folder, extra=["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    )
+    try:
+        first = cluster.masters[0]
+        master_id = redis_reply(first.port, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
+        bus_port = cluster.options[0][cluster.options[0].index("--cluster-port") + 1]
+        assert replica.command("CLUSTER", "MEET", "127.0.0.1", str(first.port), bus_port) == b"+OK"
+        assert first.command("CONFIG", "SET", "repl-diskless-sync-delay", "0") == b"+OK"
+        # A replica is listed in the slot map once its master has heard of its first write.
+        await eventually(
+            lambda: replica.command("CLUSTER", "REPLICATE", master_id) == b"+OK", timeout=10
+        )
+
+        def listed() -> bool:
+            first.command("SET", "{p3}:written", "1")  # {p3} lies on the first master
+            return str(replica.port).encode() in redis_reply(first.port, "CLUSTER", "SLOTS")
+
+        await eventually(listed, timeout=15, interval=0.05)
+        store = await RedisStore.open(cluster.url, cluster=True)
+        try:
+            client = store._client
+            assert isinstance(client, RedisClusterClient)
+            assert [n.port for n in client.get_replicas()] == [replica.port]
+            await store.ping()
+            replica.kill()
+            await store.ping()
+            cluster.masters[2].kill()
+            with pytest.raises(StoreError):
+                await store.ping()
+        finally:
+            await store.aclose()
+    finally:
+        replica.stop()
+        cluster.stop()
