@@ -30,10 +30,12 @@ def config(
     personas_dir: Path | None = None,
     pipeline: dict[str, Any] | None = None,
     channels: list[dict[str, Any]] | None = None,
+    cluster: bool = False,
 ) -> dict[str, Any]:
     """A gateway config with one tenant on the HTTP API channel, signature-authenticated only.
 
-    ``channels`` replaces the HTTP channel with other channel blocks (a channel's bench case).
+    ``channels`` replaces the HTTP channel with other channel blocks (a channel's bench case);
+    ``cluster``: ``store_url`` names a node of a Redis Cluster.
     """
     channel: dict[str, Any] = {
         "kind": "http",
@@ -47,7 +49,7 @@ def config(
             "callback_allow_private": True,  # the bench receiver listens on loopback
         }
     return {
-        "store": {"url": store_url, "partitions": PARTITIONS},
+        "store": {"url": store_url, "partitions": PARTITIONS, "cluster": cluster},
         "personas_dir": str(personas_dir or REPO / "agents" / "personas"),
         "pipeline": {"shutdown_grace_seconds": 3, **(pipeline or {})},
         # The load generator is one client address holding every connection of the run.

@@ -155,6 +155,7 @@ class RedisServer:
     cores: Sequence[int]
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    extra: Sequence[str] = ()  # more redis-server options (a cluster node's)
 
     @property
     def url(self) -> str:
@@ -183,6 +184,7 @@ class RedisServer:
                 "everysec",
                 "--protected-mode",
                 "no",
+                *self.extra,
             ],
             cores=self.cores,
             log_path=self.workdir / "redis.log",
@@ -197,10 +199,17 @@ class RedisServer:
 
     def flush(self) -> None:
         """Empty the database between cases, so every case starts from a fresh store."""
+        if not self.reply("FLUSHALL").startswith(b"+OK"):
+            raise RuntimeError("FLUSHALL failed")
+
+    def reply(self, *args: str) -> bytes:
+        """One command over a fresh connection; its raw reply (first read, up to 64 KiB)."""
+        request = b"*%d\r\n" % len(args)
+        for arg in args:
+            request += b"$%d\r\n%s\r\n" % (len(arg.encode()), arg.encode())
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-            if not s.recv(64).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed")
+            s.sendall(request)
+            return s.recv(65536)
 
     def version(self) -> str:
         binary = shutil.which("redis-server")
@@ -218,6 +227,61 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+@dataclass(slots=True)
+class RedisClusterServers:
+    """A private Redis Cluster: ``masters`` cluster-enabled redis-servers (AOF ``everysec``
+    each, like :class:`RedisServer`) joined by ``redis-cli --cluster create``, no replicas."""
+
+    workdir: Path
+    cores: Sequence[int]
+    masters: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """One node's URL: the cluster client learns the others from it."""
+        return self.nodes[0].url
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.proc.pid for n in self.nodes if n.proc is not None]
+
+    def start(self) -> RedisClusterServers:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (bash .ci/system-deps)")
+        for n in range(self.masters):
+            folder = self.workdir / f"node{n}"
+            # The bus port is given, not left at port + 10000 (out of range for high ports).
+            extra = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            extra += ["--cluster-config-file", str(folder / "nodes.conf")]
+            self.nodes.append(RedisServer(folder, self.cores, extra=extra).start())
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        create = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout[-500:]}")
+        deadline = time.monotonic() + 20
+        while not all(b"cluster_state:ok" in node.reply("CLUSTER", "INFO") for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+        return self
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes] | None:

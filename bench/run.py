@@ -303,10 +303,13 @@ def _e2e_row(row: Row, r: e2e.E2EResult) -> Row:
     return row
 
 
-def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
+def run_scale(ctx: RunContext, opts: Options, processes: int, store: str = "redis") -> Row:
+    cluster = store == "redis-cluster"
     row = Row(
-        key=f"scale.{processes}",
-        label=f"(e) scale-out: {processes} x role all, redis, rules agent",
+        key="scale.cluster" if cluster else f"scale.{processes}",
+        label=f"(e) scale-out: {processes} x role all, "
+        + ("redis cluster (3 masters)" if cluster else "redis")
+        + ", rules agent",
         load=f"closed loop, {opts.scale_conversations} convs, {opts.seconds:g}s",
     )
     try:
@@ -316,6 +319,7 @@ def run_scale(ctx: RunContext, opts: Options, processes: int) -> Row:
             seconds=opts.seconds,
             warmup=max(2.0, opts.warmup),
             conversations=opts.scale_conversations,
+            store=store,
         )
     except RuntimeError as exc:
         row.failed = str(exc)
@@ -593,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = all_cases()
     keys = [c.key for c in cases] + [f"e2e.{s}" for s in E2E_STORES]
     keys += [f"e2e.{c.key}" for c in channels_e2e.CHANNELS] + ["crash.redis"]
-    keys += ["scale.1", "scale.2", "memory.redis", "rss.redis"]
+    keys += ["scale.1", "scale.2", "scale.cluster", "memory.redis", "rss.redis"]
     if args.list:
         print("\n".join(keys))
         return 0
@@ -640,6 +644,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if wanted(f"scale.{processes}"):
                 print(f"# running scale.{processes} ...", file=sys.stderr)
                 rows.append(run_scale(ctx, opts, processes))
+        if wanted("scale.cluster"):
+            print("# running scale.cluster ...", file=sys.stderr)
+            rows.append(run_scale(ctx, opts, 1, "redis-cluster"))
         if wanted("memory.redis"):
             print("# running memory.redis ...", file=sys.stderr)
             rows.append(run_memory(ctx, opts.conversations))
@@ -666,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if ctx.redis is not None:
             ctx.redis.stop()
+        if ctx.redis_cluster is not None:
+            ctx.redis_cluster.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     bare = sum(r.rps for r in bare_rows) / len(bare_rows) if bare_rows else math.nan
@@ -679,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.vs_bare = r.rps / bare
             r.cpu_vs_bare = bare_cpu / r.cpu_us
         base = own.get(r.key)
-        if r.key == "scale.2":
+        if r.key in {"scale.2", "scale.cluster"}:
             base = "scale.1"
         if base is not None and base in by_key and by_key[base].failed is None:
             r.vs_own = r.rps / by_key[base].rps

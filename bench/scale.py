@@ -139,7 +139,7 @@ class ScaleResult:
     cpu_us_per_message: float  # all gateway processes together
     core_share: list[float]  # each process' CPU seconds per second of the run
     load_share: float  # the bench process (load generator and receiver), same measure
-    redis_share: float  # redis-server, same measure
+    redis_share: float  # redis-server (every master of a cluster), same measure
     rss: list[float | None]
 
 
@@ -183,22 +183,30 @@ async def _closed_loop(
     return len(latencies), latencies, failed
 
 
-def _lease_owners(url: str, role: str, partitions: int) -> set[str]:
-    client = redis.Redis.from_url(url)
-    try:
-        keyspace = Keyspace(partitions=partitions)
-        owners = client.mget([keyspace.lease(role, p) for p in range(partitions)])
-    finally:
-        client.close()
+def _lease_owners(url: str, role: str, partitions: int, *, cluster: bool) -> set[str]:
+    keyspace = Keyspace(partitions=partitions)
+    leases = [keyspace.lease(role, p) for p in range(partitions)]
+    if cluster:  # the lease keys lie in many slots: one GET per slot
+        nodes = redis.RedisCluster.from_url(url)
+        try:
+            owners = nodes.mget_nonatomic(leases)
+        finally:
+            nodes.close()
+    else:
+        client = redis.Redis.from_url(url)
+        try:
+            owners = client.mget(leases)
+        finally:
+            client.close()
     return {o.decode() if isinstance(o, bytes) else str(o) for o in owners if o is not None}
 
 
-def _wait_balanced(url: str, processes: int, *, timeout: float = 30.0) -> None:
+def _wait_balanced(url: str, processes: int, *, cluster: bool, timeout: float = 30.0) -> None:
     """Until every partition's worker and dispatcher lease is held, by ``processes`` owners."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(
-            len(_lease_owners(url, role, gateway.PARTITIONS)) == processes
+            len(_lease_owners(url, role, gateway.PARTITIONS, cluster=cluster)) == processes
             for role in ("worker", "dispatcher")
         ):
             return
@@ -213,20 +221,26 @@ def scale_out(
     seconds: float,
     warmup: float,
     conversations: int = 64,
+    store: str = "redis",
 ) -> ScaleResult:
-    """``processes`` times ``flowbiz serve --role all`` on one Redis, saturated by a closed loop.
+    """``processes`` times ``flowbiz serve --role all`` on one Redis (``store="redis"``) or on
+    a 3-master Redis Cluster (``"redis-cluster"``), saturated by a closed loop.
 
     Process 1 runs on the server core; process 2 on the load core, beside the load generator
-    and redis-server (a 2-core machine has no third core).
+    and redis-server (a 2-core machine has no third core). The cluster's masters share the
+    load core as the single redis-server does.
     """
+    cluster = store == "redis-cluster"
     placements = [ctx.placement.server, ctx.placement.load][:processes]
 
     async def run() -> ScaleResult:
         receiver = await LeanReceiver(gateway.CALLBACK_SECRET).start()
-        where = ctx.scratch(f"scale-{processes}")
-        url = ctx.store_url("redis", where)
+        where = ctx.scratch(f"scale-{processes}-{store}")
+        url = ctx.store_url(store, where)
         # Short leases so a second process gets its share of the partitions within seconds.
-        data = gateway.config(url, callback_url=receiver.url, pipeline={"lease_seconds": 3})
+        data = gateway.config(
+            url, callback_url=receiver.url, pipeline={"lease_seconds": 3}, cluster=cluster
+        )
         servers: list[Server] = []
         try:
             for n, cores in enumerate(placements):
@@ -240,15 +254,15 @@ def scale_out(
                         role="all",
                     )
                 )
-            await asyncio.to_thread(_wait_balanced, url, processes)
+            await asyncio.to_thread(_wait_balanced, url, processes, cluster=cluster)
             urls = [s.url for s in servers]
             await _closed_loop(
                 urls, receiver, conversations=conversations, seconds=warmup, tag="warm"
             )
             cpu_before = [cpu_seconds(s.pid) or 0.0 for s in servers]
-            redis_pid = ctx.redis.proc.pid if ctx.redis and ctx.redis.proc else os.getpid()
+            redis_pids = _redis_pids(ctx, cluster=cluster)
             load_before = cpu_seconds(os.getpid()) or 0.0
-            redis_before = cpu_seconds(redis_pid) or 0.0
+            redis_before = sum(cpu_seconds(pid) or 0.0 for pid in redis_pids)
             began = time.perf_counter()
             delivered, latencies, failed = await _closed_loop(
                 urls, receiver, conversations=conversations, seconds=seconds, tag="run"
@@ -256,7 +270,7 @@ def scale_out(
             elapsed = time.perf_counter() - began
             cpu_after = [cpu_seconds(s.pid) or 0.0 for s in servers]
             load_used = (cpu_seconds(os.getpid()) or 0.0) - load_before
-            redis_used = (cpu_seconds(redis_pid) or 0.0) - redis_before
+            redis_used = sum(cpu_seconds(pid) or 0.0 for pid in redis_pids) - redis_before
             cpu_used = [a - b for a, b in zip(cpu_after, cpu_before, strict=True)]
             rss = [rss_mib(s.pid) for s in servers]
         finally:
@@ -280,6 +294,13 @@ def scale_out(
         )
 
     return asyncio.run(run())
+
+
+def _redis_pids(ctx: RunContext, *, cluster: bool) -> list[int]:
+    """The redis-server processes behind the store (every master of a cluster)."""
+    if cluster:
+        return ctx.redis_cluster.pids if ctx.redis_cluster else []
+    return [ctx.redis.proc.pid] if ctx.redis and ctx.redis.proc else []
 
 
 # -- Redis memory per conversation --------------------------------------------------------------

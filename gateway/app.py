@@ -111,7 +111,7 @@ def create_app(
 # -- resources -------------------------------------------------------------------------------------
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    rt.store = await open_store(rt.config.store.url)
+    rt.store = await open_store(rt.config.store.url, cluster=rt.config.store.cluster)
     rt.ingestor = Ingestor(
         store=rt.store,
         keyspace=rt.keyspace,

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -188,10 +189,22 @@ class RoutingConfig(_Model):
 
 class StoreConfig(_Model):
     url: str = "sqlite://flowbiz.db"
+    # The url names one node of a Redis Cluster; the client learns the others from it.
+    cluster: bool = False
     partitions: int = Field(default=8, ge=1, le=1024)
     prefix: str = "fb"
     dedupe_ttl_seconds: float = Field(default=7 * 86400, gt=0)
     receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
+
+    @model_validator(mode="after")
+    def _cluster_is_redis(self) -> StoreConfig:
+        if self.cluster:
+            parts = urlsplit(self.url)
+            if parts.scheme not in {"redis", "rediss"}:
+                raise ValueError("cluster: true needs a redis:// or rediss:// url")
+            if parts.path.strip("/") not in {"", "0"}:
+                raise ValueError("a Redis Cluster has only database 0")
+        return self
 
 
 class ConsoleConfig(_Model):

@@ -4,6 +4,8 @@ Store fixtures: ``redis_server`` (a real ``redis-server`` for the session), ``re
 (that server, flushed before each test) and ``store`` (an opened store, once per
 implementation). ``start_redis_server`` is the helper behind them, usable directly by tests
 that need their own server (e.g. with AOF persistence, to kill and restart it).
+``redis_cluster`` is a real 3-master Redis Cluster for the session (``redis_cluster_url``:
+flushed before each test); ``store`` runs on it too, as the ``redis-cluster`` kind.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -77,17 +79,26 @@ def free_port() -> int:
 
 def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
     """A minimal RESP client for fixtures: no pools to close, nothing left behind."""
+    return redis_reply(port, *args, timeout=timeout).split(b"\r\n", 1)[0]
+
+
+def redis_reply(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """The reply to one command as raw bytes (the first read of it: up to 64 KiB)."""
     request = f"*{len(args)}\r\n".encode()
     for arg in args:
         data = arg.encode()
         request += b"$%d\r\n%s\r\n" % (len(data), data)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        return sock.recv(65536).split(b"\r\n", 1)[0]
+        return sock.recv(65536)
 
 
 def start_redis_server(
-    directory: Path, *, appendonly: bool = False, port: int | None = None
+    directory: Path,
+    *,
+    appendonly: bool = False,
+    port: int | None = None,
+    extra: Sequence[str] = (),
 ) -> RedisServer:
     """Start ``redis-server`` in ``directory`` and wait until it answers PING.
 
@@ -107,6 +118,7 @@ def start_redis_server(
         args += ["--appendonly", "yes", "--appendfsync", "always"]
     else:
         args += ["--appendonly", "no"]
+    args += extra
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603 — our own argv, no shell
     server = RedisServer(process, port, directory)
     deadline = time.monotonic() + 10
@@ -139,8 +151,101 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+# -- Redis Cluster -------------------------------------------------------------------------------
+@dataclass
+class RedisCluster:
+    """Three cluster-enabled ``redis-server`` masters on loopback ports, slots shared out."""
+
+    masters: list[RedisServer]
+    appendonly: bool = False
+    options: list[list[str]] = field(default_factory=list)  # each node's cluster options
+
+    @property
+    def url(self) -> str:
+        """The first master's URL: a cluster client learns the other nodes from it."""
+        return self.masters[0].url
+
+    def restart(self, index: int) -> None:
+        """Start master ``index`` again (after ``kill()``) on its ports with its files (AOF,
+        ``nodes.conf``), and wait until the cluster reports ``cluster_state:ok``."""
+        old = self.masters[index]
+        self.masters[index] = start_redis_server(
+            old.directory, appendonly=self.appendonly, port=old.port, extra=self.options[index]
+        )
+        _wait_cluster_ok(self.masters)
+
+    def flush(self) -> None:
+        for master in self.masters:
+            assert master.command("FLUSHALL") == b"+OK"
+
+    def stop(self) -> None:
+        for master in self.masters:
+            master.stop()
+
+
+def start_redis_cluster(
+    directory: Path, *, masters: int = 3, appendonly: bool = False
+) -> RedisCluster:
+    """Start ``masters`` cluster nodes in ``directory`` and join them with
+    ``redis-cli --cluster create``; returns once every node reports ``cluster_state:ok``.
+    ``appendonly`` as for :func:`start_redis_server` (kill a master and ``restart`` it)."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        redis_binary()  # the same skip / CI failure as a missing redis-server
+        pytest.fail("redis-cli is not installed (Debian: redis-tools; run `make system-deps`)")
+    nodes: list[RedisServer] = []
+    cluster = RedisCluster(nodes, appendonly=appendonly)
+    try:
+        for n in range(masters):
+            folder = directory / f"node{n}"
+            folder.mkdir()
+            # The cluster bus port is given too: by default it is the port + 10000, which
+            # for a port from the ephemeral range may be out of range or taken.
+            options = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            options += ["--cluster-config-file", str(folder / "nodes.conf")]
+            cluster.options.append(options)
+            nodes.append(start_redis_server(folder, appendonly=appendonly, extra=options))
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        create = subprocess.run(  # noqa: S603 — our own argv, no shell
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{create.stdout.decode()[-2000:]}")
+        _wait_cluster_ok(nodes)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(b"cluster_state:ok" in redis_reply(n.port, "CLUSTER", "INFO") for n in nodes):
+        if time.monotonic() > deadline:
+            pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One throwaway 3-master Redis Cluster (no persistence) for the whole session."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """URL of a node of the session's Redis Cluster, every master emptied before each test."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
 # -- stores --------------------------------------------------------------------------------------
-STORE_KINDS = ["memory", "sqlite", "redis"]
+STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -151,9 +256,11 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = "memory://"
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path}/store.db"
-    else:
+    elif kind == "redis":
         url = request.getfixturevalue("redis_url")
-    opened = await open_store(url)
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    opened = await open_store(url, cluster=kind == "redis-cluster")
     yield opened
     await opened.aclose()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.procs import Placement, RedisServer, Server
+from bench.procs import Placement, RedisClusterServers, RedisServer, Server
 from bench.wrk import RawRequest
 
 __all__ = ["MODULES", "RequestMaker", "RunContext", "ThroughputCase", "all_cases"]
@@ -40,6 +40,7 @@ class RunContext:
     workdir: Path
     placement: Placement
     redis: RedisServer | None = None
+    redis_cluster: RedisClusterServers | None = None
     counter: int = 0
 
     def scratch(self, name: str) -> Path:
@@ -49,7 +50,8 @@ class RunContext:
         return path
 
     def store_url(self, kind: str, where: Path) -> str:
-        """A fresh, empty store of ``kind`` (memory, sqlite or redis)."""
+        """A fresh, empty store of ``kind`` (memory, sqlite, redis or redis-cluster: a URL
+        of one node of a 3-master cluster, for ``store.cluster: true``)."""
         if kind == "memory":
             return "memory://"
         if kind == "sqlite":
@@ -59,6 +61,12 @@ class RunContext:
                 self.redis = RedisServer(self.workdir / "redis", cores=self.placement.load).start()
             self.redis.flush()
             return self.redis.url
+        if kind == "redis-cluster":
+            if self.redis_cluster is None:
+                where = self.workdir / "redis-cluster"
+                self.redis_cluster = RedisClusterServers(where, self.placement.load).start()
+            self.redis_cluster.flush()
+            return self.redis_cluster.url
         raise ValueError(f"unknown store kind {kind!r}")
 
 

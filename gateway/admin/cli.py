@@ -40,7 +40,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
             return 1
 
         async def main() -> int:
-            store = await open_store(config.store.url)
+            store = await open_store(config.store.url, cluster=config.store.cluster)
             keyspace = Keyspace(prefix=config.store.prefix, partitions=config.store.partitions)
             try:
                 return await action(config, store, keyspace, args)

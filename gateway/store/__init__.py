@@ -3,7 +3,8 @@
 ``open_store(url)`` picks the implementation from the URL scheme:
 
 - ``sqlite:///path/to/file.db`` (or ``sqlite://relative.db``) — embedded default, one host
-- ``redis://host:port/db`` / ``rediss://`` — production, shared by many processes
+- ``redis://host:port/db`` / ``rediss://`` — production, shared by many processes; with
+  ``cluster=True`` the URL names one node of a Redis Cluster (db 0)
 - ``memory://`` — in-process reference, tests only
 """
 
@@ -38,9 +39,11 @@ __all__ = [
 ]
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, cluster: bool = False) -> Store:
     """Connect to the store named by ``url``; the caller must ``await store.aclose()``."""
     scheme = url.split(":", 1)[0].lower()
+    if cluster and scheme not in {"redis", "rediss"}:
+        raise ConfigError([("store.cluster", "a cluster needs a redis:// or rediss:// url")])
     if scheme == "memory":
         from gateway.store.memory import MemoryStore
 
@@ -52,5 +55,5 @@ async def open_store(url: str) -> Store:
     if scheme in {"redis", "rediss", "unix"}:
         from gateway.store.redis import RedisStore
 
-        return await RedisStore.open(url)
+        return await RedisStore.open(url, cluster=cluster)
     raise ConfigError([("store.url", f"unsupported store scheme {scheme!r}")])

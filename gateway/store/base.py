@@ -6,7 +6,10 @@ Implementations: :mod:`gateway.store.sqlite` (embedded default, one host),
 suite in ``tests/store`` holds all three to the same semantics.
 
 Keys are opaque strings built by :mod:`gateway.store.keys`; an implementation never parses
-them. Values are bytes; callers own their encoding.
+them. Values are bytes; callers own their encoding. The keys of one atomic call (one
+admission's dedupe key and target, every key of one commit) must share a Redis Cluster hash
+tag: on a cluster a call that spans slots fails with ``StoreError``. The keys of one
+partition (``{pN}``) do.
 
 Streams follow Redis Streams semantics: entry ids increase within a stream; a consumer group
 delivers each new entry to exactly one consumer; a delivered entry stays *pending* for its

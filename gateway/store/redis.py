@@ -6,8 +6,10 @@ Design, and why:
   own (``XREADGROUP``/``XACK``/``XAUTOCLAIM``), not something rebuilt on top.
 - Every multi-step change (admit, commit, token bucket, leases, heartbeats) is one Lua
   script, so it is atomic and costs one round trip. All keys a script touches are passed in
-  ``KEYS`` so a cluster proxy can route it; :mod:`gateway.store.keys` gives the keys of one
+  ``KEYS`` so a cluster can route it; :mod:`gateway.store.keys` gives the keys of one
   partition a shared hash tag so they land in one slot.
+- On a Redis Cluster (``open(url, cluster=True)``) the same code runs over redis-py's
+  ``RedisCluster``; :mod:`gateway.store.redis_cluster` holds the few differences.
 - Auto-pipelining: hot-path calls (admit, commit, ack, append, records) are queued and a
   flusher sends everything queued since its last run as ONE pipeline. Concurrent admits are
   additionally merged into one script call per hash tag. On a small box a round trip per
@@ -32,10 +34,11 @@ from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.errors import StoreError
 from gateway.store.base import (
@@ -47,8 +50,19 @@ from gateway.store.base import (
     Versioned,
 )
 from gateway.store.cursors import log_cursor, redis_stream_id
+from gateway.store.redis_cluster import (
+    SlotReads,
+    by_slot,
+    connect_cluster,
+    cross_slot_error,
+    scan_cluster,
+)
 
 __all__ = ["RedisStore"]
+
+# What redis-py raises: a cluster client's own errors (no slot owner known, keys of several
+# slots in one command) do not derive from RedisError.
+_REDIS_ERRORS = (RedisError, RedisClusterException)
 
 _FIELD = b"p"  # the one field of every stream entry: the caller's payload
 _CONNECT_TIMEOUT = 5.0
@@ -273,17 +287,16 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-async def _command(client: Redis, *args: Any) -> Any:
+async def _command(client: Redis | RedisCluster, *args: Any) -> Any:
     """``execute_command`` for commands redis-py has no typed method for (or parses badly)."""
-    # redis-py leaves execute_command untyped
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+    return await client.execute_command(*args)
 
 
 @contextlib.contextmanager
 def _errors(what: str) -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except _REDIS_ERRORS as exc:
         raise StoreError(f"redis {what} failed: {exc}") from exc
 
 
@@ -315,10 +328,14 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
 
 
 class RedisStore:
-    def __init__(self, url: str, client: Redis, blocking: Redis) -> None:
+    def __init__(
+        self, url: str, client: Redis | RedisCluster, blocking: Redis | RedisCluster
+    ) -> None:
         self.url = url
         self._client = client
         self._blocking = blocking
+        # Only on a cluster: reads of several slots' streams (one XREADGROUP each).
+        self._slot_reads = SlotReads() if isinstance(client, RedisCluster) else None
         self._commands: list[_Command] = []
         self._admits: list[_AdmitCall] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -338,8 +355,15 @@ class RedisStore:
         self._lease_holder_script = client.register_script(_LEASE_HOLDER_LUA)
 
     @classmethod
-    async def open(cls, url: str) -> RedisStore:
-        def connect(socket_timeout: float | None) -> Redis:
+    async def open(cls, url: str, *, cluster: bool = False) -> RedisStore:
+        """Connect to the server at ``url``, or with ``cluster`` to the Redis Cluster that
+        the node at ``url`` belongs to."""
+
+        def connect(socket_timeout: float | None) -> Redis | RedisCluster:
+            if cluster:
+                return connect_cluster(
+                    url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=socket_timeout
+                )
             # Options in the URL's query string take precedence over these defaults.
             return Redis.from_url(
                 url,
@@ -353,6 +377,9 @@ class RedisStore:
         store = cls(url, connect(_COMMAND_TIMEOUT), connect(None))
         try:
             await store.ping()
+            if isinstance(store._blocking, RedisCluster):
+                with _errors("cluster slot map"):
+                    await store._blocking.initialize()  # a cluster client routes nothing before
         except BaseException:
             await store.aclose()
             raise
@@ -361,7 +388,13 @@ class RedisStore:
     # -- plumbing ------------------------------------------------------------------------------
     async def ping(self) -> None:
         with _errors("ping"):
-            await self._client.ping()
+            if isinstance(self._client, RedisCluster):
+                # Every master, which the store needs (redis-py would ask one node at random,
+                # and miss a master that is down); not the replicas, which it never reads: one
+                # replica down must not make every gateway process unready.
+                await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self._client.ping()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -369,6 +402,8 @@ class RedisStore:
         self._closed = True
         if self._flusher is not None:
             await self._flusher
+        if self._slot_reads is not None:
+            await self._slot_reads.aclose()
         await self._client.aclose()
         await self._blocking.aclose()
 
@@ -406,12 +441,14 @@ class RedisStore:
                 raise
 
     async def _run_pipeline(self, commands: list[_Command], *, reload_scripts: bool) -> None:
+        if self._slot_reads is not None:
+            commands = self._one_slot_each(commands)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for command in commands:
                     pipe.execute_command(*command.args)
                 results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             for command in commands:
                 command.done(StoreError(f"redis pipeline failed: {exc}"))
             return
@@ -419,7 +456,7 @@ class RedisStore:
         for command, result in zip(commands, results, strict=True):
             if isinstance(result, NoScriptError) and command.script is not None and reload_scripts:
                 missing.append(command)  # not executed at all, so resending is safe
-            elif isinstance(result, RedisError):
+            elif isinstance(result, _REDIS_ERRORS):
                 command.done(StoreError(f"redis command failed: {result}"))
             else:
                 command.done(result)
@@ -427,11 +464,23 @@ class RedisStore:
             try:
                 for script in {id(c.script): c.script for c in missing if c.script}.values():
                     script.sha = await self._client.script_load(script.script)
-            except RedisError as exc:
+            except _REDIS_ERRORS as exc:
                 for command in missing:
                     command.done(StoreError(f"redis script load failed: {exc}"))
                 return
             await self._run_pipeline(missing, reload_scripts=False)
+
+    @staticmethod
+    def _one_slot_each(commands: list[_Command]) -> list[_Command]:
+        """The commands a cluster can run: one spanning slots fails alone, not the batch."""
+        runnable: list[_Command] = []
+        for command in commands:
+            error = cross_slot_error(command.args)
+            if error is None:
+                runnable.append(command)
+            else:
+                command.done(error)
+        return runnable
 
     def _evalsha(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
@@ -501,7 +550,7 @@ class RedisStore:
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise StoreError(f"redis XGROUP CREATE failed: {exc}") from exc
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreError(f"redis XGROUP CREATE failed: {exc}") from exc
 
     async def read_group(
@@ -518,17 +567,37 @@ class RedisStore:
         if not names:
             await asyncio.sleep(block)
             return []
+        read = partial(self._read_streams, group=group, consumer=consumer, count=count)
+        if self._slot_reads is not None:
+            # Always through SlotReads, one slot too: it also ends the reads kept from an
+            # earlier call over streams this one no longer names.
+            return await self._slot_reads.read(
+                by_slot(names), group=group, consumer=consumer, block=block, read_batch=read
+            )
+        return await read(names, block)
+
+    async def _read_streams(
+        self, names: list[str], block: float, *, group: str, consumer: str, count: int
+    ) -> list[tuple[str, StreamEntry]]:
+        """One XREADGROUP over ``names`` (on a cluster: streams of one slot)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block
         for attempt in range(2):
             remaining = deadline - loop.time()
             blocking = ("BLOCK", _ms(remaining)) if remaining > 0 else ()
             client = self._blocking if blocking else self._client
+            # On a cluster, name the node: redis-py would otherwise ask a node for the keys
+            # of every XREADGROUP (COMMAND GETKEYS), a second round trip per read.
             try:
+                node = (
+                    {"target_nodes": client.get_node_from_key(names[0])}
+                    if isinstance(client, RedisCluster)
+                    else {}
+                )
                 async with asyncio.timeout(max(remaining, 0) + _COMMAND_TIMEOUT):
-                    reply = await _command(
-                        client, "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
-                        *blocking, "STREAMS", *names, *(">" * len(names)),
+                    reply = await client.execute_command(
+                        "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+                        *blocking, "STREAMS", *names, *(">" * len(names)), **node,
                     )  # fmt: skip
             except TimeoutError as exc:
                 raise StoreError("redis XREADGROUP did not answer in time") from exc
@@ -539,7 +608,7 @@ class RedisStore:
                         await self.ensure_group(name, group)
                     continue
                 raise StoreError(f"redis XREADGROUP failed: {exc}") from exc
-            except RedisError as exc:
+            except _REDIS_ERRORS as exc:
                 raise StoreError(f"redis XREADGROUP failed: {exc}") from exc
             return [
                 (_text(name), StreamEntry(_text(entry_id), fields[_FIELD], 1))
@@ -586,7 +655,7 @@ class RedisStore:
             if "no such key" in str(exc).lower():
                 return False, None
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreError(f"redis XINFO GROUPS failed: {exc}") from exc
         info: dict[str, Any] | None = next((g for g in groups if _text(g["name"]) == group), None)
         return True, info
@@ -733,6 +802,8 @@ class RedisStore:
         cursor: Any = 0
         pattern = _glob_escape(prefix) + "*"
         with _errors("SCAN"):
+            if isinstance(self._client, RedisCluster):
+                return sorted(await scan_cluster(self._client, prefix, pattern, limit))[:limit]
             while True:
                 cursor, keys = await _command(
                     self._client, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000

@@ -218,3 +218,39 @@ def test_store_keys_fall_into_their_family(key, family):
     from bench.scale import key_family
 
     assert key_family(key) == family
+
+
+@pytest.mark.redis
+async def test_bench_starts_a_redis_cluster_and_reads_its_leases(tmp_path):
+    """The scale.cluster row's plumbing: ``store_url("redis-cluster")`` starts three masters
+    joined into one cluster, the gateway's store opens on it, and the bench reads every
+    partition's lease though they lie on different masters."""
+    from bench.cases import RunContext
+    from bench.procs import Placement
+    from bench.scale import _lease_owners
+    from gateway.store import Keyspace
+    from gateway.store.redis import RedisStore
+    from tests.conftest import redis_binary
+
+    redis_binary()  # skips without redis-server, fails under CI
+    ctx = RunContext(workdir=tmp_path, placement=Placement.choose())
+    try:
+        url = ctx.store_url("redis-cluster", tmp_path)
+        assert ctx.redis_cluster is not None
+        assert len(ctx.redis_cluster.pids) == 3
+        store = await RedisStore.open(url, cluster=True)
+        try:
+            keyspace = Keyspace(partitions=gateway.PARTITIONS)
+            for p in range(gateway.PARTITIONS):
+                assert await store.acquire_lease(keyspace.lease("worker", p), f"o{p % 2}", ttl=30)
+        finally:
+            await store.aclose()
+        owners = await asyncio.to_thread(
+            _lease_owners, url, "worker", gateway.PARTITIONS, cluster=True
+        )
+        assert owners == ({"o0", "o1"} if gateway.PARTITIONS > 1 else {"o0"})
+        assert ctx.store_url("redis-cluster", tmp_path) == url  # flushed and reused
+        assert await asyncio.to_thread(_lease_owners, url, "worker", 1, cluster=True) == set()
+    finally:
+        if ctx.redis_cluster is not None:
+            ctx.redis_cluster.stop()

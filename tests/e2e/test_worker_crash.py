@@ -45,13 +45,24 @@ def _start_worker(config_path) -> subprocess.Popen:
     )
 
 
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+def crash_store(request, tmp_path) -> dict:
+    """The ``store`` block of the config: SQLite, Redis, and a 3-master Redis Cluster."""
+    if request.param == "sqlite":
+        return {"url": f"sqlite:///{tmp_path}/gateway.db"}
+    if request.param == "redis":
+        return {"url": request.getfixturevalue("redis_url")}
+    return {"url": request.getfixturevalue("redis_cluster_url"), "cluster": True}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_sigkilled_worker_loses_nothing_and_answers_nothing_twice(
-    store_url, receiver, tmp_path
+    crash_store, receiver, tmp_path
 ):
     """2,000 messages, the first worker killed part-way: each answered exactly once, in order."""
-    data = base_config(store_url, tenants=[http_tenant(receiver.url)])
+    data = base_config(crash_store["url"], tenants=[http_tenant(receiver.url)])
+    data["store"].update(crash_store)
     data["personas_dir"] = str(tmp_path / "personas")
     (tmp_path / "personas").mkdir()
     (tmp_path / "personas" / "core.yaml").write_text(

@@ -1,4 +1,5 @@
-"""redis-server killed and restarted mid-run (AOF on) while messages flow.
+"""redis-server killed and restarted mid-run (AOF on) while messages flow; and the same for
+one master of a 3-master Redis Cluster.
 
 The store runs with ``appendonly yes`` and ``appendfsync always``: Redis writes and fsyncs
 the AOF before it answers a command, so every admit that returned (and so every 2xx the
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
 from connectors.line.emulator import LineEmulator, LineWebhookSender, sign_body
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import start_redis_cluster, start_redis_server
 from tests.faults.conftest import SECRETS, dead_letters, post_until_stored
 from tests.harness import base_config, eventually, http_tenant, running_gateway
 
@@ -39,21 +43,57 @@ async def line() -> LineEmulator:
     await emulator.stop()
 
 
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> list[RedisServer]:
-    """The AOF redis-server; a restart appends its successor, and every one is stopped."""
+@dataclass
+class AofStore:
+    """An AOF store to kill and restart: one redis-server, or one master of a cluster."""
+
+    url: str
+    cluster: bool
+    kill: Callable[[], None]
+    restart: Callable[[], None]  # on the same port, from its files
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def aof_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AofStore]:
+    """One AOF redis-server; or a 3-master AOF cluster whose master holding partition 0 is
+    the one killed."""
     folder = tmp_path / "redis"
     folder.mkdir()
-    servers = [start_redis_server(folder, appendonly=True)]
-    yield servers
-    for server in servers:
-        server.stop()
+    if request.param == "redis":
+        servers = [start_redis_server(folder, appendonly=True)]
+        yield AofStore(
+            servers[0].url,
+            cluster=False,
+            kill=servers[0].kill,
+            restart=lambda: servers.append(
+                start_redis_server(folder, appendonly=True, port=servers[0].port)
+            ),
+        )
+        for server in servers:
+            server.stop()
+        return
+    cluster = start_redis_cluster(folder, appendonly=True)
+    try:
+        nodes = redis.RedisCluster.from_url(cluster.url)
+        try:
+            port = nodes.get_node_from_key("{p0}").port
+        finally:
+            nodes.close()
+        index = next(i for i, m in enumerate(cluster.masters) if m.port == port)
+        yield AofStore(
+            cluster.url,
+            cluster=True,
+            kill=lambda: cluster.masters[index].kill(),
+            restart=lambda: cluster.restart(index),
+        )
+    finally:
+        cluster.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_redis_killed_and_restarted_mid_run_loses_and_repeats_nothing(
-    aof_redis: list[RedisServer],
+    aof_store: AofStore,
     receiver: CallbackReceiver,
     line: LineEmulator,
     echo_personas: Path,
@@ -75,8 +115,8 @@ async def test_redis_killed_and_restarted_mid_run_loses_and_repeats_nothing(
             "request_timeout_seconds": 2,
         }
     )
-    redis = aof_redis[0]
-    data = base_config(redis.url, tenants=[tenant])
+    data = base_config(aof_store.url, tenants=[tenant])
+    data["store"]["cluster"] = aof_store.cluster
     data["personas_dir"] = str(echo_personas)
     data["routing"] = {"default_persona": "core"}
 
@@ -128,13 +168,9 @@ async def test_redis_killed_and_restarted_mid_run_loses_and_repeats_nothing(
             # Kill once a fair share has been answered, so the outage hits a busy pipeline.
             total = (HTTP_CONVERSATIONS + LINE_USERS) * PER_CONVERSATION
             await asyncio.wait_for(_answered(receiver, line, total // 4), timeout=20)
-            redis.kill()
+            aof_store.kill()
             await asyncio.sleep(OUTAGE_SECONDS)
-            aof_redis.append(
-                await asyncio.to_thread(
-                    start_redis_server, redis.directory, appendonly=True, port=redis.port
-                )
-            )
+            await asyncio.to_thread(aof_store.restart)
             restarted.set()
 
         await asyncio.wait_for(

@@ -90,3 +90,29 @@ def test_duplicate_tenants_are_refused():
     with pytest.raises(ConfigError) as caught:
         parse_config({"personas_dir": str(PERSONAS_DIR), "tenants": [{"id": "a"}, {"id": "a"}]})
     assert caught.value.problems == [("tenants.1.id", "duplicate tenant id 'a'")]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///tmp/gw.db", "cluster: true needs a redis:// or rediss:// url"),
+        ("memory://", "cluster: true needs a redis:// or rediss:// url"),
+        ("redis://127.0.0.1:7000/2", "a Redis Cluster has only database 0"),
+    ],
+)
+def test_cluster_store_needs_a_redis_url_on_database_zero(url, message):
+    """``store.cluster`` with another store, or a database a cluster does not have, is a
+    config problem at its path, not a failure at the first command."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"personas_dir": str(PERSONAS_DIR), "store": {"url": url, "cluster": True}})
+    [(path, problem)] = caught.value.problems
+    assert path == "store"
+    assert message in problem
+
+
+def test_cluster_store_accepts_a_redis_node_url():
+    for url in ("redis://10.0.0.5:7000", "rediss://redis.internal:6380/0"):
+        config = parse_config(
+            {"personas_dir": str(PERSONAS_DIR), "store": {"url": url, "cluster": True}}
+        )
+        assert config.store.cluster

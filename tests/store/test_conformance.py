@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from gateway.errors import ConfigError, CursorError, StoreError
 from gateway.store import Admission, Commit, LogAppend, StateWrite, Store, open_store
 from gateway.store.cursors import MAX_LOG_ID
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import start_redis_server
+from tests.conftest import free_port, redis_reply, start_redis_cluster, start_redis_server
+from tests.harness import eventually
 
 P0 = "t:{p0}"
 P1 = "t:{p1}"
@@ -92,7 +94,9 @@ async def test_admit_one_call_spanning_partitions(store: Store) -> None:
             Admission(f"{P0}:seen:1", f"{P0}:inbox", b"p0-1"),
             Admission(f"{P1}:seen:1", f"{P1}:inbox", b"p1-1"),
             Admission(f"{P0}:seen:2", f"{P0}:inbox", b"p0-2"),
-            Admission("untagged:seen", "untagged:inbox", b"u"),
+            # outside any partition, but one admission's two keys share a hash tag (the
+            # Store protocol asks it: a Redis Cluster runs each admission in one slot)
+            Admission("other:{x}:seen", "other:{x}:inbox", b"u"),
         ],
         dedupe_ttl=60,
     )
@@ -100,7 +104,7 @@ async def test_admit_one_call_spanning_partitions(store: Store) -> None:
     assert [e.id for e in await store.range(f"{P0}:inbox")] == [ids[0], ids[2]]
     assert await payloads(store, f"{P0}:inbox") == [b"p0-1", b"p0-2"]
     assert await payloads(store, f"{P1}:inbox") == [b"p1-1"]
-    assert await payloads(store, "untagged:inbox") == [b"u"]
+    assert await payloads(store, "other:{x}:inbox") == [b"u"]
 
 
 async def test_claim_is_set_if_absent_with_expiry(store: Store) -> None:
@@ -172,6 +176,75 @@ async def test_read_group_block_returns_early_on_append(store: Store) -> None:
     )
     assert [(e.id, e.payload) for _, e in got] == [(entry_id, b"late")]
     assert time.monotonic() - started < 2
+
+
+async def test_read_group_block_wakes_on_any_of_several_streams(store: Store) -> None:
+    """A read blocked on several streams (on a cluster: several slots) returns as soon as
+    one gets an entry; one appended to another stream later is handed out by the next read,
+    once, with nothing left pending unseen."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+
+    async def append_later(stream: str, payload: bytes) -> str:
+        await asyncio.sleep(0.2)
+        return await store.append(stream, payload)
+
+    started = time.monotonic()
+    got, first = await asyncio.gather(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=10),
+        append_later(s2, b"one"),
+    )
+    assert [(s, e.id, e.payload) for s, e in got] == [(s2, first, b"one")]
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    got, second = await asyncio.gather(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=10),
+        append_later(s1, b"two"),
+    )
+    assert [(s, e.id, e.payload) for s, e in got] == [(s1, second, b"two")]
+    assert time.monotonic() - started < 2
+    assert await store.read_group([s1, s2], group="g", consumer="c", count=10, block=0.2) == []
+    assert await store.backlog(s1, "g") == await store.backlog(s2, "g") == 1  # pending on c
+    assert await store.ack(s1, "g", [second]) == await store.ack(s2, "g", [first]) == 1
+
+
+async def test_read_group_of_fewer_streams_leaves_the_others_to_other_readers(
+    store: Store,
+) -> None:
+    """Once a consumer reads fewer streams (a partition given up), a later entry of a stream
+    it no longer names goes to whoever reads that stream, not to a read left over from before
+    (on a cluster, a blocked read of the dropped slot is ended, not kept)."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+    await store.append(s2, b"one")
+    got = await store.read_group([s1, s2], group="g", consumer="c", count=10, block=5)
+    assert [e.payload for _, e in got] == [b"one"]
+    assert await store.read_group([s2], group="g", consumer="c", count=10, block=0.2) == []
+    later = await store.append(s1, b"later")
+    await asyncio.sleep(0.1)
+    other = await store.read_group([s1], group="g", consumer="other", count=10, block=1)
+    assert [(s, e.id) for s, e in other] == [(s1, later)]
+
+
+async def test_cancelled_read_group_takes_nothing(store: Store) -> None:
+    """A blocked read over several streams that is cancelled (its consumer stopping) takes
+    no entry appended afterwards: the next reader gets it."""
+    s1, s2 = f"{P0}:inbox", f"{P1}:inbox"
+    for stream in (s1, s2):
+        await store.ensure_group(stream, "g")
+    reading = asyncio.create_task(
+        store.read_group([s1, s2], group="g", consumer="c", count=10, block=5)
+    )
+    await asyncio.sleep(0.2)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    later = await store.append(s1, b"later")
+    await asyncio.sleep(0.2)
+    other = await store.read_group([s1], group="g", consumer="other", count=10, block=1)
+    assert [(s, e.id) for s, e in other] == [(s1, later)]
 
 
 async def test_read_group_block_times_out_empty(store: Store) -> None:
@@ -475,6 +548,25 @@ async def test_delete_and_scan(store: Store) -> None:
     assert await store.range("t:x:stream") == []
     assert await store.get_state("t:x:state") is None
     assert await store.get_record("t:y:other") == b"1"
+
+
+async def test_scan_of_a_partition_prefix_lists_that_partition_only(store: Store) -> None:
+    """A prefix carrying a partition's hash tag lists that partition's keys (on a cluster
+    they all live on the node owning its slot) and none of another partition's."""
+    await store.put_record(f"{P0}:c:a:rec", b"1")
+    await store.append(f"{P0}:c:a:log", b"e")
+    await store.put_record(f"{P1}:c:a:rec", b"1")
+    assert sorted(await store.scan(f"{P0}:c:")) == [f"{P0}:c:a:log", f"{P0}:c:a:rec"]
+    assert await store.scan(f"{P1}:c:") == [f"{P1}:c:a:rec"]
+
+
+async def test_scan_prefix_with_an_empty_hash_tag_lists_every_slot(store: Store) -> None:
+    """``{}`` is no hash tag (Redis then hashes the whole key), so keys under such a prefix
+    lie in many slots (on a cluster: on every master), and all of them are listed."""
+    keys = [f"s:{{}}:a}}{n}" for n in range(12)]
+    for key in keys:
+        await store.put_record(key, b"1")
+    assert sorted(await store.scan("s:{}:a}")) == sorted(keys)
 
 
 async def test_scan_prefix_is_literal(store: Store) -> None:
@@ -795,3 +887,123 @@ async def test_redis_with_aof_keeps_acknowledged_admits_across_a_crash(tmp_path:
             await store.aclose()
     finally:
         server.stop()
+
+
+# -- Redis Cluster only ----------------------------------------------------------------------
+@pytest.mark.redis
+async def test_cluster_call_spanning_slots_fails_alone(redis_cluster_url: str) -> None:
+    """A commit or admission whose keys lie in two slots is refused with StoreError; the
+    calls sharing its pipeline (other partitions, other callers) are applied all the same."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        spanning = Commit(
+            state=StateWrite(f"{P0}:c:x:state", b"s", 0), appends=[(f"{P1}:outbox", b"x")]
+        )
+        results = await asyncio.gather(
+            store.commit(spanning),
+            store.admit([Admission(f"{P0}:seen:split", f"{P1}:inbox", b"x")], dedupe_ttl=60),
+            store.admit([Admission(f"{P1}:seen:1", f"{P1}:inbox", b"ok")], dedupe_ttl=60),
+            store.commit(Commit(state=StateWrite(f"{P0}:c:y:state", b"s", 0))),
+            store.put_record("t:elsewhere", b"r"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], StoreError)
+        assert isinstance(results[1], StoreError)
+        assert "slots" in str(results[0])
+        assert results[2:] == [[results[2][0]], 1, None]  # type: ignore[index]
+        assert await payloads(store, f"{P1}:inbox") == [b"ok"]
+        assert await store.range(f"{P1}:outbox") == []
+        assert await store.get_state(f"{P0}:c:x:state") is None
+        assert await store.get_record("t:elsewhere") == b"r"
+        assert await store.claim(f"{P0}:seen:split", ttl=60)  # the refused admit claimed nothing
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_partitions_spread_over_the_masters(redis_cluster_url: str) -> None:
+    """The store really is on a cluster: the partitions' keys live on different masters."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        client = store._client
+        assert isinstance(client, RedisClusterClient)
+        nodes = {client.get_node_from_key(f"{{p{p}}}").name for p in range(8)}
+        assert len(nodes) == 3
+        for p in range(8):
+            await store.append(f"t:{{p{p}}}:inbox", b"e")
+        for node in client.get_primaries():
+            assert 0 < await client.dbsize(target_nodes=node) < 8  # type: ignore[no-untyped-call]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_unreachable_raises_store_error() -> None:
+    """Opening a cluster store where nothing listens fails with StoreError, and a cluster
+    store on a non-Redis URL is a config error."""
+    with pytest.raises(StoreError):
+        await RedisStore.open("redis://127.0.0.1:1/0", cluster=True)
+    with pytest.raises(ConfigError):
+        await open_store("sqlite:///nowhere.db", cluster=True)
+
+
+@pytest.mark.redis
+async def test_cluster_blocking_read_over_many_partitions(redis_cluster_url: str) -> None:
+    """One process may read hundreds of partitions (``store.partitions`` goes to 1024): a
+    blocking read over 400 slots (more per master than redis-py's default pool of 100) waits
+    and wakes like any other."""
+    store = await RedisStore.open(redis_cluster_url, cluster=True)
+    try:
+        streams = [f"t:{{p{p}}}:inbox" for p in range(400)]
+        for stream in streams:
+            await store.ensure_group(stream, "g")
+        quiet = await store.read_group(streams, group="g", consumer="c", count=1, block=0.3)
+        assert quiet == []
+        entry_id = await store.append(streams[123], b"x")
+        got = await store.read_group(streams, group="g", consumer="c", count=1, block=5)
+        assert [(s, e.id) for s, e in got] == [(streams[123], entry_id)]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.redis
+async def test_cluster_ping_needs_every_master_but_no_replica(tmp_path: Path) -> None:
+    """``ping`` (``/readyz``) fails while a master is down, not while only a replica is."""
+    cluster = start_redis_cluster(tmp_path)
+    folder = tmp_path / "replica"
+    folder.mkdir()
+    replica = start_redis_server(
+        folder, extra=["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    )
+    try:
+        first = cluster.masters[0]
+        master_id = redis_reply(first.port, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
+        bus_port = cluster.options[0][cluster.options[0].index("--cluster-port") + 1]
+        assert replica.command("CLUSTER", "MEET", "127.0.0.1", str(first.port), bus_port) == b"+OK"
+        assert first.command("CONFIG", "SET", "repl-diskless-sync-delay", "0") == b"+OK"
+        # A replica is listed in the slot map once its master has heard of its first write.
+        await eventually(
+            lambda: replica.command("CLUSTER", "REPLICATE", master_id) == b"+OK", timeout=10
+        )
+
+        def listed() -> bool:
+            first.command("SET", "{p3}:written", "1")  # {p3} lies on the first master
+            return str(replica.port).encode() in redis_reply(first.port, "CLUSTER", "SLOTS")
+
+        await eventually(listed, timeout=15, interval=0.05)
+        store = await RedisStore.open(cluster.url, cluster=True)
+        try:
+            client = store._client
+            assert isinstance(client, RedisClusterClient)
+            assert [n.port for n in client.get_replicas()] == [replica.port]
+            await store.ping()
+            replica.kill()
+            await store.ping()
+            cluster.masters[2].kill()
+            with pytest.raises(StoreError):
+                await store.ping()
+        finally:
+            await store.aclose()
+    finally:
+        replica.stop()
+        cluster.stop()
