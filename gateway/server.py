@@ -15,11 +15,16 @@ public webhook port and the operations port) is a :class:`GuardedSite`, which gu
 
 Every refusal counts in ``flowbiz_http_guard_total{listener,event}`` and logs at DEBUG (an
 attacker must not be able to fill the logs).
+
+:func:`serve` also settles the heap once the app has started (:func:`settle_heap`): what
+start-up built is moved out of the cyclic garbage collector's sight, so the collections that
+requests trigger no longer walk every module, model class and config object of the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from collections import Counter
@@ -34,12 +39,25 @@ from gateway.metrics import Metrics
 from gateway.observability import get_logger
 from gateway.runtime import RUNTIME
 
-__all__ = ["BODY_GRACE_SECONDS", "ConnectionGuard", "GuardedSite", "guard_middleware", "serve"]
+__all__ = [
+    "BODY_GRACE_SECONDS",
+    "GC_YOUNG_THRESHOLD",
+    "ConnectionGuard",
+    "GuardedSite",
+    "guard_middleware",
+    "serve",
+    "settle_heap",
+]
 
 log = get_logger(__name__)
 
 # After the body deadline, the edge's own 408 gets this long before the guard closes.
 BODY_GRACE_SECONDS = 1.0
+# Net container allocations between two young-generation collections (CPython's default is
+# 700). Sixty-four requests in flight hold more than 700 objects, so at the default nearly
+# every burst of requests ran a collection that walked all of them, and promoted them to be
+# walked again; at this threshold only cyclic garbage waits a little longer.
+GC_YOUNG_THRESHOLD = 10_000
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 67\r\n\r\n"
@@ -251,6 +269,20 @@ class GuardedSite(web.BaseSite):
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
 
+def settle_heap() -> None:
+    """Collect once, then freeze what survives and collect the young generation less often.
+
+    Called when start-up is done. Without it every full collection walks the whole heap that
+    imports and start-up built (about 80,000 objects: a few tens of milliseconds each, some
+    10-30 us per webhook on average); frozen objects are never walked again. They are never
+    freed either, which is what they are: the modules, config, connectors and app.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 async def serve(
     app: web.Application, *, host: str, port: int, guard: ConnectionGuard, shutdown_timeout: float
 ) -> None:
@@ -265,6 +297,7 @@ async def serve(
         site = GuardedSite(runner, host, port, guard=guard)
         await site.start()
         app[RUNTIME].public_url = site.loopback_url
+        settle_heap()
         print(f"======== Running on {site.name} ========", file=sys.stderr)
         await stop.wait()
     finally:
