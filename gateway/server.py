@@ -16,6 +16,12 @@ public webhook port and the operations port) is a :class:`GuardedSite`, which gu
 Every refusal counts in ``flowbiz_http_guard_total{listener,event}`` and logs at DEBUG (an
 attacker must not be able to fill the logs).
 
+The guard learns where each request is (head read, then handled) by wrapping the request
+handler of the connection it owns, not through an app middleware: a middleware costs every
+request two more coroutine frames and aiohttp's middleware chain, and would not see a request
+the router refuses. Every app served by a :class:`GuardedSite` is guarded, whatever its
+middlewares.
+
 :func:`serve` also settles the heap once the app has started (:func:`settle_heap`): what
 start-up built is moved out of the cyclic garbage collector's sight, so the collections that
 requests trigger no longer walk every module, model class and config object of the process.
@@ -44,7 +50,6 @@ __all__ = [
     "GC_YOUNG_THRESHOLD",
     "ConnectionGuard",
     "GuardedSite",
-    "guard_middleware",
     "serve",
     "settle_heap",
 ]
@@ -100,6 +105,7 @@ class _GuardedConnection(asyncio.Protocol):
         "_deadline",
         "_event",
         "_guard",
+        "_handler",
         "_inner",
         "_server",
         "_timer",
@@ -111,6 +117,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._guard = guard
         self._server = server
         self._inner: RequestHandler | None = None
+        self._handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None
         self._client: str | None = None
         self._transport: asyncio.Transport | None = None
         # The deadline in force (loop time), what its expiry is called, and a last check that
@@ -131,8 +138,13 @@ class _GuardedConnection(asyncio.Protocol):
             self._transport.close()
             return
         self._client = client
-        self._inner = self._server()
-        self._inner.connection_made(transport)
+        inner = self._inner = self._server()
+        # aiohttp calls the handler it copied from the server once a request's head is parsed
+        # (the app, router included); this connection's requests go through _handle first.
+        # RequestHandler has __slots__: were the attribute ever renamed, this would fail loudly.
+        self._handler = inner._request_handler
+        inner._request_handler = self._handle
+        inner.connection_made(transport)
         self._arm(self._guard.limits.header_timeout_seconds, "header_timeout")
 
     def data_received(self, data: bytes) -> None:
@@ -163,6 +175,15 @@ class _GuardedConnection(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     # -- the deadlines ----------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Tell the deadlines where the request is: head read, then handled."""
+        assert self._handler is not None  # set with the connection
+        self.request_started(request)
+        try:
+            return await self._handler(request)
+        finally:
+            self.request_finished()
+
     def request_started(self, request: web.BaseRequest) -> None:
         """The head arrived: its deadline is met; the body's (if any) begins."""
         if request.body_exists and not request.content.is_eof():
@@ -206,22 +227,6 @@ class _GuardedConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._guard.event(self._event)
             self._transport.close()
-
-
-@web.middleware
-async def guard_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Tell the connection's guard where the request is: head read, then handled."""
-    transport = request.transport
-    connection = transport.get_protocol() if transport is not None else None
-    if not isinstance(connection, _GuardedConnection):
-        return await handler(request)  # served by a plain aiohttp site (a test's own)
-    connection.request_started(request)
-    try:
-        return await handler(request)
-    finally:
-        connection.request_finished()
 
 
 class GuardedSite(web.BaseSite):

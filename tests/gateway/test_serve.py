@@ -9,11 +9,13 @@ import signal
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from agents.persona import load_personas
 from gateway.app import RUNTIME, create_app
-from gateway.config import parse_config
-from gateway.server import GC_YOUNG_THRESHOLD, ConnectionGuard, serve
+from gateway.config import HttpServerConfig, parse_config
+from gateway.metrics import Metrics
+from gateway.server import GC_YOUNG_THRESHOLD, ConnectionGuard, GuardedSite, serve
 from tests.harness import base_config, eventually, http_tenant
 
 
@@ -46,3 +48,42 @@ async def test_serve_moves_start_up_objects_out_of_the_collectors_sight(
         await task
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_any_app_on_a_guarded_site_is_guarded_without_a_middleware() -> None:
+    """The guard follows each request through the connection it owns: a plain app (no
+    middleware at all) gets the body deadline for a slow body, and a handler slower than the
+    head deadline is not cut off while it works."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(0.6)  # twice the head deadline
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    limits = HttpServerConfig(header_timeout_seconds=0.3, body_timeout_seconds=0.3)
+    metrics = Metrics()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = GuardedSite(
+        runner, "127.0.0.1", 0, guard=ConnectionGuard(listener="t", limits=limits, metrics=metrics)
+    )
+    await site.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        async with asyncio.timeout(3):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""  # closed, nothing answered
+        writer.close()
+        body_timeouts = metrics.http_guard.labels("t", "body_timeout")._value.get()
+        assert body_timeouts == 1
+        assert metrics.http_guard.labels("t", "header_timeout")._value.get() == 0
+    finally:
+        await runner.cleanup()
