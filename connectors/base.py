@@ -64,6 +64,10 @@ class InboundRequest:
     ``url`` and ``query`` may be given as zero-argument callables: they are then computed on
     first read and kept. The web edge passes them that way because building the URL costs
     several microseconds per request and only URL-signing platforms (Twilio) read it.
+
+    ``headers`` is read through :meth:`header`, which finds a name in any case: the web edge
+    passes aiohttp's case-insensitive view as it is (no copy per request); a plain mapping
+    (tests, other listeners) must use lower-cased names.
     """
 
     __slots__ = ("_query", "_url", "body", "headers", "match_info", "method", "path", "remote")
@@ -82,7 +86,7 @@ class InboundRequest:
         self.method = method
         self.path = path
         self._url = url
-        self.headers = headers  # lower-cased names
+        self.headers = headers  # case-insensitive, or lower-cased names
         self._query = query
         self.body = body
         self.remote = remote

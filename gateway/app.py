@@ -41,7 +41,6 @@ from gateway.operations import healthz, mount_keyed_operations, operations_liste
 from gateway.partitions import PartitionConsumer
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import RUNTIME, Role, Runtime
-from gateway.server import guard_middleware
 from gateway.store import Keyspace, open_store
 from gateway.worker import Worker
 
@@ -78,7 +77,6 @@ def create_app(
     )
     app = web.Application(client_max_size=config.http.max_body_bytes)
     app[RUNTIME] = runtime
-    app.middlewares.append(guard_middleware)
     app.router.add_get("/healthz", healthz)
     if role in ("all", "web"):
         for channel, connector in connectors.items():

@@ -53,7 +53,7 @@ def edge_handler(route: Route, channel: str, rt: Runtime) -> Handler:
         try:
             if request.method in ("POST", "PUT", "PATCH"):
                 _check_head(request, route, limits.max_body_bytes)
-                body = await _read_body(request, limits.body_timeout_seconds)
+                body = await _read_body(request, limits.body_timeout_seconds, limits.max_body_bytes)
                 _check_nesting(request, route, body, limits.max_json_depth)
             else:
                 body = b""
@@ -68,11 +68,12 @@ def edge_handler(route: Route, channel: str, rt: Runtime) -> Handler:
             path=request.path,
             # Computed only if the connector reads them (see InboundRequest).
             url=lambda: str(request.url),
-            headers={k.lower(): v for k, v in request.headers.items()},
+            # aiohttp's own read-only, case-insensitive view: nothing copied per request.
+            headers=request.headers,
             query=lambda: dict(request.query),
             body=body,
             remote=request.remote,
-            match_info=dict(request.match_info),
+            match_info=request.match_info,  # a frozen mapping already
         )
         try:
             result = await route.handler(neutral)
@@ -123,14 +124,16 @@ def _check_head(request: web.Request, route: Route, max_body: int) -> None:
         )
 
 
-async def _read_body(request: web.Request, timeout: float) -> bytes:
-    if request.content.is_eof():
-        # The whole body came with the head (a webhook's usual few KiB): nothing to wait for,
-        # and no deadline timer to arm and cancel on the hot path.
-        return await request.read()
+async def _read_body(request: web.Request, timeout: float, max_body: int) -> bytes:
+    content = request.content
     try:
-        async with asyncio.timeout(timeout):
-            return await request.read()
+        if content.is_eof():
+            # The whole body came with the head (a webhook's usual few KiB): it is all in the
+            # buffer, so take it as it is (no copy, and no deadline timer to arm and cancel).
+            body = content.read_nowait()
+        else:
+            async with asyncio.timeout(timeout):
+                body = await request.read()
     except TimeoutError as exc:
         raise PayloadError(
             f"the body did not arrive within {timeout:g} s", reason="body_timeout", status=408
@@ -141,6 +144,10 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
         raise PayloadError("the body could not be read", reason="bad_body") from exc
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         raise _Aborted from exc
+    # The head's Content-Length was checked, but a compressed body counts inflated.
+    if len(body) > max_body:
+        raise PayloadError("request body too large", reason="too_large", status=413)
+    return body
 
 
 def _check_nesting(request: web.Request, route: Route, body: bytes, limit: int) -> None:

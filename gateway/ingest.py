@@ -8,8 +8,10 @@ transaction (SQLite) or one pipeline (Redis) rather than one round trip each.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from prometheus_client import Counter, Histogram
 
@@ -24,6 +26,7 @@ __all__ = ["INBOX_GROUP", "Ingestor"]
 INBOX_GROUP = "workers"
 
 log = get_logger(__name__)
+_debug_enabled = partial(logging.getLogger(__name__).isEnabledFor, logging.DEBUG)
 
 
 class Ingestor:
@@ -80,7 +83,7 @@ class Ingestor:
         if not messages:
             return []
         begin = time.perf_counter() if started is None else started
-        encoded = [m if isinstance(m, EncodedInbound) else EncodedInbound.of(m) for m in messages]
+        encoded = [m if type(m) is EncodedInbound else self._encoded(m) for m in messages]
         try:
             ids = await self.store.admit(
                 [self._admission(m) for m in encoded], dedupe_ttl=self.dedupe_ttl
@@ -92,15 +95,23 @@ class Ingestor:
             raise IngestUnavailableError("the message could not be stored; retry later") from exc
         elapsed = time.perf_counter() - begin
         flags = [entry_id is not None for entry_id in ids]
+        # Asked once per call, not per message: the keyword arguments of a line that is not
+        # written still cost their dict.
+        debug = _debug_enabled()
         for message, new in zip(encoded, flags, strict=True):
             channel = message.channel.value
             self._count(channel, "accepted" if new else "duplicate").inc()
             self._latency_of(channel).observe(elapsed)
-            log.debug(
-                "ingest.accepted" if new else "ingest.duplicate",
-                trace_id=message.trace_id,
-                tenant=message.tenant,
-                channel=channel,
-                event_id=message.event_id,
-            )
+            if debug:
+                log.debug(
+                    "ingest.accepted" if new else "ingest.duplicate",
+                    trace_id=message.trace_id,
+                    tenant=message.tenant,
+                    channel=channel,
+                    event_id=message.event_id,
+                )
         return flags
+
+    @staticmethod
+    def _encoded(message: InboundMessage | EncodedInbound) -> EncodedInbound:
+        return message if isinstance(message, EncodedInbound) else EncodedInbound.of(message)

@@ -31,7 +31,7 @@ from gateway.errors import StoreError
 from gateway.observability import get_logger
 from gateway.readiness import readiness_problems
 from gateway.runtime import RUNTIME, Runtime
-from gateway.server import ConnectionGuard, GuardedSite, guard_middleware
+from gateway.server import ConnectionGuard, GuardedSite
 
 __all__ = [
     "KEYED_PATHS",
@@ -66,7 +66,6 @@ def create_operations_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=runtime.config.http.max_body_bytes)
     app[RUNTIME] = runtime  # the admin handlers read the runtime under this key
     app[OPERATIONS] = Operations(runtime=runtime)
-    app.middlewares.append(guard_middleware)
     app.router.add_get("/healthz", healthz)
     _add_operational_routes(app)
     return app

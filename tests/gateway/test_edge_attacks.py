@@ -8,6 +8,7 @@ shortened so every test takes about a second.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -235,3 +236,26 @@ async def test_attack_aborted_upload_is_a_debug_line_not_an_error(
         line = await reader.readline()
     writer.close()
     assert _status(line) == 202
+
+
+async def test_attack_compressed_body_is_bounded_by_its_inflated_size(gw: RunningGateway) -> None:
+    """A gzip body whose Content-Length fits but which inflates past the limit is a 413
+    ``too_large`` (counted, the usual JSON error), not a megabyte handed to a connector."""
+    inflated = b'{"text": "' + b"a" * (256 * 1024) + b'"}'  # four times max_body_bytes
+    body = gzip.compress(inflated)
+    assert len(body) < 64 * 1024
+    reader, writer = await _connect(gw)
+    writer.write(_head(len(body), extra="Content-Encoding: gzip\r\n") + body)
+    async with asyncio.timeout(2.0):
+        line = await reader.readline()
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(h.split(b":")[1])
+            for h in headers.split(b"\r\n")
+            if h.lower().startswith(b"content-length")
+        )
+        answer = await reader.readexactly(length)
+    writer.close()
+    assert _status(line) == 413
+    assert json.loads(answer)["error"] == "too_large"
+    assert gw.runtime.metrics.inbound.labels("http", "too_large")._value.get() == 1
