@@ -47,8 +47,10 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# One pytest worker per core: every test starts its own servers on free ports, so they run
+# side by side (a single file runs alone with `$(BIN)/pytest tests/<path>`).
 pytest: $(BIN)/.installed system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 test: lint typecheck pytest
 
