@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.conversations import erase_conversation
 from gateway.envelope import RawEvent
 from gateway.ingest import INBOX_GROUP
 from gateway.models import Channel, ConversationKey
@@ -112,3 +113,17 @@ async def test_an_event_of_a_channel_with_no_connector_is_kept(pipeline: Pipelin
     [letter] = await pipeline.dead_letters(line)
     assert letter.reason == "no_channel: no line channel is configured"
     assert RawEvent.model_validate_json(letter.raw or "").event == {"type": "message"}
+
+
+async def test_erase_removes_a_stored_event_and_its_dead_letter(pipeline: Pipeline) -> None:
+    """Envelopes name their conversation by its key (not an object, as messages do): the
+    GDPR erase must find them on the inbox and on the dead-letter list all the same."""
+    waiting = await pipeline.event(COLLECTED, conversation=CUSTOMER, event_id="ev-wait")
+    partition, entry, _ = await pipeline.event({"nonsense": 1}, conversation=CUSTOMER)
+    await pipeline.worker().handle(partition, entry)
+    assert len(await pipeline.dead_letters(CUSTOMER)) == 1
+    report = await erase_conversation(pipeline.store, pipeline.keyspace, "acme", CUSTOMER.key)
+    assert report.stream_entries_deleted >= 2
+    inbox = await pipeline.store.range(pipeline.keyspace.inbox(waiting[0]), count=100)
+    assert [e.id for e in inbox if e.id == waiting[1].id] == []
+    assert await pipeline.dead_letters(CUSTOMER) == []
