@@ -116,6 +116,8 @@ class PipelinedCommand:
 
 @dataclass(slots=True)
 class AdmitCall:
+    """One caller's ``admit``, waiting to be merged per hash tag into the next pipeline."""
+
     items: Sequence[Admission]
     ttl_ms: int
     future: asyncio.Future[list[str | None]]

@@ -2,8 +2,8 @@
 
 Guarantees: a commit is all-or-nothing and checks the state's version before any write, so
 a conflict changes nothing; counters, buckets, leases and heartbeats each change in one
-atomic script; buckets and heartbeats run on the server's clock, so processes with skewed
-clocks share them fairly; a lease is only ever released by its holder.
+atomic command or script; buckets and heartbeats run on the server's clock, so processes
+with skewed clocks share them fairly; a lease is only ever released by its holder.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Guarantees: every change here is one operation of the writer's group commit, so it is
 atomic and durable once awaited; an expired row is invisible at once; a lease is taken only
-when free or expired, and released only by its holder; ``scan`` sees live keys of every kind.
+when free or expired, and released only by its holder; ``scan`` lists the live keys of
+records, states, counters and streams.
 """
 
 from __future__ import annotations
