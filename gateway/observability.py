@@ -18,6 +18,7 @@ Third-party loggers that write addresses or numbers at INFO (aiosmtpd's protocol
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -60,22 +61,41 @@ _HASH_KEY_ENV = "FLOWBIZ_LOG_HASH_KEY"
 _hash_key = b""
 
 
+@functools.lru_cache(maxsize=4096)
 def conversation_ref(key: str) -> str:
     """A short, stable stand-in for a conversation key in logs: ``c-`` and 12 hex digits."""
+    # Cached: a conversation's lines repeat its key, and the cache is emptied whenever the
+    # hash key changes (configure_logging), so a reference is never one of an older key.
     digest = hashlib.blake2b(key.encode(), digest_size=6, key=_hash_key)
     return "c-" + digest.hexdigest()
 
 
-def mask(key: str, value: Any) -> Any:
+_PLAIN, _SECRET, _CONVERSATION, _TEXT = range(4)
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_kind(key: str) -> int:
+    """How a field of this name is written; decided once per name (names are few)."""
     name = key.lower()
     if name in _SECRET_FIELDS or name.endswith(("_secret", "_token", "_password", "_key")):
-        return "***"
-    if name in _CONVERSATION_FIELDS and isinstance(value, str):
-        return conversation_ref(value)
+        return _SECRET
+    if name in _CONVERSATION_FIELDS:
+        return _CONVERSATION
     if name in _TEXT_FIELDS:
-        size = len(value) if isinstance(value, str | bytes) else None
-        return f"<{size} chars>" if size is not None else "<masked>"
-    return value
+        return _TEXT
+    return _PLAIN
+
+
+def mask(key: str, value: Any) -> Any:
+    kind = _field_kind(key)
+    if kind == _PLAIN:
+        return value
+    if kind == _SECRET:
+        return "***"
+    if kind == _CONVERSATION:
+        return conversation_ref(value) if isinstance(value, str) else value
+    size = len(value) if isinstance(value, str | bytes) else None
+    return f"<{size} chars>" if size is not None else "<masked>"
 
 
 @contextmanager
@@ -138,6 +158,11 @@ def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     global _hash_key  # set once at start-up, before any line is written
     secret = os.environ.get(_HASH_KEY_ENV, "").encode()
     _hash_key = hashlib.sha512(secret).digest() if secret else b""  # blake2b keys: <= 64 bytes
+    conversation_ref.cache_clear()
+    # The JSON lines name no thread or process: spare every record looking them up.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
