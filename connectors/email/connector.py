@@ -272,10 +272,14 @@ class EmailConnector:
                 f"cannot build the reply: {exc}", code=DeliveryFailure.HEADER_BLOCK
             ) from exc
         data = reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
-        answer = await self._deliver(channel, reply.sender, reply.recipient, data)
+        # On record before the mail leaves: the customer's answer to it may arrive as soon as
+        # it is delivered, and must find its thread; a store error here leaves nothing sent to
+        # send twice. The id is the same on every retry, so a record without a sent mail is
+        # harmless.
         await self._remember_thread(
             mailbox.tenant, reply.message_id, message.conversation.conversation_id, channel
         )
+        answer = await self._deliver(channel, reply.sender, reply.recipient, data)
         self._event("reply_sent")
         return DeliveryReceipt(
             outbound_id=message.id,

@@ -15,6 +15,7 @@ from tests.connectors.email.conftest import (
     EmailWorld,
     email_world,
 )
+from tests.harness import eventually
 
 JANE = "jane@customer.example"
 
@@ -112,6 +113,33 @@ async def test_three_message_thread_stays_one_conversation(world: EmailWorld) ->
     states = [k for k in keys if k.endswith(":state") and "/email/" in k]
     assert len(states) == 1
     assert root.replace("@", "%40") in states[0]
+
+
+async def test_a_reply_is_on_record_for_threading_before_it_leaves(world: EmailWorld) -> None:
+    """The customer's answer to our reply may arrive the moment it is delivered: the reply's
+    Message-ID is recorded before the relay ever sees it (here the relay defers the first
+    try), so the answer always finds its thread and a store error can never follow a sent
+    mail into a second send."""
+    world.smarthost.fail_next(1, reply="451 4.3.0 Try again later")
+    first = world.sender.compose(
+        from_addr=JANE, from_name="Jane", to=SUPPORT, subject="Order question", text="hello"
+    )
+    await world.sender.send(first)
+    store, keyspace = world.gateway.runtime.store, world.gateway.runtime.keyspace
+    assert store is not None
+
+    async def deferred() -> bool:
+        return world.smarthost.attempts >= 1
+
+    await eventually(deferred)
+    assert world.smarthost.received == []
+    threads = await store.scan(keyspace.email_thread("acme", ""), limit=100)
+    root = str(first["Message-ID"]).strip("<>")
+    recorded = [await store.get_record(key) for key in threads]
+    assert len([r for r in recorded if r == root.encode()]) >= 2  # the mail, and our reply
+    [relayed] = await world.smarthost.wait_for(1)  # the retry goes out
+    reply_id = str(relayed.message["Message-ID"]).strip("<>")
+    assert await store.get_record(keyspace.email_thread("acme", reply_id)) == root.encode()
 
 
 async def test_new_subject_from_same_sender_starts_a_new_conversation(world: EmailWorld) -> None:
