@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,16 @@ def _config(
     return data
 
 
-@pytest.fixture
-async def desk(
-    store_url: str, echo_personas: Path, monkeypatch: pytest.MonkeyPatch
+@asynccontextmanager
+async def open_desk(
+    store_url: str,
+    personas: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    release_command: str | None = None,
 ) -> AsyncIterator[Desk]:
-    """The gateway and its three emulators, once on SQLite and once on Redis."""
+    """The gateway with a Slack desk and its three emulators (and ``release_command`` on the
+    desk when given)."""
     for name, value in {
         "D_SLACK_SECRET": SLACK_SECRET,
         "D_SLACK_BOT": SLACK.bot_token,
@@ -196,7 +202,9 @@ async def desk(
     line = await LineEmulator().start()
     line.add_channel(destination=LINE_DEST, access_token=LINE_TOKEN, channel_secret=LINE_SECRET)
     twilio = await TwilioEmulator(accounts={WA_ACCOUNT: WA_TOKEN}).start()
-    data = _config(store_url, echo_personas, slack, line, twilio)
+    data = _config(store_url, personas, slack, line, twilio)
+    if release_command is not None:
+        data["tenants"][0]["handoff"]["release_command"] = release_command
     try:
         async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
             slack_sender = SlackSender(
@@ -224,6 +232,15 @@ async def desk(
         await twilio.stop()
         await line.stop()
         await slack.stop()
+
+
+@pytest.fixture
+async def desk(
+    store_url: str, echo_personas: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Desk]:
+    """The gateway and its three emulators, once on SQLite and once on Redis."""
+    async with open_desk(store_url, echo_personas, monkeypatch) as opened:
+        yield opened
 
 
 async def test_line_and_whatsapp_customers_are_answered_from_slack_threads(desk: Desk) -> None:

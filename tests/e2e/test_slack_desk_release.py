@@ -12,33 +12,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from connectors.line.emulator import LineEmulator, LineWebhookSender
-from connectors.slack.emulator import SlackEmulator, SlackSender
-from connectors.whatsapp.emulator import TwilioEmulator, TwilioWebhookSender
 from gateway.handoff import HandoffConfig
 from gateway.handoff_release import is_release, release_commands, release_hint
 from gateway.models import Channel
 from tests.e2e import test_slack_desk as slack_desk
 from tests.e2e.test_slack_desk import (
     LINE_CUSTOMER,
-    LINE_DEST,
-    LINE_SECRET,
-    LINE_TOKEN,
     NOTICE,
-    OPERATOR,
-    OPERATOR_NAME,
     RELEASED,
-    SLACK,
-    SLACK_SECRET,
-    WA_ACCOUNT,
-    WA_TOKEN,
     Desk,
 )
-from tests.harness import eventually, running_gateway
+from tests.harness import eventually
 
 echo_personas = slack_desk.echo_personas  # the echo persona: its reply is the customer's text
 
@@ -58,49 +45,10 @@ async def desk(
     release_command: str | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Desk]:
-    for name, value in {
-        "D_SLACK_SECRET": SLACK_SECRET,
-        "D_SLACK_BOT": SLACK.bot_token,
-        "D_LINE_SECRET": LINE_SECRET,
-        "D_LINE_TOKEN": LINE_TOKEN,
-        "D_WA_TOKEN": WA_TOKEN,
-    }.items():
-        monkeypatch.setenv(name, value)
-    slack = await SlackEmulator(workspaces=(SLACK,)).start()
-    slack.add_user(OPERATOR, display_name=OPERATOR_NAME)
-    line = await LineEmulator().start()
-    line.add_channel(destination=LINE_DEST, access_token=LINE_TOKEN, channel_secret=LINE_SECRET)
-    twilio = await TwilioEmulator(accounts={WA_ACCOUNT: WA_TOKEN}).start()
-    data = slack_desk._config(store_url, echo_personas, slack, line, twilio)
-    if release_command is not None:
-        data["tenants"][0]["handoff"]["release_command"] = release_command
-    try:
-        async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
-            slack_sender = SlackSender(
-                session=session, gateway_url=gw.url, signing_secret=SLACK_SECRET
-            )
-            slack.echo_to(slack_sender)
-            yield Desk(
-                gateway=gw,
-                slack=slack,
-                line=line,
-                twilio=twilio,
-                slack_sender=slack_sender,
-                line_sender=LineWebhookSender(
-                    session=session,
-                    gateway_url=gw.url,
-                    destination=LINE_DEST,
-                    channel_secret=LINE_SECRET,
-                    emulator=line,
-                ),
-                wa_sender=TwilioWebhookSender(
-                    session=session, gateway_url=gw.url, account_sid=WA_ACCOUNT, auth_token=WA_TOKEN
-                ),
-            )
-    finally:
-        await twilio.stop()
-        await line.stop()
-        await slack.stop()
+    async with slack_desk.open_desk(
+        store_url, echo_personas, monkeypatch, release_command=release_command
+    ) as opened:
+        yield opened
 
 
 def release_instruction(announcement: str) -> str:
