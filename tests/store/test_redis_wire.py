@@ -75,7 +75,8 @@ async def test_replies_come_back_in_order_with_errors_as_values(wire_for: Any) -
     wire.send(batch)
     got = await replies.wait(501)
     assert got[:250] == list(range(1, 251))
-    assert isinstance(got[250], ResponseError) and "WRONGTYPE" in str(got[250])
+    assert isinstance(got[250], ResponseError)
+    assert "WRONGTYPE" in str(got[250])
     assert got[251:] == list(range(251, 501))
 
 
@@ -115,7 +116,8 @@ async def test_a_refused_handshake_fails_the_commands_behind_it(tmp_path: Path) 
     try:
         wire.send([command("SET", "wire:k", "v")])
         (result,) = await replies.wait(1)
-        assert isinstance(result, StoreError) and "handshake" in str(result)
+        assert isinstance(result, StoreError)
+        assert "handshake" in str(result)
     finally:
         await wire.aclose()
         server.stop()
@@ -133,7 +135,8 @@ async def test_an_unanswered_command_fails_in_time_and_the_next_reconnects(
         wire, replies = wire_for(target, timeout=0.5)
         wire.send([command("SET", "wire:held", "1"), command("INCR", "wire:after")])
         first, second = await replies.wait(2)
-        assert isinstance(first, StoreError) and "in time" in str(first)
+        assert isinstance(first, StoreError)
+        assert "in time" in str(first)
         assert isinstance(second, StoreError)
         hold.release()
         wire.send([command("INCR", "wire:after")])
@@ -155,7 +158,8 @@ async def test_a_dropped_connection_fails_what_is_in_flight_and_the_next_reconne
         wire, replies = wire_for(target)
         wire.send([command("SET", "wire:cut", "1")])
         (first,) = await replies.wait(1)
-        assert isinstance(first, StoreError) and "lost" in str(first)
+        assert isinstance(first, StoreError)
+        assert "lost" in str(first)
         wire.send([command("SET", "wire:fine", "1")])
         (_, second) = await replies.wait(2)
         assert second == b"OK"
