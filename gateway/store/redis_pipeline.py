@@ -143,7 +143,8 @@ class RedisPipeline:
         self._closed = False
         # On one plain server the hot path has a connection of its own (redis_wire); on a
         # cluster, TLS, a Unix socket or Sentinel it goes through redis-py's pipeline.
-        target = wire_target(client)
+        target = self._wire_target = wire_target(client)
+        self._readers: list[RedisWire] = []  # idle connections for blocking reads
         self._wire = (
             None
             if target is None
@@ -189,6 +190,8 @@ class RedisPipeline:
         if self._wire is not None:
             self._flush_wire()  # what was queued before the close still goes out
             await self._wire.aclose()
+        for reader in self._readers:
+            await reader.aclose()
         if self._slot_reads is not None:
             await self._slot_reads.aclose()
         await self._client.aclose()
@@ -250,6 +253,32 @@ class RedisPipeline:
             raise
         if commands:
             self._wire.send(commands)
+
+    async def _blocking_call(self, *args: Any, timeout: float) -> Any:
+        """One command that may block (``XREADGROUP ... BLOCK``) on a wire of its own, so
+        nothing queues behind it; the server has ``timeout`` seconds more than the command
+        timeout to answer."""
+        assert self._wire_target is not None  # only on a server the wire can reach
+        self._check_open()
+        if self._readers:
+            reader = self._readers.pop()
+        else:
+            reader = RedisWire(
+                self._wire_target,
+                self._wire_reply,
+                connect_timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reader.send([PipelinedCommand(args, partial(resolve, fut))], timeout=timeout)
+        try:
+            return await fut
+        finally:
+            # A cancelled future is done too, but its reply is still owed.
+            if fut.done() and not fut.cancelled() and not self._closed:
+                self._readers.append(reader)
+            else:
+                reader.abort()  # the caller gave up while the server still owes a reply
 
     def _wire_reply(self, command: PipelinedCommand, result: Any) -> None:
         if (

@@ -120,6 +120,7 @@ class RedisWire(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=_reply_error)
         self._unsent: list[PipelinedCommand | _Handshake] = []
         self._unsent_bytes: list[bytes] = []
+        self._unsent_timeout = 0.0
         # Commands written and not answered yet, oldest first, with the time each must be
         # answered by.
         self._in_flight: collections.deque[tuple[PipelinedCommand | _Handshake, float]] = (
@@ -130,8 +131,12 @@ class RedisWire(asyncio.Protocol):
         self._closed = False
 
     # -- sending -------------------------------------------------------------------------------
-    def send(self, commands: list[PipelinedCommand]) -> None:
-        """Write ``commands`` now when connected, else after the connection is made."""
+    def send(self, commands: list[PipelinedCommand], *, timeout: float | None = None) -> None:
+        """Write ``commands`` now when connected, else after the connection is made.
+
+        ``timeout``: how long the server may take to answer them, instead of the wire's
+        command timeout (a blocking read's own time, plus that).
+        """
         if self._closed:
             failed = StoreError("redis store is closed")
             for command in commands:
@@ -140,6 +145,8 @@ class RedisWire(asyncio.Protocol):
         pack = hiredis.pack_command
         self._unsent_bytes.extend(pack(command.args) for command in commands)
         self._unsent.extend(commands)
+        if timeout is not None:
+            self._unsent_timeout = max(self._unsent_timeout, timeout)
         if self._transport is not None:
             self._write()
         elif self._connecting is None:
@@ -147,12 +154,13 @@ class RedisWire(asyncio.Protocol):
 
     def _write(self) -> None:
         assert self._transport is not None
-        deadline = asyncio.get_running_loop().time() + self._command_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self._command_timeout, self._unsent_timeout)
         self._in_flight.extend((command, deadline) for command in self._unsent)
         self._transport.writelines(self._unsent_bytes)
-        self._unsent, self._unsent_bytes = [], []
+        self._unsent, self._unsent_bytes, self._unsent_timeout = [], [], 0.0
         if self._deadline_timer is None:
-            self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._overdue)
+            self._deadline_timer = loop.call_at(deadline, self._overdue)
 
     async def _connect(self) -> None:
         target = self._target
@@ -219,6 +227,11 @@ class RedisWire(asyncio.Protocol):
             self._abort(StoreError("redis did not answer in time"))
         else:
             self._deadline_timer = loop.call_at(deadline, self._overdue)
+
+    def abort(self) -> None:
+        """Drop the connection now, failing whatever is in flight (a reply still owed to a
+        caller that gave up would otherwise hold up the next caller's command)."""
+        self._abort(StoreError("redis connection dropped by its user"))
 
     def _abort(self, error: StoreError) -> None:
         transport, self._transport = self._transport, None
