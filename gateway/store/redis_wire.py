@@ -32,7 +32,7 @@ import collections
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.asyncio import Redis
@@ -173,11 +173,13 @@ class RedisWire(asyncio.Protocol):
             self._fail_unsent(StoreError(f"redis connect failed: {exc!r}"))
         finally:
             self._connecting = None
+        if self._unsent:  # connected, yet nothing went out: never leave a caller waiting
+            self._fail_unsent(StoreError("redis connection closed before use"))
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Any event loop's stream transport (uvloop's is not an asyncio.Transport subclass).
+        self._transport = cast(asyncio.Transport, transport)
         self._reader = hiredis.Reader(replyError=_reply_error)
         # The handshake goes first on the connection, so everything after it runs as the
         # configured user on the configured database.
