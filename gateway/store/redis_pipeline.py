@@ -2,9 +2,12 @@
 
 Guarantees:
 
-- Hot-path calls (admit, commit, ack, append, records) are queued and one flusher sends
-  everything queued since its last run as ONE pipeline; concurrent admits are merged into
-  one script call per hash tag. On a small box a round trip per request costs most of the
+- Hot-path calls (admit, commit, ack, append, records) are queued and sent together; the
+  admits queued together are merged into one script call per hash tag. On one plain server
+  (:func:`gateway.store.redis_wire.wire_target`) what was queued during one event-loop turn
+  is written at once on the store's own connection and blocking reads get connections of
+  their own; otherwise one flusher sends everything queued since its last run as ONE
+  redis-py pipeline. On a small box a round trip per request costs most of the
   throughput; batching is the point.
 - Every queued caller gets its reply or a :class:`StoreError`, never silence: a pipeline
   that dies half-way fails all of its commands, and a caller that gave up leaves what was
