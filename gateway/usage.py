@@ -18,7 +18,15 @@ from pydantic import BaseModel, ConfigDict
 from gateway.models import utcnow
 from gateway.store import Keyspace, Store
 
-__all__ = ["METRICS", "USAGE_TTL_SECONDS", "Usage", "UsageRow", "read_usage", "record_usage"]
+__all__ = [
+    "METRICS",
+    "USAGE_TTL_SECONDS",
+    "Usage",
+    "UsageRow",
+    "read_usage",
+    "record_usage",
+    "usage_counters",
+]
 
 USAGE_TTL_SECONDS = 400 * 86400
 METRICS = (
@@ -53,6 +61,26 @@ class UsageRow(BaseModel):
     reply_capped: int = 0
 
 
+def usage_counters(
+    keyspace: Keyspace,
+    *,
+    tenant: str,
+    channel: str,
+    persona: str | None,
+    counts: Mapping[str, int],
+    at: datetime | None = None,
+) -> list[tuple[str, int, float | None]]:
+    """The counter increments that add ``counts`` (metric → amount) to today's row, for
+    :meth:`Store.incr_many` or a :class:`Commit`'s ``counters``; zero amounts are skipped."""
+    day = (at or utcnow()).date().isoformat()
+    who = persona or NO_PERSONA
+    return [
+        (keyspace.usage(tenant, day, channel, who, metric), amount, USAGE_TTL_SECONDS)
+        for metric, amount in counts.items()
+        if amount and metric in METRICS
+    ]
+
+
 async def record_usage(
     store: Store,
     keyspace: Keyspace,
@@ -64,15 +92,11 @@ async def record_usage(
     at: datetime | None = None,
 ) -> None:
     """Add ``counts`` (metric → amount) to today's row; zero amounts are skipped."""
-    day = (at or utcnow()).date().isoformat()
-    who = persona or NO_PERSONA
     # One store call for the whole row (one pipeline on Redis, one operation of the group
     # commit on SQLite): a turn counts two or three metrics.
-    items: list[tuple[str, int, float | None]] = [
-        (keyspace.usage(tenant, day, channel, who, metric), amount, USAGE_TTL_SECONDS)
-        for metric, amount in counts.items()
-        if amount and metric in METRICS
-    ]
+    items = usage_counters(
+        keyspace, tenant=tenant, channel=channel, persona=persona, counts=counts, at=at
+    )
     if items:
         await store.incr_many(items)
 
@@ -124,6 +148,14 @@ class Usage:
     def __init__(self, store: Store, keyspace: Keyspace) -> None:
         self.store = store
         self.keyspace = keyspace
+
+    def counters(
+        self, *, tenant: str, channel: str, persona: str | None, **counts: int
+    ) -> list[tuple[str, int, float | None]]:
+        """What :meth:`record` would add, for a commit to apply with the turn it counts."""
+        return usage_counters(
+            self.keyspace, tenant=tenant, channel=channel, persona=persona, counts=counts
+        )
 
     async def record(
         self, *, tenant: str, channel: str, persona: str | None, **counts: int

@@ -323,6 +323,18 @@ class Worker:
                         dedupe_ttl=self.config.store.dedupe_ttl_seconds,
                         route=route.reason,
                     ),
+                    # Counted with the turn itself: a turn is counted once, however often
+                    # its commit is retried, and never without having happened.
+                    counters=self.usage.counters(
+                        tenant=conv.tenant,
+                        channel=conv.channel.value,
+                        persona=persona.name,
+                        inbound=1,
+                        outbound=len(outbound) if outcome == "ok" else 0,
+                        agent_ms=agent_ms,
+                        over_quota=int(outcome == "over_quota"),
+                        reply_capped=int(outcome == "reply_capped"),
+                    ),
                 )
             )
             if version is not None:
@@ -334,16 +346,6 @@ class Worker:
                     persona=persona.name,
                     route=route.reason,
                     replies=len(outbound),
-                )
-                await self.usage.record(
-                    tenant=conv.tenant,
-                    channel=conv.channel.value,
-                    persona=persona.name,
-                    inbound=1,
-                    outbound=len(outbound) if outcome == "ok" else 0,
-                    agent_ms=agent_ms,
-                    over_quota=int(outcome == "over_quota"),
-                    reply_capped=int(outcome == "reply_capped"),
                 )
                 if opens_handoff:
                     await self.handoff.announce(message, new_state)

@@ -73,6 +73,7 @@ from gateway.signing import (
     sign_request,
     verify_request,
 )
+from gateway.store import Admission
 
 __all__ = ["HttpApiConnector", "HttpChannelConfig"]
 
@@ -337,11 +338,17 @@ class HttpApiConnector:
             )
         body = to_json(self._payload(message))  # compact UTF-8: smaller on the wire and kept
         ctx = self.context
-        posted = ctx.keyspace.http_posted(conv.key, message.idempotency_key)
-        if await ctx.store.claim(posted, ttl=ctx.config.store.dedupe_ttl_seconds):
-            await ctx.store.append_log(
-                ctx.keyspace.replies(conv.key), body, cap=channel.reply_retention
-            )
+        # Kept for polling once, however often this send is retried: the claim and the
+        # append are one store call (one script on Redis), so a crash between the two
+        # cannot lose the reply or keep it twice.
+        kept = Admission(
+            dedupe_key=ctx.keyspace.http_posted(conv.key, message.idempotency_key),
+            stream=ctx.keyspace.replies(conv.key),
+            payload=body,
+            log_cap=channel.reply_retention,
+        )
+        (entry_id,) = await ctx.store.admit([kept], dedupe_ttl=ctx.config.store.dedupe_ttl_seconds)
+        if entry_id is not None:
             self._new_reply.set()
         receipt = DeliveryReceipt(
             outbound_id=message.id,

@@ -100,6 +100,9 @@ class Commit:
     """Changes applied all-or-nothing by :meth:`Store.commit`.
 
     If ``state`` is given and its version check fails, nothing at all is applied.
+    ``counters`` are added as :meth:`Store.incr_many` would add them, with the rest (on a
+    Redis Cluster, whose one script cannot reach another slot: right after it, and only
+    when the rest was applied).
     """
 
     state: StateWrite | None = None
@@ -108,6 +111,7 @@ class Commit:
     records: Sequence[tuple[str, bytes, float | None]] = ()  # (key, value, ttl seconds)
     acks: Sequence[tuple[str, str, str]] = ()  # (stream, group, entry id)
     deletes: Sequence[str] = ()  # record or state keys to remove
+    counters: Sequence[tuple[str, int, float | None]] = ()  # (key, amount, ttl seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,6 +256,8 @@ class MemoryStore:
         for stream, group, entry_id in commit.acks:
             await self.ack(stream, group, [entry_id])
         self._delete(commit.deletes)
+        for key, amount, ttl in commit.counters:
+            self._incr(key, amount, ttl)
         return version
 
     async def put_record(self, key: str, value: bytes, *, ttl: float | None = None) -> None:

@@ -10,10 +10,12 @@ Design, and why:
   partition a shared hash tag so they land in one slot.
 - On a Redis Cluster (``open(url, cluster=True)``) the same code runs over redis-py's
   ``RedisCluster``; :mod:`gateway.store.redis_cluster` holds the few differences.
-- Auto-pipelining: hot-path calls (admit, commit, ack, append, records) are queued and a
-  flusher sends everything queued since its last run as ONE pipeline. Concurrent admits are
-  additionally merged into one script call per hash tag. On a small box a round trip per
-  request costs most of the throughput; batching is the point.
+- Auto-pipelining: hot-path calls (admit, commit, ack, append, records) are queued and sent
+  together: on one plain server everything queued during an event-loop turn is written at
+  once on the store's own connection (:mod:`gateway.store.redis_wire`); on a cluster, TLS or
+  a Unix socket a flusher sends everything queued since its last run as ONE redis-py
+  pipeline. Concurrent admits are additionally merged into one script call per hash tag. On
+  a small box a round trip per request costs most of the throughput; batching is the point.
 - Blocking ``XREADGROUP`` runs on its own connection pool, so long polls never hold the
   connections the hot path needs.
 - Automatic command retries are off: a pipeline resent after a connection drop could append

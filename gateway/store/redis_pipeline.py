@@ -2,9 +2,12 @@
 
 Guarantees:
 
-- Hot-path calls (admit, commit, ack, append, records) are queued and one flusher sends
-  everything queued since its last run as ONE pipeline; concurrent admits are merged into
-  one script call per hash tag. On a small box a round trip per request costs most of the
+- Hot-path calls (admit, commit, ack, append, records) are queued and sent together; the
+  admits queued together are merged into one script call per hash tag. On one plain server
+  (:func:`gateway.store.redis_wire.wire_target`) what was queued during one event-loop turn
+  is written at once on the store's own connection and blocking reads get connections of
+  their own; otherwise one flusher sends everything queued since its last run as ONE
+  redis-py pipeline. On a small box a round trip per request costs most of the
   throughput; batching is the point.
 - Every queued caller gets its reply or a :class:`StoreError`, never silence: a pipeline
   that dies half-way fails all of its commands, and a caller that gave up leaves what was
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -48,6 +51,7 @@ from gateway.store.redis_scripts import (
     RELEASE_LUA,
     TOKENS_LUA,
 )
+from gateway.store.redis_wire import PipelinedCommand, RedisWire, wire_target
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -106,15 +110,6 @@ def store_errors(what: str) -> Iterator[None]:
 
 
 @dataclass(slots=True)
-class PipelinedCommand:
-    """One command of the next pipeline; ``done`` receives its reply or a StoreError."""
-
-    args: tuple[Any, ...]
-    done: Callable[[Any], None]
-    script: AsyncScript | None = None  # for reloading after NOSCRIPT
-
-
-@dataclass(slots=True)
 class AdmitCall:
     """One caller's ``admit``, waiting to be merged per hash tag into the next pipeline."""
 
@@ -149,6 +144,21 @@ class RedisPipeline:
         self._admits: list[AdmitCall] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # On one plain server the hot path has a connection of its own (redis_wire); on a
+        # cluster, TLS, a Unix socket or Sentinel it goes through redis-py's pipeline.
+        target = self._wire_target = wire_target(client)
+        self._readers: list[RedisWire] = []  # idle connections for blocking reads
+        self._wire = (
+            None
+            if target is None
+            else RedisWire(
+                target,
+                self._wire_reply,
+                connect_timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        )
+        self._wire_flush_due = False
         self._admit_script = client.register_script(ADMIT_LUA)
         self._commit_script = client.register_script(COMMIT_LUA)
         self._append_log_script = client.register_script(APPEND_LOG_LUA)
@@ -180,6 +190,11 @@ class RedisPipeline:
         self._closed = True
         if self._flusher is not None:
             await self._flusher
+        if self._wire is not None:
+            self._flush_wire()  # what was queued before the close still goes out
+            await self._wire.aclose()
+        for reader in self._readers:
+            await reader.aclose()
         if self._slot_reads is not None:
             await self._slot_reads.aclose()
         await self._client.aclose()
@@ -190,6 +205,12 @@ class RedisPipeline:
             raise StoreError("redis store is closed")
 
     def _kick(self) -> None:
+        if self._wire is not None:
+            # Everything queued during this turn of the event loop goes out as one write.
+            if not self._wire_flush_due:
+                self._wire_flush_due = True
+                asyncio.get_running_loop().call_soon(self._flush_wire)
+            return
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="redis-store-flush")
 
@@ -217,6 +238,66 @@ class RedisPipeline:
                 for call in admits:
                     resolve(call.future, failed)
                 raise
+
+    def _flush_wire(self) -> None:
+        assert self._wire is not None
+        self._wire_flush_due = False
+        commands, self._commands = self._commands, []
+        admits, self._admits = self._admits, []
+        try:
+            commands.extend(self._admit_commands(admits))
+        except BaseException:
+            # Never leave a caller waiting forever on a batch that could not be built.
+            failed = StoreError("redis pipeline aborted")
+            for command in commands:
+                command.done(failed)
+            for call in admits:
+                resolve(call.future, failed)
+            raise
+        if commands:
+            self._wire.send(commands)
+
+    async def _blocking_call(self, *args: Any, timeout: float) -> Any:
+        """One command that may block (``XREADGROUP ... BLOCK``) on a wire of its own, so
+        nothing queues behind it; the server has ``timeout`` seconds more than the command
+        timeout to answer."""
+        assert self._wire_target is not None  # only on a server the wire can reach
+        self._check_open()
+        if self._readers:
+            reader = self._readers.pop()
+        else:
+            reader = RedisWire(
+                self._wire_target,
+                self._wire_reply,
+                connect_timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reader.send([PipelinedCommand(args, partial(resolve, fut))], timeout=timeout)
+        try:
+            return await fut
+        finally:
+            # A cancelled future is done too, but its reply is still owed.
+            if fut.done() and not fut.cancelled() and not self._closed:
+                self._readers.append(reader)
+            else:
+                reader.abort()  # the caller gave up while the server still owes a reply
+
+    def _wire_reply(self, command: PipelinedCommand, result: Any) -> None:
+        if (
+            isinstance(result, NoScriptError)
+            and command.script is not None
+            and command.args[0] == "EVALSHA"
+            and self._wire is not None
+        ):
+            # Not executed at all, so resending is safe; EVAL also caches the script.
+            command.args = ("EVAL", command.script.script, *command.args[2:])
+            self._wire.send([command])
+            return
+        if isinstance(result, REDIS_ERRORS):
+            command.done(StoreError(f"redis command failed: {result}"))
+        else:
+            command.done(result)
 
     async def _run_pipeline(
         self, commands: list[PipelinedCommand], *, reload_scripts: bool

@@ -9,6 +9,7 @@ with skewed clocks share them fairly; a lease is only ever released by its holde
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -47,6 +48,12 @@ class RedisRecords(RedisPipeline):
         return Versioned(value, int(version))
 
     async def commit(self, commit: Commit) -> int | None:
+        if commit.counters and self._slot_reads is not None:
+            # A cluster's script reaches one slot, and the counters live in others.
+            version = await self.commit(dataclasses.replace(commit, counters=()))
+            if version is not None:
+                await self.incr_many(commit.counters)
+            return version
         keys: list[str] = []
         head: list[Any] = ["0", 0, b"", 0]
         tail: list[Any] = []
@@ -68,12 +75,16 @@ class RedisRecords(RedisPipeline):
         for log in commit.logs:
             keys.append(log.key)
             tail += (log.payload, log.cap)
+        for key, amount, counter_ttl in commit.counters:
+            keys.append(key)
+            tail += (amount, 0 if counter_ttl is None else to_ms(counter_ttl))
         counts = [
             len(commit.appends),
             len(commit.records),
             len(commit.acks),
             len(commit.deletes),
             len(commit.logs),
+            len(commit.counters),
         ]
         args = [*head, *counts, *tail]
         version = int(

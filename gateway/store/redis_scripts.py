@@ -86,15 +86,17 @@ return out
 # All-or-nothing commit. The version check runs before any write, so a conflict changes
 # nothing. (Lua cannot roll back, so a WRONGTYPE error after the check would leave a partial
 # commit; keys.py keeps every key to one type, which rules that out.)
-# KEYS: [state], append streams..., record keys..., ack streams..., delete keys..., logs...
+# KEYS: [state], append streams..., record keys..., ack streams..., delete keys..., logs...,
+#       counters...
 # ARGV: has_state, expected, value, ttl_ms (0 = none), n_appends, n_records, n_acks,
-#       n_deletes, n_logs, then payload per append, (value, ttl_ms) per record, (group, id)
-#       per ack, (payload, cap) per log.
+#       n_deletes, n_logs, n_counters, then payload per append, (value, ttl_ms) per record,
+#       (group, id) per ack, (payload, cap) per log, (amount, ttl_ms) per counter (a new
+#       counter's ttl, as INCR_TTL_LUA sets it).
 # Returns the new version, 0 without a state write, or -1 on a version conflict.
 COMMIT_LUA = (
     _NUMBERED_LUA
     + """
-local k, a, version = 1, 10, 0
+local k, a, version = 1, 11, 0
 if ARGV[1] == '1' then
   local have = number_of(redis.call('GET', KEYS[1]))
   if have ~= tonumber(ARGV[2]) then return -1 end
@@ -119,6 +121,10 @@ for _ = 1, tonumber(ARGV[8]) do
 end
 for _ = 1, tonumber(ARGV[9]) do
   log_append(KEYS[k], ARGV[a], ARGV[a + 1]); k = k + 1; a = a + 2
+end
+for _ = 1, tonumber(ARGV[10]) do
+  if ARGV[a + 1] ~= '0' then redis.call('SET', KEYS[k], 0, 'NX', 'PX', ARGV[a + 1]) end
+  redis.call('INCRBY', KEYS[k], ARGV[a]); k = k + 1; a = a + 2
 end
 return version
 """

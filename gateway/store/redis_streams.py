@@ -37,6 +37,14 @@ from gateway.store.redis_pipeline import (
 __all__ = ["RedisStreams"]
 
 
+def _payload(fields: list[bytes]) -> bytes:
+    """The payload field of a stream entry's flat ``[field, value, ...]`` list."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == FIELD:
+            return fields[i + 1]
+    raise StoreError("redis stream entry without its payload field")
+
+
 class RedisStreams(RedisPipeline):
     """Ingest, streams and logs of :class:`gateway.store.redis.RedisStore`."""
 
@@ -102,6 +110,12 @@ class RedisStreams(RedisPipeline):
         for attempt in range(2):
             remaining = deadline - loop.time()
             blocking = ("BLOCK", to_ms(remaining)) if remaining > 0 else ()
+            if self._wire is not None:
+                read = self._wire_read(names, blocking, max(remaining, 0), group, consumer, count)
+                found = await read
+                if found is None and attempt == 0:
+                    continue  # the group was missing and is made now
+                return found or []
             client = self._blocking if blocking else self._client
             # On a cluster, name the node: redis-py would otherwise ask a node for the keys
             # of every XREADGROUP (COMMAND GETKEYS), a second round trip per read.
@@ -134,6 +148,41 @@ class RedisStreams(RedisPipeline):
                 if fields  # only a re-read of history can yield deleted (empty) entries
             ]
         return []
+
+    async def _wire_read(
+        self,
+        names: list[str],
+        blocking: tuple[Any, ...],
+        block: float,
+        group: str,
+        consumer: str,
+        count: int,
+    ) -> list[tuple[str, StreamEntry]] | None:
+        """:meth:`_read_streams` over the hot-path connections; None: the group was missing
+        and has been made (the caller reads again)."""
+        args = (
+            "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+            *blocking, "STREAMS", *names, *(">" * len(names)),
+        )  # fmt: skip
+        try:
+            if blocking:
+                reply = await self._blocking_call(*args, timeout=block)
+            else:
+                reply = await self._pipelined(*args)
+        except StoreError as exc:
+            if "NOGROUP" not in str(exc):
+                raise StoreError(f"redis XREADGROUP failed: {exc}") from exc
+            # Like the reference store: a missing group reads from the stream start.
+            for name in names:
+                await self.ensure_group(name, group)
+            return None
+        # RESP2 as the server sends it: [[stream, [[id, [field, value, ...]], ...]], ...]
+        return [
+            (text(name), StreamEntry(text(entry_id), _payload(fields), 1))
+            for name, entries in reply or ()
+            for entry_id, fields in entries
+            if fields  # only a re-read of history can yield deleted (empty) entries
+        ]
 
     async def claim_pending(
         self, stream: str, *, group: str, consumer: str, min_idle: float, count: int

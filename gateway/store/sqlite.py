@@ -85,6 +85,8 @@ class SqliteStore(SqliteStreams, SqliteRecords):
             for stream, group, entry_id in commit.acks:
                 self._ack_rows(conn, stream, group, [entry_id])
             self._delete_rows(conn, commit.deletes)
+            for key, amount, ttl in commit.counters:
+                self._incr_row(conn, key, amount, ttl)
             return version
 
         return await self._write(op)

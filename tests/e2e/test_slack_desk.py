@@ -118,6 +118,14 @@ class Desk:
             )
 
         post: PostedMessage = await eventually(found)
+        # As a person answers it: once it is there, and the gateway has recorded which
+        # customer the new Slack thread is (it can only do so after Slack answered the
+        # post; a reply in that instant would not be known as the desk's).
+        store, keyspace = self.gateway.runtime.store, self.gateway.runtime.keyspace
+        assert store is not None
+        tenant = self.gateway.config.tenants[0].id
+        known = keyspace.slack_desk_thread_of(tenant, DESK, post.ts)
+        await eventually(lambda: store.get_record(known))
         return post
 
     def line_texts(self) -> list[str]:

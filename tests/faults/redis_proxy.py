@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["RedisFaultProxy", "Rule", "script_id"]
 
@@ -52,6 +52,7 @@ class RedisFaultProxy:
         self.rules = rules
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
@@ -70,9 +71,15 @@ class RedisFaultProxy:
         for task in self._pipes:
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+        # Each connection's handler closes its two sockets once its pipes are done.
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         pipes = [
             asyncio.create_task(self._pipe(reader, up_writer, requests=True)),

@@ -517,6 +517,34 @@ async def test_commit_with_stale_version_applies_nothing(store: Store) -> None:
     assert (state.value, state.version) == (b"v1", 1)
 
 
+async def test_commit_adds_counters_with_the_rest_and_only_then(store: Store) -> None:
+    """Counters in a commit are added as incr_many adds them, and not at all on a conflict.
+
+    The usage keys live outside the partition's hash tag, as the worker's do: on a cluster
+    they are another slot's, which the store adds right after the rest.
+    """
+    key = f"{P0}:c:u:state"
+    day, other = "t:usage:acme:inbound", "t:usage:acme:agent_ms"
+    first = await store.commit(
+        Commit(
+            state=StateWrite(key, b"v1", 0),
+            appends=[(OUTBOX, b"out")],
+            counters=[(day, 1, 60.0), (other, 40, None)],
+        )
+    )
+    assert first == 1
+    assert (
+        await store.commit(
+            Commit(state=StateWrite(key, b"v2", 1), counters=[(day, 1, 60.0), (other, 2, None)])
+        )
+        == 2
+    )
+    stale = await store.commit(Commit(state=StateWrite(key, b"v3", 1), counters=[(day, 5, 60.0)]))
+    assert stale is None
+    assert await store.incr_many([(day, 0, None), (other, 0, None)]) == [2, 42]
+    assert await payloads(store, OUTBOX) == [b"out"]
+
+
 async def test_records_with_and_without_ttl(store: Store) -> None:
     """Records read back until their TTL; a rewrite replaces value and TTL."""
     await store.put_record("t:r1", b"one", ttl=0.2)
