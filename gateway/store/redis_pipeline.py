@@ -154,8 +154,8 @@ class RedisPipeline:
             else RedisWire(
                 target,
                 self._wire_reply,
-                connect_timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
+                connect_timeout=target.connect_timeout or CONNECT_TIMEOUT,
+                command_timeout=target.command_timeout or COMMAND_TIMEOUT,
             )
         )
         self._wire_flush_due = False
@@ -266,11 +266,12 @@ class RedisPipeline:
         if self._readers:
             reader = self._readers.pop()
         else:
+            target = self._wire_target
             reader = RedisWire(
-                self._wire_target,
+                target,
                 self._wire_reply,
-                connect_timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
+                connect_timeout=target.connect_timeout or CONNECT_TIMEOUT,
+                command_timeout=target.command_timeout or COMMAND_TIMEOUT,
             )
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         reader.send([PipelinedCommand(args, partial(resolve, fut))], timeout=timeout)

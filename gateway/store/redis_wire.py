@@ -64,6 +64,9 @@ class WireTarget:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    # The url's socket_timeout / socket_connect_timeout, when it sets them.
+    command_timeout: float | None = None
+    connect_timeout: float | None = None
 
 
 def wire_target(client: Redis | RedisCluster) -> WireTarget | None:
@@ -84,7 +87,13 @@ def wire_target(client: Redis | RedisCluster) -> WireTarget | None:
         db=int(kwargs.get("db", 0) or 0),
         username=kwargs.get("username"),
         password=kwargs.get("password"),
+        command_timeout=_seconds(kwargs.get("socket_timeout")),
+        connect_timeout=_seconds(kwargs.get("socket_connect_timeout")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -94,13 +103,32 @@ def _reply_error(message: str) -> ResponseError:
 class _Handshake:
     """The reply of a connection's AUTH/SELECT: an error there fails the connection."""
 
-    __slots__ = ("wire",)
+
+class _Link(asyncio.Protocol):
+    """One TCP connection of a :class:`RedisWire`, its transport and its reply parser.
+
+    Each connection has its own: a connection the wire gave up on may still report its end
+    after a new one was made, and must not touch the new one's state.
+    """
 
     def __init__(self, wire: RedisWire) -> None:
         self.wire = wire
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(replyError=_reply_error)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Any event loop's stream transport (uvloop's is not an asyncio.Transport subclass).
+        self.transport = cast(asyncio.Transport, transport)
+        self.wire._made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.wire._received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wire._lost(self, exc)
 
 
-class RedisWire(asyncio.Protocol):
+class RedisWire:
     """The connection; :meth:`send` queues a batch, written on the next loop turn."""
 
     def __init__(
@@ -115,20 +143,23 @@ class RedisWire(asyncio.Protocol):
         self._reply = reply
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
-        self._transport: asyncio.Transport | None = None
+        self._link: _Link | None = None  # the current connection, once made
         self._connecting: asyncio.Task[None] | None = None
-        self._reader = hiredis.Reader(replyError=_reply_error)
         self._unsent: list[PipelinedCommand | _Handshake] = []
         self._unsent_bytes: list[bytes] = []
         self._unsent_timeout = 0.0
-        # Commands written and not answered yet, oldest first, with the time each must be
-        # answered by.
+        # Commands written on the current connection and not answered yet, oldest first,
+        # with the time each must be answered by.
         self._in_flight: collections.deque[tuple[PipelinedCommand | _Handshake, float]] = (
             collections.deque()
         )
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
         self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, commands: list[PipelinedCommand], *, timeout: float | None = None) -> None:
@@ -147,17 +178,17 @@ class RedisWire(asyncio.Protocol):
         self._unsent.extend(commands)
         if timeout is not None:
             self._unsent_timeout = max(self._unsent_timeout, timeout)
-        if self._transport is not None:
-            self._write()
+        if self._link is not None:
+            self._write(self._link)
         elif self._connecting is None:
             self._connecting = asyncio.create_task(self._connect(), name="redis-wire-connect")
 
-    def _write(self) -> None:
-        assert self._transport is not None
+    def _write(self, link: _Link) -> None:
+        assert link.transport is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(self._command_timeout, self._unsent_timeout)
         self._in_flight.extend((command, deadline) for command in self._unsent)
-        self._transport.writelines(self._unsent_bytes)
+        link.transport.writelines(self._unsent_bytes)
         self._unsent, self._unsent_bytes, self._unsent_timeout = [], [], 0.0
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(deadline, self._overdue)
@@ -167,7 +198,7 @@ class RedisWire(asyncio.Protocol):
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await asyncio.get_running_loop().create_connection(
-                    lambda: self, target.host, target.port
+                    lambda: _Link(self), target.host, target.port
                 )
         except (OSError, TimeoutError) as exc:
             self._fail_unsent(StoreError(f"redis connect failed: {exc!r}"))
@@ -176,11 +207,9 @@ class RedisWire(asyncio.Protocol):
         if self._unsent:  # connected, yet nothing went out: never leave a caller waiting
             self._fail_unsent(StoreError("redis connection closed before use"))
 
-    # -- asyncio.Protocol ----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Any event loop's stream transport (uvloop's is not an asyncio.Transport subclass).
-        self._transport = cast(asyncio.Transport, transport)
-        self._reader = hiredis.Reader(replyError=_reply_error)
+    # -- the current connection's events -------------------------------------------------------
+    def _made(self, link: _Link) -> None:
+        self._link = link
         # The handshake goes first on the connection, so everything after it runs as the
         # configured user on the configured database.
         handshake: list[tuple[Any, ...]] = []
@@ -191,14 +220,16 @@ class RedisWire(asyncio.Protocol):
             handshake.append(("SELECT", self._target.db))
         if handshake:
             self._unsent_bytes[:0] = [hiredis.pack_command(c) for c in handshake]
-            self._unsent[:0] = [_Handshake(self) for _ in handshake]
+            self._unsent[:0] = [_Handshake() for _ in handshake]
         if self._unsent:
-            self._write()
+            self._write(link)
 
-    def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
+    def _received(self, link: _Link, data: bytes) -> None:
+        if link is not self._link:
+            return  # a connection given up on: its replies belong to nobody now
+        link.reader.feed(data)
         reply = self._reply
-        while (result := self._reader.gets()) is not False:
+        while (result := link.reader.gets()) is not False:
             if not self._in_flight:
                 # A reply nobody asked for: the stream is out of step, so nothing read from
                 # it can be trusted any more.
@@ -211,11 +242,15 @@ class RedisWire(asyncio.Protocol):
                     return
                 continue
             reply(command, result)
+            if link is not self._link:
+                return  # the reply's receiver dropped the connection
         if not self._in_flight:
             self._idle()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    def _lost(self, link: _Link, exc: Exception | None) -> None:
+        if link is not self._link:
+            return  # given up on already; its commands were failed then
+        self._link = None
         self._fail_in_flight(StoreError(f"redis connection lost: {exc!r}"))
 
     # -- failures and closing ------------------------------------------------------------------
@@ -236,10 +271,10 @@ class RedisWire(asyncio.Protocol):
         self._abort(StoreError("redis connection dropped by its user"))
 
     def _abort(self, error: StoreError) -> None:
-        transport, self._transport = self._transport, None
+        link, self._link = self._link, None
         self._fail_in_flight(error)
-        if transport is not None:
-            transport.abort()
+        if link is not None and link.transport is not None:
+            link.transport.abort()
 
     def _fail_in_flight(self, error: StoreError) -> None:
         in_flight, self._in_flight = self._in_flight, collections.deque()
@@ -267,13 +302,13 @@ class RedisWire(asyncio.Protocol):
         if self._connecting is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
-        if self._in_flight and self._transport is not None:
+        if self._in_flight and self._link is not None:
             self._drained = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._command_timeout):
                     await self._drained
         self._fail_unsent(StoreError("redis store is closed"))
-        if self._transport is not None:
-            transport, self._transport = self._transport, None
-            transport.close()
-            self._fail_in_flight(StoreError("redis store is closed"))
+        link, self._link = self._link, None
+        self._fail_in_flight(StoreError("redis store is closed"))
+        if link is not None and link.transport is not None:
+            link.transport.close()

@@ -200,9 +200,34 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
 async def test_the_wire_is_used_only_for_a_plain_tcp_server(redis_cluster_url: str) -> None:
     plain = Redis.from_url("redis://u:p@127.0.0.1:6390/2")
     assert wire_target(plain) == WireTarget("127.0.0.1", 6390, 2, "u", "p")
+    timed = Redis.from_url("redis://127.0.0.1:6390/0?socket_timeout=1.5")
+    assert wire_target(timed) == WireTarget("127.0.0.1", 6390, command_timeout=1.5)
     for url in ("rediss://127.0.0.1:6390/0", "unix:///tmp/redis.sock", "redis://h:1/0?protocol=3"):
         assert wire_target(Redis.from_url(url)) is None, url
     cluster = RedisCluster.from_url(redis_cluster_url)
     assert wire_target(cluster) is None
-    for client in (plain, cluster):
+    for client in (plain, timed, cluster):
         await client.aclose()
+
+
+async def test_a_connection_given_up_on_cannot_touch_the_next_one(wire_for: Any) -> None:
+    """Late events of a connection the wire dropped (its end, replies it still delivers)
+    change nothing on the connection made after it: the next replies stay in step."""
+    wire, replies = wire_for()
+    wire.send([command("SET", "wire:k", "1")])
+    await replies.wait(1)
+    first = wire._link
+    wire.abort()
+    wire.send([command("INCR", "wire:n")])
+    (_, one) = await replies.wait(2)
+    assert one == 1
+    assert wire._link is not None
+    assert wire._link is not first
+    # What the loop may still report for the first connection, after the second was made.
+    assert first is not None
+    first.data_received(b":999\r\n")
+    first.connection_lost(None)
+    assert wire.connected
+    wire.send([command("INCR", "wire:n"), command("GET", "wire:k")])
+    (_, _, two, k) = await replies.wait(4)
+    assert (two, k) == (2, b"1")
