@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / f"soak-{stamp}")
     args = parser.parse_args(argv)
     soak = Soak(
-        out=args.out,
-        workdir=args.workdir,
+        out=args.out.resolve(),
+        workdir=args.workdir.resolve(),  # the gateways run in the repository root
         minutes=args.minutes,
         fault_minutes=args.fault_minutes,
         rate=args.rate,
