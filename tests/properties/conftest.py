@@ -1,8 +1,9 @@
 """Property-based tests of every inbound edge: the gateway never crashes on bad input.
 
 Hypothesis settings come from a profile chosen by ``HYPOTHESIS_PROFILE``: ``ci`` (the
-default: a bounded number of examples per target, fit for every CI run) or ``long`` (a
-much longer search, see docs/testing.md). The profile is applied per test, not loaded
+default: a bounded number of examples per target, fit for every CI run), ``long`` (a
+much longer search, see docs/testing.md) or ``fuzz`` (``make fuzz``: 100,000 examples per
+target, or ``FLOWBIZ_FUZZ_EXAMPLES``). The profile is applied per test, not loaded
 globally, so other suites that use Hypothesis (schemathesis) keep their own settings.
 """
 
@@ -23,6 +24,12 @@ from tests.harness import SECRETS, RunningGateway, base_config, http_tenant, run
 
 settings.register_profile("ci", max_examples=60, deadline=2000, print_blob=True)
 settings.register_profile("long", max_examples=5000, deadline=None, print_blob=True)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FLOWBIZ_FUZZ_EXAMPLES", "100000")),
+    deadline=None,
+    print_blob=True,
+)
 
 # One gateway serves every example of a test: the function-scoped fixture is deliberate.
 PROFILE = settings(
