@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import functools
 import json
@@ -182,6 +183,8 @@ class Soak:
     samples: list[dict[str, Any]] = field(default_factory=list)
     began: float = 0.0
     began_utc: str = ""
+    pipeline: dict[str, Any] = field(default_factory=dict)  # config overrides (a short test)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sending: bool = True
     line_seen: int = 0
     worker_kills: int = 0
@@ -204,7 +207,9 @@ class Soak:
         await receiver.start()
         line = await LineEmulator().start()
         line.add_channel(destination=LINE_DEST, access_token=LINE_TOKEN, channel_secret=LINE_SECRET)
-        data = gateway.config(store.url, callback_url=receiver.url, personas_dir=personas)
+        data = gateway.config(
+            store.url, callback_url=receiver.url, personas_dir=personas, pipeline=self.pipeline
+        )
         data["tenants"][0]["channels"].append(
             {
                 "kind": "line",
@@ -264,8 +269,9 @@ class Soak:
                 await asyncio.gather(*senders)
                 self.sending = False
                 self.log({"event": "sending stopped"})
-                faults.cancel()
-                await asyncio.gather(faults, return_exceptions=True)
+                # Not cancelled: a restart under way finishes, so no process is left behind.
+                self.stopping.set()
+                await faults
                 await self._drain(line)
                 sampler.cancel()
                 await asyncio.gather(sampler, return_exceptions=True)
@@ -393,7 +399,10 @@ class Soak:
                 moments.append((self.began + k * period, "redis"))
             k += 1
         for at, kind in moments:
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max(0.0, at - time.monotonic()))
+            if self.stopping.is_set():
+                return
             if kind == "redis":
                 store.kill()
                 self.log({"event": "redis killed"})
