@@ -209,6 +209,7 @@ __all__ = [
     "WA_TOKEN",
     "deep_json_text",
     "header_text",
+    "inbound_counts",
     "json_body",
     "json_values",
     "mutated",
