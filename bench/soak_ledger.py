@@ -118,6 +118,9 @@ class Ledger:
             "answered_unacknowledged": sum(
                 1 for t, n in self._answer_count.items() if n and t not in self._acked_texts
             ),
+            "duplicate_examples": [
+                t for t, n in self._answer_count.items() if n > 1 and t in self._acked_texts
+            ][:10],
             "out_of_order_conversations": len(disordered),
             "out_of_order_examples": disordered[:5],
             "conversations": len(self.acked),

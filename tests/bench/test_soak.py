@@ -45,6 +45,7 @@ def test_a_second_answer_is_a_duplicate() -> None:
     verdict = ledger.verdict()
     assert verdict["ok"] is False
     assert (verdict["answered_twice"], verdict["duplicate_answers"]) == (1, 1)
+    assert verdict["duplicate_examples"] == ["c1:0"]  # the text names the conversation
 
 
 def test_answers_in_another_order_than_the_acknowledgements_fail() -> None:
