@@ -9,6 +9,7 @@ import pytest
 
 from bench.soak import Soak
 from bench.soak_ledger import Ledger
+from bench.soak_report import report
 
 
 def _books(acked: dict[str, list[str]], answers: list[tuple[str, str]]) -> Ledger:
@@ -95,3 +96,7 @@ async def test_a_short_soak_kills_a_worker_and_keeps_every_acknowledged_message(
     assert "worker restarted" in events, events  # the restart finishes even after the end
     assert any("rss_web" in line and "redis_used_memory" in line for line in lines)
     assert (tmp_path / "out" / "samples.csv").exists()
+    table = report(tmp_path / "out", every_minutes=0.05)
+    assert ": worker killed" in table
+    assert "Summary:" in table
+    assert table.count("\n| ") >= 3  # the header row and at least two samples
