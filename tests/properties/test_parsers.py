@@ -298,3 +298,27 @@ async def test_email_parser_on_mutated_stored_mail(
     if data.draw(st.booleans()):
         envelope["context"] = data.draw(mutated(envelope["context"]))
     await check_parse(mail_edge, json.dumps(envelope).encode())
+
+
+# Found by the fuzz: the LINE SDK reads ``"userId": null`` (or a null group or room id) as a
+# source without a chat, and building the message from it raised pydantic's
+# ValidationError — a parser_error dead letter instead of a named refusal.
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ({"type": "user", "userId": None}, "no_source"),
+        ({"type": "user", "userId": ""}, "no_source"),
+        # The SDK itself refuses these: a group or room id is required there.
+        ({"type": "group", "groupId": None, "userId": "U" + "0d" * 16}, "malformed_event"),
+        ({"type": "room", "roomId": None}, "malformed_event"),
+    ],
+)
+async def test_a_line_event_whose_chat_id_is_null_is_refused(
+    edge: RunningGateway, line_seeds: list[dict[str, Any]], source: dict[str, Any], reason: str
+) -> None:
+    text_event = next(s for s in line_seeds if s["event"]["type"] == "message")
+    envelope = {**text_event, "event": {**text_event["event"], "source": source}}
+    raw = RawEvent.model_validate_json(json.dumps(envelope))
+    with pytest.raises(EventParseError) as refused:
+        await edge.runtime.connectors[Channel.LINE].parse(raw)
+    assert refused.value.reason == reason
