@@ -446,9 +446,11 @@ class Soak:
                 self.ledger.answered(delivery.to, text)
         self.line_seen = len(line.deliveries)
 
-    def _sample(self, store: AofRedis, keyspace: Keyspace) -> dict[str, Any]:
+    def _books(self) -> dict[str, Any]:
+        """The ledger's figures. On the event loop: the senders and receivers change the
+        ledger there, and reading its dicts from another thread can meet one mid-change."""
         now = time.monotonic()
-        sample: dict[str, Any] = {
+        return {
             "t": round(now - self.began, 1),
             "utc": _utc(),
             "sent": self.ledger.sent,
@@ -460,8 +462,11 @@ class Soak:
             "refused": self.ledger.refused,
             "retried_posts": self.ledger.post_attempts - self.ledger.sent,
         }
-        sample |= redis_figures(store, keyspace)
-        for name, server in self.servers.items():
+
+    def _processes(self, store: AofRedis, keyspace: Keyspace) -> dict[str, Any]:
+        """Redis' figures, each process' RSS and readiness (blocking: run in a thread)."""
+        sample = redis_figures(store, keyspace)
+        for name, server in list(self.servers.items()):
             rss = rss_mib(server.pid)
             sample[f"rss_{name}"] = None if rss is None else round(rss, 1)
             sample[f"ready_{name}"] = ready(server)
@@ -469,11 +474,19 @@ class Soak:
         sample["rss_soak"] = None if own is None else round(own, 1)
         return sample
 
+    def _sample(self, store: AofRedis, keyspace: Keyspace) -> dict[str, Any]:
+        return self._books() | self._processes(store, keyspace)
+
     async def _sampler(self, store: AofRedis, keyspace: Keyspace, line: LineEmulator) -> None:
         while True:
             await asyncio.sleep(self.sample_seconds)
-            self._book_line(line)
-            sample = await asyncio.to_thread(self._sample, store, keyspace)
+            try:
+                self._book_line(line)
+                books = self._books()
+                sample = books | await asyncio.to_thread(self._processes, store, keyspace)
+            except Exception as exc:  # noqa: BLE001 - a sample lost must not end the record
+                self.log({"event": "sample failed", "error": f"{type(exc).__name__}: {exc}"})
+                continue
             self.samples.append(sample)
             self.log(sample)
             print(_progress(sample), flush=True)
