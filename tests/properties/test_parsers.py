@@ -133,12 +133,6 @@ async def check_parse(gw: RunningGateway, payload: bytes) -> None:
 
 
 # -- the edges that store raw events, seeded from the real edge ------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def _post(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
 ) -> None:
