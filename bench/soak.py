@@ -231,7 +231,9 @@ class Soak:
         self.record = (self.out / "samples.jsonl").open("a")
         try:
             for name, role in (("worker-a", "worker"), ("worker-b", "worker"), ("web", "web")):
-                self.servers[name] = await asyncio.to_thread(start, name, role)
+                # Again on failure: a free port can be taken by another process before the
+                # gateway binds it (seen on a busy machine).
+                self.servers[name] = await self._again(functools.partial(start, name, role), name)
             self.began, self.began_utc = time.monotonic(), _utc()
             self.log({"event": "start", "pids": {n: s.pid for n, s in self.servers.items()}})
             end = self.began + self.minutes * 60
