@@ -12,7 +12,7 @@ LOCK   := constraints.txt
 LOCK_COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
 	--python-version 3.11 --custom-compile-command "make lock" --quiet -o $(LOCK)
 
-.PHONY: demo test lint typecheck pytest system-deps bench serve clean lock lock-upgrade lock-tool
+.PHONY: demo test lint typecheck pytest system-deps bench soak fuzz serve clean lock lock-upgrade lock-tool
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,19 @@ test: lint typecheck pytest
 bench: export FLOWBIZ_BENCH := 1
 bench: $(BIN)/.installed system-deps
 	$(BIN)/python -m bench
+
+# A real deployment (web + two workers on an AOF redis-server) at a steady rate for an hour,
+# a worker SIGKILLed and Redis restarted every ten minutes; the record goes to bench/results/.
+SOAK_ARGS ?= --minutes 60
+soak: $(BIN)/.installed system-deps
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The property tests of every edge and parser at the ``fuzz`` Hypothesis profile: 100,000
+# examples per test (FLOWBIZ_FUZZ_EXAMPLES to change). Hours, not minutes; not in `make test`.
+FUZZ_ARGS ?=
+fuzz: $(BIN)/.installed system-deps
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/properties -p no:cacheprovider -o timeout=0 \
+		--hypothesis-show-statistics -q $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from email.errors import MessageError
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -116,6 +117,17 @@ def _check_head(request: web.Request, route: Route, max_body: int) -> None:
         )
     # A body without any Content-Type is left to the connector's parser; a declared one must fit.
     declared = hdrs.CONTENT_TYPE in request.headers
+    if declared:
+        try:
+            request.content_type  # noqa: B018 - parsed once here, cached for later reads
+        except (LookupError, ValueError, MessageError) as exc:
+            # The stdlib's header parser behind aiohttp fails on some malformed parameters
+            # (``;0*`` raises IndexError): a bad request, not a server error.
+            raise PayloadError(
+                "the Content-Type header cannot be parsed",
+                reason="unsupported_media_type",
+                status=415,
+            ) from exc
     if route.content_types and declared and request.content_type not in route.content_types:
         raise PayloadError(
             f"Content-Type must be {' or '.join(route.content_types)}",

@@ -73,6 +73,8 @@ def line_message(event: RawEvent, *, channel: LineChannelConfig) -> InboundMessa
         source_type, source_id, user_id = "room", source.room_id, source.user_id
     else:
         raise EventParseError(f"this {event_type} event names no chat", reason="no_source")
+    if not source_id:  # the SDK takes a null or empty chat id; a message needs one
+        raise EventParseError(f"this {event_type} event names no chat", reason="no_source")
     kind = EventKind.MESSAGE
     text = ""
     attachments: tuple[Attachment, ...] = ()

@@ -48,7 +48,7 @@ from connectors.email.parsing import (
 )
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
-from tests.properties.conftest import PROFILE
+from tests.properties.conftest import PROFILE, WRITER_PROFILE
 
 SUPPORT = "support@acme.example"
 VALID = (
@@ -392,7 +392,7 @@ def dkim_pair() -> tuple[bytes, bytes]:
     return key, dkim_dns_record(key)
 
 
-@PROFILE
+@WRITER_PROFILE
 @given(mail=hostile_mail())
 def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
     dkim_pair: tuple[bytes, bytes], mail: bytes
@@ -426,7 +426,7 @@ def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
     assert_only_our_headers(signed, record)
 
 
-@PROFILE
+@WRITER_PROFILE
 @given(
     lines=st.lists(
         st.sampled_from(["--", "=_flowbiz_", "--=_flowbiz_", "=", "\u00e9", " ", "x" * 80])
@@ -490,7 +490,7 @@ async def mail_world(
         await smarthost.stop()
 
 
-@settings(PROFILE, max_examples=max(10, PROFILE.max_examples // 3))
+@settings(WRITER_PROFILE, max_examples=max(10, WRITER_PROFILE.max_examples // 3))
 @given(mail=hostile_mail())
 async def test_hostile_mail_through_smtp_gets_a_reply_with_only_our_headers(
     mail_world: tuple[RunningGateway, Smarthost],
@@ -570,7 +570,7 @@ def signing_keys() -> dict[str, tuple[bytes, bytes, bytes]]:
     }
 
 
-@PROFILE
+@WRITER_PROFILE
 @given(
     mail=signable_mail(),
     algorithm=st.sampled_from(["rsa-sha256", "ed25519-sha256"]),

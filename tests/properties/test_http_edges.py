@@ -42,6 +42,7 @@ from tests.properties.conftest import (
     WA_TOKEN,
     deep_json_text,
     header_text,
+    inbound_counts,
     json_body,
     json_values,
     mutated,
@@ -365,3 +366,24 @@ async def test_whatsapp_signed_mutations(
             "X-Twilio-Signature": signature,
         },
     )
+
+
+# Found by the fuzz: the stdlib's header parser, behind aiohttp's ``request.content_type``,
+# raises IndexError on a parameter name ending in ``*`` with nothing after it (RFC 2231
+# syntax, cut short), which surfaced as a 500 on every route.
+UNPARSABLE_CONTENT_TYPES = [";0*", "application/json; charset*", "text/plain;a*"]
+
+
+async def test_attack_unparsable_content_type_is_refused_415_on_every_route(
+    edge: RunningGateway, session: aiohttp.ClientSession
+) -> None:
+    """A Content-Type the header parser chokes on: 415 with a counted reason, never a 500."""
+    for (channel, path), content_type in itertools.product(ROUTES, UNPARSABLE_CONTENT_TYPES):
+        before = inbound_counts(edge).get((channel, "unsupported_media_type"), 0)
+        headers = {"Content-Type": content_type}
+        async with session.post(edge.url + path, data=b"{}", headers=headers) as response:
+            status, payload = response.status, await response.read()
+        assert status == 415, (path, content_type, status, payload[:100])
+        assert json.loads(payload)["error"] == "unsupported_media_type"
+        after = inbound_counts(edge).get((channel, "unsupported_media_type"), 0)
+        assert after == before + 1, (path, content_type)
