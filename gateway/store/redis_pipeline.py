@@ -316,6 +316,8 @@ class RedisPipeline:
         another connection (or process) wrote, perhaps never replicated. Any write after
         that first copy moves this connection's replication offset past it, so the WAIT
         covers it too: the admit's own dedupe claim is rewritten as it is, with its TTL.
+        (Redis 7.0 moves a connection's offset on every command, measured, so there it is
+        redundant; it is for servers that move it only on a write reaching the replicas.)
         """
         for command in commands:
             if command.script is self._admit_script and self._node_of(command) == target:
