@@ -8,6 +8,7 @@ only adds a service unit). Sentinels use short timeouts (``down-after-millisecon
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ import pytest
 
 from tests.conftest import RedisServer, free_port, redis_binary, redis_reply, start_redis_server
 
-__all__ = ["MASTER_NAME", "Replicated", "SentinelGroup", "start_replicated", "start_sentinels"]
+__all__ = [
+    "MASTER_NAME",
+    "Replicated",
+    "ReplicatedCluster",
+    "SentinelGroup",
+    "start_replicated",
+    "start_replicated_cluster",
+    "start_sentinels",
+]
 
 MASTER_NAME = "flowbiz"
 
@@ -164,3 +173,122 @@ def start_sentinels(directory: Path, primary_port: int, *, count: int = 3) -> Se
         group.stop()
         raise
     return group
+
+
+@dataclass
+class ReplicatedCluster:
+    """A Redis Cluster of ``masters`` masters, each with one replica (``nodes``: masters
+    first, as ``redis-cli --cluster create`` pairs them), with a short node timeout so that
+    a replica takes over from a dead master in a few seconds."""
+
+    nodes: list[RedisServer]
+    options: list[list[str]]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def role_of(self, server: RedisServer) -> str:
+        return info(server.port).get("role", "")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The node replicating ``master``."""
+        for node in self.nodes:
+            fields = info(node.port)
+            if fields.get("role") == "slave" and fields.get("master_port") == str(master.port):
+                return node
+        raise LookupError(f"no replica of {master.port}")
+
+    def master_of_key(self, key: str) -> RedisServer:
+        """The master serving ``key``'s slot."""
+        reply = redis_reply(self.nodes[0].port, "CLUSTER", "KEYSLOT", key)
+        slot = int(reply.split(b"\r\n")[0][1:])
+        for node in self.nodes:
+            if node.process.poll() is None and self.role_of(node) == "master" and _owns(node, slot):
+                return node
+        raise LookupError(f"no master owns slot {slot}")
+
+    def restart(self, server: RedisServer) -> RedisServer:
+        """Start ``server`` again (after its kill) on its port with its ``nodes.conf``."""
+        index = self.nodes.index(server)
+        self.nodes[index] = start_redis_server(
+            server.directory, port=server.port, extra=self.options[index]
+        )
+        return self.nodes[index]
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        wait_until(
+            lambda: all(
+                b"cluster_state:ok" in redis_reply(n.port, "CLUSTER", "INFO")
+                for n in self.nodes
+                if n.process.poll() is None
+            ),
+            "the Redis Cluster did not reach cluster_state:ok",
+            timeout,
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _owns(node: RedisServer, slot: int) -> bool:
+    """Whether ``node`` serves ``slot``, by its own ``CLUSTER NODES`` line (``myself``)."""
+    for line in redis_reply(node.port, "CLUSTER", "NODES").decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "myself" not in fields[2]:
+            continue
+        for part in fields[8:]:
+            if part.startswith("["):
+                continue
+            low, _, high = part.partition("-")
+            if int(low) <= slot <= int(high or low):
+                return True
+    return False
+
+
+def start_replicated_cluster(directory: Path, *, masters: int = 3) -> ReplicatedCluster:
+    """``masters`` masters with a replica each, joined by ``redis-cli --cluster create
+    --cluster-replicas 1``; returns once every node reports ``cluster_state:ok`` and every
+    replica is in sync."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        redis_binary()
+        pytest.fail("redis-cli is not installed (Debian: redis-tools; run `make system-deps`)")
+    cluster = ReplicatedCluster([], [])
+    try:
+        for n in range(masters * 2):
+            folder = directory / f"node{n}"
+            folder.mkdir(parents=True)
+            options = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            options += ["--cluster-config-file", str(folder / "nodes.conf")]
+            # A master unreachable for 1 s is failed over (15 s by default).
+            options += ["--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"]
+            cluster.options.append(options)
+            cluster.nodes.append(start_redis_server(folder, extra=options))
+        addresses = [f"127.0.0.1:{node.port}" for node in cluster.nodes]
+        create = subprocess.run(  # noqa: S603 — our own argv, no shell
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{create.stdout.decode()[-2000:]}")
+        cluster.wait_ok()
+        wait_until(
+            lambda: (
+                all(
+                    info(n.port).get("master_link_status") == "up"
+                    for n in cluster.nodes
+                    if cluster.role_of(n) == "slave"
+                )
+                and sum(cluster.role_of(n) == "slave" for n in cluster.nodes) == masters
+            ),
+            "the cluster's replicas did not sync",
+            30,
+        )
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

@@ -32,7 +32,7 @@ from gateway.store import (
 )
 from gateway.store.redis_sentinel import parse_sentinel_url
 from tests.conftest import RedisServer
-from tests.ha.redis_ha import Replicated, info
+from tests.ha.redis_ha import Replicated, ReplicatedCluster, info
 from tests.harness import SECRETS, base_config, http_tenant, running_gateway
 
 KEYS = Keyspace(prefix="ha", partitions=4)
@@ -225,3 +225,33 @@ async def test_the_edge_answers_503_for_an_admission_no_replica_confirmed(
         # The platform's retry, once the replica is back, is acknowledged: stored once.
         status, _ = await client.send(conversation_id="c1", text="hello", event_id="e1")
         assert status == 202
+
+
+async def test_on_a_cluster_each_master_waits_for_its_own_replica(
+    replicated_cluster: ReplicatedCluster,
+) -> None:
+    """WAIT goes to the master that took the write: a frozen replica fails only the writes
+    of its own master's slots, in the same batch as writes that succeed elsewhere."""
+    by_master: dict[int, int] = {}
+    for partition in range(KEYS.partitions):
+        master = replicated_cluster.master_of_key(KEYS.inbox(partition))
+        by_master.setdefault(master.port, partition)
+    assert len(by_master) >= 2, "the partitions should span at least two masters"
+    (frozen_port, frozen_partition), (_, other_partition) = list(by_master.items())[:2]
+    master = next(n for n in replicated_cluster.nodes if n.port == frozen_port)
+    replica = replicated_cluster.replica_of(master)
+    store = await open_store(replicated_cluster.url, cluster=True, replica_acks=ReplicaAcks(1, 300))
+    try:
+        assert await store.admit([admission(1, frozen_partition)], dedupe_ttl=60) != [None]
+        with frozen(replica):
+            results = await asyncio.gather(
+                store.admit([admission(2, frozen_partition)], dedupe_ttl=60),
+                store.admit([admission(3, other_partition)], dedupe_ttl=60),
+                return_exceptions=True,
+            )
+        assert isinstance(results[0], ReplicationError)
+        assert isinstance(results[1], list)
+        assert results[1][0] is not None
+        assert wait_calls(master) >= 1
+    finally:
+        await store.aclose()
