@@ -95,7 +95,10 @@ class Ingestor:
             outcome = "not_replicated" if unreplicated else "store_unavailable"
             for m in encoded:
                 self.metrics.inbound.labels(m.channel.value, outcome).inc()
-            log.error(f"ingest.{outcome}", error=str(exc))
+            if unreplicated:
+                log.error("ingest.not_replicated", error=str(exc))
+            else:
+                log.error("ingest.store_unavailable", error=str(exc))
             raise IngestUnavailableError("the message could not be stored; retry later") from exc
         elapsed = time.perf_counter() - begin
         flags = [entry_id is not None for entry_id in ids]
