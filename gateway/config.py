@@ -516,6 +516,17 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
             )
         for served in sorted(desk.serves - seen):
             problems.append((f"{desk.where}.tenants", f"unknown tenant {served!r}"))
+    store, lease_ms = config.store, config.pipeline.lease_seconds * 1000
+    if store.replica_acks and store.replica_ack_timeout_ms >= lease_ms / 3:
+        # A batch waiting for replicas holds up the process's other store calls, its lease
+        # renewals (every third of a lease) among them.
+        problems.append(
+            (
+                "store.replica_ack_timeout_ms",
+                f"must be below a third of pipeline.lease_seconds ({lease_ms / 3:.0f} ms): "
+                "a batch waiting for replicas holds up lease renewals",
+            )
+        )
     if not config.personas_dir.is_dir():
         problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
     return problems

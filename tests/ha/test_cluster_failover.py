@@ -69,7 +69,7 @@ async def test_master_killed_in_a_replicated_cluster(
         "url": replicated_cluster.url,
         "cluster": True,
         "replica_acks": replica_acks,
-        "replica_ack_timeout_ms": 500,
+        "replica_ack_timeout_ms": 300,
     }
     outcome = await run_failover(
         store,

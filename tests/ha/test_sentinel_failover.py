@@ -73,7 +73,7 @@ async def test_primary_killed_under_sentinel(
     channel_env_on: None,
     record_property: Callable[[str, object], None],
 ) -> None:
-    store = {"url": sentinels.url(), "replica_acks": replica_acks, "replica_ack_timeout_ms": 500}
+    store = {"url": sentinels.url(), "replica_acks": replica_acks, "replica_ack_timeout_ms": 300}
     outcome = await run_failover(
         store,
         receiver=receiver,
