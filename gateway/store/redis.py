@@ -129,8 +129,10 @@ class RedisStore(RedisStreams, RedisRecords):
             raise StoreError(f"redis WAITAOF probe failed: {exc}") from exc
 
     async def aclose(self) -> None:
-        await super().aclose()
-        sentinels, self._sentinels = getattr(self, "_sentinels", []), []
-        for sentinel in sentinels:
-            for client in sentinel.sentinels:
-                await client.aclose()
+        try:
+            await super().aclose()
+        finally:
+            # The sentinels' own clients (master_for's client is closed above).
+            sentinels, self._sentinels = getattr(self, "_sentinels", []), []
+            for sentinel in sentinels:
+                await sentinel.aclose()
