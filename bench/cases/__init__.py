@@ -85,9 +85,11 @@ class RunContext:
         return {"replica_acks": 1} if kind == "redis-replica" else {}
 
     def stop_others(self) -> None:
+        from bench.replica_acks import stop
+
         for servers in self.redis_others.values():
             for server in reversed(servers):
-                server.stop()
+                stop(server)
 
 
 _OTHER_REDIS = ("redis-replica", "redis-always")
@@ -97,7 +99,8 @@ def _start_other_redis(ctx: RunContext, kind: str) -> list[RedisServer]:
     where, cores = ctx.workdir / kind, ctx.placement.load
     if kind == "redis-always":
         return [RedisServer(where, cores, extra=["--appendfsync", "always"]).start()]
-    primary = RedisServer(where / "primary", cores).start()
+    primary = RedisServer(where / "primary", cores, extra=["--repl-diskless-sync-delay", "0"])
+    primary.start()
     follow = ["--replicaof", "127.0.0.1", str(primary.port)]
     replica = RedisServer(where / "replica", cores, extra=follow).start()
     deadline = time.monotonic() + 30
