@@ -313,6 +313,7 @@ def fixed_rate(
         where = ctx.scratch(f"e2e-{store}")
         url = ctx.store_url(store, where)
         data = gateway.config(url, callback_url=receiver.url)
+        data["store"] |= ctx.store_options(store)
         try:
             server = await asyncio.to_thread(
                 gateway.start,

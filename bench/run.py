@@ -34,7 +34,7 @@ from bench.procs import (
     start_profiler,
 )
 
-E2E_STORES = ("sqlite", "redis")
+E2E_STORES = ("sqlite", "redis", "redis-replica")
 DEFAULT_RPS_GUESS = 15_000.0  # sizes the request file when no baseline ran first
 
 
@@ -675,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.redis.stop()
         if ctx.redis_cluster is not None:
             ctx.redis_cluster.stop()
+        ctx.stop_others()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     bare = sum(r.rps for r in bare_rows) / len(bare_rows) if bare_rows else math.nan

@@ -41,7 +41,7 @@ from gateway.operations import healthz, mount_keyed_operations, operations_liste
 from gateway.partitions import PartitionConsumer
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import RUNTIME, Role, Runtime
-from gateway.store import Keyspace, open_store
+from gateway.store import Keyspace, ReplicaAcks, open_store
 from gateway.worker import Worker
 
 __all__ = ["RUNTIME", "Role", "Runtime", "create_app"]
@@ -109,7 +109,8 @@ def create_app(
 # -- resources -------------------------------------------------------------------------------------
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    rt.store = await open_store(rt.config.store.url, cluster=rt.config.store.cluster)
+    store = rt.config.store
+    rt.store = await open_store(store.url, cluster=store.cluster, replica_acks=_replica_acks(rt))
     rt.ingestor = Ingestor(
         store=rt.store,
         keyspace=rt.keyspace,
@@ -118,6 +119,18 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await rt.store.aclose()
+
+
+def _replica_acks(rt: Runtime) -> ReplicaAcks | None:
+    store = rt.config.store
+    if not store.replica_acks:
+        return None
+    return ReplicaAcks(
+        replicas=store.replica_acks,
+        timeout_ms=store.replica_ack_timeout_ms,
+        aof=store.replica_ack_aof,
+        on_short=rt.metrics.replica_acks_short.inc,
+    )
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -39,6 +39,7 @@ from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
+from gateway.store.redis_sentinel import SENTINEL_SCHEMES, parse_sentinel_url
 
 __all__ = [
     "ChannelCheck",
@@ -187,7 +188,24 @@ class RoutingConfig(_Model):
     rules: tuple[RoutingRule, ...] = ()
 
 
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", *SENTINEL_SCHEMES})
+
+
 class StoreConfig(_Model):
+    """Where the gateway keeps everything (see docs/deploy.md).
+
+    ``url``: ``sqlite:///path``, ``redis://host:port/db``, or through Redis Sentinel
+    ``redis+sentinel://host:port,host:port/master-name[/db]`` (see
+    :mod:`gateway.store.redis_sentinel`).
+
+    ``replica_acks``: on Redis, an admission (what the edge does before it answers a
+    platform) and every commit wait until this many replicas hold the write (``WAIT``, or
+    with ``replica_ack_aof`` ``WAITAOF`` on Redis 7.2+) for at most
+    ``replica_ack_timeout_ms``; fewer replicas in time fail the call (503 at the edge, so
+    the platform retries). 0, the default, sends no ``WAIT`` at all. SQLite and the memory
+    store have no replicas, so a non-zero value is refused for them.
+    """
+
     url: str = "sqlite://flowbiz.db"
     # The url names one node of a Redis Cluster; the client learns the others from it.
     cluster: bool = False
@@ -195,15 +213,31 @@ class StoreConfig(_Model):
     prefix: str = "fb"
     dedupe_ttl_seconds: float = Field(default=7 * 86400, gt=0)
     receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
+    replica_acks: int = Field(default=0, ge=0, le=16)
+    # Below the store's 10 s command timeout, so a short count is an answer, not a timeout.
+    replica_ack_timeout_ms: int = Field(default=500, ge=1, le=5000)
+    replica_ack_aof: bool = False  # replicas must have fsynced their AOF (WAITAOF, 7.2+)
 
     @model_validator(mode="after")
     def _cluster_is_redis(self) -> StoreConfig:
+        scheme = urlsplit(self.url).scheme.lower()
         if self.cluster:
             parts = urlsplit(self.url)
             if parts.scheme not in {"redis", "rediss"}:
                 raise ValueError("cluster: true needs a redis:// or rediss:// url")
             if parts.path.strip("/") not in {"", "0"}:
                 raise ValueError("a Redis Cluster has only database 0")
+        if scheme in SENTINEL_SCHEMES:
+            try:
+                parse_sentinel_url(self.url)
+            except ConfigError as exc:
+                raise ValueError(exc.problems[0][1]) from exc
+        if self.replica_acks and scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"replica_acks needs a Redis store: a {scheme or 'sqlite'} store has no replicas"
+            )
+        if self.replica_ack_aof and not self.replica_acks:
+            raise ValueError("replica_ack_aof needs replica_acks of at least 1")
         return self
 
 
@@ -482,6 +516,17 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
             )
         for served in sorted(desk.serves - seen):
             problems.append((f"{desk.where}.tenants", f"unknown tenant {served!r}"))
+    store, lease_ms = config.store, config.pipeline.lease_seconds * 1000
+    if store.replica_acks and store.replica_ack_timeout_ms >= lease_ms / 3:
+        # A batch waiting for replicas holds up the process's other store calls, its lease
+        # renewals (every third of a lease) among them.
+        problems.append(
+            (
+                "store.replica_ack_timeout_ms",
+                f"must be below a third of pipeline.lease_seconds ({lease_ms / 3:.0f} ms): "
+                "a batch waiting for replicas holds up lease renewals",
+            )
+        )
     if not config.personas_dir.is_dir():
         problems.append(("personas_dir", f"not a directory: {config.personas_dir}"))
     return problems

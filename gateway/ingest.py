@@ -19,7 +19,7 @@ from gateway.errors import IngestUnavailableError, StoreError
 from gateway.metrics import Metrics
 from gateway.models import EncodedInbound, InboundMessage
 from gateway.observability import get_logger
-from gateway.store import Admission, Keyspace, Store
+from gateway.store import Admission, Keyspace, ReplicationError, Store
 
 __all__ = ["INBOX_GROUP", "Ingestor"]
 
@@ -89,9 +89,16 @@ class Ingestor:
                 [self._admission(m) for m in encoded], dedupe_ttl=self.dedupe_ttl
             )
         except StoreError as exc:
+            # Not replicated: stored on the primary only, which a failover may lose, so it
+            # is not acknowledged either (store.replica_acks).
+            unreplicated = isinstance(exc, ReplicationError)
+            outcome = "not_replicated" if unreplicated else "store_unavailable"
             for m in encoded:
-                self.metrics.inbound.labels(m.channel.value, "store_unavailable").inc()
-            log.error("ingest.store_unavailable", error=str(exc))
+                self.metrics.inbound.labels(m.channel.value, outcome).inc()
+            if unreplicated:
+                log.error("ingest.not_replicated", error=str(exc))
+            else:
+                log.error("ingest.store_unavailable", error=str(exc))
             raise IngestUnavailableError("the message could not be stored; retry later") from exc
         elapsed = time.perf_counter() - begin
         flags = [entry_id is not None for entry_id in ids]

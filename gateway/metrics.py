@@ -107,6 +107,12 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.replica_acks_short = Counter(
+            "flowbiz_store_replica_acks_short_total",
+            "Acknowledging store writes failed because fewer replicas than store.replica_acks "
+            "confirmed them in time (an admission among them was answered 503)",
+            registry=r,
+        )
 
         self.http_guard = Counter(
             "flowbiz_http_guard_total",

@@ -10,6 +10,7 @@ module in ``MODULES``; a module whose connector is not installed yet returns no 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class RunContext:
     placement: Placement
     redis: RedisServer | None = None
     redis_cluster: RedisClusterServers | None = None
+    # Other Redis set-ups, started on first use: "redis-replica" (a primary and its replica),
+    # "redis-always" (appendfsync always). Each kind's first server is the one to connect to.
+    redis_others: dict[str, list[RedisServer]] = field(default_factory=dict)
     counter: int = 0
 
     def scratch(self, name: str) -> Path:
@@ -61,6 +65,12 @@ class RunContext:
                 self.redis = RedisServer(self.workdir / "redis", cores=self.placement.load).start()
             self.redis.flush()
             return self.redis.url
+        if kind in _OTHER_REDIS:
+            servers = self.redis_others.get(kind)
+            if servers is None:
+                servers = self.redis_others[kind] = _start_other_redis(self, kind)
+            servers[0].flush()  # a replica follows its primary's FLUSHALL
+            return servers[0].url
         if kind == "redis-cluster":
             if self.redis_cluster is None:
                 where = self.workdir / "redis-cluster"
@@ -68,6 +78,39 @@ class RunContext:
             self.redis_cluster.flush()
             return self.redis_cluster.url
         raise ValueError(f"unknown store kind {kind!r}")
+
+    @staticmethod
+    def store_options(kind: str) -> dict[str, Any]:
+        """What the config's ``store`` block needs beside the URL for a store of ``kind``."""
+        return {"replica_acks": 1} if kind == "redis-replica" else {}
+
+    def stop_others(self) -> None:
+        from bench.replica_acks import stop
+
+        for servers in self.redis_others.values():
+            for server in reversed(servers):
+                stop(server)
+
+
+_OTHER_REDIS = ("redis-replica", "redis-always")
+
+
+def _start_other_redis(ctx: RunContext, kind: str) -> list[RedisServer]:
+    where, cores = ctx.workdir / kind, ctx.placement.load
+    if kind == "redis-always":
+        return [RedisServer(where, cores, extra=["--appendfsync", "always"]).start()]
+    primary = RedisServer(where / "primary", cores, extra=["--repl-diskless-sync-delay", "0"])
+    primary.start()
+    follow = ["--replicaof", "127.0.0.1", str(primary.port)]
+    replica = RedisServer(where / "replica", cores, extra=follow).start()
+    deadline = time.monotonic() + 30
+    while b"master_link_status:up" not in replica.reply("INFO", "replication"):
+        if time.monotonic() > deadline:
+            primary.stop()
+            replica.stop()
+            raise RuntimeError("the bench's replica did not sync; see " + str(where))
+        time.sleep(0.1)
+    return [primary, replica]
 
 
 @dataclass(frozen=True, slots=True)

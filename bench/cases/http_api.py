@@ -53,9 +53,11 @@ def signed_messages(count: int, tag: str) -> Iterator[RawRequest]:
 def _start(ctx: RunContext, *, store: str) -> Server:
     where = ctx.scratch(f"ingest-{store}")
     url = ctx.store_url(store, where)
+    data = gateway.config(url)
+    data["store"] |= ctx.store_options(store)
     server = gateway.start(
         f"ingest-{store}",
-        gateway.config(url),
+        data,
         workdir=where,
         cores=ctx.placement.server,
         role="web",
@@ -89,6 +91,22 @@ def cases() -> list[ThroughputCase]:
             label="(b) http ingest, redis",
             requests=signed_messages,
             start=partial(_start, store="redis"),
+            check=_check,
+            needs=("redis-server",),
+        ),
+        ThroughputCase(
+            key="http.redis-always",
+            label="(b) http ingest, redis, appendfsync always",
+            requests=signed_messages,
+            start=partial(_start, store="redis-always"),
+            check=_check,
+            needs=("redis-server",),
+        ),
+        ThroughputCase(
+            key="http.redis-replica",
+            label="(b) http ingest, redis + 1 replica, replica_acks 1",
+            requests=signed_messages,
+            start=partial(_start, store="redis-replica"),
             check=_check,
             needs=("redis-server",),
         ),

@@ -21,7 +21,7 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.config import GatewayConfig, load_config
 from gateway.deadletters import list_dead_letters, replay
 from gateway.errors import ConfigError
-from gateway.store import Keyspace, Store, open_store
+from gateway.store import Keyspace, ReplicaAcks, Store, open_store
 from gateway.usage import METRICS, read_usage
 
 __all__ = ["add_admin_commands"]
@@ -40,7 +40,11 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
             return 1
 
         async def main() -> int:
-            store = await open_store(config.store.url, cluster=config.store.cluster)
+            settings = config.store
+            acks = ReplicaAcks(
+                settings.replica_acks, settings.replica_ack_timeout_ms, settings.replica_ack_aof
+            )
+            store = await open_store(settings.url, cluster=settings.cluster, replica_acks=acks)
             keyspace = Keyspace(prefix=config.store.prefix, partitions=config.store.partitions)
             try:
                 return await action(config, store, keyspace, args)

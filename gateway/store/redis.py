@@ -37,12 +37,22 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
+from gateway.errors import StoreError
 from gateway.store.redis_cluster import connect_cluster
-from gateway.store.redis_pipeline import COMMAND_TIMEOUT, CONNECT_TIMEOUT, store_errors
+from gateway.store.redis_pipeline import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    REDIS_ERRORS,
+    store_errors,
+)
 from gateway.store.redis_records import RedisRecords
+from gateway.store.redis_replication import WAITAOF_PROBE, ReplicaAcks
 from gateway.store.redis_scripts import ACQUIRE_LUA, CLAIM_LUA, COMMIT_LUA, HEARTBEAT_LUA
+from gateway.store.redis_sentinel import SENTINEL_SCHEMES, parse_sentinel_url
 from gateway.store.redis_streams import RedisStreams
 
 __all__ = ["RedisStore"]
@@ -57,16 +67,30 @@ _HEARTBEAT_LUA = HEARTBEAT_LUA
 class RedisStore(RedisStreams, RedisRecords):
     """The :class:`gateway.store.base.Store` on Redis or a Redis Cluster."""
 
+    _sentinels: list[Sentinel]
+
     @classmethod
-    async def open(cls, url: str, *, cluster: bool = False) -> RedisStore:
+    async def open(
+        cls, url: str, *, cluster: bool = False, replica_acks: ReplicaAcks | None = None
+    ) -> RedisStore:
         """Connect to the server at ``url``, or with ``cluster`` to the Redis Cluster that
-        the node at ``url`` belongs to."""
+        the node at ``url`` belongs to, or to the master the sentinels of a
+        ``redis+sentinel://`` url name (:mod:`gateway.store.redis_sentinel`). With
+        ``replica_acks`` acknowledging writes wait for replicas
+        (:mod:`gateway.store.redis_replication`)."""
+        sentinels: list[Sentinel] = []
 
         def connect(socket_timeout: float | None) -> Redis | RedisCluster:
             if cluster:
                 return connect_cluster(
                     url, connect_timeout=CONNECT_TIMEOUT, socket_timeout=socket_timeout
                 )
+            if url.split(":", 1)[0].lower() in SENTINEL_SCHEMES:
+                sentinel, master = parse_sentinel_url(url).connect(
+                    connect_timeout=CONNECT_TIMEOUT, socket_timeout=socket_timeout
+                )
+                sentinels.append(sentinel)
+                return master
             # Options in the URL's query string take precedence over these defaults.
             return Redis.from_url(
                 url,
@@ -77,13 +101,40 @@ class RedisStore(RedisStreams, RedisRecords):
             )
 
         # The blocking pool has no socket timeout (a BLOCK may be long); read_group bounds it.
-        store = cls(url, connect(COMMAND_TIMEOUT), connect(None))
+        store = cls(url, connect(COMMAND_TIMEOUT), connect(None), replica_acks=replica_acks)
+        store._sentinels = sentinels
         try:
             await store.ping()
             if isinstance(store._blocking, RedisCluster):
                 with store_errors("cluster slot map"):
                     await store._blocking.initialize()  # a cluster client routes nothing before
+            if replica_acks is not None and replica_acks.replicas and replica_acks.aof:
+                await store._check_waitaof()
         except BaseException:
             await store.aclose()
             raise
         return store
+
+    async def _check_waitaof(self) -> None:
+        """Refuse a server without ``WAITAOF`` (Redis < 7.2) when it was asked for."""
+        node = {"target_nodes": RedisCluster.PRIMARIES} if self._slot_reads is not None else {}
+        try:
+            await self._client.execute_command(*WAITAOF_PROBE, **node)
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise StoreError(
+                    "store.replica_ack_aof needs WAITAOF, which this Redis does not have "
+                    "(Redis 7.2 or later); use replica_ack_aof: false for WAIT"
+                ) from exc
+            raise StoreError(f"redis WAITAOF probe failed: {exc}") from exc
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"redis WAITAOF probe failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            # The sentinels' own clients (master_for's client is closed above).
+            sentinels, self._sentinels = getattr(self, "_sentinels", []), []
+            for sentinel in sentinels:
+                await sentinel.aclose()

@@ -16,6 +16,9 @@ Guarantees:
   reloaded and resent once; it was not executed, so resending is safe. Nothing else is
   resent: automatic command retries are off.
 - On a Redis Cluster a command whose keys span slots fails alone, not its batch.
+- With replica acknowledgement on (:mod:`gateway.store.redis_replication`), a pipeline
+  carrying an acknowledging write ends in ``WAIT``, and those writes' callers get their
+  reply only if enough replicas confirmed it; with it off, no pipeline changes at all.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from gateway.errors import StoreError
 from gateway.store.base import Admission
 from gateway.store.redis_cluster import SlotReads, cross_slot_error
+from gateway.store.redis_replication import ReplicaAcks
 from gateway.store.redis_scripts import (
     ACQUIRE_LUA,
     ADMIT_LUA,
@@ -133,11 +137,17 @@ class RedisPipeline:
     """Connections, registered scripts and the shared pipeline of one Redis store."""
 
     def __init__(
-        self, url: str, client: Redis | RedisCluster, blocking: Redis | RedisCluster
+        self,
+        url: str,
+        client: Redis | RedisCluster,
+        blocking: Redis | RedisCluster,
+        *,
+        replica_acks: ReplicaAcks | None = None,
     ) -> None:
         self.url = url
         self._client = client
         self._blocking = blocking
+        self._replica_acks = replica_acks if replica_acks and replica_acks.replicas else None
         # Only on a cluster: reads of several slots' streams (one XREADGROUP each).
         self._slot_reads = SlotReads() if isinstance(client, RedisCluster) else None
         self._commands: list[PipelinedCommand] = []
@@ -146,7 +156,8 @@ class RedisPipeline:
         self._closed = False
         # On one plain server the hot path has a connection of its own (redis_wire); on a
         # cluster, TLS, a Unix socket or Sentinel it goes through redis-py's pipeline.
-        target = self._wire_target = wire_target(client)
+        # Replica acks append WAIT to redis-py's pipelines (_run_pipeline): no wire then.
+        target = self._wire_target = wire_target(client) if self._replica_acks is None else None
         self._readers: list[RedisWire] = []  # idle connections for blocking reads
         self._wire = (
             None
@@ -214,11 +225,16 @@ class RedisPipeline:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="redis-store-flush")
 
-    async def _pipelined(self, *args: Any, script: AsyncScript | None = None) -> Any:
-        """Send one command in the next shared pipeline and return its reply."""
+    async def _pipelined(
+        self, *args: Any, script: AsyncScript | None = None, replicated: bool = False
+    ) -> Any:
+        """Send one command in the next shared pipeline and return its reply; a
+        ``replicated`` one (an acknowledging write) waits for the replicas if asked to."""
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._commands.append(PipelinedCommand(args, lambda result: resolve(fut, result), script))
+        self._commands.append(
+            PipelinedCommand(args, lambda result: resolve(fut, result), script, replicated)
+        )
         self._kick()
         return await fut
 
@@ -305,23 +321,53 @@ class RedisPipeline:
     ) -> None:
         if self._slot_reads is not None:
             commands = self._one_slot_each(commands)
+        acks = self._replica_acks
+        waits: list[Any] = []  # where a WAIT goes: None on one server, else each master
+        if acks is not None and any(c.replicated for c in commands):
+            waits = self._wait_targets(commands)
+        tail: list[tuple[Any, tuple[Any, ...]]] = []  # after the commands: marks, WAITs
+        for target in waits:
+            assert acks is not None
+            mark = self._duplicate_mark(commands, target)
+            if mark is not None:
+                tail.append((target, mark))
+            # Last on the connection that took the writes: it covers all of them.
+            tail.append((target, acks.command()))
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for command in commands:
                     pipe.execute_command(*command.args)
+                for target, args in tail:
+                    node = {} if target is None else {"target_nodes": self._node(target)}
+                    pipe.execute_command(*args, **node)
                 results = await pipe.execute(raise_on_error=False)
         except REDIS_ERRORS as exc:
             for command in commands:
                 command.done(StoreError(f"redis pipeline failed: {exc}"))
             return
+        short: dict[Any, str | None] = {}  # per WAIT target: what fell short, if anything
+        if tail:
+            assert acks is not None
+            replies, results = results[len(commands) :], results[: len(commands)]
+            for (target, args), reply in zip(tail, replies, strict=True):
+                if args[0] in {"WAIT", "WAITAOF"}:
+                    short[target] = acks.shortfall(reply)
         missing: list[PipelinedCommand] = []
+        unconfirmed: dict[str, list[PipelinedCommand]] = {}
         for command, result in zip(commands, results, strict=True):
             if isinstance(result, NoScriptError) and command.script is not None and reload_scripts:
                 missing.append(command)  # not executed at all, so resending is safe
             elif isinstance(result, REDIS_ERRORS):
                 command.done(StoreError(f"redis command failed: {result}"))
+            elif command.replicated and waits and (shortfall := self._shortfall(short, command)):
+                unconfirmed.setdefault(shortfall, []).append(command)
             else:
                 command.done(result)
+        for shortfall, failed in unconfirmed.items():
+            assert acks is not None
+            error = acks.failed(shortfall, len(failed))
+            for command in failed:
+                command.done(error)
         if missing:
             try:
                 for script in {id(c.script): c.script for c in missing if c.script}.values():
@@ -331,6 +377,51 @@ class RedisPipeline:
                     command.done(StoreError(f"redis script load failed: {exc}"))
                 return
             await self._run_pipeline(missing, reload_scripts=False)
+
+    def _node_of(self, command: PipelinedCommand) -> Any:
+        """The master that runs ``command`` on a cluster (None on one server)."""
+        if not isinstance(self._client, RedisCluster):
+            return None
+        args = command.args
+        key = args[3] if args[0] == "EVALSHA" else args[1]
+        node = self._client.get_node_from_key(key)
+        return None if node is None else node.name
+
+    def _duplicate_mark(
+        self, commands: list[PipelinedCommand], target: Any
+    ) -> tuple[Any, ...] | None:
+        """A write that changes nothing, after the admits that ``target`` runs.
+
+        ``WAIT`` covers what its own connection wrote. An admit that finds its event a
+        duplicate writes nothing, yet its caller acknowledges the event, whose first copy
+        another connection (or process) wrote, perhaps never replicated. Any write after
+        that first copy moves this connection's replication offset past it, so the WAIT
+        covers it too: the admit's own dedupe claim is rewritten as it is, with its TTL.
+        (Redis 7.0 moves a connection's offset on every command, measured, so there it is
+        redundant; it is for servers that move it only on a write reaching the replicas.)
+        """
+        for command in commands:
+            if command.script is self._admit_script and self._node_of(command) == target:
+                return ("SET", command.args[3], b"1", "XX", "KEEPTTL")
+        return None
+
+    def _shortfall(self, short: dict[Any, str | None], command: PipelinedCommand) -> str | None:
+        node = self._node_of(command)
+        if node not in short:  # a cluster slot without a known master: no WAIT covered it
+            return "no master known for its slot"
+        return short[node]
+
+    def _node(self, name: str) -> Any:
+        assert isinstance(self._client, RedisCluster)
+        return self._client.get_node(node_name=name)
+
+    def _wait_targets(self, commands: list[PipelinedCommand]) -> list[Any]:
+        """Where the WAITs for ``commands`` go: each master that takes one of their
+        acknowledging writes (by node name), or ``[None]`` on one server."""
+        if not isinstance(self._client, RedisCluster):
+            return [None]
+        nodes = (self._node_of(c) for c in commands if c.replicated)
+        return list(dict.fromkeys(n for n in nodes if n is not None))
 
     @staticmethod
     def _one_slot_each(commands: list[PipelinedCommand]) -> list[PipelinedCommand]:
@@ -369,6 +460,7 @@ class RedisPipeline:
                     self._evalsha(self._admit_script, keys, args),
                     partial(self._admit_done, members),
                     self._admit_script,
+                    replicated=True,
                 )
             )
         return commands

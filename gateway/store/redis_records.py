@@ -89,7 +89,9 @@ class RedisRecords(RedisPipeline):
         args = [*head, *counts, *tail]
         version = int(
             await self._pipelined(
-                *self._evalsha(self._commit_script, keys, args), script=self._commit_script
+                *self._evalsha(self._commit_script, keys, args),
+                script=self._commit_script,
+                replicated=True,
             )
         )
         return None if version < 0 else version

@@ -66,7 +66,9 @@ class RedisStreams(RedisPipeline):
     # -- streams -------------------------------------------------------------------------------
     async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:
         trim = () if maxlen is None else ("MAXLEN", maxlen)
-        return text(await self._pipelined("XADD", stream, *trim, "*", FIELD, payload))
+        return text(
+            await self._pipelined("XADD", stream, *trim, "*", FIELD, payload, replicated=True)
+        )
 
     async def ensure_group(self, stream: str, group: str) -> None:
         self._check_open()
@@ -253,7 +255,9 @@ class RedisStreams(RedisPipeline):
     async def append_log(self, key: str, payload: bytes, *, cap: int) -> str:
         script = self._append_log_script
         return text(
-            await self._pipelined(*self._evalsha(script, [key], [payload, cap]), script=script)
+            await self._pipelined(
+                *self._evalsha(script, [key], [payload, cap]), script=script, replicated=True
+            )
         )
 
     async def read_log(

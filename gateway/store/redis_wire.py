@@ -22,7 +22,9 @@ Guarantees:
 - Nothing is resent: a command sent while disconnected waits for one (re)connection
   attempt, made on demand, and fails if that attempt fails.
 - Only a plain TCP server (``redis://``) is spoken to this way; TLS, Unix sockets, Sentinel
-  and Cluster keep redis-py's pipeline (:func:`wire_target` says which).
+  and Cluster keep redis-py's pipeline (:func:`wire_target` says which), and so does a store
+  with replica acknowledgement on, whose pipelines end in ``WAIT``
+  (:mod:`gateway.store.redis_replication`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class PipelinedCommand:
     args: tuple[Any, ...]
     done: Callable[[Any], None]
     script: AsyncScript | None = None  # for reloading after NOSCRIPT
+    # An acknowledging write: with replica acks on, its reply waits for the replicas.
+    replicated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
