@@ -419,7 +419,18 @@ class LineConnector:
             return False
         store, ttl = self.context.store, self.context.config.store.dedupe_ttl_seconds
         claim_key = self.context.keyspace.line_reply_token(message.conversation.key, token)
-        if not await store.claim(claim_key, ttl=_REPLY_CLAIM_TTL):
+        holder = message.idempotency_key.encode()
+        if not await store.claim(claim_key, ttl=_REPLY_CLAIM_TTL, holder=holder):
+            if await store.get_record(claim_key) == holder:
+                # This very message took the token in an attempt that never recorded how
+                # its reply went (the process died, or the record failed): LINE may have
+                # shown it, and a push now could answer twice.
+                self._count("reply_outcome_unknown")
+                raise PermanentDeliveryError(
+                    "an earlier attempt sent this reply and its outcome was not recorded; "
+                    "it may have been shown",
+                    code=DeliveryFailure.OUTCOME_UNKNOWN,
+                )
             self._count("reply_token_used")  # an earlier part of this answer used it
             return False
         request = ReplyMessageRequest(reply_token=token, messages=batch)

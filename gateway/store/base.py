@@ -141,8 +141,9 @@ class Store(Protocol):
         """
         ...
 
-    async def claim(self, key: str, *, ttl: float) -> bool:
-        """Set ``key`` if absent (expiring after ``ttl`` s). True if this call set it."""
+    async def claim(self, key: str, *, ttl: float, holder: bytes = b"1") -> bool:
+        """Set ``key`` to ``holder`` if absent (expiring after ``ttl`` s). True if this call
+        set it; :meth:`get_record` then tells who holds it."""
         ...
 
     # -- streams -------------------------------------------------------------------------------

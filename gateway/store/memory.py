@@ -88,11 +88,11 @@ class MemoryStore:
         self._appended.set()
         return str(s.seq)
 
-    def _claim(self, key: str, ttl: float | None) -> bool:
+    def _claim(self, key: str, ttl: float | None, holder: bytes = b"1") -> bool:
         current = self._records.get(key)
         if current is not None and self._alive(current[1]):
             return False
-        self._records[key] = (b"1", self._exp(ttl))
+        self._records[key] = (holder, self._exp(ttl))
         return True
 
     # -- ingest --------------------------------------------------------------------------------
@@ -104,8 +104,8 @@ class MemoryStore:
             for item in items
         ]
 
-    async def claim(self, key: str, *, ttl: float) -> bool:
-        return self._claim(key, ttl)
+    async def claim(self, key: str, *, ttl: float, holder: bytes = b"1") -> bool:
+        return self._claim(key, ttl, holder)
 
     # -- streams -------------------------------------------------------------------------------
     async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:

@@ -60,8 +60,8 @@ class RedisStreams(RedisPipeline):
         self._kick()
         return await fut
 
-    async def claim(self, key: str, *, ttl: float) -> bool:
-        return bool(await self._pipelined("SET", key, b"1", "NX", "PX", to_ms(ttl)))
+    async def claim(self, key: str, *, ttl: float, holder: bytes = b"1") -> bool:
+        return bool(await self._pipelined("SET", key, holder, "NX", "PX", to_ms(ttl)))
 
     # -- streams -------------------------------------------------------------------------------
     async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:

@@ -51,14 +51,16 @@ class SqliteStreams(SqliteWriter):
         return str(seq)
 
     @staticmethod
-    def _claim_row(conn: sqlite3.Connection, key: str, ttl: float | None) -> bool:
+    def _claim_row(
+        conn: sqlite3.Connection, key: str, ttl: float | None, holder: bytes = b"1"
+    ) -> bool:
         now = time.time()
         cur = conn.execute(
-            "INSERT INTO records(key, value, expires_at) VALUES (?, x'31', ?)"
+            "INSERT INTO records(key, value, expires_at) VALUES (?, ?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
             " expires_at = excluded.expires_at"
             " WHERE records.expires_at IS NOT NULL AND records.expires_at <= ?",
-            (key, expiry(now, ttl), now),
+            (key, holder, expiry(now, ttl), now),
         )
         return cur.rowcount == 1
 
@@ -97,8 +99,8 @@ class SqliteStreams(SqliteWriter):
 
         return await self._write(op)
 
-    async def claim(self, key: str, *, ttl: float) -> bool:
-        return await self._write(partial(self._claim_row, key=key, ttl=ttl))
+    async def claim(self, key: str, *, ttl: float, holder: bytes = b"1") -> bool:
+        return await self._write(partial(self._claim_row, key=key, ttl=ttl, holder=holder))
 
     # -- streams -------------------------------------------------------------------------------
     async def append(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:

@@ -115,6 +115,14 @@ async def test_claim_is_set_if_absent_with_expiry(store: Store) -> None:
     assert await store.claim("t:claim", ttl=0.2) is True
 
 
+async def test_claim_keeps_who_holds_it(store: Store) -> None:
+    """The holder a claim was made with is what get_record reads, until it expires; a claim
+    that lost changes nothing."""
+    assert await store.claim("t:held", ttl=60, holder=b"first") is True
+    assert await store.claim("t:held", ttl=60, holder=b"second") is False
+    assert await store.get_record("t:held") == b"first"
+
+
 # -- streams -------------------------------------------------------------------------------
 async def test_append_returns_increasing_ids_and_trims_with_maxlen(store: Store) -> None:
     """Appends come back in order with the ids append() returned; maxlen drops the oldest."""

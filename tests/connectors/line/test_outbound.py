@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from connectors.line.connector import MAX_TEXT_UTF16, push_retry_key, split_text, utf16_len
 from gateway.deadletters import list_dead_letters
-from gateway.models import Channel
+from gateway.models import Channel, OutboundMessage
 from tests.connectors.line.conftest import (
     ALICE,
     LONG_REPLY,
@@ -102,6 +102,44 @@ async def test_reply_429_with_retry_after_is_retried_and_delivered_once(
         # Retry-After (1 s) honoured up to the test config's 0.5 s backoff cap.
         assert second.at - first.at >= 0.45
         assert emulator.calls_to("push") == []
+
+
+async def test_a_reply_redelivered_after_a_crash_is_dead_lettered_not_pushed(
+    line_gateway, sender, emulator
+):
+    """A process died after LINE took a reply and before it recorded so: the redelivered
+    outbound finds the reply token held by itself, and is dead-lettered as outcome_unknown
+    rather than pushed (which would answer the customer twice)."""
+    async with line_gateway() as gw:
+        line = sender(gw.url)
+        assert await line.post([line.text("hello", user_id=ALICE)]) == 200
+        [delivery] = await emulator.wait_for(1)
+        assert delivery.via == "reply"
+        store, keyspace = gw.runtime.store, gw.runtime.keyspace
+        # What the crash leaves: the outbox entry not done, and no record of the reply.
+        [(partition, entry)] = [
+            (p, e)
+            for p in range(gw.config.store.partitions)
+            for e in await store.range(keyspace.outbox(p))
+        ]
+        message = OutboundMessage.model_validate_json(entry.payload)
+        conv = message.conversation.key
+        await eventually(
+            lambda: store.get_record(keyspace.delivered(partition, message.idempotency_key))
+        )
+        await store.delete(
+            [
+                keyspace.delivered(partition, message.idempotency_key),
+                keyspace.line_replied(conv, message.idempotency_key),
+            ]
+        )
+        await store.append(keyspace.outbox(partition), entry.payload)
+        await eventually(lambda: list_dead_letters(store, keyspace))
+        [(_, letter)] = await list_dead_letters(store, keyspace)
+        assert letter.code == "outcome_unknown"
+        assert channel_event(gw, "reply_outcome_unknown") == 1
+        assert emulator.calls_to("push") == []
+        assert len(emulator.deliveries) == 1
 
 
 async def test_push_500_is_retried_with_the_same_retry_key(line_gateway, sender, emulator):
