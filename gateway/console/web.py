@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,9 +34,40 @@ from gateway.observability import get_logger
 from gateway.runtime import RUNTIME, Runtime
 from gateway.store import Keyspace, Store
 
-__all__ = ["PAGES", "Ctx", "Page", "action", "page", "render_page"]
+__all__ = [
+    "PAGES",
+    "Ctx",
+    "Page",
+    "UnreadableForm",
+    "action",
+    "page",
+    "read_form",
+    "render_page",
+    "unreadable_form",
+]
 
 log = get_logger(__name__)
+
+
+class UnreadableForm(Exception):
+    """A form whose Content-Type header cannot even be parsed."""
+
+
+async def read_form(request: web.Request) -> Any:
+    """The posted form; :class:`UnreadableForm` when its Content-Type header is malformed
+    (the stdlib's header parser behind aiohttp raises IndexError on ``;0*``): a stranger's
+    bad request, answered 415, not a server error."""
+    try:
+        return await request.post()
+    except (LookupError, ValueError, MessageError) as exc:
+        raise UnreadableForm(str(exc)) from exc
+
+
+def unreadable_form() -> web.Response:
+    return web.Response(
+        status=415, text="The form's Content-Type cannot be read.", headers=SECURITY_HEADERS
+    )
+
 
 HERE = Path(__file__).parent
 SIGN_IN = "/console/sign-in"
@@ -167,13 +199,16 @@ def _wrap(handler: Handler, *, mutating: bool) -> Callable[[web.Request], Awaita
                 return _signed_out(request)
             form: Mapping[str, str] = {}
             if mutating:
-                raw = await request.post()
+                raw = await read_form(request)
                 form = {k: v for k, v in raw.items() if isinstance(v, str)}
                 offered = request.headers.get("X-CSRF-Token") or form.get("csrf")
                 if not same_origin(request) or not csrf_ok(caller.session.csrf, offered):
                     rt.metrics.admin_errors.labels("console", "csrf").inc()
                     return refusal(request, caller, 403, "This form has expired; reload the page.")
             return await handler(Ctx(request=request, runtime=rt, caller=caller, form=form))
+        except UnreadableForm:
+            rt.metrics.admin_errors.labels("console", "unreadable_form").inc()
+            return unreadable_form()
         except StoreError:
             log.warning("console.store_unavailable", path=request.path)
             return web.Response(

@@ -223,3 +223,31 @@ async def test_dead_letter_replay_delivers_once(browser, tmp_path, personas_dir)
         assert await list_dead_letters(rt.store, rt.keyspace) == []
         assert console.emulator.texts_to(ALICE).count("Your order has shipped.") == 1
         await page.context.close()
+
+
+async def test_attack_a_form_whose_content_type_cannot_be_parsed_is_refused_415(
+    browser, tmp_path, personas_dir
+):
+    """``Content-Type: ;0*`` (the stdlib's header parser raises IndexError on it) on the
+    sign-in form and on an action is a 415 the metric counts, not a server error."""
+    async with console_gateway(tmp_path, personas_dir) as console:
+        key = await _alice(console)
+        page = await sign_in(browser, console, await console.key("Olga", Role.OPERATOR))
+        token = await _csrf(page)
+        broken = {"Content-Type": ";0*"}
+        base = console.url.split("/console/")[0]
+        for url, body in [
+            (base + "/console/sign-in", b"key=x&signin_token=y"),
+            (console.url + f"c/{conversation_handle(key)}/take-over", f"csrf={token}".encode()),
+        ]:
+            response = await page.request.post(url, data=body, headers=broken, max_redirects=0)
+            assert response.status == 415, url
+        rt = console.gw.runtime
+        refused = rt.metrics.registry.get_sample_value(
+            "flowbiz_admin_errors_total", {"operation": "console", "error": "unreadable_form"}
+        )
+        assert refused == 2
+        state = await read_state(rt.store, rt.keyspace, key)
+        assert state is not None
+        assert handoff_fact(state) is None
+        await page.context.close()

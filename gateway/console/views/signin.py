@@ -21,7 +21,15 @@ from gateway.console.sessions import (
     session_of,
     set_cookie,
 )
-from gateway.console.web import SIGN_IN, Ctx, action, render_page
+from gateway.console.web import (
+    SIGN_IN,
+    Ctx,
+    UnreadableForm,
+    action,
+    read_form,
+    render_page,
+    unreadable_form,
+)
 from gateway.errors import StoreError
 from gateway.observability import get_logger
 from gateway.runtime import RUNTIME
@@ -67,7 +75,11 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 async def sign_in(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     assert rt.store is not None
-    form = await request.post()
+    try:
+        form = await read_form(request)
+    except UnreadableForm:
+        rt.metrics.admin_errors.labels("console", "unreadable_form").inc()
+        return unreadable_form()
     offered = form.get("signin_token")
     if (
         not same_origin(request)
