@@ -38,13 +38,15 @@ from gateway.models import conversation_key_of
 from gateway.observability import get_logger
 from gateway.store import Keyspace, Store, StreamEntry
 
-__all__ = ["PartitionConsumer", "conversation_of"]
+__all__ = ["RELEASE_SECONDS", "PartitionConsumer", "conversation_of"]
 
 log = get_logger(__name__)
 
 Handler = Callable[[int, StreamEntry], Awaitable[None]]
 
 _MAX_STORE_RETRY_DELAY = 2.0
+RELEASE_SECONDS = 2.0
+"""How long a stopping consumer waits for its lease releases (all sent at once)."""
 
 
 def conversation_of(entry: StreamEntry) -> str:
@@ -151,12 +153,16 @@ class PartitionConsumer:
         for task in drainers:
             task.cancel()  # unfinished entries stay pending; the next owner claims them
         await asyncio.gather(*drainers, return_exceptions=True)
-        for owned in list(self._owned.values()):
-            with contextlib.suppress(StoreError):
-                await self.store.release_lease(
-                    self.keyspace.lease(self.role, owned.partition), self.consumer_id
-                )
+        releases = [
+            self.store.release_lease(self.keyspace.lease(self.role, p), self.consumer_id)
+            for p in self._owned
+        ]
         self._owned.clear()
+        # A courtesy: the leases expire by themselves. A store that does not answer must
+        # not hold the shutdown for a command timeout per partition.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await asyncio.gather(*releases, return_exceptions=True)
 
     # -- leases --------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:

@@ -88,10 +88,8 @@ class TcpFaultProxy:
         self._flowing.set()
         for link in list(self._links):
             self._close(link, reset=False)
-        handlers = list(self._handlers)
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
+        # Not cancelled: asyncio reports a cancelled connection handler as an error.
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     # -- the faults ----------------------------------------------------------------------------
     def latency(self, *, up: float = 0.0, down: float = 0.0) -> None:
