@@ -3,7 +3,8 @@
 Conversations are hashed onto partitions (:class:`~gateway.store.Keyspace`). Each role
 (``worker``, ``dispatcher``) spreads the partitions over its live processes with leases:
 a process holds about ``partitions / live processes`` of them, renews its leases while it
-lives, and drains a partition before it lets it go. Only the lease holder reads a
+lives, and drains a partition before it lets it go (what it holds of it handled, no read of it
+in flight). Only the lease holder reads a
 partition's stream, so one conversation's entries are never handled by two processes at
 once, and within the process one task at a time handles each conversation, in stream
 order. Different conversations run concurrently up to ``max_in_flight`` entries.
@@ -19,6 +20,16 @@ process took the partition over), it starts nothing more of that partition: what
 has queued stays pending for the new owner, which claims it in order. An entry already in a
 handler finishes; the worker's versioned commit and the dispatcher's delivery records keep
 it from being answered twice.
+
+A process does not wait for a renewal to tell it so: a lease whose last successful renewal
+was sent more than ``lease_seconds`` ago may already be another process's (the store, cut
+off by a black-holed or half-open link, let it expire), so the partition is neither read,
+nor claimed from, nor started on until a renewal succeeds again. Otherwise, in the moment
+the link heals and before its next lease round, a process cut off that long would read the
+new owner's fresh entries (they would stay pending on it, unseen by the owner, until the
+stale-pending sweep) and claim the ones the new owner is working on. A lease renewed after
+it had lapsed is taken over afresh, as if newly won: its pending entries are claimed again,
+in order.
 """
 
 from __future__ import annotations
@@ -77,6 +88,10 @@ class _Owned:
     # not read (see _take_over).
     taken_over: bool = False
     in_flight: set[str] = field(default_factory=set)
+    # Loop time until which the lease is surely ours: when the last acquire or renewal that
+    # succeeded was sent, plus the lease. The store counts from when it got the request,
+    # later, so the lease cannot have passed to another process before this.
+    valid_until: float = 0.0
 
 
 class PartitionConsumer:
@@ -122,6 +137,7 @@ class PartitionConsumer:
         self._tasks: list[asyncio.Task[None]] = []
         self._first_balance = asyncio.Event()
         self._recover = False  # a read failed: claim what is pending on us before reading
+        self._reading: frozenset[str] = frozenset()  # the streams of the read in flight
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -181,6 +197,7 @@ class PartitionConsumer:
             await asyncio.sleep(interval)
 
     async def _balance(self) -> None:
+        loop = asyncio.get_running_loop()
         members = await self.store.heartbeat(
             self.keyspace.members(self.role), self.consumer_id, ttl=self.lease_seconds
         )
@@ -189,7 +206,11 @@ class PartitionConsumer:
         # Renew what we hold; forget what we lost.
         for p, owned in list(self._owned.items()):
             key = self.keyspace.lease(self.role, p)
-            if owned.draining and not owned.in_flight:
+            sent = loop.time()
+            if owned.draining and not owned.in_flight and owned.stream not in self._reading:
+                # Not while a read of its stream is in flight: what that read returns would
+                # be pending on us after the release, unseen by the next owner (it claims
+                # when it adopts, maybe before) until the stale-pending sweep.
                 await self.store.release_lease(key, self.consumer_id)
                 del self._owned[p]
                 log.info("partitions.released", role=self.role, partition=p)
@@ -204,8 +225,16 @@ class PartitionConsumer:
                     partition=p,
                     queued=len(owned.in_flight),
                 )
-            elif not owned.taken_over:
-                await self._take_over(owned)  # an earlier round's claim failed: finish it
+            elif sent >= owned.valid_until:
+                # Ours again, but it lapsed on the way: another process may have held it and
+                # claimed entries meanwhile. Take it over afresh, as if newly won.
+                del self._owned[p]
+                log.warning("partitions.lease_lapsed", role=self.role, partition=p)
+                await self._adopt(p, valid_until=sent + self.lease_seconds)
+            else:
+                owned.valid_until = sent + self.lease_seconds
+                if not owned.taken_over:
+                    await self._take_over(owned)  # an earlier round's claim failed: finish it
         active = [o for o in self._owned.values() if not o.draining]
         if len(active) > target:
             for owned in sorted(active, key=lambda o: o.partition)[target:]:
@@ -220,15 +249,16 @@ class PartitionConsumer:
                 p = (start + i) % total
                 if p in self._owned:
                     continue
+                sent = loop.time()
                 if await self.store.acquire_lease(
                     self.keyspace.lease(self.role, p), self.consumer_id, ttl=self.lease_seconds
                 ):
-                    await self._adopt(p)
+                    await self._adopt(p, valid_until=sent + self.lease_seconds)
 
-    async def _adopt(self, partition: int) -> None:
+    async def _adopt(self, partition: int, *, valid_until: float) -> None:
         stream = self.stream_for(partition)
         await self.store.ensure_group(stream, self.group)
-        owned = _Owned(partition=partition, stream=stream)
+        owned = _Owned(partition=partition, stream=stream, valid_until=valid_until)
         self._owned[partition] = owned
         await self._take_over(owned)
 
@@ -276,7 +306,12 @@ class PartitionConsumer:
     # -- reading and ordering ------------------------------------------------------------------
     async def _read_loop(self) -> None:
         while not self._stopping:
-            readable = [o for o in self._owned.values() if o.taken_over and not o.draining]
+            now = asyncio.get_running_loop().time()
+            readable = [
+                o
+                for o in self._owned.values()
+                if o.taken_over and not o.draining and now < o.valid_until
+            ]
             if not readable:
                 await asyncio.sleep(0.05)
                 continue
@@ -290,6 +325,7 @@ class PartitionConsumer:
                     continue
                 self._recover = False
             by_stream = {o.stream: o for o in readable}
+            self._reading = frozenset(by_stream)
             try:
                 batch = await self.store.read_group(
                     list(by_stream),
@@ -310,6 +346,8 @@ class PartitionConsumer:
                 self._recover = True
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._reading = frozenset()
             for stream, entry in batch:
                 owned = by_stream.get(stream)
                 if owned is not None:
@@ -362,9 +400,13 @@ class PartitionConsumer:
 
         Identity, not the partition number: a lease lost and won back is a new ``_Owned``
         whose take-over claims the same entries again, in order. A partition being given up
-        (``draining``) is still ours and finishes what it holds.
+        (``draining``) is still ours and finishes what it holds. A lease that lapsed is not
+        (yet) ours again: see the module docstring.
         """
-        return self._owned.get(owned.partition) is owned
+        return (
+            self._owned.get(owned.partition) is owned
+            and asyncio.get_running_loop().time() < owned.valid_until
+        )
 
     def _finished(self, owned: _Owned, entry: StreamEntry) -> None:
         owned.in_flight.discard(entry.id)
