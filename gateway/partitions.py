@@ -3,11 +3,10 @@
 Conversations are hashed onto partitions (:class:`~gateway.store.Keyspace`). Each role
 (``worker``, ``dispatcher``) spreads the partitions over its live processes with leases:
 a process holds about ``partitions / live processes`` of them, renews its leases while it
-lives, and drains a partition before it lets it go (what it holds of it handled, no read of it
-in flight). Only the lease holder reads a
-partition's stream, so one conversation's entries are never handled by two processes at
-once, and within the process one task at a time handles each conversation, in stream
-order. Different conversations run concurrently up to ``max_in_flight`` entries.
+lives, and drains a partition before it lets it go (what it holds of it handled, no read of
+it in flight). Only the lease holder reads a partition's stream, so one conversation's
+entries are never handled by two processes at once, and within the process one task at a
+time handles each conversation, in stream order. Different conversations run concurrently up to ``max_in_flight`` entries.
 
 A process that dies stops renewing; once its leases expire another process takes the
 partitions and first claims every entry the dead one left pending (delivered, never
