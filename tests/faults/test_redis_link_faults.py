@@ -192,7 +192,7 @@ async def test_added_latency_on_the_store_link_delays_but_repeats_nothing(
         )
         store_proxy.latency(up=0.1, down=0.1)
         slow = Conversations(client, "slow")
-        await asyncio.wait_for(slow.run(4, 4), timeout=60)
+        await asyncio.wait_for(slow.run(4, 2), timeout=60)
         assert await readyz(session, gw) == (200, [])
         await assert_answered_once_in_order(receiver, slow)
         assert set(slow.statuses) == {202}

@@ -67,8 +67,12 @@ async def test_a_draining_partition_is_not_released_under_a_read_in_flight(
             keyspace.inbox(1), json.dumps({"conversation": "c1"}).encode()
         )
         await eventually(lambda: entry_id in handled, timeout=BLOCK_SECONDS + 5)
-        await first._balance()  # the read is over and handled: now it lets partition 1 go
-        assert first.owned_partitions == [0]
+
+        async def released() -> bool:
+            await first._balance()  # the read is over, the entry done: partition 1 can go
+            return first.owned_partitions == [0]
+
+        await eventually(released, timeout=10, interval=0.1)
     finally:
         await first.stop(grace=1)
         await store.aclose()
