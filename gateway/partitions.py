@@ -6,7 +6,8 @@ a process holds about ``partitions / live processes`` of them, renews its leases
 lives, and drains a partition before it lets it go (what it holds of it handled, no read of
 it in flight). Only the lease holder reads a partition's stream, so one conversation's
 entries are never handled by two processes at once, and within the process one task at a
-time handles each conversation, in stream order. Different conversations run concurrently up to ``max_in_flight`` entries.
+time handles each conversation, in stream order. Different conversations run concurrently
+up to ``max_in_flight`` entries.
 
 A process that dies stops renewing; once its leases expire another process takes the
 partitions and first claims every entry the dead one left pending (delivered, never
@@ -19,16 +20,6 @@ process took the partition over), it starts nothing more of that partition: what
 has queued stays pending for the new owner, which claims it in order. An entry already in a
 handler finishes; the worker's versioned commit and the dispatcher's delivery records keep
 it from being answered twice.
-
-A process does not wait for a renewal to tell it so: a lease whose last successful renewal
-was sent more than ``lease_seconds`` ago may already be another process's (the store, cut
-off by a black-holed or half-open link, let it expire), so the partition is neither read,
-nor claimed from, nor started on until a renewal succeeds again. Otherwise, in the moment
-the link heals and before its next lease round, a process cut off that long would read the
-new owner's fresh entries (they would stay pending on it, unseen by the owner, until the
-stale-pending sweep) and claim the ones the new owner is working on. A lease renewed after
-it had lapsed is taken over afresh, as if newly won: its pending entries are claimed again,
-in order.
 """
 
 from __future__ import annotations
@@ -87,10 +78,6 @@ class _Owned:
     # not read (see _take_over).
     taken_over: bool = False
     in_flight: set[str] = field(default_factory=set)
-    # Loop time until which the lease is surely ours: when the last acquire or renewal that
-    # succeeded was sent, plus the lease. The store counts from when it got the request,
-    # later, so the lease cannot have passed to another process before this.
-    valid_until: float = 0.0
 
 
 class PartitionConsumer:
@@ -196,7 +183,6 @@ class PartitionConsumer:
             await asyncio.sleep(interval)
 
     async def _balance(self) -> None:
-        loop = asyncio.get_running_loop()
         members = await self.store.heartbeat(
             self.keyspace.members(self.role), self.consumer_id, ttl=self.lease_seconds
         )
@@ -205,7 +191,6 @@ class PartitionConsumer:
         # Renew what we hold; forget what we lost.
         for p, owned in list(self._owned.items()):
             key = self.keyspace.lease(self.role, p)
-            sent = loop.time()
             if owned.draining and not owned.in_flight and owned.stream not in self._reading:
                 # Not while a read of its stream is in flight: what that read returns would
                 # be pending on us after the release, unseen by the next owner (it claims
@@ -224,16 +209,8 @@ class PartitionConsumer:
                     partition=p,
                     queued=len(owned.in_flight),
                 )
-            elif sent >= owned.valid_until:
-                # Ours again, but it lapsed on the way: another process may have held it and
-                # claimed entries meanwhile. Take it over afresh, as if newly won.
-                del self._owned[p]
-                log.warning("partitions.lease_lapsed", role=self.role, partition=p)
-                await self._adopt(p, valid_until=sent + self.lease_seconds)
-            else:
-                owned.valid_until = sent + self.lease_seconds
-                if not owned.taken_over:
-                    await self._take_over(owned)  # an earlier round's claim failed: finish it
+            elif not owned.taken_over:
+                await self._take_over(owned)  # an earlier round's claim failed: finish it
         active = [o for o in self._owned.values() if not o.draining]
         if len(active) > target:
             for owned in sorted(active, key=lambda o: o.partition)[target:]:
@@ -248,16 +225,15 @@ class PartitionConsumer:
                 p = (start + i) % total
                 if p in self._owned:
                     continue
-                sent = loop.time()
                 if await self.store.acquire_lease(
                     self.keyspace.lease(self.role, p), self.consumer_id, ttl=self.lease_seconds
                 ):
-                    await self._adopt(p, valid_until=sent + self.lease_seconds)
+                    await self._adopt(p)
 
-    async def _adopt(self, partition: int, *, valid_until: float) -> None:
+    async def _adopt(self, partition: int) -> None:
         stream = self.stream_for(partition)
         await self.store.ensure_group(stream, self.group)
-        owned = _Owned(partition=partition, stream=stream, valid_until=valid_until)
+        owned = _Owned(partition=partition, stream=stream)
         self._owned[partition] = owned
         await self._take_over(owned)
 
@@ -305,12 +281,7 @@ class PartitionConsumer:
     # -- reading and ordering ------------------------------------------------------------------
     async def _read_loop(self) -> None:
         while not self._stopping:
-            now = asyncio.get_running_loop().time()
-            readable = [
-                o
-                for o in self._owned.values()
-                if o.taken_over and not o.draining and now < o.valid_until
-            ]
+            readable = [o for o in self._owned.values() if o.taken_over and not o.draining]
             if not readable:
                 await asyncio.sleep(0.05)
                 continue
@@ -399,13 +370,9 @@ class PartitionConsumer:
 
         Identity, not the partition number: a lease lost and won back is a new ``_Owned``
         whose take-over claims the same entries again, in order. A partition being given up
-        (``draining``) is still ours and finishes what it holds. A lease that lapsed is not
-        (yet) ours again: see the module docstring.
+        (``draining``) is still ours and finishes what it holds.
         """
-        return (
-            self._owned.get(owned.partition) is owned
-            and asyncio.get_running_loop().time() < owned.valid_until
-        )
+        return self._owned.get(owned.partition) is owned
 
     def _finished(self, owned: _Owned, entry: StreamEntry) -> None:
         owned.in_flight.discard(entry.id)
