@@ -59,6 +59,7 @@ async def test_black_holed_process_loses_its_partitions_to_a_live_one(
     redis_server: RedisServer,
     receiver: CallbackReceiver,
     echo_personas: Path,
+    short_store_timeout: None,
 ) -> None:
     """B answers A's partitions while A's link is a black hole; nothing lost or repeated."""
     proxy = await TcpFaultProxy(redis_server.port).start()

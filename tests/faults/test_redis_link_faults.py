@@ -21,18 +21,16 @@ import pytest
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
 from tests.conftest import RedisServer
-from tests.faults.conftest import SECRETS, dead_letters, post_until_stored
+from tests.faults.conftest import SECRETS, STORE_TIMEOUT, dead_letters, post_until_stored
 from tests.faults.tcp_proxy import TcpFaultProxy
 from tests.harness import RunningGateway, base_config, eventually, http_tenant, running_gateway
 
-STORE_TIMEOUT = 1.0  # the store's command timeout in these tests (the url's socket_timeout)
 CONVERSATIONS = 6
 PER_CONVERSATION = 6
 
 
-def proxied_url(proxy: TcpFaultProxy, *, timeout: float | None = STORE_TIMEOUT) -> str:
-    query = "" if timeout is None else f"?socket_timeout={timeout:g}"
-    return f"redis://{proxy.address}/0{query}"
+def proxied_url(proxy: TcpFaultProxy) -> str:
+    return f"redis://{proxy.address}/0"
 
 
 def gateway_data(store_url: str, receiver: CallbackReceiver, personas: Path) -> dict[str, Any]:
@@ -117,6 +115,7 @@ async def test_store_that_stops_answering_is_503_named_by_readyz_and_loses_nothi
     store_proxy: TcpFaultProxy,
     receiver: CallbackReceiver,
     echo_personas: Path,
+    short_store_timeout: None,
 ) -> None:
     """No hang: the edge answers 503, ``/readyz`` names the store; after healing all is
     answered once."""
@@ -141,7 +140,7 @@ async def test_store_that_stops_answering_is_503_named_by_readyz_and_loses_nothi
 
         during = Conversations(client, "during")
         traffic = asyncio.create_task(during.run(CONVERSATIONS, PER_CONVERSATION))
-        await asyncio.sleep(STORE_TIMEOUT * 2)
+        await asyncio.sleep(STORE_TIMEOUT * 4)  # long enough for the first posts to be refused
         assert not traffic.done()
         await store_proxy.heal()
         await asyncio.wait_for(traffic, timeout=60)
@@ -166,7 +165,7 @@ async def test_readyz_names_an_unanswering_store_before_a_probe_gives_up(
 ) -> None:
     """With the default command timeout (10 s) ``/readyz`` still answers within a probe's
     timeout (a few seconds), saying the store does not answer; 200 again once it does."""
-    data = gateway_data(proxied_url(store_proxy, timeout=None), receiver, echo_personas)
+    data = gateway_data(proxied_url(store_proxy), receiver, echo_personas)
     async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
         assert await readyz(session, gw) == (200, [])
         store_proxy.blackhole()
@@ -182,7 +181,10 @@ async def test_readyz_names_an_unanswering_store_before_a_probe_gives_up(
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_added_latency_on_the_store_link_delays_but_repeats_nothing(
-    store_proxy: TcpFaultProxy, receiver: CallbackReceiver, echo_personas: Path
+    store_proxy: TcpFaultProxy,
+    receiver: CallbackReceiver,
+    echo_personas: Path,
+    short_store_timeout: None,
 ) -> None:
     """100 ms each way on every Redis round trip: slower, still ready, answered once in order."""
     data = gateway_data(proxied_url(store_proxy), receiver, echo_personas)
@@ -201,7 +203,10 @@ async def test_added_latency_on_the_store_link_delays_but_repeats_nothing(
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_replies_cut_mid_way_on_the_store_link_lose_and_repeat_nothing(
-    store_proxy: TcpFaultProxy, receiver: CallbackReceiver, echo_personas: Path
+    store_proxy: TcpFaultProxy,
+    receiver: CallbackReceiver,
+    echo_personas: Path,
+    short_store_timeout: None,
 ) -> None:
     """A Redis reply cut after a few bytes, again and again, on whatever command is in
     flight (admit, read, commit, claim, record): retries and dedupe leave each message
@@ -235,7 +240,7 @@ async def test_shutdown_with_an_unanswering_store_is_not_held_by_courtesy_calls(
     """SIGTERM while Redis is black-holed (default 10 s command timeout): releasing eight
     leases and leaving the membership set, one command timeout each, held the shutdown for
     about 90 s, past any orchestrator's grace period. They are bounded: the leases expire."""
-    data = gateway_data(proxied_url(store_proxy, timeout=None), receiver, echo_personas)
+    data = gateway_data(proxied_url(store_proxy), receiver, echo_personas)
     loop = asyncio.get_running_loop()
     async with running_gateway(data) as gw:
         assert sorted(len(c.owned_partitions) for c in gw.runtime.consumers) == [4, 4]
