@@ -38,7 +38,7 @@ from gateway.metrics import Metrics
 from gateway.models import Channel
 from gateway.observability import get_logger
 from gateway.operations import healthz, mount_keyed_operations, operations_listener_ctx
-from gateway.partitions import PartitionConsumer
+from gateway.partitions import RELEASE_SECONDS, PartitionConsumer
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import RUNTIME, Role, Runtime
 from gateway.store import Keyspace, ReplicaAcks, open_store
@@ -184,8 +184,11 @@ async def _web_membership_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    with contextlib.suppress(StoreError):
-        await store.heartbeat(key, rt.consumer_id, ttl=0)  # a zero TTL leaves the set now
+    # A zero TTL leaves the set now; else the entry expires within a lease, so a store that
+    # does not answer is given as long as a consumer's lease releases, not its command timeout.
+    with contextlib.suppress(StoreError, TimeoutError):
+        async with asyncio.timeout(RELEASE_SECONDS):
+            await store.heartbeat(key, rt.consumer_id, ttl=0)
 
 
 async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:

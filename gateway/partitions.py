@@ -3,10 +3,11 @@
 Conversations are hashed onto partitions (:class:`~gateway.store.Keyspace`). Each role
 (``worker``, ``dispatcher``) spreads the partitions over its live processes with leases:
 a process holds about ``partitions / live processes`` of them, renews its leases while it
-lives, and drains a partition before it lets it go. Only the lease holder reads a
-partition's stream, so one conversation's entries are never handled by two processes at
-once, and within the process one task at a time handles each conversation, in stream
-order. Different conversations run concurrently up to ``max_in_flight`` entries.
+lives, and drains a partition before it lets it go (what it holds of it handled, no read of
+it in flight). Only the lease holder reads a partition's stream, so one conversation's
+entries are never handled by two processes at once, and within the process one task at a
+time handles each conversation, in stream order. Different conversations run concurrently
+up to ``max_in_flight`` entries.
 
 A process that dies stops renewing; once its leases expire another process takes the
 partitions and first claims every entry the dead one left pending (delivered, never
@@ -38,13 +39,15 @@ from gateway.models import conversation_key_of
 from gateway.observability import get_logger
 from gateway.store import Keyspace, Store, StreamEntry
 
-__all__ = ["PartitionConsumer", "conversation_of"]
+__all__ = ["RELEASE_SECONDS", "PartitionConsumer", "conversation_of"]
 
 log = get_logger(__name__)
 
 Handler = Callable[[int, StreamEntry], Awaitable[None]]
 
 _MAX_STORE_RETRY_DELAY = 2.0
+RELEASE_SECONDS = 2.0
+"""How long a stopping consumer waits for its lease releases (all sent at once)."""
 
 
 def conversation_of(entry: StreamEntry) -> str:
@@ -120,6 +123,7 @@ class PartitionConsumer:
         self._tasks: list[asyncio.Task[None]] = []
         self._first_balance = asyncio.Event()
         self._recover = False  # a read failed: claim what is pending on us before reading
+        self._reading: frozenset[str] = frozenset()  # the streams of the read in flight
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -151,12 +155,16 @@ class PartitionConsumer:
         for task in drainers:
             task.cancel()  # unfinished entries stay pending; the next owner claims them
         await asyncio.gather(*drainers, return_exceptions=True)
-        for owned in list(self._owned.values()):
-            with contextlib.suppress(StoreError):
-                await self.store.release_lease(
-                    self.keyspace.lease(self.role, owned.partition), self.consumer_id
-                )
+        releases = [
+            self.store.release_lease(self.keyspace.lease(self.role, p), self.consumer_id)
+            for p in self._owned
+        ]
         self._owned.clear()
+        # A courtesy: the leases expire by themselves. A store that does not answer must
+        # not hold the shutdown for a command timeout per partition.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await asyncio.gather(*releases, return_exceptions=True)
 
     # -- leases --------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
@@ -183,7 +191,10 @@ class PartitionConsumer:
         # Renew what we hold; forget what we lost.
         for p, owned in list(self._owned.items()):
             key = self.keyspace.lease(self.role, p)
-            if owned.draining and not owned.in_flight:
+            if owned.draining and not owned.in_flight and owned.stream not in self._reading:
+                # Not while a read of its stream is in flight: what that read returns would
+                # be pending on us after the release, unseen by the next owner (it claims
+                # when it adopts, maybe before) until the stale-pending sweep.
                 await self.store.release_lease(key, self.consumer_id)
                 del self._owned[p]
                 log.info("partitions.released", role=self.role, partition=p)
@@ -284,6 +295,7 @@ class PartitionConsumer:
                     continue
                 self._recover = False
             by_stream = {o.stream: o for o in readable}
+            self._reading = frozenset(by_stream)
             try:
                 batch = await self.store.read_group(
                     list(by_stream),
@@ -304,6 +316,8 @@ class PartitionConsumer:
                 self._recover = True
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._reading = frozenset()
             for stream, entry in batch:
                 owned = by_stream.get(stream)
                 if owned is not None:

@@ -97,6 +97,9 @@ class HttpChannelConfig(ChannelConfig):
     # off once the receiver verifies v2.
     callback_signature_v1: bool = True
     reply_retention: int = Field(default=1000, ge=1)
+    # Below the dispatcher's delivery timeout, so that a receiver that does not answer is a
+    # retried ``network`` failure (the receiver dedupes), not an ``outcome_unknown``.
+    callback_timeout_seconds: float = Field(default=10, gt=0, le=25)
 
     @model_validator(mode="after")
     def _needs_auth(self) -> HttpChannelConfig:
@@ -390,7 +393,7 @@ class HttpApiConnector:
                 channel.callback_url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=10),
+                timeout=aiohttp.ClientTimeout(total=channel.callback_timeout_seconds),
             ) as response,
         ):
             status = response.status

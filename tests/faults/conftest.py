@@ -8,6 +8,7 @@ conversation, and the dead-letter list holds exactly the permanent failures.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,14 +18,35 @@ import pytest
 from gateway.deadletters import DeadLetter, list_dead_letters
 from tests.harness import SECRETS, RunningGateway
 
-__all__ = ["SECRETS", "dead_letters", "echo_personas", "post_until_stored"]
+__all__ = [
+    "SECRETS",
+    "STORE_TIMEOUT",
+    "dead_letters",
+    "echo_personas",
+    "post_until_stored",
+    "short_store_timeout",
+]
 
 RETRYABLE = frozenset({503})
+STORE_TIMEOUT = 1.0  # the store's command timeout in the tests that ask for it (10 s by default)
 
 
 @pytest.fixture(autouse=True)
 def _channel_env(channel_env: None) -> None:
     """The HTTP channel's test secrets are in the environment for every fault test."""
+
+
+@pytest.fixture
+def short_store_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's command timeout at STORE_TIMEOUT for the gateways this test opens.
+
+    A module constant, not a setting (yet): set wherever a store module has read it in.
+    """
+    import gateway.store.redis  # noqa: F401 - loads every store module that reads it
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("gateway.store.") and hasattr(module, "COMMAND_TIMEOUT"):
+            monkeypatch.setattr(module, "COMMAND_TIMEOUT", STORE_TIMEOUT)
 
 
 @pytest.fixture
