@@ -103,6 +103,7 @@ log = get_logger(__name__)
 
 _EMPTY_OK = InboundResponse.json({})
 _REPLY_CLAIM_TTL = 2 * REPLY_TOKEN_LIFETIME_SECONDS
+_REPLY_FAILED = b"failed"  # the reply token claim's holder after LINE refused the reply
 _USAGE_TTL = 62 * 86400  # long enough for a monthly quota window
 _PROFILE_TTL = 6 * 3600.0
 _PROFILE_FAILURE_TTL = 300.0
@@ -451,6 +452,11 @@ class LineConnector:
             if exc.code in (DeliveryFailure.RATE_LIMITED, DeliveryFailure.NETWORK):
                 # Refused, or never reached LINE: the token is unused, so the retry may use it.
                 await store.delete([claim_key])
+            else:
+                # LINE answered with an error (5xx): nothing was shown, but the token may be
+                # spent. The retry pushes; the claim no longer names this message, so the
+                # retry does not take it for a reply whose outcome was never recorded.
+                await store.put_record(claim_key, _REPLY_FAILED, ttl=_REPLY_CLAIM_TTL)
             raise
         await record_until_stored(
             lambda: store.put_record(replied_key, b"1", ttl=ttl), event="line.record_retry"

@@ -142,6 +142,20 @@ async def test_a_reply_redelivered_after_a_crash_is_dead_lettered_not_pushed(
         assert len(emulator.deliveries) == 1
 
 
+async def test_reply_500_is_retried_as_one_push(line_gateway, sender, emulator):
+    """LINE answered the reply with a 5xx: nothing was shown, so the retry pushes (once),
+    and is not taken for a reply whose outcome was never recorded."""
+    emulator.fail_next(1, status=500, endpoint="reply")
+    async with line_gateway() as gw:
+        line = sender(gw.url)
+        assert await line.post([line.text("hello", user_id=ALICE)]) == 200
+        [delivery] = await emulator.wait_for(1)
+        assert delivery.via == "push"
+        assert [c.status for c in emulator.calls_to("reply")] == [500]
+        assert channel_event(gw, "reply_outcome_unknown") == 0
+        assert await list_dead_letters(gw.runtime.store, gw.runtime.keyspace) == []
+
+
 async def test_push_500_is_retried_with_the_same_retry_key(line_gateway, sender, emulator):
     """A 5xx on push is transient: retried with the same key and delivered once."""
     emulator.fail_next(2, status=500, endpoint="push")
