@@ -133,6 +133,16 @@ def resolve(future: asyncio.Future[Any], result: Any) -> None:
         future.set_result(result)
 
 
+def _fail_batch(commands: list[PipelinedCommand], admits: list[AdmitCall]) -> None:
+    """Never leave a caller waiting forever on a batch that died half-way or was never
+    built: each of its callers gets a StoreError."""
+    failed = StoreError("redis pipeline aborted")
+    for command in commands:
+        command.done(failed)
+    for call in admits:
+        resolve(call.future, failed)
+
+
 class RedisPipeline:
     """Connections, registered scripts and the shared pipeline of one Redis store."""
 
@@ -247,12 +257,7 @@ class RedisPipeline:
                 commands.extend(self._admit_commands(admits))
                 await self._run_pipeline(commands, reload_scripts=True)
             except BaseException:
-                # Never leave a caller waiting forever on a batch that died half-way.
-                failed = StoreError("redis pipeline aborted")
-                for command in commands:
-                    command.done(failed)
-                for call in admits:
-                    resolve(call.future, failed)
+                _fail_batch(commands, admits)
                 raise
 
     def _flush_wire(self) -> None:
@@ -263,12 +268,7 @@ class RedisPipeline:
         try:
             commands.extend(self._admit_commands(admits))
         except BaseException:
-            # Never leave a caller waiting forever on a batch that could not be built.
-            failed = StoreError("redis pipeline aborted")
-            for command in commands:
-                command.done(failed)
-            for call in admits:
-                resolve(call.future, failed)
+            _fail_batch(commands, admits)
             raise
         if commands:
             self._wire.send(commands)

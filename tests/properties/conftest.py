@@ -225,3 +225,23 @@ __all__ = [
     "mutated",
     "post_to_edge",
 ]
+
+
+SUPPORT = "support@acme.example"  # the email channel's address in the email property tests
+
+
+@pytest.fixture
+async def mail_gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """A web-role gateway with one email channel (its listener on a free port, outbound
+    nowhere), on SQLite."""
+    channel = {
+        "kind": "email",
+        "addresses": [{"address": SUPPORT}],
+        "listener": {"host": "127.0.0.1", "port": 0},
+        "outbound": {"host": "127.0.0.1", "port": 9, "security": "none"},
+    }
+    data = base_config(
+        f"sqlite:///{tmp_path}/gw.db", tenants=[{"id": "acme", "channels": [channel]}]
+    )
+    async with running_gateway(data, role="web") as gw:
+        yield gw

@@ -48,9 +48,8 @@ from connectors.email.parsing import (
 )
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
-from tests.properties.conftest import PROFILE, WRITER_PROFILE
+from tests.properties.conftest import PROFILE, SUPPORT, WRITER_PROFILE
 
-SUPPORT = "support@acme.example"
 VALID = (
     b"From: Jane Doe <jane@customer.example>\r\n"
     b"To: support@acme.example\r\n"
@@ -200,21 +199,6 @@ def test_many_boundary_lines_make_the_listener_walk_the_parts() -> None:
     assert may_exceed_part_limits(many, Limits())
     with pytest.raises(HostileEmail, match="too_many_attachments"):
         parse_email(many)
-
-
-@pytest.fixture
-async def mail_gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    channel = {
-        "kind": "email",
-        "addresses": [{"address": SUPPORT}],
-        "listener": {"host": "127.0.0.1", "port": 0},
-        "outbound": {"host": "127.0.0.1", "port": 9, "security": "none"},
-    }
-    data = base_config(
-        f"sqlite:///{tmp_path}/gw.db", tenants=[{"id": "acme", "channels": [channel]}]
-    )
-    async with running_gateway(data, role="web") as gw:
-        yield gw
 
 
 @PROFILE

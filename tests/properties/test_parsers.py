@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -40,7 +38,7 @@ from gateway.envelope import RawEvent, is_raw_event
 from gateway.errors import EventParseError
 from gateway.models import Channel, InboundMessage
 from gateway.signing import SIGNATURE_HEADER, sign_request
-from tests.harness import SECRETS, RunningGateway, base_config, running_gateway
+from tests.harness import SECRETS, RunningGateway
 from tests.properties.conftest import (
     DEEP,
     LINE_SECRET,
@@ -253,34 +251,19 @@ async def test_http_channel_stored_message_mutated(
 
 # -- email: the envelope holds the mail's bytes -----------------------------------------------
 @pytest.fixture
-async def mail_edge(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    channel = {
-        "kind": "email",
-        "addresses": [{"address": SUPPORT}],
-        "listener": {"host": "127.0.0.1", "port": 0},
-        "outbound": {"host": "127.0.0.1", "port": 9, "security": "none"},
-    }
-    data = base_config(
-        f"sqlite:///{tmp_path}/gw.db", tenants=[{"id": "acme", "channels": [channel]}]
-    )
-    async with running_gateway(data, role="web") as gw:
-        yield gw
-
-
-@pytest.fixture
-async def mail_seeds(mail_edge: RunningGateway) -> list[dict[str, Any]]:
-    connector = mail_edge.runtime.connectors[Channel.EMAIL]
+async def mail_seeds(mail_gateway: RunningGateway) -> list[dict[str, Any]]:
+    connector = mail_gateway.runtime.connectors[Channel.EMAIL]
     assert isinstance(connector, EmailConnector)
     sender = MailSender(*connector.listener_address("acme"))
     code, message = await sender.send(VALID, mail_from="jane@customer.example", rcpt_to=[SUPPORT])
     assert code == 250, message
-    return await captured(mail_edge, Channel.EMAIL)
+    return await captured(mail_gateway, Channel.EMAIL)
 
 
 @PROFILE
 @given(data=st.data(), raw=mail_bytes)
 async def test_email_parser_on_mutated_stored_mail(
-    mail_edge: RunningGateway, mail_seeds: list[dict[str, Any]], data: st.DataObject, raw: bytes
+    mail_gateway: RunningGateway, mail_seeds: list[dict[str, Any]], data: st.DataObject, raw: bytes
 ) -> None:
     """The stored mail replaced by mutated mail (as text or base64), the context sometimes
     mutated too: parse or refuse."""
@@ -291,7 +274,7 @@ async def test_email_parser_on_mutated_stored_mail(
     envelope["event"] = stored
     if data.draw(st.booleans()):
         envelope["context"] = data.draw(mutated(envelope["context"]))
-    await check_parse(mail_edge, json.dumps(envelope).encode())
+    await check_parse(mail_gateway, json.dumps(envelope).encode())
 
 
 # Found by the fuzz: the LINE SDK reads ``"userId": null`` (or a null group or room id) as a
