@@ -71,6 +71,7 @@ from gateway.errors import (
     EventParseError,
     PayloadError,
     PermanentDeliveryError,
+    StoreError,
     TransientDeliveryError,
     UnknownTenantError,
     VerificationError,
@@ -103,6 +104,7 @@ log = get_logger(__name__)
 
 _EMPTY_OK = InboundResponse.json({})
 _REPLY_CLAIM_TTL = 2 * REPLY_TOKEN_LIFETIME_SECONDS
+_UNUSED_CLAIMS_KEPT = 10_000  # a token lives 60 s; this bounds what a long outage leaves
 _REPLY_FAILED = b"failed"  # the reply token claim's holder after LINE refused the reply
 _USAGE_TTL = 62 * 86400  # long enough for a monthly quota window
 _PROFILE_TTL = 6 * 3600.0
@@ -171,6 +173,15 @@ class LineConnector:
         self._background: set[asyncio.Task[None]] = set()
         self._profiles: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._quota_policy: QuotaPolicy | None = None
+        # Reply-token claims this process holds and knows it never sent with (the store
+        # failed around the claim, or the reply never reached LINE): its own retry may use
+        # them. Another process cannot know that, and dead-letters instead.
+        self._unused_claims: dict[str, None] = {}
+
+    def _remember_unused(self, claim_key: str) -> None:
+        self._unused_claims[claim_key] = None
+        while len(self._unused_claims) > _UNUSED_CLAIMS_KEPT:
+            del self._unused_claims[next(iter(self._unused_claims))]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
@@ -421,7 +432,16 @@ class LineConnector:
         store, ttl = self.context.store, self.context.config.store.dedupe_ttl_seconds
         claim_key = self.context.keyspace.line_reply_token(message.conversation.key, token)
         holder = message.idempotency_key.encode()
-        if not await store.claim(claim_key, ttl=_REPLY_CLAIM_TTL, holder=holder):
+        try:
+            won = await store.claim(claim_key, ttl=_REPLY_CLAIM_TTL, holder=holder)
+        except StoreError:
+            # The claim may have been written; this process knows it sent nothing with it.
+            self._remember_unused(claim_key)
+            raise
+        if not won and claim_key in self._unused_claims:
+            del self._unused_claims[claim_key]
+            won = await store.get_record(claim_key) == holder  # ours, and never used
+        if not won:
             if await store.get_record(claim_key) == holder:
                 # This very message took the token in an attempt that never recorded how
                 # its reply went (the process died, or the record failed): LINE may have
@@ -451,7 +471,9 @@ class LineConnector:
         except TransientDeliveryError as exc:
             if exc.code in (DeliveryFailure.RATE_LIMITED, DeliveryFailure.NETWORK):
                 # Refused, or never reached LINE: the token is unused, so the retry may use it.
+                self._remember_unused(claim_key)
                 await store.delete([claim_key])
+                self._unused_claims.pop(claim_key, None)
             else:
                 # LINE answered with an error (5xx): nothing was shown, but the token may be
                 # spent. The retry pushes; the claim no longer names this message, so the
