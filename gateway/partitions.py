@@ -14,12 +14,19 @@ partitions and first claims every entry the dead one left pending (delivered, ne
 acknowledged), so nothing is lost. It reads the partition's new entries only after those
 are queued: a conversation's later messages are never handled before its earlier ones.
 
-A process starts on an entry only while it still holds the lease it read the entry under.
-Once a renewal finds the lease taken (renewals failed for longer than the lease and another
-process took the partition over), it starts nothing more of that partition: what it still
-has queued stays pending for the new owner, which claims it in order. An entry already in a
-handler finishes; the worker's versioned commit and the dispatcher's delivery records keep
-it from being answered twice.
+A process reads, claims and starts entries of a partition only while its lease is surely
+still its own: within ``lease_seconds`` (less a tenth for the network) of sending the last
+renewal that succeeded — the fence. A process cut off from Redis longer than its lease
+stops at the fence on its own clock, so when its link heals it does not claim the entries
+the new owner is handling nor read the new owner's fresh ones before its next renewal. That
+renewal extends the lease only if it was held without a gap (:meth:`Store.renew_lease`);
+otherwise the lease is lost: it starts nothing more of that partition, and what it still
+has queued stays pending for whoever owns the partition next (itself, after a take-over, if
+nobody took it), which claims it in order. An entry already in a handler finishes; the
+worker's versioned commit and the dispatcher's delivery records keep it from being answered
+twice. Renewals run in their own task, never queued behind a take-over's claims, so a busy
+process is not fenced out by its own rebalancing; at the fence, entries wait for the next
+renewal instead of being dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,6 +54,8 @@ log = get_logger(__name__)
 Handler = Callable[[int, StreamEntry], Awaitable[None]]
 
 _MAX_STORE_RETRY_DELAY = 2.0
+_NETWORK_SHARE = 0.1  # of the lease, kept back from the fence for a renewal's trip to Redis
+_MIN_BLOCK = 0.05  # a blocking read shorter than this waits for the next renewal instead
 RELEASE_SECONDS = 2.0
 """How long a stopping consumer waits for its lease releases (all sent at once)."""
 
@@ -73,11 +83,20 @@ def conversation_of(entry: StreamEntry) -> str:
 class _Owned:
     partition: int
     stream: str
+    # Monotonic time up to which the lease is surely ours: the last successful renewal's
+    # (or the acquire's) sending time plus the lease, less the network share. The fence.
+    fresh_until: float
     draining: bool = False
+    releasing: bool = False  # its release is on the way: not renewed any more
     # Set once the previous owner's pending entries are queued; until then the partition is
     # not read (see _take_over).
     taken_over: bool = False
+    # A read of it failed: what that read may have delivered is pending on us, unseen.
+    unseen: bool = False
     in_flight: set[str] = field(default_factory=set)
+
+    def fresh(self, for_seconds: float = 0.0) -> bool:
+        return time.monotonic() + for_seconds < self.fresh_until
 
 
 class PartitionConsumer:
@@ -122,7 +141,10 @@ class PartitionConsumer:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._first_balance = asyncio.Event()
-        self._recover = False  # a read failed: claim what is pending on us before reading
+        self._balancing: asyncio.Task[None] | None = None
+        self._rounds = 0
+        self._members: list[str] = []
+        self._renewed = asyncio.Event()  # set (and replaced) after every renewal round
         self._reading: frozenset[str] = frozenset()  # the streams of the read in flight
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -146,9 +168,11 @@ class PartitionConsumer:
     async def stop(self, *, grace: float) -> None:
         """Stop reading, let in-flight work finish for ``grace`` s, hand back the rest."""
         self._stopping = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._balancing] if self._balancing else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._renewed.set()  # entries waiting at the fence give up now (see _handle)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         drainers = list(self._drainers.values())
@@ -168,48 +192,107 @@ class PartitionConsumer:
 
     # -- leases --------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
+        """Renew every third of the lease; rebalance after each renewal, in its own task.
+
+        A rebalancing round (take-overs claim up to hundreds of entries, behind whatever else
+        the store is doing) may outlast a renewal interval: the next renewal does not wait
+        for it, and the next round starts only once it is over.
+        """
         interval = self.lease_seconds / 3
-        rounds = 0
         while not self._stopping:
             try:
-                await self._balance()
-                if rounds % 10 == 0:
-                    await self._reclaim_stale()
-                    await self._report_depth()
+                await self._renew()
             except StoreError as exc:
-                log.warning("partitions.lease_round_failed", role=self.role, error=str(exc))
-            self._first_balance.set()
-            rounds += 1
+                log.warning("partitions.renewal_failed", role=self.role, error=str(exc))
+            finally:
+                woken, self._renewed = self._renewed, asyncio.Event()
+                woken.set()
+            if self._balancing is not None and self._balancing.done():
+                self._balancing.result()  # a defect in a round stops the consumer, visibly
+                self._balancing = None
+            if self._balancing is None:
+                self._balancing = asyncio.create_task(
+                    self._balance_round(), name=f"{self.role}-balance"
+                )
             await asyncio.sleep(interval)
 
-    async def _balance(self) -> None:
-        members = await self.store.heartbeat(
+    async def _renew(self) -> None:
+        """Keep our membership and every lease we hold; forget the leases that lapsed."""
+        self._members = await self.store.heartbeat(
             self.keyspace.members(self.role), self.consumer_id, ttl=self.lease_seconds
         )
+        held = [o for o in self._owned.values() if not o.releasing]
+        sent = time.monotonic()
+        renewals = await asyncio.gather(
+            *(
+                self.store.renew_lease(
+                    self.keyspace.lease(self.role, o.partition),
+                    self.consumer_id,
+                    ttl=self.lease_seconds,
+                )
+                for o in held
+            ),
+            return_exceptions=True,
+        )
+        failed: StoreError | None = None
+        for owned, renewed in zip(held, renewals, strict=True):
+            if isinstance(renewed, StoreError):
+                failed = renewed  # the fence keeps what it holds idle until a renewal succeeds
+            elif isinstance(renewed, BaseException):
+                raise renewed
+            elif renewed:
+                owned.fresh_until = max(owned.fresh_until, sent + self._fresh_for)
+            elif self._holds(owned):
+                # Lapsed, or taken by another process. Its queued entries are dropped
+                # unhandled as their conversations reach them (see _handle): the next owner
+                # claims them, and answering them here too would race it and answer a
+                # conversation out of order.
+                del self._owned[owned.partition]
+                log.warning(
+                    "partitions.lease_lost",
+                    role=self.role,
+                    partition=owned.partition,
+                    queued=len(owned.in_flight),
+                )
+        if failed is not None:
+            raise failed
+
+    @property
+    def _fresh_for(self) -> float:
+        return self.lease_seconds * (1 - _NETWORK_SHARE)
+
+    async def _balance_round(self) -> None:
+        try:
+            await self._balance()
+            if self._rounds % 10 == 0:
+                await self._reclaim_stale()
+                await self._report_depth()
+        except StoreError as exc:
+            log.warning("partitions.lease_round_failed", role=self.role, error=str(exc))
+        finally:
+            self._rounds += 1
+            self._first_balance.set()
+
+    async def _balance(self) -> None:
+        """Release what was drained, hold about ``partitions / members``, adopt what is free."""
+        members = self._members
         total = self.keyspace.partitions
         target = math.ceil(total / max(1, len(members)))
-        # Renew what we hold; forget what we lost.
-        for p, owned in list(self._owned.items()):
-            key = self.keyspace.lease(self.role, p)
+        for owned in list(self._owned.values()):
+            if not self._holds(owned):
+                continue
             if owned.draining and not owned.in_flight and owned.stream not in self._reading:
                 # Not while a read of its stream is in flight: what that read returns would
                 # be pending on us after the release, unseen by the next owner (it claims
                 # when it adopts, maybe before) until the stale-pending sweep.
-                await self.store.release_lease(key, self.consumer_id)
-                del self._owned[p]
-                log.info("partitions.released", role=self.role, partition=p)
-            elif not await self.store.acquire_lease(key, self.consumer_id, ttl=self.lease_seconds):
-                # Its queued entries are dropped unhandled as their conversations reach them
-                # (see _handle): the new owner claims them, and answering them here too would
-                # race it and answer a conversation out of order.
-                del self._owned[p]
-                log.warning(
-                    "partitions.lease_lost",
-                    role=self.role,
-                    partition=p,
-                    queued=len(owned.in_flight),
+                owned.releasing = True
+                await self.store.release_lease(
+                    self.keyspace.lease(self.role, owned.partition), self.consumer_id
                 )
-            elif not owned.taken_over:
+                if self._holds(owned):
+                    del self._owned[owned.partition]
+                log.info("partitions.released", role=self.role, partition=owned.partition)
+            elif not owned.taken_over and owned.fresh():
                 await self._take_over(owned)  # an earlier round's claim failed: finish it
         active = [o for o in self._owned.values() if not o.draining]
         if len(active) > target:
@@ -225,15 +308,16 @@ class PartitionConsumer:
                 p = (start + i) % total
                 if p in self._owned:
                     continue
+                sent = time.monotonic()
                 if await self.store.acquire_lease(
                     self.keyspace.lease(self.role, p), self.consumer_id, ttl=self.lease_seconds
                 ):
-                    await self._adopt(p)
+                    await self._adopt(p, fresh_until=sent + self._fresh_for)
 
-    async def _adopt(self, partition: int) -> None:
+    async def _adopt(self, partition: int, *, fresh_until: float) -> None:
         stream = self.stream_for(partition)
         await self.store.ensure_group(stream, self.group)
-        owned = _Owned(partition=partition, stream=stream)
+        owned = _Owned(partition=partition, stream=stream, fresh_until=fresh_until)
         self._owned[partition] = owned
         await self._take_over(owned)
 
@@ -258,7 +342,7 @@ class PartitionConsumer:
 
     async def _reclaim_stale(self) -> None:
         """Entries pending far too long (e.g. a handler that crashed) are handled again."""
-        for owned in list(self._owned.values()):
+        for owned in [o for o in self._owned.values() if o.fresh()]:
             entries = await self.store.claim_pending(
                 owned.stream,
                 group=self.group,
@@ -281,20 +365,30 @@ class PartitionConsumer:
     # -- reading and ordering ------------------------------------------------------------------
     async def _read_loop(self) -> None:
         while not self._stopping:
-            readable = [o for o in self._owned.values() if o.taken_over and not o.draining]
+            # Only partitions whose lease outlasts the read: a read still blocking at Redis
+            # after the lease ran out could take entries meant for the next owner.
+            readable = [
+                o
+                for o in self._owned.values()
+                if o.taken_over and not o.draining and o.fresh(_MIN_BLOCK)
+            ]
             if not readable:
-                await asyncio.sleep(0.05)
+                if self._owned:
+                    await self._next_renewal()  # at the fence, or adopting
+                else:
+                    await asyncio.sleep(0.05)
                 continue
             await self._capacity.wait()
-            if self._recover:
+            unseen = [o for o in readable if o.unseen]
+            if unseen:
                 try:
-                    await self._claim_unseen(readable)
+                    await self._claim_unseen(unseen)
                 except StoreError as exc:
                     log.warning("partitions.recover_failed", role=self.role, error=str(exc))
                     await asyncio.sleep(0.5)
                     continue
-                self._recover = False
             by_stream = {o.stream: o for o in readable}
+            lease_left = min(o.fresh_until for o in readable) - time.monotonic()
             self._reading = frozenset(by_stream)
             try:
                 batch = await self.store.read_group(
@@ -307,32 +401,40 @@ class PartitionConsumer:
                         min(self.read_count, self.max_in_flight - self._in_flight)
                         // len(by_stream),
                     ),
-                    block=self.block_seconds,
+                    block=max(_MIN_BLOCK, min(self.block_seconds, lease_left)),
                 )
             except StoreError as exc:
                 log.warning("partitions.read_failed", role=self.role, error=str(exc))
                 # The read may have reached the store and only its answer been lost: those
                 # entries are pending on us, unseen. Claim them before reading new ones.
-                self._recover = True
+                for read in readable:
+                    read.unseen = True
                 await asyncio.sleep(0.5)
                 continue
             finally:
                 self._reading = frozenset()
             for stream, entry in batch:
-                owned = by_stream.get(stream)
-                if owned is not None:
-                    self._enqueue(owned, entry)
+                into = by_stream.get(stream)
+                if into is not None:
+                    self._enqueue(into, entry)
 
-    async def _claim_unseen(self, readable: list[_Owned]) -> None:
+    async def _claim_unseen(self, owned_unseen: list[_Owned]) -> None:
         """Take back, in order, every entry pending on this consumer that it is not handling."""
         # No more can be pending on us than we hold plus one lost read.
         most = self.max_in_flight + self.read_count
-        for owned in readable:
+        for owned in owned_unseen:
             entries = await self.store.claim_pending(
                 owned.stream, group=self.group, consumer=self.consumer_id, min_idle=0, count=most
             )
             for entry in entries:
                 self._enqueue(owned, entry)
+            owned.unseen = False
+
+    async def _next_renewal(self) -> None:
+        """Wait for the next renewal round's outcome (bounded: the loop may be stopping)."""
+        renewed = self._renewed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(renewed.wait(), timeout=self.lease_seconds / 3)
 
     def _enqueue(self, owned: _Owned, entry: StreamEntry) -> None:
         if entry.id in owned.in_flight:
@@ -366,11 +468,12 @@ class PartitionConsumer:
                 self._idle.set()
 
     def _holds(self, owned: _Owned) -> bool:
-        """Whether the lease ``owned`` was read under is still ours.
+        """Whether the lease ``owned`` was read under is still ours, as far as we know.
 
         Identity, not the partition number: a lease lost and won back is a new ``_Owned``
         whose take-over claims the same entries again, in order. A partition being given up
-        (``draining``) is still ours and finishes what it holds.
+        (``draining``) is still ours and finishes what it holds. Past the fence we do not
+        know: :meth:`_handle` waits for the next renewal to tell.
         """
         return self._owned.get(owned.partition) is owned
 
@@ -416,6 +519,11 @@ class PartitionConsumer:
                 # may have failed for longer than the lease while the handler's store calls
                 # went through, and the new owner may still be at an earlier entry.
                 return False
+            if not owned.fresh():
+                if self._stopping:
+                    return False
+                await self._next_renewal()  # at the fence: held or lost, the renewal says
+                continue
             attempt += 1
             try:
                 await self.handler(owned.partition, entry)

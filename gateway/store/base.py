@@ -275,6 +275,15 @@ class Store(Protocol):
         """Take the lease if free or expired, or renew it if ``owner`` holds it."""
         ...
 
+    async def renew_lease(self, key: str, owner: str, *, ttl: float) -> bool:
+        """Extend the lease to ``ttl`` s from now only if ``owner`` holds it and it has not
+        expired; False otherwise, even when nobody took it meanwhile.
+
+        What tells a holder that it held the lease without a gap (:meth:`acquire_lease`
+        would win a lapsed lease back and hide that someone may have held it in between).
+        """
+        ...
+
     async def release_lease(self, key: str, owner: str) -> None: ...
 
     async def heartbeat(self, key: str, member: str, *, ttl: float) -> list[str]:

@@ -337,6 +337,13 @@ class MemoryStore:
         self._leases[key] = (owner, self._now() + ttl)
         return True
 
+    async def renew_lease(self, key: str, owner: str, *, ttl: float) -> bool:
+        current = self._leases.get(key)
+        if current is None or current[0] != owner or current[1] <= self._now():
+            return False
+        self._leases[key] = (owner, self._now() + ttl)
+        return True
+
     async def release_lease(self, key: str, owner: str) -> None:
         current = self._leases.get(key)
         if current is not None and current[0] == owner:

@@ -53,6 +53,7 @@ from gateway.store.redis_scripts import (
     MEMBERS_LUA,
     READ_LOG_LUA,
     RELEASE_LUA,
+    RENEW_LUA,
     TOKENS_LUA,
 )
 from gateway.store.redis_wire import PipelinedCommand, RedisWire, wire_target
@@ -190,6 +191,7 @@ class RedisPipeline:
         self._incr_ttl_script = client.register_script(INCR_TTL_LUA)
         self._acquire_script = client.register_script(ACQUIRE_LUA)
         self._release_script = client.register_script(RELEASE_LUA)
+        self._renew_script = client.register_script(RENEW_LUA)
         self._heartbeat_script = client.register_script(HEARTBEAT_LUA)
         self._members_script = client.register_script(MEMBERS_LUA)
         self._lease_holder_script = client.register_script(LEASE_HOLDER_LUA)

@@ -189,6 +189,11 @@ class RedisRecords(RedisPipeline):
         with store_errors("lease"):
             return bool(await self._acquire_script(keys=[key], args=[owner, to_ms(ttl)]))
 
+    async def renew_lease(self, key: str, owner: str, *, ttl: float) -> bool:
+        self._check_open()
+        with store_errors("lease renewal"):
+            return bool(await self._renew_script(keys=[key], args=[owner, to_ms(ttl)]))
+
     async def release_lease(self, key: str, owner: str) -> None:
         self._check_open()
         with store_errors("lease release"):

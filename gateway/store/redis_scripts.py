@@ -23,6 +23,7 @@ __all__ = [
     "MEMBERS_LUA",
     "READ_LOG_LUA",
     "RELEASE_LUA",
+    "RENEW_LUA",
     "TOKENS_LUA",
 ]
 
@@ -186,6 +187,16 @@ ACQUIRE_LUA = """
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Extend the lease only while we hold it: an expired lease is gone, and winning it back here
+# would hide that another process may have held it meanwhile. KEYS: lease   ARGV: owner, ttl_ms
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0

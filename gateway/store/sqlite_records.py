@@ -190,6 +190,17 @@ class SqliteRecords(SqliteWriter):
 
         return await self._write(op)
 
+    async def renew_lease(self, key: str, owner: str, *, ttl: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ? AND expires_at > ?",
+                (now + ttl, key, owner, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
     async def release_lease(self, key: str, owner: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))

@@ -61,6 +61,7 @@ async def test_a_draining_partition_is_not_released_under_a_read_in_flight(
         # A second process joins (its heartbeat is all the first sees of it): one partition
         # each, so the first drains partition 1 and, once it holds nothing of it, releases it.
         await store.heartbeat(keyspace.members("worker"), "second", ttl=30)
+        await first._renew()
         await first._balance()
         await first._balance()
         entry_id = await store.append(

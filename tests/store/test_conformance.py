@@ -689,6 +689,24 @@ async def test_leases_are_exclusive_renewable_and_expire(store: Store) -> None:
     assert await store.acquire_lease("t:lease", "c", ttl=1) is True
 
 
+async def test_a_lease_is_renewed_only_while_held_without_a_gap(store: Store) -> None:
+    """renew_lease extends the holder's live lease and nothing else: not another owner's, not
+    a free key, and not a lapsed lease of its own, even when nobody took it meanwhile."""
+    assert await store.renew_lease("t:renew", "a", ttl=0.3) is False  # never taken
+    assert await store.acquire_lease("t:renew", "a", ttl=0.3) is True
+    assert await store.renew_lease("t:renew", "b", ttl=0.3) is False  # not b's
+    await asyncio.sleep(0.2)
+    assert await store.renew_lease("t:renew", "a", ttl=0.3) is True
+    await asyncio.sleep(0.2)  # past the first TTL, within the renewed one
+    assert await store.acquire_lease("t:renew", "b", ttl=0.3) is False
+    await asyncio.sleep(0.2)  # past the renewed TTL: lapsed, though nobody took it
+    assert await store.renew_lease("t:renew", "a", ttl=0.3) is False
+    assert await store.acquire_lease("t:renew", "b", ttl=0.3) is True
+    assert await store.renew_lease("t:renew", "a", ttl=0.3) is False
+    await store.release_lease("t:renew", "b")
+    assert await store.renew_lease("t:renew", "b", ttl=0.3) is False  # released
+
+
 async def test_heartbeat_membership_expires(store: Store) -> None:
     """heartbeat() lists members alive now, sorted; silent members drop out after their TTL."""
     assert await store.heartbeat("t:members", "b", ttl=0.2) == ["b"]
