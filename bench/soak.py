@@ -47,6 +47,7 @@ from bench import gateway
 from bench.e2e import SignedCallbackEndpoint
 from bench.procs import REPO, Server, free_port, rss_mib, spawn
 from bench.soak_ledger import Ledger
+from bench.soak_operator import replay_unknown_outcomes
 from connectors.line.emulator import LineEmulator, LineWebhookSender, sign_body
 from gateway.signing import SIGNATURE_HEADER, sign_request
 from gateway.store import Keyspace
@@ -189,6 +190,7 @@ class Soak:
     line_seen: int = 0
     worker_kills: int = 0
     redis_restarts: int = 0
+    replayed: int = 0  # outcome_unknown letters replayed (bench/soak_operator.py)
 
     def log(self, line: dict[str, Any]) -> None:
         line = {"t": round(time.monotonic() - self.began, 1), "utc": _utc(), **line}
@@ -274,7 +276,7 @@ class Soak:
                 # Not cancelled: a restart under way finishes, so no process is left behind.
                 self.stopping.set()
                 await faults
-                await self._drain(line)
+                await self._drain(line, store.url, keyspace)
                 sampler.cancel()
                 await asyncio.gather(sampler, return_exceptions=True)
                 self._book_line(line)
@@ -295,6 +297,7 @@ class Soak:
                 "http_wire_retries": receiver.wire_retries,
                 "line_push_409": sum(1 for c in line.calls if c.status == 409),
                 "dead_letters": self.samples[-1].get("dead_letters"),
+                "dead_letters_replayed": self.replayed,
                 **verdict,
             }
             summary["ok"] = bool(verdict["ok"]) and not summary["dead_letters"]
@@ -486,6 +489,8 @@ class Soak:
                 self._book_line(line)
                 books = self._books()
                 sample = books | await asyncio.to_thread(self._processes, store, keyspace)
+                if sample.get("dead_letters"):
+                    await self._replay(store.url, keyspace)
             except Exception as exc:  # noqa: BLE001 - a sample lost must not end the record
                 self.log({"event": "sample failed", "error": f"{type(exc).__name__}: {exc}"})
                 continue
@@ -493,7 +498,9 @@ class Soak:
             self.log(sample)
             print(_progress(sample), flush=True)
 
-    async def _drain(self, line: LineEmulator, *, patience: float = 180.0) -> None:
+    async def _drain(
+        self, line: LineEmulator, url: str, keyspace: Keyspace, *, patience: float = 180.0
+    ) -> None:
         """Until every acknowledged message is answered, or nothing moved for ``patience`` s;
         then a few seconds more, in which a second answer to anything would arrive."""
         last, moved = -1, time.monotonic()
@@ -504,8 +511,14 @@ class Soak:
                 break
             if left != last:
                 last, moved = left, time.monotonic()
+            await self._replay(url, keyspace)
             await asyncio.sleep(0.5)
         await asyncio.sleep(3.0)
+
+    async def _replay(self, url: str, keyspace: Keyspace) -> None:
+        for letter in await replay_unknown_outcomes(url, keyspace):
+            self.replayed += 1
+            self.log({"event": "dead letter replayed", "code": letter.code, "to": letter.channel})
 
 
 def _since(began: float) -> float:

@@ -116,7 +116,8 @@ async def replay(store: Store, keyspace: Keyspace, handle: str) -> bool:
     letter = DeadLetter.model_validate_json(entry.payload)
     payload: bytes
     if letter.kind == "outbound" and letter.message is not None:
-        target, payload = keyspace.outbox(partition), json.dumps(letter.message).encode()
+        replayed = {**letter.message, "replayed": True}  # see OutboundMessage.replayed
+        target, payload = keyspace.outbox(partition), json.dumps(replayed).encode()
     elif letter.kind == "inbound" and letter.message is not None:
         target, payload = keyspace.inbox(partition), json.dumps(letter.message).encode()
     elif letter.kind == "inbound" and letter.raw is not None and is_raw_event(letter.raw.encode()):

@@ -359,6 +359,9 @@ class OutboundMessage(_Frozen):
     reply_context: ReplyContext = Field(default_factory=HttpReplyContext)
     created_at: datetime = Field(default_factory=utcnow)
     trace_id: str = Field(default_factory=lambda data: trace_id_of(data["id"]))
+    # Put back by an operator's replay of its dead letter: a send whose outcome was unknown
+    # goes out again, the operator having accepted that it may show twice.
+    replayed: bool = False
 
     def text_with_buttons(self) -> str:
         """The text with buttons degraded to numbered lines, for channels without buttons."""

@@ -9,7 +9,10 @@ import pytest
 
 from bench.soak import Soak
 from bench.soak_ledger import Ledger
+from bench.soak_operator import replay_unknown_outcomes
 from bench.soak_report import report
+from gateway.deadletters import DeadLetter, list_dead_letters, move_to_dead_letters
+from gateway.store import Keyspace, open_store
 
 
 def _books(acked: dict[str, list[str]], answers: list[tuple[str, str]]) -> Ledger:
@@ -63,6 +66,37 @@ def test_an_answer_before_its_acknowledgement_is_not_left_unanswered() -> None:
     ledger.acknowledged("c1", "c1:0", at=0.0)
     assert ledger.lost_so_far(now=100.0) == 0
     assert ledger.verdict()["ok"] is True
+
+
+@pytest.mark.redis
+async def test_the_soaks_operator_replays_only_the_letters_whose_outcome_is_unknown(
+    redis_url: str,
+) -> None:
+    keyspace = Keyspace(prefix="soakop", partitions=2)
+    store = await open_store(redis_url)
+    try:
+        for code, text in (("outcome_unknown", "maybe shown"), ("rejected", "refused")):
+            entry = await store.append(keyspace.outbox(1), b"{}")
+            letter = DeadLetter(
+                kind="outbound",
+                reason=text,
+                code=code,
+                partition=1,
+                message={"text": text, "idempotency_key": f"k-{code}"},
+            )
+            ack = (keyspace.outbox(1), "g", entry)
+            await move_to_dead_letters(store, keyspace, letter, ack=ack)
+        replayed = await replay_unknown_outcomes(redis_url, keyspace)
+        assert [letter.code for letter in replayed] == ["outcome_unknown"]
+        assert [letter.code for _, letter in await list_dead_letters(store, keyspace)] == [
+            "rejected"
+        ]
+        outbox = [json.loads(e.payload) for e in await store.range(keyspace.outbox(1))]
+        again = {"text": "maybe shown", "idempotency_key": "k-outcome_unknown", "replayed": True}
+        assert again in outbox
+        assert await replay_unknown_outcomes(redis_url, keyspace) == []  # once
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 from connectors.line.connector import MAX_TEXT_UTF16, push_retry_key, split_text, utf16_len
-from gateway.deadletters import list_dead_letters
+from gateway.deadletters import list_dead_letters, replay
 from gateway.models import Channel, OutboundMessage
 from tests.connectors.line.conftest import (
     ALICE,
@@ -104,7 +104,7 @@ async def test_reply_429_with_retry_after_is_retried_and_delivered_once(
         assert emulator.calls_to("push") == []
 
 
-async def test_a_reply_redelivered_after_a_crash_is_dead_lettered_not_pushed(
+async def test_a_reply_redelivered_after_a_crash_is_dead_lettered_and_its_replay_pushes_once(
     line_gateway, sender, emulator
 ):
     """A process died after LINE took a reply and before it recorded so: the redelivered
@@ -140,6 +140,16 @@ async def test_a_reply_redelivered_after_a_crash_is_dead_lettered_not_pushed(
         assert channel_event(gw, "reply_outcome_unknown") == 1
         assert emulator.calls_to("push") == []
         assert len(emulator.deliveries) == 1
+
+        # The operator replays it while the reply token is still fresh: pushed, once.
+        [(handle, _)] = await list_dead_letters(store, keyspace)
+        assert await replay(store, keyspace, handle)
+        [_, pushed] = await emulator.wait_for(2)
+        assert pushed.via == "push"
+        assert channel_event(gw, "reply_replayed_as_push") == 1
+        await asyncio.sleep(0.3)  # a second push or another dead letter would show by now
+        assert await list_dead_letters(store, keyspace) == []
+        assert len(emulator.deliveries) == 2
 
 
 async def test_reply_500_is_retried_as_one_push(line_gateway, sender, emulator):
