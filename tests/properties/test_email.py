@@ -14,6 +14,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
+from email.errors import HeaderParseError
 from email.header import Header
 from email.message import EmailMessage
 from pathlib import Path
@@ -46,6 +47,7 @@ from connectors.email.parsing import (
     parse_email,
     read_head,
 )
+from connectors.email.policies import REPLY_WRITE
 from gateway.models import Channel
 from tests.harness import RunningGateway, base_config, running_gateway
 from tests.properties.conftest import PROFILE, SUPPORT, WRITER_PROFILE
@@ -408,6 +410,25 @@ def test_hostile_header_values_never_add_a_header_to_the_signed_reply(
     signer = DkimSigner.from_pem(selector="s1", domain="acme.example", private_key=key)
     signed = signer.sign(reply.data)
     assert_only_our_headers(signed, record)
+
+
+_COMPAT32_CRLF = policy.compat32.clone(linesep="\r\n", max_line_length=78)
+
+
+@PROFILE
+@given(
+    name=st.sampled_from(["Subject", "To", "References", "X-Auto-Response-Suppress"]),
+    value=st.text(max_size=120) | st.text(st.characters(max_codepoint=127), max_size=90),
+)
+def test_the_reply_policy_writes_every_header_as_compat32_does(name: str, value: str) -> None:
+    """The short-line pass-through of REPLY_WRITE changes no byte of any header."""
+    try:
+        expected = _COMPAT32_CRLF.fold_binary(name, value)
+    except (ValueError, HeaderParseError) as exc:  # an embedded header: refused by both
+        with pytest.raises(type(exc)):
+            REPLY_WRITE.fold_binary(name, value)
+        return
+    assert REPLY_WRITE.fold_binary(name, value) == expected
 
 
 @WRITER_PROFILE
