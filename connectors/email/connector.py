@@ -50,7 +50,7 @@ from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked
 from connectors.email.intake import InboundOutcome
 from connectors.email.listener import smtp_factory
 from connectors.email.parse import mail_bytes, mail_message, parsed_mail
-from connectors.email.parsing import normalise_address
+from connectors.email.parsing import MailHead, normalise_address
 from connectors.send_policy import DeliveryFailure, map_delivery_errors
 from connectors.send_policy.smtp import read_smtp
 from gateway.config import ChannelConfig, TenantConfig
@@ -172,7 +172,9 @@ class EmailConnector:
                 f"no email channel {event.source!r} of tenant {event.tenant!r} has this address",
                 reason="no_channel",
             )
-        parsed = await parsed_mail(mail_bytes(event), mailbox.channel.limits)
+        # The edge's reading of the header block, stored with the mail: not read twice.
+        head = MailHead.from_json(event.context.get("head"))
+        parsed = await parsed_mail(mail_bytes(event), mailbox.channel.limits, head)
         for name in parsed.header_refusals:
             self._event(f"header_refused_{name}")
         for name in parsed.header_cleaned:

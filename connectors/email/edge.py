@@ -214,6 +214,7 @@ class MailEdge:
                 "to": mailbox.address,
                 "thread_root": root,
                 "size": len(raw),
+                "head": head.to_json(),
             },
         )
 

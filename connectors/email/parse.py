@@ -19,7 +19,7 @@ import base64
 import binascii
 from typing import Any
 
-from connectors.email.parsing import HostileEmail, Limits, ParsedEmail, parse_email
+from connectors.email.parsing import HostileEmail, Limits, MailHead, ParsedEmail, parse_email
 from gateway.envelope import RawEvent
 from gateway.errors import EventParseError
 from gateway.models import (
@@ -50,12 +50,12 @@ def mail_bytes(event: RawEvent) -> bytes:
     raise EventParseError("a stored mail is text or base64", reason="malformed_event")
 
 
-async def parsed_mail(raw: bytes, limits: Limits) -> ParsedEmail:
+async def parsed_mail(raw: bytes, limits: Limits, head: MailHead | None = None) -> ParsedEmail:
     """``parse_email``, off the event loop for big mails; a refusal is an EventParseError."""
     try:
         if len(raw) > _IN_THREAD_PARSE_BYTES:
-            return await asyncio.to_thread(parse_email, raw, limits=limits)
-        return parse_email(raw, limits=limits)
+            return await asyncio.to_thread(parse_email, raw, limits=limits, head=head)
+        return parse_email(raw, limits=limits, head=head)
     except HostileEmail as exc:
         detail = exc.detail or exc.reason
         raise EventParseError(f"the parser refused the mail ({detail})", reason=exc.reason) from exc

@@ -155,6 +155,31 @@ class MailHead:
     loop_reasons: tuple[str, ...]
     refusals: tuple[str, ...]  # thread ids left out: message_id, in_reply_to, references
 
+    def to_json(self) -> dict[str, Any]:
+        """The head as the edge stores it with the mail, for :meth:`from_json` in the worker."""
+        return {name: getattr(self, name) for name in _HEAD_FIELDS}
+
+    @classmethod
+    def from_json(cls, data: object) -> MailHead | None:
+        """The head :meth:`to_json` stored; None for anything else (parse it again then)."""
+        if not isinstance(data, dict) or set(data) != set(_HEAD_FIELDS):
+            return None
+        fields: dict[str, Any] = {}
+        for name in _HEAD_FIELDS:
+            value = data[name]
+            if name in _HEAD_TUPLES:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    return None
+                value = tuple(value)
+            elif not (isinstance(value, str) or (value is None and name == "message_id")):
+                return None
+            fields[name] = value
+        return cls(**fields)
+
+
+_HEAD_FIELDS = tuple(MailHead.__dataclass_fields__)
+_HEAD_TUPLES = frozenset({"in_reply_to", "references", "loop_reasons", "refusals"})
+
 
 class _ReadOncePolicy(EmailPolicy):
     """``policy.default``, with each header object built once per message.
@@ -300,14 +325,20 @@ def read_head(raw: bytes, *, limits: Limits | None = None) -> MailHead:
         raise HostileEmail("unparsable", type(exc).__name__) from exc
 
 
-def parse_email(raw: bytes, *, limits: Limits | None = None) -> ParsedEmail:
-    """Parse one message; raise :class:`HostileEmail` when it must be refused or quarantined."""
+def parse_email(
+    raw: bytes, *, limits: Limits | None = None, head: MailHead | None = None
+) -> ParsedEmail:
+    """Parse one message; raise :class:`HostileEmail` when it must be refused or quarantined.
+
+    ``head``: what :func:`read_head` already said of this very message (the edge's reading,
+    stored with it), so its header block is not read again.
+    """
     limits = limits or Limits()
     _precheck(raw, limits)
     try:
         msg = email.message_from_bytes(raw, policy=_message_policy())
         assert isinstance(msg, EmailMessage)  # an EmailPolicy always builds EmailMessage
-        return _extract(msg, raw, limits)
+        return _extract(msg, raw, limits, head)
     except HostileEmail:
         raise
     except _PARSER_FAILURES as exc:
@@ -348,8 +379,10 @@ def _head(msg: EmailMessage, raw: bytes) -> MailHead:
     )
 
 
-def _extract(msg: EmailMessage, raw: bytes, limits: Limits) -> ParsedEmail:
-    head = _head(msg, raw)
+def _extract(
+    msg: EmailMessage, raw: bytes, limits: Limits, head: MailHead | None = None
+) -> ParsedEmail:
+    head = head if head is not None else _head(msg, raw)
     refusals: list[str] = []
     cleaned: list[str] = []
     from_name = header_text(head.from_name, limit=200)

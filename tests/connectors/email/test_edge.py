@@ -103,6 +103,34 @@ async def test_the_edge_appends_the_mail_as_sent_and_parse_reads_it(tmp_path: Pa
         assert parsed_latin1.text == "Café prices?"
 
 
+async def test_parse_takes_the_header_block_as_the_edge_read_it(tmp_path: Path) -> None:
+    """The edge stores its reading of the header block with the mail; the worker's parse
+    uses it instead of reading the headers again, and reads them itself only when the
+    stored head is missing or not a head (an envelope from an older edge)."""
+    raw = _mail("h.1@customer.example", body=b"Hello\r\n")
+    async with _edge_only(tmp_path) as (gw, connector):
+        sender = MailSender(*connector.listener_address("acme"))
+        assert (await sender.send(raw, mail_from=JANE, rcpt_to=[SUPPORT]))[0] == 250
+        [event] = await _inbox(gw)
+        head = event.context["head"]
+        assert (head["from_address"], head["message_id"]) == (JANE, "h.1@customer.example")
+
+        # Told apart from a second reading: a stored head naming another sender wins.
+        other = {**head, "from_address": "stored@customer.example", "from_name": "Stored"}
+        told = event.model_copy(update={"context": {**event.context, "head": other}})
+        message = await connector.parse(told)
+        assert message is not None
+        assert (message.sender.id, message.sender.display_name) == (
+            "stored@customer.example",
+            "Stored",
+        )
+        for unusable in (None, "x", {**head, "references": "not a list"}, {"event_id": "e"}):
+            older = event.model_copy(update={"context": {**event.context, "head": unusable}})
+            message = await connector.parse(older)
+            assert message is not None
+            assert message.sender.id == JANE
+
+
 async def test_a_mail_the_parser_refuses_is_dead_lettered_whole_and_replayable(
     world: EmailWorld,
 ) -> None:
