@@ -437,6 +437,16 @@ class PartitionConsumer:
             await asyncio.wait_for(renewed.wait(), timeout=self.lease_seconds / 3)
 
     def _enqueue(self, owned: _Owned, entry: StreamEntry) -> None:
+        if not self._holds(owned):
+            # Read or claimed under a lease lost meanwhile: pending on us, not in hand. Won
+            # back already, the partition's take-over may have claimed before the store
+            # served this read; claim what is pending on us again, in order, before the
+            # next read (else it waits for the stale-pending sweep). Not won back: the
+            # next owner's take-over claims it.
+            current = self._owned.get(owned.partition)
+            if current is not None:
+                current.unseen = True
+            return
         if entry.id in owned.in_flight:
             return
         owned.in_flight.add(entry.id)
