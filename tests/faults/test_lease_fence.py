@@ -13,7 +13,10 @@ in order.
 
 The second test is the same cut on a process alone: its lease lapsed with nobody to take
 it, so its renewal fails and it wins the partition back with a take-over, answering what
-was admitted meanwhile once, in order.
+was admitted meanwhile once, in order. The third holds that process's blocking read at the
+proxy across the loss and the win: the read, served only after the take-over, delivers a
+new entry under the lost lease; it is claimed again at once, not left pending for the
+two-minute stale sweep.
 """
 
 from __future__ import annotations
@@ -164,6 +167,44 @@ async def test_a_process_alone_wins_its_lapsed_lease_back_and_loses_nothing(
         await asyncio.sleep(0.5)
         assert recorder.handled == [("a", "m1"), ("a", "m2"), ("a", "m3"), ("a", "m4")]
         assert a.owned_partitions == [0]
+        assert await direct.backlog(KEYSPACE.inbox(0), GROUP) == 0
+    finally:
+        await a.stop(grace=1)
+        await via_proxy.aclose()
+        await proxy.stop()
+
+
+async def test_a_read_served_after_the_lease_was_lost_and_won_back_is_not_left_pending(
+    redis_server: RedisServer, direct: Store
+) -> None:
+    read = Rule((b"XREADGROUP",), "hold", once=True, active=False)
+    lease_rounds = [
+        Rule((script_id(_HEARTBEAT_LUA),), "cut", active=False),
+        Rule((script_id(RENEW_LUA),), "cut", active=False),
+    ]
+    proxy = await RedisFaultProxy(redis_server.port, [read, *lease_rounds]).start()
+    via_proxy = await open_store(proxy.url)
+    recorder = Recorder()
+    a = consumer("a", via_proxy, recorder)
+    try:
+        await a.start()
+        first = a._owned[0]
+        read.active = True
+        await asyncio.wait_for(read.matched.wait(), timeout=5)  # a read is held at the proxy
+        for rule in lease_rounds:
+            rule.active = True
+        await eventually(lambda: lease_free(direct), timeout=10)
+        for rule in lease_rounds:
+            rule.active = False
+
+        def won_back() -> bool:
+            again = a._owned.get(0)
+            return again is not None and again is not first and again.taken_over
+
+        await eventually(won_back, timeout=10)
+        await post(direct, "m1")
+        read.release()  # the old read reaches Redis now and is handed m1
+        await eventually(lambda: recorder.handled == [("a", "m1")], timeout=10)
         assert await direct.backlog(KEYSPACE.inbox(0), GROUP) == 0
     finally:
         await a.stop(grace=1)
