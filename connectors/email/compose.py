@@ -42,7 +42,6 @@ _MAX_REFERENCES = 20
 # nothing parses them back. The modern API parsed every header we set into a tree and
 # refolded it on output: ~940 of a reply's ~1,000 µs, for values we produced ourselves.
 # verify_header_block checks the bytes either way.
-_WRITE = REPLY_WRITE
 _UTF8_QP = charset.Charset("utf-8")
 _UTF8_QP.body_encoding = charset.QP
 
@@ -94,7 +93,7 @@ def build_reply(
     references = list(dict.fromkeys(references))
     if len(references) > _MAX_REFERENCES:
         references = [references[0], *references[-(_MAX_REFERENCES - 1) :]]
-    msg = Message(policy=_WRITE)
+    msg = Message(policy=REPLY_WRITE)
     msg["From"] = formataddr((header_text(from_name, limit=200), from_address), "utf-8")
     msg["To"] = formataddr((header_text(to_name or "", limit=200), to_address), "utf-8")
     msg["Subject"] = reply_subject(subject)
@@ -120,7 +119,7 @@ def build_reply(
         body = f"{body}\n\n-- \n{signature.strip()}"  # "-- " is the standard signature cut
     msg.attach(_text_part("plain", body + "\n"))
     msg.attach(_text_part("html", _html(text, signature)))
-    data = msg.as_bytes(policy=_WRITE)
+    data = msg.as_bytes(policy=REPLY_WRITE)
     written += ["Auto-Submitted", "X-Auto-Response-Suppress", "MIME-Version", "Content-Type"]
     verify_header_block(data, written)
     return Reply(
@@ -130,7 +129,7 @@ def build_reply(
 
 def _text_part(subtype: str, text: str) -> Message:
     """One UTF-8, quoted-printable ``text/<subtype>`` part."""
-    part = Message(policy=_WRITE)
+    part = Message(policy=REPLY_WRITE)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part.set_payload(text, _UTF8_QP)  # encodes it, and adds Content-Transfer-Encoding
     del part["MIME-Version"]  # set_payload adds one; it belongs on the message only

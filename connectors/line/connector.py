@@ -442,12 +442,13 @@ class LineConnector:
             del self._unused_claims[claim_key]
             won = await store.get_record(claim_key) == holder  # ours, and never used
         if not won:
-            if await store.get_record(claim_key) == holder and message.replayed:
+            ours = await store.get_record(claim_key) == holder
+            if ours and message.replayed:
                 # The operator replayed the outcome_unknown letter: whatever happened to
                 # the reply, the token is spent either way. Push it.
                 self._count("reply_replayed_as_push")
                 return False
-            if await store.get_record(claim_key) == holder:
+            if ours:
                 # This very message took the token in an attempt that never recorded how
                 # its reply went (the process died, or the record failed): LINE may have
                 # shown it, and a push now could answer twice.
