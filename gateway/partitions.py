@@ -408,7 +408,7 @@ class PartitionConsumer:
                 # The read may have reached the store and only its answer been lost: those
                 # entries are pending on us, unseen. Claim them before reading new ones.
                 for read in readable:
-                    read.unseen = True
+                    self._mark_unseen(read.partition)
                 await asyncio.sleep(0.5)
                 continue
             finally:
@@ -417,6 +417,13 @@ class PartitionConsumer:
                 into = by_stream.get(stream)
                 if into is not None:
                     self._enqueue(into, entry)
+
+    def _mark_unseen(self, partition: int) -> None:
+        """Claim what is pending on us in ``partition`` before its next read — under the lease
+        we hold now, which may not be the one the lost read or claim was made under."""
+        current = self._owned.get(partition)
+        if current is not None:
+            current.unseen = True
 
     async def _claim_unseen(self, owned_unseen: list[_Owned]) -> None:
         """Take back, in order, every entry pending on this consumer that it is not handling."""
@@ -443,9 +450,7 @@ class PartitionConsumer:
             # served this read; claim what is pending on us again, in order, before the
             # next read (else it waits for the stale-pending sweep). Not won back: the
             # next owner's take-over claims it.
-            current = self._owned.get(owned.partition)
-            if current is not None:
-                current.unseen = True
+            self._mark_unseen(owned.partition)
             return
         if entry.id in owned.in_flight:
             return
