@@ -255,7 +255,9 @@ async def test_on_a_cluster_each_master_waits_for_its_own_replica(
     (frozen_port, frozen_partition), (_, other_partition) = list(by_master.items())[:2]
     master = next(n for n in replicated_cluster.nodes if n.port == frozen_port)
     replica = replicated_cluster.replica_of(master)
-    store = await open_store(replicated_cluster.url, cluster=True, replica_acks=ReplicaAcks(1, 300))
+    # Long enough that the master whose replica runs copies in time on a loaded machine.
+    acks = ReplicaAcks(1, 2000)
+    store = await open_store(replicated_cluster.url, cluster=True, replica_acks=acks)
     try:
         assert await store.admit([admission(1, frozen_partition)], dedupe_ttl=60) != [None]
         with frozen(replica):
