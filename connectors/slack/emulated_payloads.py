@@ -75,6 +75,7 @@ def message_event(
     **extra: Any,
 ) -> dict[str, Any]:
     ts = ts or _new_ts()
+    client_msg_id = _client_msg_id(team, channel, user, ts)
     event: dict[str, Any] = {
         "type": "message",
         "channel": channel,
@@ -84,11 +85,11 @@ def message_event(
         "event_ts": ts,
         "channel_type": channel_type,
         "team": team,
-        "client_msg_id": str(uuid.uuid4()),
+        "client_msg_id": client_msg_id,
         "blocks": [
             {
                 "type": "rich_text",
-                "block_id": uuid.uuid4().hex[:5],
+                "block_id": client_msg_id[:5],
                 "elements": [
                     {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}
                 ],
@@ -121,7 +122,7 @@ def app_mention_event(
         "team": team,
         "channel": channel,
         "event_ts": ts,
-        "client_msg_id": str(uuid.uuid4()),
+        "client_msg_id": _client_msg_id(team, channel, user, ts),
     }
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
@@ -136,8 +137,12 @@ def event_callback(
     bot_user_id: str = "U0FLOWBOT",
     event_id: str | None = None,
     enterprise_id: str | None = None,
+    event_time: int | None = None,
 ) -> dict[str, Any]:
-    """The Events API envelope around one event (the current ``authorizations`` shape)."""
+    """The Events API envelope around one event (the current ``authorizations`` shape).
+    Everything but ``event_time`` follows from the arguments, so the same ones (and the same
+    ``event_time``) make the same envelope, as a retry is."""
+    event_id = event_id or f"Ev{uuid.uuid4().hex[:10].upper()}"
     return {
         "token": "legacy-verification-token",
         "team_id": team_id,
@@ -147,8 +152,8 @@ def event_callback(
         "api_app_id": api_app_id,
         "event": event,
         "type": "event_callback",
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
-        "event_time": int(time.time()),
+        "event_id": event_id,
+        "event_time": int(time.time()) if event_time is None else event_time,
         "authorizations": [
             {
                 "enterprise_id": enterprise_id,
@@ -159,7 +164,7 @@ def event_callback(
             }
         ],
         "is_ext_shared_channel": False,
-        "event_context": f"4-{uuid.uuid4().hex}",
+        "event_context": f"4-{uuid.uuid5(uuid.NAMESPACE_URL, f'slack:{event_id}').hex}",
     }
 
 
@@ -246,6 +251,12 @@ def block_actions_payload(
     if not is_ephemeral:
         payload["message"] = message
     return payload
+
+
+def _client_msg_id(team: str, channel: str, user: str, ts: str) -> str:
+    """The same for every event of one post (its message and app_mention events, and any
+    retry of either), as Slack's is; a new post has a new ``ts``."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"slack:{team}/{channel}/{user}/{ts}"))
 
 
 def _new_ts() -> str:
