@@ -42,6 +42,7 @@ from gateway.safety import SafetyConfig
 from gateway.store.redis_sentinel import SENTINEL_SCHEMES, parse_sentinel_url
 
 __all__ = [
+    "TENANT_ID_PATTERN",
     "ChannelCheck",
     "ChannelConfig",
     "ChannelKind",
@@ -122,8 +123,12 @@ def _default_plans() -> dict[str, PlanConfig]:
     return {"free": PlanConfig(), "pro": PlanConfig(), "enterprise": PlanConfig()}
 
 
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""A tenant id: it appears in URL paths and store keys, so it is kept to this alphabet."""
+
+
 class TenantConfig(_Model):
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
     name: str = ""
     plan: str = "free"
     default_persona: str | None = None

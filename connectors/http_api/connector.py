@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import from_json, to_json
 
 from connectors.base import (
@@ -41,6 +41,7 @@ from connectors.base import (
     Pacing,
     Route,
 )
+from connectors.http_api.schemas import HttpMessage
 from connectors.send_policy import (
     DeliveryFailure,
     PlatformAnswer,
@@ -115,22 +116,6 @@ class HttpChannelConfig(ChannelConfig):
                 opt_out="callback_allow_private",
             )
         return self
-
-
-class _User(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=256)
-    name: str | None = Field(default=None, max_length=256)
-
-
-class _InboundBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    conversation_id: str = Field(min_length=1, max_length=256)
-    event_id: str | None = Field(default=None, min_length=1, max_length=256)
-    thread: str | None = Field(default=None, max_length=256)
-    user: _User
-    text: str = Field(default="", max_length=20_000)
-    action: str | None = Field(default=None, max_length=2_000)  # a button's value
 
 
 class HttpApiConnector:
@@ -230,7 +215,7 @@ class HttpApiConnector:
         tenant, channel = self._channel_for(request)
         signed = self.verify(request, channel)
         try:
-            body = _InboundBody.model_validate_json(request.body)
+            body = HttpMessage.model_validate_json(request.body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -2,7 +2,9 @@
 
 Schemas come from the same pydantic models that parse requests and write responses
 (JSON Schema 2020-12, which OpenAPI 3.1 uses as is), so the document describes exactly
-what is served.
+what is served. The HTTP channel's routes (:mod:`connectors.http_api.schemas`) are in it
+too, tagged ``HTTP channel``, with the public listener as their server, and the reply
+callbacks it sends as a webhook.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from connectors.http_api.schemas import channel_openapi
 from gateway.admin.operation import PATH_PATTERNS, Operation
 from gateway.admin.schemas import ErrorBody
 from gateway.admin.table import OPERATIONS
@@ -121,25 +124,35 @@ def _operation(
 
 
 @functools.lru_cache(maxsize=8)
-def build_openapi(tenants: tuple[str, ...] = (), personas: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The document; the configured tenants and loaded personas serve as examples."""
+def build_openapi(
+    tenants: tuple[str, ...] = (),
+    personas: tuple[str, ...] = (),
+    public_url: str = "http://127.0.0.1:8080",
+) -> dict[str, Any]:
+    """The document; the configured tenants and loaded personas serve as examples, and
+    ``public_url`` is where the HTTP channel's routes are served."""
     schemas, top = models_json_schema(_models(), ref_template=_REF)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     examples = {"tenant": tenants[:5], "persona": personas[:5]}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas, defs, examples)
+    channel_paths, webhooks, channel = channel_openapi(public_url)
+    paths |= channel_paths
+    defs |= channel["schemas"]
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "FlowBiz Gateway admin API",
             "version": "1",
             "description": "Tenants, plans and quotas, conversations, dead letters, usage "
-            "and audit. See docs/admin-api.md.",
+            "and audit (see docs/admin-api.md); and the HTTP channel's routes, on the public "
+            "listener (see docs/connectors/http.md).",
         },
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}],
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": defs,
             "securitySchemes": {
@@ -147,7 +160,8 @@ def build_openapi(tenants: tuple[str, ...] = (), personas: tuple[str, ...] = ())
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An admin API key (`flowbiz keys create`)",
-                }
+                },
+                **channel["securitySchemes"],
             },
         },
     }
@@ -155,5 +169,9 @@ def build_openapi(tenants: tuple[str, ...] = (), personas: tuple[str, ...] = ())
 
 async def openapi_handler(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    document = build_openapi(tuple(t.id for t in rt.config.tenants), tuple(sorted(rt.personas)))
+    http = rt.config.http
+    public_url = http.public_base_url or rt.public_url or f"http://{http.host}:{http.port}"
+    document = build_openapi(
+        tuple(t.id for t in rt.config.tenants), tuple(sorted(rt.personas)), public_url
+    )
     return web.Response(body=json.dumps(document).encode(), content_type="application/json")

@@ -10,14 +10,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.admin.keys import Role
 from gateway.audit import AuditEvent
-from gateway.config import PlanConfig
+from gateway.config import TENANT_ID_PATTERN, PlanConfig
 from gateway.deadletters import DeadLetter
 from gateway.models import Button, DeliveryReceipt
 from gateway.quotas import QuotaStatus
 from gateway.state import HistoryEntry
 from gateway.usage import UsageRow
 
-TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TENANT_PATTERN = TENANT_ID_PATTERN
 PERSONA_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 HANDLE_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
 DEAD_LETTER_PATTERN = r"^[0-9]{1,4}:[0-9]{1,20}(-[0-9]{1,20})?$"
