@@ -8,6 +8,8 @@ Inbound HTTP routes (one set for every workspace; the payload's ``team_id`` /
 - ``POST /slack/events``        Events API: url_verification, message, app_mention
 - ``POST /slack/commands``      slash commands (acked with an empty 200 at once)
 - ``POST /slack/interactivity`` block_actions (a persona button's value comes back)
+- ``GET /slack/install/{tenant}``, ``GET /slack/oauth_redirect``  "Add to Slack", for blocks
+  with ``install`` (:mod:`connectors.slack.install`)
 
 Inbound is two steps (connectors/base.py). The edge (:mod:`connectors.slack.edge`) verifies
 the request, keys the event (dedupe id, tenant, conversation) and appends it as Slack sent
@@ -63,6 +65,7 @@ from connectors.send_policy.slack import SLACK_CODES, read_slack
 from connectors.slack.config import DEFAULT_MAX_MESSAGE_CHARS, SLACK_MAX_TEXT, SlackChannelConfig
 from connectors.slack.desk import ThreadMap, is_slack_ts
 from connectors.slack.edge import SlackEdge
+from connectors.slack.install import SlackInstaller
 from connectors.slack.parse import SlackParser
 from connectors.slack.render import SLACK_SECTION_MAX, escape, render, split_text, unescape
 from connectors.slack.render import Post as _Post
@@ -137,18 +140,24 @@ class SlackConnector:
                 bot_id=channel.bot_id,
             )
             self._workspaces.append(ws)
+        self._installer = SlackInstaller(
+            context=context, workspaces=self._workspaces, count=self._count, sdk_log=_sdk_log
+        )
         self._edge = SlackEdge(
             context=context,
             workspaces=self._workspaces,
             threads=self._threads,
             clock=clock or Clock(),
             count=self._count,
+            select=self._installer.select,
+            uninstalled=self._installer.uninstalled,
         )
         self._parser = SlackParser(
             context=context,
             workspaces=self._workspaces,
             users_info=self._users_info,
             count=self._count,
+            installed=self._installer.installed,
         )
         self._sockets = SocketListeners(
             context=context, edge=self._edge, count=self._count, sdk_log=_sdk_log
@@ -170,11 +179,16 @@ class SlackConnector:
                 content_types=FORM,
                 json_fields=("payload",),
             ),
+            *self._installer.routes(),
         ]
 
     async def start(self) -> None:
         await asyncio.gather(
-            *(self._learn_identity(ws) for ws in self._workspaces if ws.bot_user_id is None)
+            *(
+                self._learn_identity(ws)
+                for ws in self._workspaces
+                if ws.bot_user_id is None and not ws.is_app
+            )
         )
         self._sockets.start()
 
@@ -195,6 +209,7 @@ class SlackConnector:
         return await self._parser.parse(event)
 
     async def _users_info(self, ws: _Workspace, user_id: str) -> dict[str, Any] | None:
+        ws = await self._installer.fresh(ws)
         result = await self._client(ws).users_info(user=user_id)
         user = result.get("user")
         return user if isinstance(user, dict) else None
@@ -203,7 +218,7 @@ class SlackConnector:
         ctx = message.reply_context
         if not isinstance(ctx, SlackReplyContext):
             return None
-        ws = self._workspace_for(message.conversation.tenant, ctx)
+        ws = self._paced_by(message.conversation.tenant, ctx)
         if ws is None:
             return None
         return Pacing(
@@ -222,9 +237,9 @@ class SlackConnector:
         handlers: the SDK would resend a chat.postMessage whose connection dropped after the
         request was written, which can post twice. Retries are the dispatcher's decision.
         """
-        if ws.client is None:
+        if ws.client is None or (ws.installed is not None and ws.client.token != ws.token):
             ws.client = AsyncWebClient(
-                token=ws.config.bot_token.get_secret_value(),
+                token=ws.token,
                 base_url=ws.config.web_api_base_url,
                 session=self.context.http,
                 retry_handlers=[],
@@ -250,10 +265,20 @@ class SlackConnector:
         ws.bot_id = ws.bot_id or (bot_id if isinstance(bot_id, str) else None)
         log.info("slack.identity_learned", workspace=ws.label, bot_user_id=ws.bot_user_id)
 
-    def _workspace_for(self, tenant: str, ctx: SlackReplyContext) -> _Workspace | None:
+    def _paced_by(self, tenant: str, ctx: SlackReplyContext) -> _Workspace | None:
+        """The block whose pacing settings apply: the workspace's, or its app's."""
         candidates = [ws for ws in self._workspaces if ws.tenant == tenant]
         try:
             return select_workspace(candidates, ctx.team_id, ctx.enterprise_id)
+        except UnknownTenantError:
+            return next((ws for ws in candidates if ws.is_app), None)
+
+    async def _workspace_for(self, tenant: str, ctx: SlackReplyContext) -> _Workspace | None:
+        """The workspace to send with (an installation's, with a token not about to expire)."""
+        candidates = [ws for ws in self._workspaces if ws.tenant == tenant]
+        try:
+            ws = await self._installer.select(candidates, ctx.team_id, ctx.enterprise_id)
+            return await self._installer.fresh(ws)
         except UnknownTenantError:
             return None
 
@@ -264,7 +289,7 @@ class SlackConnector:
             raise PermanentDeliveryError(
                 "not a Slack reply context", code=DeliveryFailure.BAD_REPLY_CONTEXT
             )
-        ws = self._workspace_for(message.conversation.tenant, ctx)
+        ws = await self._workspace_for(message.conversation.tenant, ctx)
         if ws is None:
             raise PermanentDeliveryError(
                 "no Slack channel configured for this workspace", code=DeliveryFailure.NO_CHANNEL

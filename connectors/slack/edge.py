@@ -27,7 +27,7 @@ conversation the gateway named, not to the Slack thread.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ from gateway.models import Channel, EncodedInbound, conversation_key_of
 from gateway.nesting import value_too_deep
 from gateway.observability import get_logger
 
-__all__ = ["SlackEdge", "signature_matches"]
+__all__ = ["Select", "SlackEdge", "signature_matches"]
 
 log = get_logger(__name__)
 
@@ -68,6 +68,18 @@ _SLACK = Channel.SLACK
 _COMMAND_CONTEXT: dict[str, Any] = {"type": SLASH_COMMANDS}
 _ACTION_CONTEXT: dict[str, Any] = {"type": INTERACTIVE}
 _OK = InboundResponse()
+
+
+_UNINSTALL_EVENTS = frozenset({"app_uninstalled", "tokens_revoked"})
+
+Select = Callable[[Sequence[Workspace], str | None, str | None], Awaitable[Workspace]]
+"""Which of the workspaces a payload of that team (and org) is for."""
+
+
+async def _select_configured(
+    candidates: Sequence[Workspace], team_id: str | None, enterprise_id: str | None
+) -> Workspace:
+    return select_workspace(candidates, team_id, enterprise_id)
 
 
 @dataclass(slots=True)
@@ -87,8 +99,12 @@ class SlackEdge:
         threads: ThreadMap,
         clock: Clock,
         count: Callable[[str], None],
+        select: Select | None = None,
+        uninstalled: Callable[[Workspace], Awaitable[None]] | None = None,
     ) -> None:
         self.context = context
+        self._select = select or _select_configured
+        self._uninstalled = uninstalled
         self._threads = threads
         self._clock = clock
         self._count = count
@@ -143,7 +159,14 @@ class SlackEdge:
         if retry:
             self._count("retry_received")
         team_id, enterprise_id = event_source(body)
-        ws = select_workspace(candidates, team_id, enterprise_id)
+        ws = await self._select(candidates, team_id, enterprise_id)
+        event = body.get("event")
+        if isinstance(event, dict) and event.get("type") in _UNINSTALL_EVENTS:
+            # The app left this workspace (or lost its tokens): forget its installation.
+            self._count(str(event["type"]))
+            if ws.installed is not None and self._uninstalled is not None:
+                await self._uninstalled(ws)
+            return InboundResult()
         encoded = await self.admit_callback(ws, body, request.body, team_id=team_id)
         if encoded is None:
             return InboundResult()
@@ -174,7 +197,7 @@ class SlackEdge:
         if fields.get("ssl_check") == "1":
             return InboundResult()  # Slack's certificate probe: nothing to read or store
         candidates = self.verify(request)
-        ws = select_workspace(candidates, fields.get("team_id"), fields.get("enterprise_id"))
+        ws = await self._select(candidates, fields.get("team_id"), fields.get("enterprise_id"))
         return InboundResult(encoded=[self.admit_command(ws, fields)])
 
     async def interactivity(self, request: InboundRequest) -> InboundResult:
@@ -185,7 +208,7 @@ class SlackEdge:
         payload_json = raw.encode()
         payload = _json_object(payload_json)
         team_id, enterprise_id = interaction_source(payload)
-        ws = select_workspace(candidates, team_id, enterprise_id)
+        ws = await self._select(candidates, team_id, enterprise_id)
         encoded = self.admit_action(ws, payload, payload_json)
         return InboundResult(encoded=[encoded] if encoded is not None else ())
 
@@ -228,7 +251,7 @@ class SlackEdge:
             return None
         if team_id is None:
             team_id = event_source(body)[0]
-        team_id = team_id or string_field(message, "team") or config.team_id or ""
+        team_id = team_id or string_field(message, "team") or ws.team_id or ""
         event_id = f"msg:{team_id}:{channel_id}:{ts}"
         if screened.edited_ts is not None:
             event_id += f":edited:{screened.edited_ts}"

@@ -69,6 +69,10 @@ _FILE_KINDS: dict[str, Literal["image", "video", "audio", "file"]] = {
 UsersInfo = Callable[[Workspace, str], Awaitable[dict[str, Any] | None]]
 
 
+Installed = Callable[[Workspace, str | None, str | None], Awaitable[Workspace | None]]
+"""An app block's installation in a workspace (or org), if it has one."""
+
+
 class SlackParser:
     def __init__(
         self,
@@ -77,9 +81,11 @@ class SlackParser:
         workspaces: Sequence[Workspace],
         users_info: UsersInfo,
         count: Callable[[str], None],
+        installed: Installed | None = None,
     ) -> None:
         self.context = context
         self._by_source = {(ws.tenant, ws.config.name): ws for ws in workspaces}
+        self._installed = installed
         self._users_info = users_info
         self._names = UserNames()
         self._count = count
@@ -92,6 +98,8 @@ class SlackParser:
         if not isinstance(payload, dict):
             raise EventParseError("the stored payload is not an object", reason="not_an_object")
         kind = event.context.get("type")
+        if ws.is_app:
+            ws = await self._installation(ws, kind, payload)
         if kind == EVENTS_API:
             return await self._event_callback(ws, event, payload)
         if kind == SLASH_COMMANDS:
@@ -99,6 +107,25 @@ class SlackParser:
         if kind == INTERACTIVE:
             return self._action(ws, event, payload)
         raise EventParseError("not a Slack payload this connector stores", reason="unknown_type")
+
+    async def _installation(
+        self, app: Workspace, kind: object, payload: dict[str, Any]
+    ) -> Workspace:
+        """The installation of ``app`` in the workspace the payload came from."""
+        if kind == EVENTS_API:
+            team_id, enterprise_id = event_source(payload)
+        elif kind == INTERACTIVE:
+            team_id, enterprise_id = interaction_source(payload)
+        else:
+            team_id, enterprise_id = payload.get("team_id"), payload.get("enterprise_id")
+        team = team_id if isinstance(team_id, str) else None
+        org = enterprise_id if isinstance(enterprise_id, str) else None
+        found = None if self._installed is None else await self._installed(app, team, org)
+        if found is None:
+            raise EventParseError(
+                "the Slack app is not installed in this workspace", reason="not_installed"
+            )
+        return found
 
     # -- Events API -----------------------------------------------------------------------------
     async def _event_callback(
@@ -166,7 +193,7 @@ class SlackParser:
             self._count("ignored_no_user")
             return None
         team_id, enterprise_id = event_source(body)
-        team_id = team_id or string_field(message, "team") or ws.config.team_id or ""
+        team_id = team_id or string_field(message, "team") or ws.team_id or ""
         channel_type = in_dm(message, channel_id)[0]
         reply = thread if desk is None else reply_thread(ws.config, message, channel_id)
         text = clean_text(string_field(message, "text") or "", ws.bot_user_id)
@@ -255,7 +282,7 @@ class SlackParser:
             kind=EventKind.COMMAND,
             text=text,
             reply_context=SlackReplyContext(
-                team_id=fields.get("team_id") or ws.config.team_id or "",
+                team_id=fields.get("team_id") or ws.team_id or "",
                 enterprise_id=fields.get("enterprise_id") or None,
                 channel_id=channel_id,
                 channel_type="im" if channel_id.startswith("D") else None,
@@ -305,7 +332,7 @@ class SlackParser:
             kind=EventKind.ACTION,
             text=string_field(action, "value") or "",
             reply_context=SlackReplyContext(
-                team_id=team_id or ws.config.team_id or "",
+                team_id=team_id or ws.team_id or "",
                 enterprise_id=enterprise_id,
                 channel_id=channel_id,
                 message_ts=string_field(container, "message_ts"),

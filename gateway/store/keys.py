@@ -309,6 +309,18 @@ class Keyspace:
         """A Slack ``thread_ts`` → the desk thread we name."""
         return self._channel_record("slack", f"desk-thread-of:{tenant}:{channel_id}:{thread_ts}")
 
+    def slack_installation(self, client_id: str, workspace: str) -> str:
+        """A Slack app's installation in one workspace (``T:…``) or org (``E:…``), sealed."""
+        return self._channel_record("slack", f"install:{client_id}:{workspace}")
+
+    def slack_token_refresh(self, client_id: str, workspace: str) -> str:
+        """Held by the one process refreshing that installation's rotating token."""
+        return self._channel_record("slack", f"install-refresh:{client_id}:{workspace}")
+
+    def slack_oauth_state(self, state: str) -> str:
+        """An "Add to Slack" OAuth state not yet used → the app block that issued it."""
+        return self._channel_record("slack", f"oauth-state:{state}")
+
     def email_thread(self, tenant: str, message_id: str) -> str:
         """A Message-ID seen or sent → the root Message-ID of its thread (the conversation)."""
         return self._channel_record("email", f"thread:{tenant}:{message_id}")
