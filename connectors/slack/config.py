@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.config import ChannelConfig, Secret
 from gateway.models import SlackReplyContext
@@ -68,6 +69,20 @@ class SlackInstallConfig(BaseModel):
     # How long a process trusts what it read of an installation before reading it again
     # (an uninstall seen by another process takes effect here within this).
     cache_seconds: float = Field(default=30, gt=0, le=600)
+
+    @field_validator("token_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for key in keys:
+            try:
+                Fernet(key.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    "each token key is a Fernet key: 32 url-safe base64-encoded bytes "
+                    "(python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ) from None
+        return keys
 
 
 class SlackChannelConfig(ChannelConfig):

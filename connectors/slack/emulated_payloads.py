@@ -63,6 +63,18 @@ ACME_FILE: dict[str, Any] = {
 """A complete ``files[]`` entry as Slack puts it on a file_share message."""
 
 
+@dataclass(frozen=True, slots=True)
+class EmulatedWorkspace:
+    team_id: str = "T0FLOWBIZ"
+    bot_token: str = "xoxb-emulated-bot-token"  # noqa: S105 - the emulator's own fake token
+    bot_user_id: str = "U0FLOWBOT"
+    bot_id: str = "B0FLOWBOT"
+    app_token: str = "xapp-emulated-app-token"  # noqa: S105 - the emulator's own fake token
+    app_id: str = "A0FLOWAPP"
+    enterprise_id: str | None = None
+    team_domain: str = "flowbiz-demo"
+
+
 def message_event(
     *,
     text: str,

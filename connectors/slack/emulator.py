@@ -14,7 +14,9 @@
   the "did it post?" case);
 - ``POST /api/apps.connections.open`` answering a ``ws://`` URL served here, where
   :meth:`push` sends Socket Mode envelopes and every ack is recorded;
-- ``POST /hooks/…``: the ``response_url`` endpoint for slash commands and clicks.
+- ``POST /hooks/…``: the ``response_url`` endpoint for slash commands and clicks;
+- "Add to Slack": ``GET /oauth/v2/authorize`` and ``POST /api/oauth.v2.access``, through
+  :attr:`SlackEmulator.oauth` (:mod:`connectors.slack.emulated_oauth`).
 
 :class:`SlackSender` (signing as Slack does) and the payload builders live in
 :mod:`connectors.slack.emulated_payloads` and are re-exported here under the same names.
@@ -34,8 +36,10 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from connectors.slack.emulated_oauth import EmulatedApp, EmulatedOAuth
 from connectors.slack.emulated_payloads import (
     ACME_FILE,
+    EmulatedWorkspace,
     SlackSender,
     app_mention_event,
     block_actions_payload,
@@ -47,6 +51,7 @@ from connectors.slack.emulated_payloads import (
 __all__ = [
     "ACME_FILE",
     "ApiCall",
+    "EmulatedApp",
     "EmulatedWorkspace",
     "PostedMessage",
     "SlackEmulator",
@@ -60,18 +65,6 @@ __all__ = [
 
 MAX_TEXT = 40_000
 MAX_SECTION = 3_000
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatedWorkspace:
-    team_id: str = "T0FLOWBIZ"
-    bot_token: str = "xoxb-emulated-bot-token"  # noqa: S105 - the emulator's own fake token
-    bot_user_id: str = "U0FLOWBOT"
-    bot_id: str = "B0FLOWBOT"
-    app_token: str = "xapp-emulated-app-token"  # noqa: S105 - the emulator's own fake token
-    app_id: str = "A0FLOWAPP"
-    enterprise_id: str | None = None
-    team_domain: str = "flowbiz-demo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +132,7 @@ class SlackEmulator:
         missing_channels: frozenset[str] = frozenset({"C0GONE"}),
     ) -> None:
         self.workspaces = workspaces
+        self.oauth = EmulatedOAuth(self)
         self.host = host
         self.port = port
         self.missing_channels = missing_channels
@@ -182,6 +176,7 @@ class SlackEmulator:
         app.router.add_post("/api/apps.connections.open", self._connections_open)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/hooks/{path:.*}", self._response_url)
+        self.oauth.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 from cryptography.fernet import MultiFernet
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackTokenRotationError
 from slack_sdk.oauth import AuthorizeUrlGenerator
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
@@ -221,8 +221,7 @@ class SlackInstaller:
         self, reason: str, text: str, *, status: int = 400, exc: BaseException | None = None
     ) -> InboundResult:
         self._count("install_refused" if status >= 400 else "install_declined")
-        code = exc.response.get("error") if isinstance(exc, SlackApiError) else None
-        log.warning("slack.install_refused", reason=reason, error=code or type(exc).__name__)
+        log.warning("slack.install_refused", reason=reason, error=_code(exc))
         title = "Not installed"
         return InboundResult(response=_html(status, _PAGE.format(title=title, text=text)))
 
@@ -332,6 +331,10 @@ class SlackInstaller:
                 if rotated is not None:
                     await self._kept(app).async_save(rotated)
                     self._count("token_refreshed")
+            except (SlackTokenRotationError, aiohttp.ClientError, TimeoutError) as exc:
+                # The send goes on with the token there is; Slack's answer decides its fate.
+                self._count("token_refresh_failed")
+                log.warning("slack.token_refresh_failed", workspace=ws.label, error=_code(exc))
             finally:
                 await self.context.store.delete([claim])
         else:
@@ -360,13 +363,38 @@ class SlackInstaller:
                 del self._cache[key]
 
     def _client(self, base_url: str, token: str | None) -> AsyncWebClient:
-        return AsyncWebClient(
+        return _OAuthClient(
             token=token,
             base_url=base_url,
             session=self.context.http,
             retry_handlers=[],
             logger=self._sdk_log,
         )
+
+
+class _OAuthClient(AsyncWebClient):
+    """slack-sdk's client, sending the app's credentials to ``oauth.v2.access`` as the form
+    fields Slack also accepts, not through aiohttp's ``BasicAuth`` (deprecated there)."""
+
+    async def oauth_v2_access(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        **kwargs: Any,
+    ) -> Any:
+        fields = {k: v for k, v in kwargs.items() if v is not None}
+        fields |= {"client_id": client_id, "client_secret": client_secret}
+        return await self.api_call("oauth.v2.access", data=fields)
+
+
+def _code(exc: BaseException | None) -> str | None:
+    if isinstance(exc, SlackTokenRotationError):
+        exc = exc.api_error
+    if isinstance(exc, SlackApiError):
+        error = exc.response.get("error")
+        return str(error)[:64] if error else "slack_api_error"
+    return None if exc is None else type(exc).__name__
 
 
 def _cookie_state(header: str | None) -> str | None:

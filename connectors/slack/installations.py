@@ -88,7 +88,7 @@ class StoreInstallationStore(AsyncInstallationStore):
 
     async def async_save(self, installation: Installation) -> None:
         data = {
-            name: value.timestamp() if isinstance(value, datetime) else value
+            name: _plain(name, value)
             for name, value in installation.to_dict_for_copying().items()
             if value is not None
         }
@@ -155,3 +155,12 @@ class StoreInstallationStore(AsyncInstallationStore):
         except (InvalidToken, ValueError, TypeError):
             self._unreadable()
             return None
+
+
+def _plain(name: str, value: Any) -> Any:
+    """JSON for a field of ``to_dict_for_copying``, as ``Installation(...)`` reads it back:
+    times as epoch seconds (the expiries whole, as the model keeps them)."""
+    if isinstance(value, datetime):
+        seconds = value.timestamp()
+        return int(seconds) if name.endswith("_expires_at") else seconds
+    return value

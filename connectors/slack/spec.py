@@ -1,6 +1,6 @@
 """The Slack package's ``SPEC``, and its check: each workspace (or org-wide install of an
-Enterprise Grid org) is configured once, since its events carry nothing else to find the
-tenant by."""
+Enterprise Grid org), and each "Add to Slack" app, is configured once, since its events
+carry nothing else to find the tenant by."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def check(
 
 def _workspace(placed: PlacedChannel[SlackChannelConfig]) -> list[Claim]:
     channel = placed.channel
+    if channel.install is not None:  # its installations say which workspaces are its
+        app = channel.install.client_id
+        return [Claim("install.client_id", ("app", app), f"the Slack app {app}")]
     if channel.team_id is not None:  # team ids are unique across orgs
         return [Claim("team_id", ("team", channel.team_id), f"Slack workspace {channel.team_id}")]
     what = f"the org-wide install of Slack org {channel.enterprise_id}"
