@@ -44,6 +44,8 @@ _QUESTIONS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("smtp_relay", "Outgoing mail server host[:port]", "localhost", "email"),
 )
 
+_ASKED = frozenset(question[0] for question in _QUESTIONS)
+
 
 def add_init_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``init`` on the ``flowbiz`` parser."""
@@ -86,16 +88,18 @@ def _answers(args: argparse.Namespace) -> dict[str, str | None]:
     return {key: getattr(args, key) for key in keys}
 
 
-def _ask(answers: dict[str, str | None], read: Callable[[str], str]) -> None:
-    """Ask for each missing answer the chosen channels need."""
+def _ask(answers: dict[str, str | None], read: Callable[[str], str], only: set[str] | None) -> None:
+    """Ask for each missing answer the chosen channels need (or, again, each in ``only``)."""
     for key, question, default, channel in _QUESTIONS:
         chosen = {c.strip().lower() for c in (answers.get("channels") or "http").split(",")}
-        if answers.get(key) or (channel is not None and channel not in chosen):
+        if channel is not None and channel not in chosen:
             continue
-        fallback = answers.get("tenant") if key == "name" else default
-        shown = f" [{fallback}]" if fallback else ""
-        reply = read(f"{question}{shown}: ").strip()
-        answers[key] = reply or fallback
+        if answers.get(key) if only is None else key not in only:
+            continue
+        # The name's default is the tenant id, which validate() fills in (once it is valid).
+        shown = answers.get("tenant") if key == "name" else default
+        reply = read(f"{question}{f' [{shown}]' if shown else ''}: ").strip()
+        answers[key] = reply or default
 
 
 def _flag_key(flag: str) -> str:
@@ -105,22 +109,31 @@ def _flag_key(flag: str) -> str:
 def run_init(
     args: argparse.Namespace, *, interactive: bool, read: Callable[[str], str] = input
 ) -> int:
+    directory: Path = args.directory
+    try:
+        check_target(directory, force=args.force)  # before any question is asked
+    except TargetError as exc:
+        print(f"flowbiz init: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     answers = _answers(args)
     options: InitOptions | None = None
+    refused: set[str] | None = None
     for round_ in range(_ROUNDS):
-        if interactive:
-            _ask(answers, read)
+        try:
+            if interactive:
+                _ask(answers, read, refused)
+        except (EOFError, KeyboardInterrupt):
+            print("\nflowbiz init: stopped; nothing written", file=sys.stderr)
+            return EXIT_REFUSED
         try:
             options = validate(answers)
             break
         except InitError as exc:
             _report(exc.problems)
-            if not interactive or round_ == _ROUNDS - 1:
-                return EXIT_REFUSED
-            for flag, _ in exc.problems:
-                answers[_flag_key(flag)] = None
+            refused = {_flag_key(flag) for flag, _ in exc.problems}
+            if not interactive or round_ == _ROUNDS - 1 or not refused & _ASKED:
+                return EXIT_REFUSED  # asking again what is not asked would change nothing
     assert options is not None
-    directory: Path = args.directory
     try:
         check_target(directory, force=args.force)
         write_project(directory, project_files(options, directory))

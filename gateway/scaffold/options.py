@@ -127,7 +127,7 @@ def _text(value: str, flag: str, problems: list[tuple[str, str]]) -> str:
 
 def _hostname(value: str) -> bool:
     labels = value.split(".")
-    return len(value) <= 253 and len(labels) >= 2 and all(_LABEL.match(x) for x in labels)
+    return len(value) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(x) for x in labels)
 
 
 def _public_url(value: str) -> str:
@@ -147,7 +147,7 @@ def _public_url(value: str) -> str:
         raise ValueError("has an invalid port") from exc
     if not _hostname(host):
         raise ValueError(f"{host or 'the host'!r} is not a DNS name (example: bot.acme.example)")
-    if not _URL_PATH.match(parts.path):
+    if not _URL_PATH.fullmatch(parts.path):
         raise ValueError("its path may hold only letters, digits and . _ ~ - between slashes")
     if any(segment in {".", ".."} for segment in parts.path.split("/")):
         raise ValueError("its path must not contain . or .. segments")
@@ -213,7 +213,7 @@ def _email(answers: Mapping[str, str | None], public_host: str) -> EmailOptions:
         raise _Refused("--email-address", "required for the email channel (or --email-domain)")
     if address:
         local, at, address_domain = address.partition("@")
-        if not at or not _LOCAL_PART.match(local):
+        if not at or not _LOCAL_PART.fullmatch(local):
             raise _Refused("--email-address", f"{address!r} is not a plain address (name@domain)")
         if domain and domain != address_domain:
             raise _Refused("--email-domain", f"the address {address!r} is not in {domain!r}")
@@ -222,7 +222,7 @@ def _email(answers: Mapping[str, str | None], public_host: str) -> EmailOptions:
         flag = "--email-address" if address else "--email-domain"
         raise _Refused(flag, f"{domain!r} is not a domain name (letters, digits, hyphens, dots)")
     selector = (answers.get("dkim_selector") or DEFAULT_DKIM_SELECTOR).strip().lower()
-    if not _LABEL.match(selector):
+    if not _LABEL.fullmatch(selector):
         raise _Refused("--dkim-selector", "must be one DNS label (letters, digits, hyphens)")
     mx_host = (answers.get("mx_host") or public_host).strip().lower()
     if not _hostname(mx_host):
@@ -268,7 +268,7 @@ def _platform_id(
     if not value:
         problems.append((flag, f"required for the chosen channels: {expected}"))
         return None
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         problems.append((flag, f"{value!r} is not {expected}"))
         return None
     return value
@@ -279,7 +279,7 @@ def validate(answers: Mapping[str, str | None]) -> InitOptions:
     listing every refused answer."""
     problems: list[tuple[str, str]] = []
     tenant = (answers.get("tenant") or "").strip()
-    if not _TENANT.match(tenant):
+    if not _TENANT.fullmatch(tenant):
         problems.append(("--tenant", _TENANT_RULE))
     name = _text(answers.get("name") or tenant, "--name", problems)
     if len(name) > _MAX_NAME:
@@ -300,7 +300,7 @@ def validate(answers: Mapping[str, str | None]) -> InitOptions:
     slack_command = (answers.get("slack_command") or DEFAULT_SLACK_COMMAND).strip()
     if "slack" in chosen:
         slack_team_id = platform_id("slack_team_id", _SLACK_TEAM, "a Slack team id (T0123ABCD)")
-        if not _SLACK_COMMAND.match(slack_command):
+        if not _SLACK_COMMAND.fullmatch(slack_command):
             problems.append(("--slack-command", "a lowercase slash command such as /persona"))
     if "line" in chosen:
         line_bot = platform_id("line_bot_user_id", _LINE_BOT, "a LINE bot user id (U + 32 hex)")
