@@ -104,10 +104,6 @@ class InitOptions:
     whatsapp_number: str | None = None  # +E.164
     email: EmailOptions | None = None
 
-    @property
-    def public_host(self) -> str:
-        return urlsplit(self.public_url).hostname or ""
-
     def url(self, path: str) -> str:
         """The public URL of one of the gateway's paths."""
         return self.public_url + path
@@ -183,19 +179,25 @@ def _store(value: str) -> str:
 
 
 def _relay(value: str) -> Relay:
-    host, colon, port_text = value.rpartition(":") if ":" in value else (value, "", "")
-    host = host.lower()
-    port = 25 if host in {"localhost", "127.0.0.1"} else 587
-    if colon:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError("the port must be a number from 1 to 65535")
-        port = int(port_text)
+    """``host``, ``host:port``, an IP address, or ``[v6 address]:port``."""
+    host, port_text = value.lower(), ""
+    if host.startswith("[") and "]" in host:
+        host, _, rest = host[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, _, port_text = host.partition(":")
     if host != "localhost" and not _hostname(host):
         try:
             ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(f"{host!r} is not a host name or an IP address") from None
-    return Relay(host=host, port=port)
+    default = Relay(host=host, port=25)
+    if not port_text:
+        # A relay on this machine takes mail on 25; a provider's submission port is 587.
+        return default if default.loopback else Relay(host=host, port=587)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return Relay(host=host, port=int(port_text))
 
 
 class _Refused(ValueError):

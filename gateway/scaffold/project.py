@@ -218,7 +218,10 @@ def gateway_yaml(options: InitOptions) -> str:
 def env_example(options: InitOptions) -> str:
     lines = [
         "# The secrets gateway.yaml reads (env:NAME). Copy to .env, fill in, never commit .env.",
-        "# Load it into the shell that runs the gateway:  set -a; . ./.env; set +a",
+        "# Load it, from this folder, into the shell that runs the gateway:",
+        "#   set -a; . ./.env; set +a",
+        "# (shell syntax: the DKIM key is read from its file by $(cat …), which a container",
+        "# runtime's env-file does not run; give such a runtime the file's text instead)",
         "",
     ]
     for channel, group in secrets(options).items():

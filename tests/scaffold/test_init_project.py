@@ -216,3 +216,42 @@ def test_the_configuration_is_the_data_it_was_given(all_channels: Path) -> None:
     assert kinds["whatsapp"]["public_base_url"] == PUBLIC_URL
     assert kinds["email"]["dkim"]["private_key"] == "env:ACME_DKIM_PRIVATE_KEY"
     assert data["http"]["public_base_url"] == PUBLIC_URL
+
+
+def test_a_remote_relay_is_logged_in_to_and_allowed_by_spf(tmp_path: Path) -> None:
+    project = tmp_path / "bot"
+    flags = [*ALL_CHANNELS, "--smtp-relay", "smtp.provider.example", "--channels", "email"]
+    done = run_flowbiz("init", str(project), *flags, "--non-interactive")
+    assert done.returncode == 0, done.stderr
+    [tenant] = yaml.safe_load((project / "gateway.yaml").read_text())["tenants"]
+    [email] = tenant["channels"]
+    assert email["outbound"] == {
+        "host": "smtp.provider.example",
+        "port": 587,
+        "security": "starttls",
+        "username": "support@acme.example",
+        "password": "env:ACME_SMTP_PASSWORD",
+    }
+    assert "ACME_SMTP_PASSWORD=" in (project / ".env.example").read_text()
+    assert "`v=spf1 mx a:smtp.provider.example ~all`" in (project / "setup/email.md").read_text()
+    checked = run_flowbiz("check", str(project / "gateway.yaml"), env=project_env(project))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_an_http_only_project_needs_no_platform_answers(tmp_path: Path) -> None:
+    project = tmp_path / "bot"
+    flags = ["--tenant", "shop-1", "--public-url", "https://api.shop.example:8443/gw/"]
+    done = run_flowbiz("init", str(project), *flags, "--non-interactive")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (project / "setup").iterdir()) == ["http.md"]
+    assert not (project / "dkim").exists()
+    data = yaml.safe_load((project / "gateway.yaml").read_text())
+    assert data["http"]["public_base_url"] == "https://api.shop.example:8443/gw"
+    assert (
+        "https://api.shop.example:8443/gw/v1/channels/http/shop-1/messages"
+        in (project / "setup/http.md").read_text()
+    )
+    env = project_env(project)
+    assert set(env) == {"SHOP_1_HTTP_API_KEY", "SHOP_1_HTTP_SIGNING_SECRET", "FLOWBIZ_LOG_HASH_KEY"}
+    checked = run_flowbiz("check", str(project / "gateway.yaml"), env=env)
+    assert checked.returncode == 0, checked.stderr
