@@ -2,10 +2,11 @@
 
 Guarantees: every file is put together in memory first (:func:`project_files`), so an answer
 that cannot be used leaves the disk untouched; :func:`check_target` refuses a folder that
-exists and is not empty unless ``force`` is given, and a path in the way that is a file or a
-symbolic link always; each file is written whole under a temporary name and renamed into
-place, so an existing link at its name is replaced, never followed; the DKIM private key
-and its folder are readable by the owner only (0600, 0700) from the moment they exist.
+exists and is not empty unless ``force`` is given; a symbolic link or a file where one of the
+project's folders goes, or a folder where one of its files goes, is refused before the first
+file is written; each file is written whole under a temporary name and renamed into place,
+so an existing link at its name is replaced, never followed; the DKIM private key and its
+folder are readable by the owner only (0600, 0700) from the moment they exist.
 """
 
 from __future__ import annotations
@@ -76,12 +77,24 @@ def project_files(options: InitOptions, directory: Path) -> list[ProjectFile]:
     return found
 
 
+def _in_the_way(directory: Path, files: list[ProjectFile]) -> None:
+    """Refuse before writing anything if a folder on a file's way is a link or not a folder,
+    or a file's name is taken by a folder."""
+    for file in files:
+        folder = directory
+        for part in file.path.parent.parts:
+            folder = folder / part
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise TargetError(f"{folder} is in the way (not a plain folder)")
+        target = directory / file.path
+        if target.is_dir() and not target.is_symlink():
+            raise TargetError(f"{target} is in the way (a folder)")
+
+
 def _folder(directory: Path, relative: Path, *, private: bool) -> Path:
     folder = directory
     for part in relative.parts:
         folder = folder / part
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise TargetError(f"{folder} is in the way (not a plain folder)")
         if not folder.exists():
             folder.mkdir(mode=_PRIVATE_DIR if private else 0o777)
     if private:
@@ -90,6 +103,7 @@ def _folder(directory: Path, relative: Path, *, private: bool) -> Path:
 
 
 def write_project(directory: Path, files: list[ProjectFile]) -> None:
+    _in_the_way(directory, files)
     directory.mkdir(parents=True, exist_ok=True)
     for file in files:
         folder = _folder(directory, file.path.parent, private=file.private)

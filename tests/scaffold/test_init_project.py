@@ -105,7 +105,7 @@ def _get(url: str, server: subprocess.Popen[bytes]) -> dict[str, str]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + 30
     while True:
-        assert server.poll() is None, server.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        assert server.poll() is None, server.stderr.read().decode()[-2000:]
         try:
             with opener.open(url, timeout=2) as response:
                 answer: dict[str, str] = json.loads(response.read())
@@ -199,7 +199,7 @@ def test_the_dkim_record_publishes_the_written_key(
     for env_name, value in project_env(all_channels).items():
         monkeypatch.setenv(env_name, value)
     [email] = load_config(all_channels / "gateway.yaml").channels_of_kind("email")
-    signer = email[1].dkim.signer()  # type: ignore[attr-defined]
+    signer = email[1].dkim.signer()
     message = b"From: support@acme.example\r\nTo: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n"
     signed = signer.sign(message)
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record.encode())

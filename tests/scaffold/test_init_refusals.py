@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.cli import build_parser
+from gateway.cli import build_parser, main
 from gateway.scaffold.command import run_init
 from tests.scaffold.conftest import ALL_CHANNELS, run_flowbiz
 
@@ -60,15 +60,23 @@ def _with(flag: str, value: str) -> list[str]:
     ],
 )
 def test_a_hostile_or_malformed_answer_is_refused_and_nothing_is_written(
-    tmp_path: Path, flag: str, value: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
+    # In-process through the command's own entry point (the subprocess case is below).
     project = tmp_path / "bot"
-    done = run_flowbiz("init", str(project), *_with(flag, value), "--non-interactive")
-    assert done.returncode == 2
-    assert f"  {flag}: " in done.stderr
-    assert done.stdout == ""
-    assert not project.exists()
+    assert main(["init", str(project), *_with(flag, value), "--non-interactive"]) == 2
+    out, err = capsys.readouterr()
+    assert f"  {flag}: " in err
+    assert out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_exits_2_on_a_refused_answer(tmp_path: Path) -> None:
+    project = tmp_path / "bot"
+    done = run_flowbiz("init", str(project), *_with("--tenant", "../x"), "--non-interactive")
+    assert done.returncode == 2
+    assert "  --tenant: 1-63 lowercase letters" in done.stderr
+    assert not project.exists()
 
 
 def test_missing_answers_are_all_named_without_prompting(tmp_path: Path) -> None:
@@ -130,8 +138,9 @@ def test_a_linked_folder_in_the_way_is_refused(tmp_path: Path) -> None:
     (project / "personas").symlink_to(elsewhere)
     done = run_flowbiz("init", str(project), *ALL_CHANNELS, "--non-interactive", "--force")
     assert done.returncode == 2
-    assert "is in the way" in done.stderr
+    assert "personas is in the way" in done.stderr
     assert list(elsewhere.iterdir()) == []
+    assert [p.name for p in project.iterdir()] == ["personas"]  # nothing written beside it
 
 
 def test_text_answers_stay_text_in_the_configuration(tmp_path: Path) -> None:
