@@ -283,7 +283,7 @@ def validate(answers: Mapping[str, str | None]) -> InitOptions:
     tenant = (answers.get("tenant") or "").strip()
     if not _TENANT.fullmatch(tenant):
         problems.append(("--tenant", _TENANT_RULE))
-    name = _text(answers.get("name") or tenant, "--name", problems)
+    name = _text(answers.get("name") or "", "--name", problems) or tenant
     if len(name) > _MAX_NAME:
         problems.append(("--name", f"at most {_MAX_NAME} characters"))
     public_url = None

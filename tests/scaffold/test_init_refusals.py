@@ -5,7 +5,11 @@ terminal user is asked again."""
 from __future__ import annotations
 
 import argparse
+import os
+import pty
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,8 @@ import yaml
 
 from gateway.cli import build_parser, main
 from gateway.scaffold.command import run_init
+from gateway.scaffold.options import validate
+from gateway.scaffold.platforms import slack_manifest
 from tests.scaffold.conftest import ALL_CHANNELS, run_flowbiz
 
 
@@ -180,3 +186,41 @@ def test_a_terminal_user_gives_up_after_three_rounds(tmp_path: Path) -> None:
     args = _args(tmp_path, "--channels", "http", "--public-url", "https://bot.acme.example")
     assert run_init(args, interactive=True, read=lambda prompt: "../x") == 2
     assert not (tmp_path / "bot").exists()
+
+
+def test_a_long_name_fits_the_slack_manifest_limits() -> None:
+    answers = {
+        "tenant": "acme",
+        "name": "Acme Corporation International Customer Service and Support Desk (EU)",
+        "public_url": "https://bot.acme.example",
+        "channels": "slack",
+        "slack_team_id": "T0123ABCD",
+    }
+    manifest = slack_manifest(validate(answers))
+    assert 1 <= len(manifest["display_information"]["name"]) <= 35  # Slack's schema limits
+    assert 1 <= len(manifest["display_information"]["description"]) <= 140
+    assert 1 <= len(manifest["features"]["bot_user"]["display_name"]) <= 80
+    assert validate({**answers, "name": "   "}).name == "acme"
+
+
+def test_on_a_terminal_the_command_asks(tmp_path: Path) -> None:
+    """A real pseudo-terminal on the command's standard input: it prompts, and writes."""
+    controller, terminal = pty.openpty()
+    project = tmp_path / "bot"
+    process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "gateway.cli", "init", str(project), "--channels", "http"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, b"acme\nAcme Corp\nhttps://bot.acme.example\n")
+        out, err = process.communicate(timeout=30)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, err.decode()
+    assert b"Tenant id" in out
+    assert b"Public https:// URL" in out
+    data = yaml.safe_load((project / "gateway.yaml").read_text())
+    assert (data["tenants"][0]["id"], data["tenants"][0]["name"]) == ("acme", "Acme Corp")
