@@ -52,7 +52,11 @@ def add_init_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     init = sub.add_parser(
         "init",
         help="create a project folder: gateway.yaml, personas, secrets list, platform setup",
-        description=__doc__,
+        description=(
+            "Create a project folder that `flowbiz check` passes and `flowbiz serve` runs: "
+            "gateway.yaml, personas/, .env.example and a setup page per platform with the "
+            "values to paste. On a terminal, missing answers are asked for."
+        ),
     )
     init.add_argument("directory", type=Path, help="the project folder to create")
     init.add_argument("--tenant", help="the tenant id, e.g. acme")
