@@ -147,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     from gateway.admin.cli import add_admin_commands
+    from gateway.scaffold.command import add_init_command
 
     add_admin_commands(sub)
+    add_init_command(sub)
 
     simulate = sub.add_parser("simulate", help="send platform-style traffic to a gateway")
     channels = simulate.add_subparsers(dest="channel", required=True)
