@@ -7,6 +7,8 @@ import aiohttp
 import pytest
 
 from connectors.http_api.emulator import CallbackReceiver
+from gateway.admin.keys import Role, create_key
+from gateway.admin.operation import RETRY_AFTER_SECONDS
 from gateway.admin.schemas import Health, TenantList
 from gateway.client import (
     AdminClient,
@@ -15,10 +17,11 @@ from gateway.client import (
     NotFound,
     PermissionDenied,
     TransportError,
+    Unavailable,
 )
 from tests.client.conftest import Served
-from tests.conftest import free_port
-from tests.harness import eventually
+from tests.conftest import free_port, start_redis_server
+from tests.harness import base_config, eventually, http_tenant, running_gateway
 
 
 async def test_tenants_conversations_usage_and_personas(served: Served, receiver):
@@ -136,3 +139,28 @@ async def test_a_session_passed_in_is_shared_and_left_open(served: Served):
             await client.close()
         assert not session.closed
         assert [len(a.tenants) for a in answers] == [1, 1]
+
+
+@pytest.mark.redis
+async def test_a_store_outage_is_unavailable_and_health_says_degraded(
+    tmp_path, receiver: CallbackReceiver
+):
+    """Redis stopped: health's 503 is its report, returned; any other route raises
+    Unavailable with the Retry-After the gateway sent."""
+    redis = start_redis_server(tmp_path)
+    try:
+        data = base_config(redis.url, tenants=[http_tenant(receiver.url)])
+        async with running_gateway(data) as gw:
+            rt = gw.runtime
+            _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+            async with AdminClient(gw.ops_url, token) as admin:
+                assert (await admin.health()).status == "ok"
+                redis.stop()
+                health = await admin.health()
+                assert (health.status, health.store) == ("degraded", "unreachable")
+                with pytest.raises(Unavailable) as down:
+                    await admin.get_quota("acme")
+                assert (down.value.status, down.value.error) == (503, "store_unavailable")
+                assert down.value.retry_after == RETRY_AFTER_SECONDS
+    finally:
+        redis.stop()
