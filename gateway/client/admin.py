@@ -5,7 +5,8 @@ path, the status it expects) and returns the body parsed with the very pydantic 
 server writes it with (:mod:`gateway.admin.schemas`), so a field the server adds, drops or
 retypes breaks here, not later in a caller. Any other status raises from
 :mod:`gateway.client.errors`. ``tests/client/`` holds every route of the table to
-``/v1/openapi.json`` (method, path and response schema), so the two cannot drift.
+``/v1/openapi.json`` (method, path, parameters, request and answer schemas) and every
+operation there to a method, so the two cannot drift.
 """
 
 from __future__ import annotations
