@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine with Python 3.11+:
 #   make demo   install into .venv and run the gateway with the example config and emulators
-#   make test   install into .venv (plus redis-server) and run lint, types and the whole suite
+#   make test   install into .venv (plus redis-server) and run lint, types, the docs build and
+#               the whole suite
 #   make lock   re-resolve constraints.txt after editing pyproject.toml (keeps other pins)
 #   make lock-upgrade   refresh every pin in constraints.txt to the newest allowed release
 PYTHON ?= python3
@@ -12,7 +13,7 @@ LOCK   := constraints.txt
 LOCK_COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --universal \
 	--python-version 3.11 --custom-compile-command "make lock" --quiet -o $(LOCK)
 
-.PHONY: demo test lint typecheck pytest system-deps bench soak fuzz serve clean lock lock-upgrade lock-tool
+.PHONY: demo test lint typecheck docs pytest system-deps bench soak fuzz serve clean lock lock-upgrade lock-tool
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -47,12 +48,19 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml), offline into var/site; --strict makes every warning (a
+# broken link or anchor, a nav entry without its page) an error. A step of its own beside
+# lint and typecheck rather than a test: it checks the docs once, in about a second, and
+# `make docs` alone rebuilds the site to read.
+docs: $(BIN)/.installed
+	$(BIN)/mkdocs build --strict --quiet
+
 # One pytest worker per core: every test starts its own servers on free ports, so they run
 # side by side (a single file runs alone with `$(BIN)/pytest tests/<path>`).
 pytest: $(BIN)/.installed system-deps
 	$(BIN)/pytest -n auto
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 bench: export FLOWBIZ_BENCH := 1
 bench: $(BIN)/.installed system-deps

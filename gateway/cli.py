@@ -1,9 +1,11 @@
-"""``flowbiz``: check a configuration, serve, run the demo, simulate platform traffic."""
+"""``flowbiz``: check a configuration, serve, run the demo, simulate platform traffic, print
+the OpenAPI document or the API reference page rendered from it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +121,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    from gateway.admin.openapi import build_openapi
+    from gateway.admin.reference import render_reference
+
+    document = build_openapi()
+    text = render_reference(document) if args.markdown else json.dumps(document, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowbiz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the gateway up after the scenes, to explore the operators' console",
     )
     demo.set_defaults(func=_cmd_demo)
+
+    openapi = sub.add_parser(
+        "openapi", help="print the OpenAPI document (as /v1/openapi.json, without examples)"
+    )
+    openapi.add_argument(
+        "--markdown", action="store_true", help="the API reference page (docs/api-reference.md)"
+    )
+    openapi.add_argument("--output", "-o", help="write to this file instead of stdout")
+    openapi.set_defaults(func=_cmd_openapi)
 
     from gateway.admin.cli import add_admin_commands
     from gateway.scaffold.command import add_init_command

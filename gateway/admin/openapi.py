@@ -90,8 +90,9 @@ def _operation(
     error_ref = schemas[(ErrorBody, "serialization")]
     # Any route answers 503 (with Retry-After) while the store is unreachable.
     for status in sorted({401, 403, 503, *op.errors}):
-        if status == 503 and op.response is not None:
-            # Health answers 503 with the same body as 200, telling what is wrong.
+        if status == 503 and 503 in op.errors and op.response is not None:
+            # An operation that declares 503 itself answers it with its own body (health:
+            # degraded, telling what is wrong); any other's 503 is store_unavailable.
             schema = schemas[(op.response, "serialization")]
         else:
             schema = error_ref

@@ -15,6 +15,7 @@ from aiohttp import web
 from connectors.http_api.emulator import HttpChannelClient
 from connectors.http_api.schemas import CHANNEL_TAG, HttpAccepted, HttpReplies, HttpReply
 from gateway.admin.keys import Role, create_key
+from gateway.admin.openapi import build_openapi
 from gateway.admin.routes import OPERATIONS
 from tests.e2e.conftest import SECRETS, http_tenant
 from tests.harness import base_config, eventually, running_gateway
@@ -156,3 +157,15 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(gatewa
     assert process.returncode == 0, text[-6000:]
     assert " passed" in text
     assert f"Tested: {len(OPERATIONS)}" in text
+
+
+def test_a_503_is_documented_with_the_body_it_is_served_with():
+    """Health's 503 is its own body (degraded, test_store_outage.py); every other route's is
+    the store_unavailable error body."""
+    document = build_openapi()
+    for op in OPERATIONS:
+        answer = document["paths"][op.path][op.method.lower()]["responses"]["503"]
+        expected = "Health" if op.operation_id == "getHealth" else "ErrorBody"
+        assert answer["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{expected}"
+        }, op.operation_id

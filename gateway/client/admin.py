@@ -1,0 +1,251 @@
+"""``AdminClient``: the admin API (``/v1`` on the operations listener), typed.
+
+Guarantee: each method makes one request to the route named in :data:`ADMIN_ROUTES` (method,
+path, the status it expects) and returns the body parsed with the very pydantic model the
+server writes it with (:mod:`gateway.admin.schemas`), so a field the server adds, drops or
+retypes breaks here, not later in a caller. Any other status raises from
+:mod:`gateway.client.errors`. ``tests/client/`` holds every route of the table to
+``/v1/openapi.json`` (method, path, parameters, request and answer schemas) and every
+operation there to a method, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from gateway.admin.keys import Role
+from gateway.admin.schemas import (
+    Accepted,
+    AuditList,
+    ConversationExport,
+    ConversationList,
+    ConversationView,
+    DeadLetterList,
+    DeadLetterView,
+    EraseResult,
+    Health,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyView,
+    PersonaList,
+    PlanChange,
+    ProactiveMessage,
+    QuotaView,
+    ReceiptList,
+    ReloadResult,
+    ReplayResult,
+    TenantList,
+    TenantView,
+    ToolList,
+    UsageReport,
+)
+from gateway.client.errors import InvalidRequest
+from gateway.client.transport import Answer, Route, Transport, error_of, parse
+from gateway.models import Button
+
+__all__ = ["ADMIN_ROUTES", "AdminClient"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+T = "/v1/tenants/{tenant}"
+C = T + "/conversations/{conversation}"
+# Keyed by the AdminClient method that calls each route.
+ADMIN_ROUTES: Mapping[str, Route[Any]] = {
+    "health": Route("GET", "/v1/health", Health, also=(503,)),
+    "list_keys": Route("GET", "/v1/keys", KeyList),
+    "create_key": Route("POST", "/v1/keys", KeyCreated, status=201, body=KeyCreate),
+    "revoke_key": Route("DELETE", "/v1/keys/{key_id}", KeyView),
+    "list_tenants": Route("GET", "/v1/tenants", TenantList),
+    "get_tenant": Route("GET", T, TenantView),
+    "set_plan": Route("PUT", T + "/plan", TenantView, body=PlanChange),
+    "get_quota": Route("GET", T + "/quota", QuotaView),
+    "get_usage": Route("GET", T + "/usage", UsageReport),
+    "list_conversations": Route("GET", T + "/conversations", ConversationList),
+    "get_conversation": Route("GET", C, ConversationView),
+    "export_conversation": Route("GET", C + "/export", ConversationExport),
+    "erase_conversation": Route("DELETE", C, EraseResult),
+    "send_message": Route("POST", C + "/messages", Accepted, status=202, body=ProactiveMessage),
+    "list_receipts": Route("GET", C + "/receipts", ReceiptList),
+    "list_personas": Route("GET", "/v1/personas", PersonaList),
+    "list_persona_tools": Route("GET", "/v1/personas/{persona}/tools", ToolList),
+    "reload_personas": Route("POST", "/v1/personas/reload", ReloadResult),
+    "list_dead_letters": Route("GET", "/v1/dead-letters", DeadLetterList),
+    "get_dead_letter": Route("GET", "/v1/dead-letters/{handle}", DeadLetterView),
+    "replay_dead_letter": Route("POST", "/v1/dead-letters/{handle}/replay", ReplayResult),
+    "discard_dead_letter": Route("DELETE", "/v1/dead-letters/{handle}", None, status=204),
+    "list_audit_events": Route("GET", "/v1/audit", AuditList),
+}
+
+
+def _query(**values: Any) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def _body(model: type[M], **fields: Any) -> M:
+    """The request body, checked here by the model the server parses it with; arguments it
+    would refuse raise InvalidRequest (422, ``invalid_body``) before anything is sent."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise InvalidRequest(422, "invalid_body", str(exc)) from exc
+
+
+class AdminClient(Transport):
+    """The admin API with one bearer key (``flowbiz keys create``).
+
+    ``base_url`` is the operations listener (``http://127.0.0.1:9090`` by default). Use it
+    with ``async with``, or call :meth:`close`; pass ``session`` to share one of your own.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(base_url, session=session, timeout=timeout)
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    async def _answer(
+        self,
+        route: Route[Any],
+        params: Mapping[str, str],
+        query: Mapping[str, str] | None,
+        body: BaseModel | None,
+    ) -> Answer:
+        path = route.path.format(**{k: quote(v, safe="") for k, v in params.items()})
+        url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
+        headers = dict(self._auth)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = body.model_dump_json().encode()
+        answer = await self.request(route.method, url, headers=headers, body=data)
+        if answer.status != route.status and answer.status not in route.also:
+            raise error_of(answer)
+        return answer
+
+    async def _call(
+        self,
+        route: Route[M],
+        query: Mapping[str, str] | None = None,
+        body: BaseModel | None = None,
+        **params: str,
+    ) -> M:
+        return parse(route, await self._answer(route, params, query, body))
+
+    # -- system ------------------------------------------------------------------------------
+    async def health(self) -> Health:
+        """Subsystem health; ``status == "degraded"`` (served as 503) is returned, not raised."""
+        return await self._call(ADMIN_ROUTES["health"])
+
+    async def list_audit_events(
+        self, *, tenant: str | None = None, after: str | None = None, limit: int = 100
+    ) -> AuditList:
+        query = _query(tenant=tenant, after=after, limit=limit)
+        return await self._call(ADMIN_ROUTES["list_audit_events"], query)
+
+    # -- keys --------------------------------------------------------------------------------
+    async def list_keys(self) -> KeyList:
+        return await self._call(ADMIN_ROUTES["list_keys"])
+
+    async def create_key(
+        self, name: str, role: Role | str, *, tenant: str | None = None
+    ) -> KeyCreated:
+        """A new key; its token is in the answer only (``.token``)."""
+        body = _body(KeyCreate, name=name, role=role, tenant=tenant)
+        return await self._call(ADMIN_ROUTES["create_key"], body=body)
+
+    async def revoke_key(self, key_id: str) -> KeyView:
+        return await self._call(ADMIN_ROUTES["revoke_key"], key_id=key_id)
+
+    # -- tenants -----------------------------------------------------------------------------
+    async def list_tenants(self) -> TenantList:
+        return await self._call(ADMIN_ROUTES["list_tenants"])
+
+    async def get_tenant(self, tenant: str) -> TenantView:
+        return await self._call(ADMIN_ROUTES["get_tenant"], tenant=tenant)
+
+    async def set_plan(self, tenant: str, plan: str) -> TenantView:
+        body = _body(PlanChange, plan=plan)
+        return await self._call(ADMIN_ROUTES["set_plan"], body=body, tenant=tenant)
+
+    async def get_quota(self, tenant: str) -> QuotaView:
+        return await self._call(ADMIN_ROUTES["get_quota"], tenant=tenant)
+
+    async def get_usage(
+        self, tenant: str, *, since: str | None = None, until: str | None = None
+    ) -> UsageReport:
+        """Usage per day, channel and persona; ``since``/``until`` are ``YYYY-MM-DD``."""
+        query = _query(since=since, until=until)
+        return await self._call(ADMIN_ROUTES["get_usage"], query, tenant=tenant)
+
+    # -- conversations (``conversation`` is the handle the lists give as ``id``) ---------------
+    async def list_conversations(self, tenant: str, *, limit: int = 100) -> ConversationList:
+        query = _query(limit=limit)
+        return await self._call(ADMIN_ROUTES["list_conversations"], query, tenant=tenant)
+
+    async def get_conversation(self, tenant: str, conversation: str) -> ConversationView:
+        route = ADMIN_ROUTES["get_conversation"]
+        return await self._call(route, tenant=tenant, conversation=conversation)
+
+    async def export_conversation(self, tenant: str, conversation: str) -> ConversationExport:
+        route = ADMIN_ROUTES["export_conversation"]
+        return await self._call(route, tenant=tenant, conversation=conversation)
+
+    async def erase_conversation(self, tenant: str, conversation: str) -> EraseResult:
+        route = ADMIN_ROUTES["erase_conversation"]
+        return await self._call(route, tenant=tenant, conversation=conversation)
+
+    async def send_message(
+        self,
+        tenant: str,
+        conversation: str,
+        text: str,
+        *,
+        persona: str | None = None,
+        buttons: Sequence[Button] = (),
+    ) -> Accepted:
+        """A proactive message on the conversation's channel; queued, delivered later."""
+        body = _body(ProactiveMessage, text=text, persona=persona, buttons=list(buttons))
+        route = ADMIN_ROUTES["send_message"]
+        return await self._call(route, body=body, tenant=tenant, conversation=conversation)
+
+    async def list_receipts(self, tenant: str, conversation: str) -> ReceiptList:
+        route = ADMIN_ROUTES["list_receipts"]
+        return await self._call(route, tenant=tenant, conversation=conversation)
+
+    # -- personas ----------------------------------------------------------------------------
+    async def list_personas(self) -> PersonaList:
+        return await self._call(ADMIN_ROUTES["list_personas"])
+
+    async def list_persona_tools(self, persona: str) -> ToolList:
+        return await self._call(ADMIN_ROUTES["list_persona_tools"], persona=persona)
+
+    async def reload_personas(self) -> ReloadResult:
+        return await self._call(ADMIN_ROUTES["reload_personas"])
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def list_dead_letters(
+        self, *, tenant: str | None = None, limit: int = 100
+    ) -> DeadLetterList:
+        query = _query(tenant=tenant, limit=limit)
+        return await self._call(ADMIN_ROUTES["list_dead_letters"], query)
+
+    async def get_dead_letter(self, handle: str) -> DeadLetterView:
+        return await self._call(ADMIN_ROUTES["get_dead_letter"], handle=handle)
+
+    async def replay_dead_letter(self, handle: str) -> ReplayResult:
+        return await self._call(ADMIN_ROUTES["replay_dead_letter"], handle=handle)
+
+    async def discard_dead_letter(self, handle: str) -> None:
+        await self._answer(ADMIN_ROUTES["discard_dead_letter"], {"handle": handle}, None, None)
