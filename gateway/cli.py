@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.persona import PersonaRegistry, load_personas
-from gateway.config import GatewayConfig, load_config
+from agents.persona import PersonaRegistry
+from gateway.config import GatewayConfig
+from gateway.config_check import check_file
 from gateway.errors import ConfigError
 from gateway.observability import configure_logging
-from gateway.reach_report import ReachReport, reach_report
+from gateway.reach_report import ReachReport
 
 __all__ = ["check_config", "main"]
 
@@ -25,28 +26,8 @@ def check_config(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry]:
 
 
 def _checked(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry, ReachReport]:
-    config = load_config(path)
-    personas = load_personas(config.personas_dir)
-    problems: list[tuple[str, str]] = []
-    known = set(personas)
-    if config.routing.default_persona not in known:
-        problems.append(("routing.default_persona", _unknown(config.routing.default_persona)))
-    for n, rule in enumerate(config.routing.rules):
-        if rule.persona not in known:
-            problems.append((f"routing.rules.{n}.persona", _unknown(rule.persona)))
-    for n, tenant in enumerate(config.tenants):
-        if tenant.default_persona is not None and tenant.default_persona not in known:
-            problems.append((f"tenants.{n}.default_persona", _unknown(tenant.default_persona)))
-    if problems:
-        raise ConfigError(problems)
-    report = reach_report(config, personas)
-    if report.problems:
-        raise ConfigError(report.problems)
-    return config, personas, report
-
-
-def _unknown(name: str) -> str:
-    return f"no persona named {name!r}"
+    checked = check_file(path)
+    return checked.config, checked.personas, checked.report
 
 
 def _print_problems(error: ConfigError) -> None:

@@ -1,5 +1,7 @@
 """Configuration: the example validates, and every problem is reported with its path."""
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -116,3 +118,68 @@ def test_cluster_store_accepts_a_redis_node_url():
             {"personas_dir": str(PERSONAS_DIR), "store": {"url": url, "cluster": True}}
         )
         assert config.store.cluster
+
+
+def test_check_reports_schema_plan_and_persona_problems_in_one_run(tmp_path):
+    """One `flowbiz check` run (a real process) reports a schema error, an unknown plan and
+    an unknown persona together, though the schema error leaves the file invalid."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            personas_dir: {PERSONAS_DIR}
+            store: {{partitions: 0}}
+            routing:
+              rules:
+                - {{persona: nobody, keywords: [x]}}
+            tenants:
+              - id: acme
+                plan: platinum
+            """
+        )
+    )
+    done = subprocess.run(  # noqa: S603 — our own argv, no shell
+        [sys.executable, "-m", "gateway.cli", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "configuration has 3 problem(s):" in done.stderr, done.stderr
+    for expected in (
+        "store.partitions: Input should be greater than or equal to 1",
+        "tenants.0.plan: unknown plan 'platinum'",
+        "routing.rules.0.persona: no persona named 'nobody'",
+    ):
+        assert expected in done.stderr, done.stderr
+
+
+def test_problems_after_a_removed_tenant_name_their_place_in_the_file(tmp_path):
+    """A tenant that cannot validate at all is left out of the later checks, and those
+    checks still name the other tenants at their own index in the file; a key refused by
+    the schema is not reported again through the default that stands in for it."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            personas_dir: {PERSONAS_DIR}
+            plans: {{pro: {{}}}}
+            tenants:
+              - {{name: no id}}
+              - {{id: acme, plan: gold, default_persona: ghost}}
+              - {{id: acme, plan: [pro]}}
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_config(config)
+    # Not reported: tenants.2.plan as "unknown plan 'free'", the default standing in for
+    # the refused list (`plans:` replaces the built-in plans, free among them).
+    assert caught.value.problems == [
+        ("tenants.0.id", "Field required"),
+        ("tenants.2.plan", "Input should be a valid string"),
+        ("tenants.1.plan", "unknown plan 'gold'"),
+        ("tenants.2.id", "duplicate tenant id 'acme'"),
+        ("tenants.1.default_persona", "no persona named 'ghost'"),
+    ]
