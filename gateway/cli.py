@@ -1,4 +1,4 @@
-"""``flowbiz``: check a configuration, serve, run the demo, simulate platform traffic."""
+"""``flowbiz``: check a configuration, print its schema, serve, run the demo, simulate traffic."""
 
 from __future__ import annotations
 
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the gateway up after the scenes, to explore the operators' console",
     )
     demo.set_defaults(func=_cmd_demo)
+
+    from gateway.config_reference import add_schema_command
+
+    add_schema_command(sub)
 
     from gateway.admin.cli import add_admin_commands
 

@@ -30,9 +30,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from gateway.channel_config import ChannelConfig, PlacedChannel, connector_package
 from gateway.config_salvage import Removals, salvage
@@ -94,7 +96,12 @@ def _read_secret(value: Any) -> Any:
     return SecretStr(found)
 
 
-Secret = Annotated[SecretStr, BeforeValidator(_read_secret)]
+Secret = Annotated[
+    SecretStr,
+    BeforeValidator(_read_secret),
+    # What the file holds is the reference, never the value (docs/gateway.schema.json).
+    WithJsonSchema({"type": "string", "pattern": _ENV_REF.pattern}),
+]
 """A credential given as ``env:NAME`` in the file and read from the environment."""
 
 
@@ -180,7 +187,7 @@ class GatewayConfig(_Model):
     # A desk serving the tenants it lists (default: its operators' tenant); off when absent.
     handoff: HandoffConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    source: Path | None = None  # the file this came from, for relative paths
+    source: SkipJsonSchema[Path | None] = None  # the file read, set by the loader (never in it)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         for tenant in self.tenants:
@@ -291,13 +298,16 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
         problem = ("(root)", "the configuration must be a mapping")
         return ConfigInspection([problem], None, Removals())
     data = dict(data)
+    # ``source`` is the loader's note of the file read, never a key of the file.
+    written = [("source", "Extra inputs are not permitted")] if "source" in data else []
+    data.pop("source", None)
     if source is not None:
         _resolve_relative(data, source.parent)
         data["source"] = str(source)
 
     # Pass 1: core fields, with channel blocks seen only as their shared fields.
     core = salvage(lambda d: GatewayConfig.model_validate(_with_raw_channels(d)), data)
-    inspection = ConfigInspection(list(core.problems), None, core.removals)
+    inspection = ConfigInspection(written + core.problems, None, core.removals)
 
     # Pass 2: each channel block against its connector's own model.
     typed: dict[tuple[int, int], ChannelConfig] = {}
