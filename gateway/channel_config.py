@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CONNECTOR_PACKAGES", "ChannelConfig", "PlacedChannel", "connector_package"]
 
@@ -34,12 +34,25 @@ class ChannelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: str
-    id: str = ""  # distinguishes several channels of one kind in a tenant; defaults to kind
-    api_base_url: str | None = None  # proxies, regional endpoints, the local emulators
-    # Staff only (the tenant's own workspace): personas with host tools answer only here.
-    internal: bool = False
-    persona_switch: bool | None = None  # the switch command here; None: the tenant's setting
+    kind: str = Field(description="The channel kind; it chooses the block's other keys.")
+    id: str = Field(
+        default="",
+        description="Tells several blocks of one kind in a tenant apart; defaults to the kind.",
+    )
+    api_base_url: str | None = Field(
+        default=None,
+        description="The platform API's base URL: proxies, regional endpoints, the local "
+        "emulators.",
+    )
+    internal: bool = Field(
+        default=False,
+        description="Staff only (the tenant's own workspace): personas with host tools answer "
+        "only on internal channels.",
+    )
+    persona_switch: bool | None = Field(
+        default=None,
+        description="Whether the switch command works here; null: the tenant's setting.",
+    )
 
     @property
     def name(self) -> str:

@@ -9,8 +9,13 @@ its kind together (``SPEC.check``: a Slack workspace or a LINE bot configured tw
 WhatsApp number on two channels): what would make its webhooks ambiguous is a problem here,
 never a traceback when the gateway starts.
 
-:func:`load_config` collects *every* problem, each with the dotted path of its key, and
-raises one :class:`~gateway.errors.ConfigError`.
+:func:`load_config` collects *every* problem, each with the dotted path of its key in the
+file, and raises one :class:`~gateway.errors.ConfigError`. Schema errors do not hide the
+rest: :func:`inspect_config` runs the checks that need a validated model (an unknown plan,
+a duplicate tenant, the desks, each connector's check) on the parts that validated
+(:mod:`gateway.config_salvage`), and returns those parts for the checks above it (personas,
+:mod:`gateway.config_check`). Every field's meaning is its ``Field`` description, from which
+``flowbiz schema`` generates the JSON Schema and docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -110,17 +115,46 @@ class _Model(BaseModel):
 
 
 class TenantConfig(_Model):
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    name: str = ""
-    plan: str = "free"
-    default_persona: str | None = None
-    persona_switch: bool | None = None  # the switch command; None: routing.persona_switch
-    channels: tuple[ChannelConfig, ...] = ()
-    # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
-    notify_url: str | None = None
-    notify_secrets: tuple[Secret, ...] = ()
-    notify_allow_private: bool = False  # SSRF guard (gateway.netguard) off for notify_url
-    handoff: HandoffConfig | None = None  # this tenant's own desk (gateway/handoff_config.py)
+    """One customer of the gateway: its channels, plan, default persona and desk."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = Field(
+        description="Lower-case letters, digits, `_` and `-`; unique among the tenants."
+    )
+    name: str = Field(default="", description="A name for people (the console, reports).")
+    plan: str = Field(
+        default="free",
+        description="A key of `plans` (the built-in `free`, `pro` and `enterprise` only while "
+        "`plans:` is not written).",
+    )
+    default_persona: str | None = Field(
+        default=None,
+        description="The persona that answers what no rule routes; null: "
+        "`routing.default_persona`.",
+    )
+    persona_switch: bool | None = Field(
+        default=None,
+        description="Whether the switch command works here; null: `routing.persona_switch`.",
+    )
+    channels: tuple[ChannelConfig, ...] = Field(
+        default=(),
+        description="The tenant's channel blocks, each chosen by its `kind` (one section per "
+        "kind below); a kind may appear more than once with distinct `id`s.",
+    )
+    notify_url: str | None = Field(
+        default=None,
+        description="Where quota warnings go, as signed webhooks (see docs/quotas.md).",
+    )
+    notify_secrets: tuple[Secret, ...] = Field(
+        default=(), description="Sign the notify_url webhooks; newest first. Needed with it."
+    )
+    notify_allow_private: bool = Field(
+        default=False,
+        description="Let notify_url be a private or loopback address (the SSRF guard is on "
+        "otherwise).",
+    )
+    handoff: HandoffConfig | None = Field(
+        default=None, description="This tenant's own operators' desk (see docs/agents.md)."
+    )
 
     @model_validator(mode="after")
     def _signed_notifications(self) -> TenantConfig:
@@ -145,11 +179,17 @@ class TenantConfig(_Model):
 class RoutingRule(_Model):
     """First matching rule wins. Every given condition must hold."""
 
-    persona: str
-    tenant: str | None = None
-    channel: str | None = None
-    keywords: tuple[str, ...] = ()  # any of them, as whole words, case-insensitive
-    regex: str | None = None
+    persona: str = Field(description="The persona this rule routes to.")
+    tenant: str | None = Field(default=None, description="Only for this tenant id.")
+    channel: str | None = Field(
+        default=None, description="Only on channels of this kind (`slack`, `email`, …)."
+    )
+    keywords: tuple[str, ...] = Field(
+        default=(), description="Any of them, as whole words, case-insensitive."
+    )
+    regex: str | None = Field(
+        default=None, description="A Python regular expression searched in the text."
+    )
 
     @field_validator("regex")
     @classmethod
@@ -163,30 +203,72 @@ class RoutingRule(_Model):
 
 
 class RoutingConfig(_Model):
-    default_persona: str = "core"
-    sticky_seconds: float = Field(default=1800, ge=0)
-    switch_command: str = "/persona"
-    persona_switch: bool = True  # tenants and channels may turn the switch command off
-    # The answer to a switch to a persona that is unknown *or* not reachable here (the same
-    # bytes, so it reveals nothing); $available lists what may be chosen on this channel.
-    switch_unknown_reply: str = "There is no such persona here. You can switch to: $available."
-    # Sent when no persona may answer on a channel (defaults unreachable there); null: silence.
-    unreachable_reply: str | None = "Sorry, no assistant is available on this channel."
-    rules: tuple[RoutingRule, ...] = ()
+    """Which persona answers (order: a switch, the sticky persona, the channel's hint, the
+    rules, the tenant's default, this default; see gateway/routing.py)."""
+
+    default_persona: str = Field(
+        default="core", description="The persona that answers when nothing else decides."
+    )
+    sticky_seconds: float = Field(
+        default=1800,
+        ge=0,
+        description="A conversation stays with the persona that last answered for this long.",
+    )
+    switch_command: str = Field(
+        default="/persona",
+        description="`/persona name` in a message switches to that persona.",
+    )
+    persona_switch: bool = Field(
+        default=True,
+        description="Whether the switch command works; tenants and channels may turn it off.",
+    )
+    switch_unknown_reply: str = Field(
+        default="There is no such persona here. You can switch to: $available.",
+        description="The answer to a switch to a persona that is unknown or not reachable "
+        "here (the same bytes for both); `$available` lists what may be chosen.",
+    )
+    unreachable_reply: str | None = Field(
+        default="Sorry, no assistant is available on this channel.",
+        description="Sent when no persona may answer on a channel; null: silence.",
+    )
+    rules: tuple[RoutingRule, ...] = Field(
+        default=(), description="Keyword and pattern rules, first match wins."
+    )
 
 
 class GatewayConfig(_Model):
-    store: StoreConfig = StoreConfig()
-    http: HttpServerConfig = HttpServerConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    personas_dir: Path = Path("agents/personas")
-    routing: RoutingConfig = RoutingConfig()
-    tenants: tuple[TenantConfig, ...] = ()
-    plans: dict[str, PlanConfig] = Field(default_factory=default_plans)
-    safety: SafetyConfig = SafetyConfig()  # the pre-check before any agent (gateway/safety.py)
-    # A desk serving the tenants it lists (default: its operators' tenant); off when absent.
-    handoff: HandoffConfig | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """``gateway.yaml``: secrets as ``env:NAME``; relative paths are relative to the file."""
+
+    store: StoreConfig = Field(default=StoreConfig(), description="Where everything is kept.")
+    http: HttpServerConfig = Field(default=HttpServerConfig(), description="The listeners.")
+    pipeline: PipelineConfig = Field(
+        default=PipelineConfig(), description="Timeouts, retries, leases and concurrency."
+    )
+    personas_dir: Path = Field(
+        default=Path("agents/personas"),
+        description="The folder of persona files (`*.yaml`), relative to this file.",
+    )
+    routing: RoutingConfig = Field(default=RoutingConfig(), description="Who answers.")
+    tenants: tuple[TenantConfig, ...] = Field(default=(), description="The gateway's tenants.")
+    plans: dict[str, PlanConfig] = Field(
+        default_factory=default_plans,
+        description="Plans by name. Written, they replace the built-in `free`, `pro` and "
+        "`enterprise` (which have no limits): every tenant's plan must then be listed here.",
+    )
+    safety: SafetyConfig = Field(
+        default=SafetyConfig(),
+        description="The pre-check before any agent: card numbers, pasted secrets.",
+    )
+    handoff: HandoffConfig | None = Field(
+        default=None,
+        description="A desk serving the tenants it lists (default: its operators' tenant); "
+        "no desk when absent.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="The least level logged (JSON lines on stderr, see below); `debug` also "
+        "writes full conversation keys.",
+    )
     source: SkipJsonSchema[Path | None] = None  # the file read, set by the loader (never in it)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:

@@ -20,13 +20,13 @@ import functools
 import operator
 from typing import Annotated, Any
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import GenerateJsonSchema
 
 from connectors.registry import installed_specs
 from gateway.config import GatewayConfig, TenantConfig
 
-__all__ = ["SCHEMA_ID", "SCHEMA_TITLE", "config_schema", "file_model"]
+__all__ = ["SCHEMA_ID", "SCHEMA_TITLE", "config_schema", "file_model", "schema_of"]
 
 SCHEMA_ID = "urn:flowbiz-gateway:gateway.schema.json"
 SCHEMA_TITLE = "FlowBiz Gateway configuration (gateway.yaml)"
@@ -68,9 +68,14 @@ def file_model() -> type[GatewayConfig]:
     )
 
 
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """Pydantic's JSON Schema of ``model`` as this project publishes them (no field titles)."""
+    return model.model_json_schema(schema_generator=_WithoutFieldTitles)
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``gateway.yaml``."""
-    schema = file_model().model_json_schema(schema_generator=_WithoutFieldTitles)
+    schema = schema_of(file_model())
     defs = schema.get("$defs", {})
     for channel in (spec.config_model for spec in installed_specs()):
         # The loader needs ``kind`` to choose the model; each model defaults it to its own.

@@ -24,31 +24,85 @@ class SlackChannelConfig(ChannelConfig):
     """One Slack workspace (or Enterprise Grid org) of a tenant, with its bot token."""
 
     kind: Literal["slack"] = "slack"
-    team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
-    enterprise_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
-    signing_secret: Secret | None = None  # required for the HTTP routes
-    bot_token: Secret  # xoxb-…
-    app_token: Secret | None = None  # xapp-…, for Socket Mode
-    socket_mode: bool = False
-    # In channels, answer in a thread under the message (DMs stay flat unless the user threads).
-    reply_in_thread: bool = True
-    # In channels: answer only when mentioned (and in threads already answered), or everything.
-    channel_messages: Literal["mentions", "all"] = "mentions"
-    command_response: Literal["ephemeral", "in_channel"] = "ephemeral"
-    command_reply_via: Literal["response_url", "web_api"] = "response_url"
-    handle_edits: bool = False  # treat message_changed as a new message
-    bot_user_id: str | None = None  # learned with auth.test at start when not given
-    bot_id: str | None = None
-    max_message_chars: int = Field(default=DEFAULT_MAX_MESSAGE_CHARS, ge=200, le=SLACK_MAX_TEXT)
-    response_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
-    request_timeout_seconds: float = Field(default=10, gt=0)
-    messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
-    burst: float = Field(default=3.0, ge=1)
-    socket_ping_interval_seconds: float = Field(default=5, gt=0)
-    # Look up the display name of a person writing in an operators' desk thread (users.info,
-    # scope users:read) when the event does not carry it; the customer sees it as a signature.
-    fetch_user_names: bool = True
-    user_name_timeout_seconds: float = Field(default=1.5, gt=0)
+    team_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z0-9]+$",
+        description="The workspace (`auth.test` → team_id). Required, unless enterprise_id "
+        "names an org-wide install.",
+    )
+    enterprise_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z0-9]+$",
+        description="The Enterprise Grid org of an org-wide install (then team_id is optional).",
+    )
+    signing_secret: Secret | None = Field(
+        default=None,
+        description="Verifies Slack's HTTP requests; required unless socket_mode.",
+    )
+    bot_token: Secret = Field(description="The bot token, `xoxb-…`.")
+    app_token: Secret | None = Field(
+        default=None, description="The app-level token, `xapp-…`; required with socket_mode."
+    )
+    socket_mode: bool = Field(
+        default=False,
+        description="Receive events over Socket Mode (no public URL needed) instead of HTTP.",
+    )
+    reply_in_thread: bool = Field(
+        default=True,
+        description="In channels, answer in a thread under the message (DMs stay flat unless "
+        "the user threads).",
+    )
+    channel_messages: Literal["mentions", "all"] = Field(
+        default="mentions",
+        description="In channels: answer only when mentioned (and in threads already "
+        "answered), or everything.",
+    )
+    command_response: Literal["ephemeral", "in_channel"] = Field(
+        default="ephemeral", description="How slash commands are answered."
+    )
+    command_reply_via: Literal["response_url", "web_api"] = Field(
+        default="response_url", description="Where slash-command answers are posted."
+    )
+    handle_edits: bool = Field(
+        default=False, description="An edited message (`message_changed`) is answered anew."
+    )
+    bot_user_id: str | None = Field(
+        default=None, description="The bot's user id; learned with `auth.test` when not given."
+    )
+    bot_id: str | None = Field(
+        default=None, description="The bot's id; learned with `auth.test` when not given."
+    )
+    max_message_chars: int = Field(
+        default=DEFAULT_MAX_MESSAGE_CHARS,
+        ge=200,
+        le=SLACK_MAX_TEXT,
+        description="A longer reply is split into several posts.",
+    )
+    response_url_prefixes: tuple[str, ...] = Field(
+        default=("https://hooks.slack.com/",),
+        description="The only response URLs posted to.",
+    )
+    request_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Per Web API call; keep below `pipeline.delivery_timeout_seconds`.",
+    )
+    messages_per_second: float = Field(
+        default=1.0, gt=0, description="Posts per Slack channel per second, as Slack asks."
+    )
+    burst: float = Field(default=3.0, ge=1, description="Posts allowed at once before pacing.")
+    socket_ping_interval_seconds: float = Field(
+        default=5, gt=0, description="How often the Socket Mode connection is pinged."
+    )
+    fetch_user_names: bool = Field(
+        default=True,
+        description="In an operators' desk thread, look up the writer's display name "
+        "(`users.info`, scope users:read) when the event lacks it; the customer sees it as a "
+        "signature.",
+    )
+    user_name_timeout_seconds: float = Field(
+        default=1.5, gt=0, description="That look-up, inside Slack's 3-second window."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SlackChannelConfig:

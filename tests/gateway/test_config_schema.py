@@ -42,6 +42,40 @@ def test_published_schema_is_what_the_command_prints():
     assert PUBLISHED.read_text(encoding="utf-8") == printed, "regenerate docs/gateway.schema.json"
 
 
+def test_published_reference_is_what_the_command_prints():
+    """docs/configuration.md cannot drift from the models: regenerate it with
+    `flowbiz schema --markdown > docs/configuration.md`."""
+    printed = _flowbiz("schema", "--markdown")
+    reference = ROOT / "docs" / "configuration.md"
+    assert reference.read_text(encoding="utf-8") == printed, "regenerate docs/configuration.md"
+
+
+def test_reference_states_what_was_only_in_code():
+    """Facts users could only learn from the code are on the reference page, each taken from
+    the models' descriptions or the generating module."""
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for fact in (
+        '`echo` repeats the message after `prefix` (default `"You said: "`)',
+        "| `team_id` | string matching `^[A-Z0-9]+$` or null | `null` | The workspace",
+        "Required, unless enterprise_id",
+        "| `status_callback` | boolean | `true` |",
+        "`flowbiz check` refuses the block without one",
+        "| `max_replies` | integer (≥ 1) | `5` |",
+        "| `per_seconds` | number (> 0) | `3600` |",
+        "Written, they replace the built-in `free`, `pro` and `enterprise`",
+        "`--host` and `--port` override `http.host` and `http.port`",
+        "| `log_level` |",
+        "## `pipeline`",
+        "| `lease_seconds` |",
+        '"event": "dispatch.delivered"',
+    ):
+        assert fact in page, fact
+    # Every key of every section has a meaning: no row ends with an empty description.
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert rows
+    assert [row for row in rows if row.endswith("|  |")] == []
+
+
 def _shipped_configs() -> list[tuple[str, dict]]:
     configs = [
         ("gateway/examples/gateway.yaml", ROOT / "gateway" / "examples" / "gateway.yaml"),
