@@ -96,14 +96,11 @@ def salvage(validate: Callable[[Any], ModelT], data: Any) -> Salvaged[ModelT]:
             in_file = removals.to_file(where)
             if not (error["type"] == "missing" and removals.shadowed(_loc(in_file))):
                 problems.append((_loc(in_file), error["msg"]))
-            target = _existing_prefix(data, where, whole=error["type"] != "missing")
-            if target:
-                targets.add(target)
-        if not targets:
-            return Salvaged(None, problems, removals)
+            targets.add(_existing_prefix(data, where, whole=error["type"] != "missing"))
         # Deepest and latest first, so one removal never shifts the index of another.
-        for target in sorted(targets, key=_order, reverse=True):
-            _remove(data, target, removals)
+        removed = [_remove(data, t, removals) for t in sorted(targets, key=_order, reverse=True)]
+        if not any(removed):  # the root itself is wrong: nothing can be salvaged
+            return Salvaged(None, problems, removals)
 
 
 def _order(path: Path) -> tuple[tuple[int, int, str], ...]:
@@ -127,19 +124,22 @@ def _existing_prefix(data: Any, where: Path, *, whole: bool) -> Path:
     return tuple(found)
 
 
-def _remove(data: Any, target: Path, removals: Removals) -> None:
+def _remove(data: Any, target: Path, removals: Removals) -> bool:
+    """Remove what ``target`` points at (the root cannot be); whether anything was."""
+    if not target:
+        return False
     holder = data
     for segment in target[:-1]:
         holder = holder[int(segment)] if isinstance(holder, list) else holder[segment]
     last = target[-1]
-    if isinstance(holder, list):
-        index = int(last)
-        if index >= len(holder):
-            return  # already gone with an element removed before it
+    if isinstance(holder, list) and int(last) < len(holder):
         in_file = removals.to_file(target[:-1])
         kept = removals.kept.setdefault(in_file, list(range(len(holder))))
-        removals.removed.add((*in_file, str(kept.pop(index))))
-        del holder[index]
-    elif isinstance(holder, dict) and last in holder:
+        removals.removed.add((*in_file, str(kept.pop(int(last)))))
+        del holder[int(last)]
+        return True
+    if isinstance(holder, dict) and last in holder:
         removals.removed.add(removals.to_file(target))
         del holder[last]
+        return True
+    return False

@@ -1,5 +1,6 @@
 """Configuration: the example validates, and every problem is reported with its path."""
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -182,4 +183,34 @@ def test_problems_after_a_removed_tenant_name_their_place_in_the_file(tmp_path):
         ("tenants.1.plan", "unknown plan 'gold'"),
         ("tenants.2.id", "duplicate tenant id 'acme'"),
         ("tenants.1.default_persona", "no persona named 'ghost'"),
+    ]
+
+
+def test_connector_checks_run_beside_schema_errors_at_the_blocks_place(monkeypatch):
+    """A channel block that fails its model does not stop the connector's check of the
+    others, and that check names the block where it is in the file, past a tenant and a
+    block that were left out."""
+    monkeypatch.setenv("WA_TOKEN", "t")
+    whatsapp = {
+        "kind": "whatsapp",
+        "account_sid": "AC" + "0" * 32,
+        "auth_token": "env:WA_TOKEN",
+        "from_number": "whatsapp:+14155238886",
+    }
+    data = {
+        "personas_dir": str(PERSONAS_DIR),
+        "tenants": [
+            {"id": "Not An Id"},
+            {"id": "acme", "channels": [{**whatsapp, "from_number": "555"}, whatsapp]},
+        ],
+    }
+    as_given = copy.deepcopy(data)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert data == as_given  # what was left out was left out of a copy
+    paths = [path for path, _ in caught.value.problems]
+    assert paths == [
+        "tenants.0.id",
+        "tenants.1.channels.0.from_number",
+        "tenants.1.channels.1.status_callback",
     ]
