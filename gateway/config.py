@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -34,7 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -84,7 +85,13 @@ __all__ = [
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def _read_secret(value: Any) -> Any:
+# Validation context under which an unset variable stands in as an empty secret: only while
+# the rest of a file whose variable is not set is checked (gateway/config_salvage.py), so
+# `flowbiz check` without the secrets still judges everything else. Never served.
+_UNSET_SECRETS_PASS = {"unset_secrets_pass": True}
+
+
+def _read_secret(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, SecretStr):
         return value
     if not isinstance(value, str):
@@ -97,6 +104,8 @@ def _read_secret(value: Any) -> Any:
     name = match.group(1)
     found = os.environ.get(name)
     if not found:
+        if info.context == _UNSET_SECRETS_PASS:
+            return SecretStr("")
         raise ValueError(f"environment variable {name} is not set")
     return SecretStr(found)
 
@@ -325,10 +334,6 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(root)"
 
 
-def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
-    return [(_loc(prefix + tuple(e["loc"])), e["msg"]) for e in error.errors()]
-
-
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in the file are relative to the file, not to the working directory."""
     personas = data.get("personas_dir")
@@ -388,7 +393,11 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
         data["source"] = str(source)
 
     # Pass 1: core fields, with channel blocks seen only as their shared fields.
-    core = salvage(lambda d: GatewayConfig.model_validate(_with_raw_channels(d)), data)
+    core = salvage(
+        lambda d: GatewayConfig.model_validate(_with_raw_channels(d)),
+        data,
+        lenient=lambda d: _lenient_core(_with_raw_channels(d)),
+    )
     inspection = ConfigInspection(written + core.problems, None, core.removals)
 
     # Pass 2: each channel block against its connector's own model.
@@ -407,10 +416,16 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
                 inspection.problems.append(problem)
                 continue
             kinds[spec.kind] = spec
-            try:
-                typed[(ti, ci)] = spec.config_model.model_validate(block)
-            except ValidationError as exc:
-                inspection.problems.extend(_problems(exc, where))
+            model = spec.config_model
+            lenient = partial(model.model_validate, context=_UNSET_SECRETS_PASS)
+            salvaged = salvage(model.model_validate, block, lenient=lenient)
+            inspection.problems.extend(
+                (_loc(where) + ("" if path == "(root)" else f".{path}"), message)
+                for path, message in salvaged.problems
+            )
+            core.removals.merge(salvaged.removals, tuple(str(w) for w in where))
+            if salvaged.model is not None:
+                typed[(ti, ci)] = salvaged.model
 
     if core.model is None:
         return inspection
@@ -421,6 +436,10 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
     inspection.add(_semantic_problems(config))
     inspection.add(_connector_problems(config, kinds))
     return inspection
+
+
+def _lenient_core(data: dict[str, Any]) -> GatewayConfig:
+    return GatewayConfig.model_validate(data, context=_UNSET_SECRETS_PASS)
 
 
 def _with_typed_channels(

@@ -121,6 +121,8 @@ def schema_json() -> str:
 
 @dataclass(slots=True)
 class _Page:
+    """The sections of one schema, walked from its root in the order its keys are declared."""
+
     defs: dict[str, Any]
     sections: list[str] = field(default_factory=list)
     placed: dict[str, str] = field(default_factory=dict)  # a definition → where it is listed
@@ -142,6 +144,7 @@ class _Page:
         return None
 
     def type_of(self, schema: dict[str, Any]) -> str:
+        """How a value of this schema is written, in words."""
         if "$ref" in schema:
             name = schema["$ref"].rsplit("/", 1)[-1]
             ref = self.defs[name]
@@ -175,8 +178,11 @@ class _Page:
         skip: frozenset[str] = frozenset(),
         title: str = "",
     ) -> None:
+        """One table of an object's keys, then a section for each object it leads into
+        (a definition used in several places is listed once, at the first)."""
         rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
         nested: list[tuple[str, dict[str, Any]]] = []
+        unions: list[tuple[str, dict[str, Any]]] = []
         required = set(schema.get("required", []))
         for key, prop in schema.get("properties", {}).items():
             if key in skip:
@@ -191,8 +197,8 @@ class _Page:
                 meaning += f" See `{first}`." if meaning else f"See `{first}`."
                 if first == child:
                     nested.append((child, self.defs[name]))
-            elif _is_union(prop):
-                nested.append((f"{path}.{key}[]" if path else f"{key}[]", prop["items"]))
+            elif prop.get("type") == "array" and "oneOf" in prop.get("items", {}):
+                unions.append((f"{path}.{key}[]" if path else f"{key}[]", prop["items"]))
             rows.append(f"| `{key}` | {self.type_of(prop)} | {default} | {_cell(meaning)} |")
         heading = title or (f"`{path}`" if path else "Top level")
         intro = _cell(schema.get("description", ""))
@@ -200,14 +206,12 @@ class _Page:
             f"## {heading}\n\n" + (f"{intro}\n\n" if intro else "") + "\n".join(rows) + "\n"
         )
         for child, child_schema in nested:
-            if _is_union(child_schema) or "oneOf" in child_schema:
-                self.union(child, child_schema)
-            else:
-                self.section(child, child_schema)
+            self.section(child, child_schema)
+        for child, items in unions:
+            self.union(child, items)
 
-    def union(self, path: str, schema: dict[str, Any]) -> None:
+    def union(self, path: str, items: dict[str, Any]) -> None:
         """A list of blocks told apart by ``kind``: the keys they share, then each kind's."""
-        items = schema.get("items", schema)
         members = [self.defs[m["$ref"].rsplit("/", 1)[-1]] for m in items["oneOf"]]
         shared = set.intersection(*(set(m["properties"]) for m in members)) - {"kind"}
         first = members[0]
@@ -220,10 +224,6 @@ class _Page:
             kind = member["properties"]["kind"]["const"]
             title = f"`{path}` with `kind: {kind}`"
             self.section(path, member, skip=frozenset(shared | {"kind"}), title=title)
-
-
-def _is_union(schema: dict[str, Any]) -> bool:
-    return schema.get("type") == "array" and "oneOf" in schema.get("items", {})
 
 
 def _bounds(schema: dict[str, Any]) -> str:

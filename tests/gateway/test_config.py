@@ -214,3 +214,51 @@ def test_connector_checks_run_beside_schema_errors_at_the_blocks_place(monkeypat
         "tenants.1.channels.0.from_number",
         "tenants.1.channels.1.status_callback",
     ]
+
+
+def test_an_unset_secret_does_not_hide_the_rest_of_its_block(monkeypatch):
+    """Checking a file where its secrets are not set (a laptop, CI) still judges everything
+    else: the block's own checks and its connector's run as if the variable were set."""
+    for name in ("UNSET_SLACK_TOKEN", "UNSET_TWILIO_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "personas_dir": str(PERSONAS_DIR),
+                "tenants": [
+                    {
+                        "id": "acme",
+                        "channels": [
+                            {"kind": "slack", "bot_token": "env:UNSET_SLACK_TOKEN"},
+                            {
+                                "kind": "whatsapp",
+                                "account_sid": "AC" + "0" * 32,
+                                "auth_token": "env:UNSET_TWILIO_TOKEN",
+                                "from_number": "whatsapp:+14155238886",
+                                "window_hours": -1,
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    assert [
+        (path, message.removeprefix("Value error, ")) for path, message in caught.value.problems
+    ] == [
+        ("tenants.0.channels.0.bot_token", "environment variable UNSET_SLACK_TOKEN is not set"),
+        ("tenants.0.channels.0", "give team_id (or enterprise_id for an org-wide install)"),
+        ("tenants.0.channels.1.auth_token", "environment variable UNSET_TWILIO_TOKEN is not set"),
+        ("tenants.0.channels.1.window_hours", "Input should be greater than 0"),
+        (
+            "tenants.0.channels.1.status_callback",
+            "status callbacks need public_base_url (the URL Twilio calls back)",
+        ),
+    ]
+
+
+def test_a_default_standing_in_for_a_refused_key_is_not_judged():
+    """A section's own check that would only fail on the default put in place of a refused
+    key (here a cluster on the default SQLite url) is not a problem of the file."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"personas_dir": str(PERSONAS_DIR), "store": {"url": 5, "cluster": True}})
+    assert caught.value.problems == [("store.url", "Input should be a valid string")]
