@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.email.dkim_sign import DkimConfig
 from connectors.email.parsing import Limits, normalise_address
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 
 __all__ = [
@@ -149,6 +150,13 @@ class ReplyRateConfig(_Block):
 
 class EmailChannelConfig(ChannelConfig):
     """A tenant's mail: SMTP in (listener) or IMAP, replies through a smarthost."""
+
+    # What ``_consistent`` requires, told to the JSON Schema too: mail must come in.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [given_in_schema("listener", "object"), given_in_schema("imap", "object")]
+        }
+    )
 
     kind: Literal["email"] = "email"
     addresses: tuple[EmailAddressConfig, ...] = Field(

@@ -47,6 +47,7 @@ from connectors.send_policy import (
     answer_error,
     map_delivery_errors,
 )
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
@@ -84,6 +85,16 @@ _POLL_INTERVAL = 0.2
 
 class HttpChannelConfig(ChannelConfig):
     """The signed HTTP API channel for websites and apps (docs/connectors/http.md)."""
+
+    # What ``_needs_auth`` requires, told to the JSON Schema too: inbound is authenticated.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                given_in_schema("api_keys", "array"),
+                given_in_schema("signing_secrets", "array"),
+            ]
+        }
+    )
 
     kind: Literal["http"] = "http"
     api_keys: tuple[Secret, ...] = Field(

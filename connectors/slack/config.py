@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 from gateway.models import SlackReplyContext
 
@@ -22,6 +23,23 @@ DEFAULT_MAX_MESSAGE_CHARS = 4_000
 
 class SlackChannelConfig(ChannelConfig):
     """One Slack workspace (or Enterprise Grid org) of a tenant, with its bot token."""
+
+    # What ``_consistent`` requires, told to the JSON Schema too (docs/gateway.schema.json).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {"anyOf": [given_in_schema("team_id"), given_in_schema("enterprise_id")]},
+                {
+                    "if": {
+                        "properties": {"socket_mode": {"const": True}},
+                        "required": ["socket_mode"],
+                    },
+                    "then": given_in_schema("app_token"),
+                    "else": given_in_schema("signing_secret"),
+                },
+            ]
+        }
+    )
 
     kind: Literal["slack"] = "slack"
     team_id: str | None = Field(

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 from gateway.models import WhatsAppReplyContext
 
@@ -42,6 +43,13 @@ class WhatsAppTemplate(BaseModel):
 
 class WhatsAppChannelConfig(ChannelConfig):
     """A tenant's Twilio account and WhatsApp sender (docs/connectors/whatsapp.md)."""
+
+    # What ``_needs_sender`` requires, told to the JSON Schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [given_in_schema("from_number"), given_in_schema("messaging_service_sid")]
+        }
+    )
 
     kind: Literal["whatsapp"] = "whatsapp"
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="The Twilio account.")

@@ -130,8 +130,36 @@ def test_shipped_and_documented_configs_validate_against_the_schema(where, data)
 _HTTP = {"kind": "http", "api_keys": ["env:SCHEMA_TEST_KEY"]}
 
 
+_SLACK = {
+    "kind": "slack",
+    "api_keys": None,
+    "team_id": "T1",
+    "signing_secret": "env:SCHEMA_TEST_KEY",
+    "bot_token": "env:SCHEMA_TEST_KEY",
+}
+_SOCKET = {"socket_mode": True, "app_token": "env:SCHEMA_TEST_KEY"}
+_WHATSAPP = {
+    "kind": "whatsapp",
+    "api_keys": None,
+    "account_sid": "AC" + "0" * 32,
+    "auth_token": "env:SCHEMA_TEST_KEY",
+    "from_number": "whatsapp:+14155238886",
+    "status_callback": False,
+}
+_SERVICE = {"messaging_service_sid": "MG" + "0" * 32}
+_EMAIL = {
+    "kind": "email",
+    "api_keys": None,
+    "addresses": [{"address": "help@acme.example"}],
+    "listener": {"port": 0},
+}
+_IMAP = {"imap": {"host": "imap.acme.example", "username": "u", "password": "env:SCHEMA_TEST_KEY"}}
+
+
 def _one_block(**fields):
-    return {"tenants": [{"id": "a", "channels": [{**_HTTP, **fields}]}]}
+    """One tenant with one block: the HTTP one, or another kind (a None removes a key)."""
+    block = {key: value for key, value in {**_HTTP, **fields}.items() if value is not None}
+    return {"tenants": [{"id": "a", "channels": [block]}]}
 
 
 CASES = [
@@ -144,6 +172,15 @@ CASES = [
     ("a tenant id with spaces", {"tenants": [{"id": "Bad Tenant"}]}, False),
     ("the loader's own key", {"source": "/etc/gateway.yaml"}, False),
     ("a bounded number out of range", {"store": {"partitions": 0}}, False),
+    ("an http block without auth", _one_block(api_keys=[]), False),
+    ("slack without a workspace", _one_block(**{**_SLACK, "team_id": None}), False),
+    ("slack on an org", _one_block(**{**_SLACK, "team_id": None, "enterprise_id": "E1"}), True),
+    ("slack over HTTP unsigned", _one_block(**{**_SLACK, "signing_secret": None}), False),
+    ("slack over Socket Mode", _one_block(**{**_SLACK, "signing_secret": None, **_SOCKET}), True),
+    ("whatsapp without a sender", _one_block(**{**_WHATSAPP, "from_number": None}), False),
+    ("whatsapp from a service", _one_block(**{**_WHATSAPP, **_SERVICE}), True),
+    ("email that takes no mail in", _one_block(**{**_EMAIL, "listener": None}), False),
+    ("email from a mailbox", _one_block(**{**_EMAIL, "listener": None, **_IMAP}), True),
     ("a log level", {"log_level": "debug"}, True),
     ("an unknown log level", {"log_level": "verbose"}, False),
     ("the plans replaced", {"plans": {"gold": {"monthly_outbound_messages": 100}}}, True),
