@@ -356,8 +356,9 @@ class ConfigInspection:
     file, and the model of the parts that validated (for the checks that need one)."""
 
     problems: list[tuple[str, str]]
-    # The parts that validated: a key with a schema error holds its default, a tenant or a
-    # channel block that could not validate is left out. Only ever checked, never served.
+    # The parts that validated: a key with a schema error holds its default, a secret whose
+    # variable is not set is empty, a tenant or a channel block that could not validate is
+    # left out. Only ever checked, never served.
     config: GatewayConfig | None
     removals: Removals  # maps the salvaged model's paths back to the file's
 
