@@ -42,8 +42,10 @@ class _Model(BaseModel):
 class PromptTemplate(_Model):
     """Versioned text; ``$variables`` are filled in at render time."""
 
-    versions: dict[int, str]
-    pin: int | None = None
+    versions: dict[int, str] = Field(
+        description="The text of each version (`$variables` are filled in when rendered)."
+    )
+    pin: int | None = Field(default=None, description="The version used; null: the latest.")
 
     @field_validator("versions")
     @classmethod
@@ -64,9 +66,18 @@ class PromptTemplate(_Model):
 
 
 class AgentSpec(_Model):
-    kind: str = "rules"
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    """The agent that answers for a persona (agents/registry.py builds it)."""
+
+    kind: str = Field(default="rules", description="`rules`, `echo`, `webhook` or `llm`.")
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="The limit for one answer, then `failure_reply`; null: "
+        "`pipeline.agent_timeout_seconds`.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The kind's own options (see below)."
+    )
 
 
 class PersonaAccess(_Model):
@@ -77,9 +88,17 @@ class PersonaAccess(_Model):
     our number, ``email:ops@acme.example`` our address).
     """
 
-    tenants: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    internal_only: bool | None = None  # None: True exactly when the persona has a host tool
+    tenants: tuple[str, ...] = Field(default=(), description="Only these tenants; empty: all.")
+    channels: tuple[str, ...] = Field(
+        default=(),
+        description="Only these channel kinds (`slack`) or channels (`slack:C0OPS`, "
+        "`email:ops@acme.example`); empty: all.",
+    )
+    internal_only: bool | None = Field(
+        default=None,
+        description="Answer only on channels marked internal; null: exactly when the persona "
+        "has a host tool.",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -96,24 +115,45 @@ class PersonaAccess(_Model):
 
 
 class Persona(_Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    display_name: str
-    description: str = ""
-    signature: str = ""
-    icon_url: str | None = None
-    prompts: dict[str, PromptTemplate] = Field(default_factory=dict)
-    tools: tuple[str, ...] = ()  # deny-first: a tool not listed here is never offered
-    agent: AgentSpec = AgentSpec()
-    welcome: str | None = None
-    failure_reply: str = "Sorry, I could not answer that just now. Please try again shortly."
-    # Sent instead of an answer when the safety pre-check blocks a message (gateway/safety.py).
-    refusal: str = (
-        "For your safety I cannot accept card numbers, passwords or keys in this chat. "
-        "Please remove them and write again."
+    """One persona file (``*.yaml`` in ``personas_dir``)."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="What routing and `/persona name` call it; unique.",
     )
-    # Files the persona's tools may search (search_docs); relative to the persona file.
-    knowledge_dir: Path | None = None
-    access: PersonaAccess = PersonaAccess()
+    display_name: str = Field(description="The name customers see.")
+    description: str = Field(default="", description="What it is for, for people.")
+    signature: str = Field(default="", description="Signs its replies where the channel shows it.")
+    icon_url: str | None = Field(default=None, description="Its picture where shown.")
+    prompts: dict[str, PromptTemplate] = Field(
+        default_factory=dict,
+        description="Versioned prompt texts by name (`system`, `quota_notice`, …).",
+    )
+    tools: tuple[str, ...] = Field(
+        default=(), description="Deny-first: a tool not listed here is never offered."
+    )
+    agent: AgentSpec = Field(default=AgentSpec(), description="The agent that answers.")
+    welcome: str | None = Field(
+        default=None,
+        description="The answer when someone follows or adds the bot (LINE follow, join); "
+        "null: no answer.",
+    )
+    failure_reply: str = Field(
+        default="Sorry, I could not answer that just now. Please try again shortly.",
+        description="Sent when the agent fails or times out.",
+    )
+    refusal: str = Field(
+        default=(
+            "For your safety I cannot accept card numbers, passwords or keys in this chat. "
+            "Please remove them and write again."
+        ),
+        description="Sent instead of an answer when the safety pre-check blocks a message.",
+    )
+    knowledge_dir: Path | None = Field(
+        default=None,
+        description="Files its tools may search (search_docs); relative to the persona file.",
+    )
+    access: PersonaAccess = Field(default=PersonaAccess(), description="Who may reach it.")
 
     @property
     def host_tools(self) -> tuple[str, ...]:

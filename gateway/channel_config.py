@@ -13,11 +13,17 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CONNECTOR_PACKAGES", "ChannelConfig", "PlacedChannel", "connector_package"]
+__all__ = [
+    "CONNECTOR_PACKAGES",
+    "ChannelConfig",
+    "PlacedChannel",
+    "connector_package",
+    "given_in_schema",
+]
 
 # Each channel kind's connector package; the package exports ``SPEC`` (connectors/spec.py).
 CONNECTOR_PACKAGES: dict[str, str] = {
@@ -34,12 +40,25 @@ class ChannelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: str
-    id: str = ""  # distinguishes several channels of one kind in a tenant; defaults to kind
-    api_base_url: str | None = None  # proxies, regional endpoints, the local emulators
-    # Staff only (the tenant's own workspace): personas with host tools answer only here.
-    internal: bool = False
-    persona_switch: bool | None = None  # the switch command here; None: the tenant's setting
+    kind: str = Field(description="The channel kind; it chooses the block's other keys.")
+    id: str = Field(
+        default="",
+        description="Tells several blocks of one kind in a tenant apart; defaults to the kind.",
+    )
+    api_base_url: str | None = Field(
+        default=None,
+        description="The platform API's base URL: proxies, regional endpoints, the local "
+        "emulators.",
+    )
+    internal: bool = Field(
+        default=False,
+        description="Staff only (the tenant's own workspace): personas with host tools answer "
+        "only on internal channels.",
+    )
+    persona_switch: bool | None = Field(
+        default=None,
+        description="Whether the switch command works here; null: the tenant's setting.",
+    )
 
     @property
     def name(self) -> str:
@@ -81,3 +100,16 @@ def connector_package(kind: str) -> ModuleType | None:
         if exc.name is not None and module_name.startswith(exc.name):
             return None  # this connector is not part of this installation
         raise
+
+
+def given_in_schema(key: str, json_type: str = "string") -> dict[str, Any]:
+    """A JSON Schema clause: ``key`` is written and holds a value (a list: a non-empty one).
+
+    Connectors state with it, in their model's ``json_schema_extra``, which keys their own
+    check requires together ("team_id or enterprise_id"), so the published schema refuses
+    what the loader refuses.
+    """
+    value: dict[str, Any] = {"type": json_type}
+    if json_type == "array":
+        value["minItems"] = 1
+    return {"required": [key], "properties": {key: value}}

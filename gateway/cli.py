@@ -1,5 +1,5 @@
-"""``flowbiz``: check a configuration, serve, run the demo, simulate platform traffic, print
-the OpenAPI document or the API reference page rendered from it."""
+"""``flowbiz``: check a configuration, print its schema, serve, run the demo, simulate
+platform traffic, print the OpenAPI document or the API reference page rendered from it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.persona import PersonaRegistry, load_personas
-from gateway.config import GatewayConfig, load_config
+from agents.persona import PersonaRegistry
+from gateway.config import GatewayConfig
+from gateway.config_check import check_file
 from gateway.errors import ConfigError
 from gateway.observability import configure_logging
-from gateway.reach_report import ReachReport, reach_report
+from gateway.reach_report import ReachReport
 
 __all__ = ["check_config", "main"]
 
@@ -27,28 +28,8 @@ def check_config(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry]:
 
 
 def _checked(path: str | Path) -> tuple[GatewayConfig, PersonaRegistry, ReachReport]:
-    config = load_config(path)
-    personas = load_personas(config.personas_dir)
-    problems: list[tuple[str, str]] = []
-    known = set(personas)
-    if config.routing.default_persona not in known:
-        problems.append(("routing.default_persona", _unknown(config.routing.default_persona)))
-    for n, rule in enumerate(config.routing.rules):
-        if rule.persona not in known:
-            problems.append((f"routing.rules.{n}.persona", _unknown(rule.persona)))
-    for n, tenant in enumerate(config.tenants):
-        if tenant.default_persona is not None and tenant.default_persona not in known:
-            problems.append((f"tenants.{n}.default_persona", _unknown(tenant.default_persona)))
-    if problems:
-        raise ConfigError(problems)
-    report = reach_report(config, personas)
-    if report.problems:
-        raise ConfigError(report.problems)
-    return config, personas, report
-
-
-def _unknown(name: str) -> str:
-    return f"no persona named {name!r}"
+    checked = check_file(path)
+    return checked.config, checked.personas, checked.report
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -169,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     openapi.add_argument("--output", "-o", help="write to this file instead of stdout")
     openapi.set_defaults(func=_cmd_openapi)
+
+    from gateway.config_reference import add_schema_command
+
+    add_schema_command(sub)
 
     from gateway.admin.cli import add_admin_commands
     from gateway.scaffold.command import add_init_command

@@ -9,8 +9,13 @@ its kind together (``SPEC.check``: a Slack workspace or a LINE bot configured tw
 WhatsApp number on two channels): what would make its webhooks ambiguous is a problem here,
 never a traceback when the gateway starts.
 
-:func:`load_config` collects *every* problem, each with the dotted path of its key, and
-raises one :class:`~gateway.errors.ConfigError`.
+:func:`load_config` collects *every* problem, each with the dotted path of its key in the
+file, and raises one :class:`~gateway.errors.ConfigError`. Schema errors do not hide the
+rest: :func:`inspect_config` runs the checks that need a validated model (an unknown plan,
+a duplicate tenant, the desks, each connector's check) on the parts that validated
+(:mod:`gateway.config_salvage`), and returns those parts for the checks above it (personas,
+:mod:`gateway.config_check`). Every field's meaning is its ``Field`` description, from which
+``flowbiz schema`` generates the JSON Schema and docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -29,23 +35,36 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from gateway.channel_config import ChannelConfig, PlacedChannel, connector_package
+from gateway.config_salvage import Removals, salvage
+from gateway.config_sections import (
+    ConsoleConfig,
+    HttpServerConfig,
+    OperationsListenerConfig,
+    PipelineConfig,
+    PlanConfig,
+    StoreConfig,
+    default_plans,
+)
 from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
-from gateway.store.redis_sentinel import SENTINEL_SCHEMES, parse_sentinel_url
 
 __all__ = [
     "TENANT_ID_PATTERN",
     "ChannelCheck",
     "ChannelConfig",
     "ChannelKind",
+    "ConfigInspection",
+    "ConsoleConfig",
     "GatewayConfig",
     "HttpServerConfig",
     "OperationsListenerConfig",
@@ -58,6 +77,8 @@ __all__ = [
     "StoreConfig",
     "TenantConfig",
     "channel_kind",
+    "inspect_config",
+    "inspect_file",
     "load_config",
     "parse_config",
 ]
@@ -65,7 +86,13 @@ __all__ = [
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def _read_secret(value: Any) -> Any:
+# Validation context under which an unset variable stands in as an empty secret: only while
+# the rest of a file whose variable is not set is checked (gateway/config_salvage.py), so
+# `flowbiz check` without the secrets still judges everything else. Never served.
+_UNSET_SECRETS_PASS = {"unset_secrets_pass": True}
+
+
+def _read_secret(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, SecretStr):
         return value
     if not isinstance(value, str):
@@ -78,11 +105,18 @@ def _read_secret(value: Any) -> Any:
     name = match.group(1)
     found = os.environ.get(name)
     if not found:
+        if info.context == _UNSET_SECRETS_PASS:
+            return SecretStr("")
         raise ValueError(f"environment variable {name} is not set")
     return SecretStr(found)
 
 
-Secret = Annotated[SecretStr, BeforeValidator(_read_secret)]
+Secret = Annotated[
+    SecretStr,
+    BeforeValidator(_read_secret),
+    # What the file holds is the reference, never the value (docs/gateway.schema.json).
+    WithJsonSchema({"type": "string", "pattern": _ENV_REF.pattern}),
+]
 """A credential given as ``env:NAME`` in the file and read from the environment."""
 
 
@@ -90,55 +124,51 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class _RawChannel(_Model):
-    """First-pass view of a channel block: only the fields every channel shares."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    kind: str
-    id: str = ""
-
-
-class PlanConfig(_Model):
-    """Limits of a plan (see docs/quotas.md); ``None`` means no limit of that kind."""
-
-    monthly_outbound_messages: int | None = Field(default=None, ge=0)
-    monthly_line_pushes: int | None = Field(default=None, ge=0)  # paid LINE pushes
-    inbound_per_user_per_minute: float | None = Field(default=None, gt=0)
-    inbound_burst: int = Field(default=10, ge=1)
-    replies_per_conversation_per_minute: float | None = Field(default=None, gt=0)
-    reply_burst: int = Field(default=10, ge=1)
-    soft_limit_ratio: float = Field(default=0.8, gt=0, le=1)  # warn the tenant at this share
-    # Sent once per window per conversation when the persona has no ``quota_notice`` prompt;
-    # null keeps the conversation silent.
-    over_quota_notice: str | None = (
-        "We have reached our message limit for now and cannot answer at the moment. "
-        "We will be back soon."
-    )
-
-
-def _default_plans() -> dict[str, PlanConfig]:
-    # Built-in plan names without limits, so configs naming them stay valid; declare
-    # ``plans:`` to give them limits.
-    return {"free": PlanConfig(), "pro": PlanConfig(), "enterprise": PlanConfig()}
-
-
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """A tenant id: it appears in URL paths and store keys, so it is kept to this alphabet."""
 
 
 class TenantConfig(_Model):
-    id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
-    name: str = ""
-    plan: str = "free"
-    default_persona: str | None = None
-    persona_switch: bool | None = None  # the switch command; None: routing.persona_switch
-    channels: tuple[ChannelConfig, ...] = ()
-    # Where quota warnings go, as webhooks signed with gateway.signing (newest secret first).
-    notify_url: str | None = None
-    notify_secrets: tuple[Secret, ...] = ()
-    notify_allow_private: bool = False  # SSRF guard (gateway.netguard) off for notify_url
-    handoff: HandoffConfig | None = None  # this tenant's own desk (gateway/handoff_config.py)
+    """One customer of the gateway: its channels, plan, default persona and desk."""
+
+    id: Annotated[str, Field(pattern=TENANT_ID_PATTERN)] = Field(
+        description="Lower-case letters, digits, `_` and `-`; unique among the tenants."
+    )
+    name: str = Field(default="", description="A name for people (the console, reports).")
+    plan: str = Field(
+        default="free",
+        description="A key of `plans` (the built-in `free`, `pro` and `enterprise` only while "
+        "`plans:` is not written).",
+    )
+    default_persona: str | None = Field(
+        default=None,
+        description="The persona that answers what no rule routes; null: "
+        "`routing.default_persona`.",
+    )
+    persona_switch: bool | None = Field(
+        default=None,
+        description="Whether the switch command works here; null: `routing.persona_switch`.",
+    )
+    channels: tuple[ChannelConfig, ...] = Field(
+        default=(),
+        description="The tenant's channel blocks, each chosen by its `kind` (one section per "
+        "kind below); a kind may appear more than once with distinct `id`s.",
+    )
+    notify_url: str | None = Field(
+        default=None,
+        description="Where quota warnings go, as signed webhooks (see docs/quotas.md).",
+    )
+    notify_secrets: tuple[Secret, ...] = Field(
+        default=(), description="Sign the notify_url webhooks; newest first. Needed with it."
+    )
+    notify_allow_private: bool = Field(
+        default=False,
+        description="Let notify_url be a private or loopback address (the SSRF guard is on "
+        "otherwise).",
+    )
+    handoff: HandoffConfig | None = Field(
+        default=None, description="This tenant's own operators' desk (see docs/agents.md)."
+    )
 
     @model_validator(mode="after")
     def _signed_notifications(self) -> TenantConfig:
@@ -163,11 +193,17 @@ class TenantConfig(_Model):
 class RoutingRule(_Model):
     """First matching rule wins. Every given condition must hold."""
 
-    persona: str
-    tenant: str | None = None
-    channel: str | None = None
-    keywords: tuple[str, ...] = ()  # any of them, as whole words, case-insensitive
-    regex: str | None = None
+    persona: str = Field(description="The persona this rule routes to.")
+    tenant: str | None = Field(default=None, description="Only for this tenant id.")
+    channel: str | None = Field(
+        default=None, description="Only on channels of this kind (`slack`, `email`, …)."
+    )
+    keywords: tuple[str, ...] = Field(
+        default=(), description="Any of them, as whole words, case-insensitive."
+    )
+    regex: str | None = Field(
+        default=None, description="A Python regular expression searched in the text."
+    )
 
     @field_validator("regex")
     @classmethod
@@ -181,139 +217,73 @@ class RoutingRule(_Model):
 
 
 class RoutingConfig(_Model):
-    default_persona: str = "core"
-    sticky_seconds: float = Field(default=1800, ge=0)
-    switch_command: str = "/persona"
-    persona_switch: bool = True  # tenants and channels may turn the switch command off
-    # The answer to a switch to a persona that is unknown *or* not reachable here (the same
-    # bytes, so it reveals nothing); $available lists what may be chosen on this channel.
-    switch_unknown_reply: str = "There is no such persona here. You can switch to: $available."
-    # Sent when no persona may answer on a channel (defaults unreachable there); null: silence.
-    unreachable_reply: str | None = "Sorry, no assistant is available on this channel."
-    rules: tuple[RoutingRule, ...] = ()
+    """Which persona answers (order: a switch, the sticky persona, the channel's hint, the
+    rules, the tenant's default, this default; see gateway/routing.py)."""
 
-
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", *SENTINEL_SCHEMES})
-
-
-class StoreConfig(_Model):
-    """Where the gateway keeps everything (see docs/deploy.md).
-
-    ``url``: ``sqlite:///path``, ``redis://host:port/db``, or through Redis Sentinel
-    ``redis+sentinel://host:port,host:port/master-name[/db]`` (see
-    :mod:`gateway.store.redis_sentinel`).
-
-    ``replica_acks``: on Redis, an admission (what the edge does before it answers a
-    platform) and every commit wait until this many replicas hold the write (``WAIT``, or
-    with ``replica_ack_aof`` ``WAITAOF`` on Redis 7.2+) for at most
-    ``replica_ack_timeout_ms``; fewer replicas in time fail the call (503 at the edge, so
-    the platform retries). 0, the default, sends no ``WAIT`` at all. SQLite and the memory
-    store have no replicas, so a non-zero value is refused for them.
-    """
-
-    url: str = "sqlite://flowbiz.db"
-    # The url names one node of a Redis Cluster; the client learns the others from it.
-    cluster: bool = False
-    partitions: int = Field(default=8, ge=1, le=1024)
-    prefix: str = "fb"
-    dedupe_ttl_seconds: float = Field(default=7 * 86400, gt=0)
-    receipts_per_conversation: int = Field(default=100, ge=1)  # newest delivery receipts kept
-    replica_acks: int = Field(default=0, ge=0, le=16)
-    # Below the store's 10 s command timeout, so a short count is an answer, not a timeout.
-    replica_ack_timeout_ms: int = Field(default=500, ge=1, le=5000)
-    replica_ack_aof: bool = False  # replicas must have fsynced their AOF (WAITAOF, 7.2+)
-
-    @model_validator(mode="after")
-    def _cluster_is_redis(self) -> StoreConfig:
-        scheme = urlsplit(self.url).scheme.lower()
-        if self.cluster:
-            parts = urlsplit(self.url)
-            if parts.scheme not in {"redis", "rediss"}:
-                raise ValueError("cluster: true needs a redis:// or rediss:// url")
-            if parts.path.strip("/") not in {"", "0"}:
-                raise ValueError("a Redis Cluster has only database 0")
-        if scheme in SENTINEL_SCHEMES:
-            try:
-                parse_sentinel_url(self.url)
-            except ConfigError as exc:
-                raise ValueError(exc.problems[0][1]) from exc
-        if self.replica_acks and scheme not in _REDIS_SCHEMES:
-            raise ValueError(
-                f"replica_acks needs a Redis store: a {scheme or 'sqlite'} store has no replicas"
-            )
-        if self.replica_ack_aof and not self.replica_acks:
-            raise ValueError("replica_ack_aof needs replica_acks of at least 1")
-        return self
-
-
-class ConsoleConfig(_Model):
-    """The operators' console under ``/console/`` on the operations listener."""
-
-    enabled: bool = True
-    session_hours: float = Field(default=8, gt=0, le=24 * 30)
-    # "auto": the session cookie is Secure when the request came over TLS; "always": also
-    # behind a proxy that terminates TLS (the request then arrives as plain HTTP).
-    secure_cookie: Literal["auto", "always"] = "auto"
-
-
-class OperationsListenerConfig(_Model):
-    """Where ``/readyz``, ``/metrics`` and the admin API under ``/v1`` are served.
-
-    ``mode: listener`` (the default) serves them on their own host and port, loopback unless
-    changed, and never on the public webhook port. ``mode: public`` serves them on the public
-    port instead, every one of them behind a global admin API key.
-    """
-
-    mode: Literal["listener", "public"] = "listener"
-    host: str = "127.0.0.1"
-    port: int = Field(default=9090, ge=0, le=65535)
-    console: ConsoleConfig = ConsoleConfig()
-
-
-class HttpServerConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    public_base_url: str | None = None  # how platforms reach us, for signature checks
-    # A request head must be complete this long after the connection opened or its previous
-    # request ended (so it also bounds an idle keep-alive connection).
-    header_timeout_seconds: float = Field(default=10, gt=0)
-    # The whole body must have arrived this long after its head.
-    body_timeout_seconds: float = Field(default=30, gt=0)
-    # Open connections one client address may hold at once, per listener; None: no cap
-    # (behind a load balancer every connection comes from its address).
-    max_connections_per_client: int | None = Field(default=64, ge=1)
-    # JSON (also inside form fields) nested deeper than this is refused at the edge: nothing
-    # that cannot be read back from the inbox is ever acknowledged.
-    max_json_depth: int = Field(default=64, ge=1, le=128)
-    operations: OperationsListenerConfig = OperationsListenerConfig()
-
-
-class PipelineConfig(_Model):
-    agent_timeout_seconds: float = Field(default=15, gt=0)
-    history_limit: int = Field(default=20, ge=0)
-    max_delivery_attempts: int = Field(default=6, ge=1)
-    retry_base_seconds: float = Field(default=0.5, gt=0)
-    retry_max_seconds: float = Field(default=300, gt=0)
-    delivery_timeout_seconds: float = Field(default=30, gt=0)
-    lease_seconds: float = Field(default=10, gt=0)
-    shutdown_grace_seconds: float = Field(default=10, ge=0)
-    max_in_flight: int = Field(default=512, ge=1)
+    default_persona: str = Field(
+        default="core", description="The persona that answers when nothing else decides."
+    )
+    sticky_seconds: float = Field(
+        default=1800,
+        ge=0,
+        description="A conversation stays with the persona that last answered for this long.",
+    )
+    switch_command: str = Field(
+        default="/persona",
+        description="`/persona name` in a message switches to that persona.",
+    )
+    persona_switch: bool = Field(
+        default=True,
+        description="Whether the switch command works; tenants and channels may turn it off.",
+    )
+    switch_unknown_reply: str = Field(
+        default="There is no such persona here. You can switch to: $available.",
+        description="The answer to a switch to a persona that is unknown or not reachable "
+        "here (the same bytes for both); `$available` lists what may be chosen.",
+    )
+    unreachable_reply: str | None = Field(
+        default="Sorry, no assistant is available on this channel.",
+        description="Sent when no persona may answer on a channel; null: silence.",
+    )
+    rules: tuple[RoutingRule, ...] = Field(
+        default=(), description="Keyword and pattern rules, first match wins."
+    )
 
 
 class GatewayConfig(_Model):
-    store: StoreConfig = StoreConfig()
-    http: HttpServerConfig = HttpServerConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    personas_dir: Path = Path("agents/personas")
-    routing: RoutingConfig = RoutingConfig()
-    tenants: tuple[TenantConfig, ...] = ()
-    plans: dict[str, PlanConfig] = Field(default_factory=_default_plans)
-    safety: SafetyConfig = SafetyConfig()  # the pre-check before any agent (gateway/safety.py)
-    # A desk serving the tenants it lists (default: its operators' tenant); off when absent.
-    handoff: HandoffConfig | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    source: Path | None = None  # the file this came from, for relative paths
+    """``gateway.yaml``: secrets as ``env:NAME``; relative paths are relative to the file."""
+
+    store: StoreConfig = Field(default=StoreConfig(), description="Where everything is kept.")
+    http: HttpServerConfig = Field(default=HttpServerConfig(), description="The listeners.")
+    pipeline: PipelineConfig = Field(
+        default=PipelineConfig(), description="Timeouts, retries, leases and concurrency."
+    )
+    personas_dir: Path = Field(
+        default=Path("agents/personas"),
+        description="The folder of persona files (`*.yaml`), relative to this file.",
+    )
+    routing: RoutingConfig = Field(default=RoutingConfig(), description="Who answers.")
+    tenants: tuple[TenantConfig, ...] = Field(default=(), description="The gateway's tenants.")
+    plans: dict[str, PlanConfig] = Field(
+        default_factory=default_plans,
+        description="Plans by name. Written, they replace the built-in `free`, `pro` and "
+        "`enterprise` (which have no limits): every tenant's plan must then be listed here.",
+    )
+    safety: SafetyConfig = Field(
+        default=SafetyConfig(),
+        description="The pre-check before any agent: card numbers, pasted secrets.",
+    )
+    handoff: HandoffConfig | None = Field(
+        default=None,
+        description="A desk serving the tenants it lists (default: its operators' tenant); "
+        "no desk when absent.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="The least level logged (JSON lines on stderr, see below); `debug` also "
+        "writes full conversation keys.",
+    )
+    source: SkipJsonSchema[Path | None] = None  # the file read, set by the loader (never in it)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         for tenant in self.tenants:
@@ -369,10 +339,6 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(root)"
 
 
-def _problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
-    return [(_loc(prefix + tuple(e["loc"])), e["msg"]) for e in error.errors()]
-
-
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in the file are relative to the file, not to the working directory."""
     personas = data.get("personas_dir")
@@ -389,22 +355,56 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
             store["url"] = "sqlite:///" + str(base / url.removeprefix("sqlite://"))
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigInspection:
+    """Everything one look at a configuration found: its problems, each at its path in the
+    file, and the model of the parts that validated (for the checks that need one)."""
+
+    problems: list[tuple[str, str]]
+    # The parts that validated: a key with a schema error holds its default, a secret whose
+    # variable is not set is empty, a tenant or a channel block that could not validate is
+    # left out. Only ever checked, never served.
+    config: GatewayConfig | None
+    removals: Removals  # maps the salvaged model's paths back to the file's
+
+    def add(self, problems: Sequence[tuple[str, str]]) -> None:
+        """Problems found on :attr:`config`, at the file's paths; those at a key that holds a
+        default only because the file's value was refused are not reported twice."""
+        for path, message in problems:
+            in_file = self.removals.original(path)
+            if not self.removals.shadowed(in_file):
+                self.problems.append((in_file, message))
+
+
 def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
     """Validate already-loaded YAML data; raise ConfigError with every problem found."""
+    inspection = inspect_config(data, source=source)
+    if inspection.problems or inspection.config is None:
+        raise ConfigError(inspection.problems)
+    return inspection.config
+
+
+def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection:
+    """Every problem of already-loaded YAML data in one pass: the core's and each channel
+    block's schema errors, then what can still be judged on the parts that validated."""
     if not isinstance(data, dict):
-        raise ConfigError([("(root)", "the configuration must be a mapping")])
+        problem = ("(root)", "the configuration must be a mapping")
+        return ConfigInspection([problem], None, Removals())
     data = dict(data)
+    # ``source`` is the loader's note of the file read, never a key of the file.
+    written = [("source", "Extra inputs are not permitted")] if "source" in data else []
+    data.pop("source", None)
     if source is not None:
         _resolve_relative(data, source.parent)
         data["source"] = str(source)
-    problems: list[tuple[str, str]] = []
 
     # Pass 1: core fields, with channel blocks seen only as their shared fields.
-    core: GatewayConfig | None = None
-    try:
-        core = GatewayConfig.model_validate(_with_raw_channels(data))
-    except ValidationError as exc:
-        problems += _problems(exc)
+    core = salvage(
+        lambda d: GatewayConfig.model_validate(_with_raw_channels(d)),
+        data,
+        lenient=lambda d: _lenient_core(_with_raw_channels(d)),
+    )
+    inspection = ConfigInspection(written + core.problems, None, core.removals)
 
     # Pass 2: each channel block against its connector's own model.
     typed: dict[tuple[int, int], ChannelConfig] = {}
@@ -418,54 +418,60 @@ def parse_config(data: Any, *, source: Path | None = None) -> GatewayConfig:
                 continue  # pass 1 already reported it
             spec = kinds.get(block["kind"]) or channel_kind(block["kind"])
             if spec is None:
-                problems.append((_loc((*where, "kind")), f"unknown channel kind {block['kind']!r}"))
+                problem = (_loc((*where, "kind")), f"unknown channel kind {block['kind']!r}")
+                inspection.problems.append(problem)
                 continue
             kinds[spec.kind] = spec
-            try:
-                typed[(ti, ci)] = spec.config_model.model_validate(block)
-            except ValidationError as exc:
-                problems += _problems(exc, where)
+            model = spec.config_model
+            lenient = partial(model.model_validate, context=_UNSET_SECRETS_PASS)
+            salvaged = salvage(model.model_validate, block, lenient=lenient)
+            inspection.problems.extend(
+                (_loc(where) + ("" if path == "(root)" else f".{path}"), message)
+                for path, message in salvaged.problems
+            )
+            core.removals.merge(salvaged.removals, tuple(str(w) for w in where))
+            if salvaged.model is not None:
+                typed[(ti, ci)] = salvaged.model
 
-    if core is None:
-        raise ConfigError(problems)
-    # Pass 3: what the core needs of itself, then each connector over the blocks of its kind
-    # that validated (so one file's problems all come out of one run of `flowbiz check`).
-    config = _with_typed_channels(core, typed)
-    problems += _semantic_problems(core)
-    problems += _connector_problems(config, typed, kinds)
-    if problems:
-        raise ConfigError(problems)
-    return config
+    if core.model is None:
+        return inspection
+    # Pass 3: what the core needs of itself, then each connector over the blocks of its kind,
+    # on what validated (so one file's problems all come out of one run of `flowbiz check`).
+    config = _with_typed_channels(core.model, typed, core.removals)
+    inspection = ConfigInspection(inspection.problems, config, core.removals)
+    inspection.add(_semantic_problems(config))
+    inspection.add(_connector_problems(config, kinds))
+    return inspection
+
+
+def _lenient_core(data: dict[str, Any]) -> GatewayConfig:
+    return GatewayConfig.model_validate(data, context=_UNSET_SECRETS_PASS)
 
 
 def _with_typed_channels(
-    core: GatewayConfig, typed: dict[tuple[int, int], ChannelConfig]
+    core: GatewayConfig, typed: dict[tuple[int, int], ChannelConfig], removals: Removals
 ) -> GatewayConfig:
-    """``core`` with each channel block as its connector's model (blocks that did not
-    validate are left out; such a config is only ever checked, never returned)."""
-    new_tenants = tuple(
-        tenant.model_copy(
-            update={
-                "channels": tuple(
-                    typed[(ti, ci)] for ci in range(len(tenant.channels)) if (ti, ci) in typed
-                )
-            }
-        )
-        for ti, tenant in enumerate(core.tenants)
-    )
-    return core.model_copy(update={"tenants": new_tenants})
+    """``core`` with each channel block as its connector's model; blocks that did not
+    validate are left out, and ``removals`` learns which of the file's blocks remain."""
+    new_tenants = []
+    for position, tenant in enumerate(core.tenants):
+        ti = int(removals.to_file(("tenants", str(position)))[1])
+        kept = sorted(ci for t, ci in typed if t == ti)
+        removals.keep(("tenants", str(ti), "channels"), kept)
+        channels = tuple(typed[(ti, ci)] for ci in kept)
+        new_tenants.append(tenant.model_copy(update={"channels": channels}))
+    return core.model_copy(update={"tenants": tuple(new_tenants)})
 
 
 def _connector_problems(
-    config: GatewayConfig,
-    typed: dict[tuple[int, int], ChannelConfig],
-    kinds: dict[str, ChannelKind],
+    config: GatewayConfig, kinds: dict[str, ChannelKind]
 ) -> list[tuple[str, str]]:
     """Every connector's ``check`` over the blocks of its kind, each with its path."""
     placed: dict[str, list[PlacedChannel[ChannelConfig]]] = {kind: [] for kind in kinds}
-    for (ti, ci), channel in sorted(typed.items()):
-        tenant = config.tenants[ti].id
-        placed[channel.kind].append(PlacedChannel(tenant, channel, f"tenants.{ti}.channels.{ci}"))
+    for ti, tenant in enumerate(config.tenants):
+        for ci, channel in enumerate(tenant.channels):
+            where = f"tenants.{ti}.channels.{ci}"
+            placed[channel.kind].append(PlacedChannel(tenant.id, channel, where))
     problems: list[tuple[str, str]] = []
     for kind, spec in kinds.items():
         if placed[kind]:
@@ -538,14 +544,23 @@ def _semantic_problems(config: GatewayConfig) -> list[tuple[str, str]]:
 
 
 def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate a YAML configuration file."""
+    """Read and validate a YAML configuration file; ConfigError lists every problem."""
+    inspection = inspect_file(path)
+    if inspection.problems or inspection.config is None:
+        raise ConfigError(inspection.problems)
+    return inspection.config
+
+
+def inspect_file(path: str | Path) -> ConfigInspection:
+    """:func:`inspect_config` of a YAML file (an unreadable file is its one problem)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([("(file)", f"cannot read {file}: {exc.strerror}")]) from exc
+        problem = ("(file)", f"cannot read {file}: {exc.strerror}")
+        return ConfigInspection([problem], None, Removals())
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([("(file)", f"not valid YAML: {exc}")]) from exc
-    return parse_config(data, source=file.resolve())
+        return ConfigInspection([("(file)", f"not valid YAML: {exc}")], None, Removals())
+    return inspect_config(data, source=file.resolve())

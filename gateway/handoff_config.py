@@ -38,30 +38,58 @@ REPLY_CONTEXT: TypeAdapter[ReplyContext] = TypeAdapter(ReplyContext)
 
 
 class OperatorsTarget(BaseModel):
+    """The operators' conversation: where handed-off customers are announced and relayed."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant: str | None = None  # on a tenant's own desk: that tenant; required at top level
-    channel: Channel
-    conversation_id: str
-    # What the operators' connector needs to post there (HTTP: nothing; Slack: team/channel).
-    reply_context: dict[str, Any] = Field(default_factory=lambda: {"kind": "http"})
+    tenant: str | None = Field(
+        default=None,
+        description="The operators' tenant; on a tenant's own desk that tenant, required on "
+        "the top-level desk.",
+    )
+    channel: Channel = Field(description="The channel kind the operators use.")
+    conversation_id: str = Field(description="The operators' conversation (a Slack channel id).")
+    reply_context: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "http"},
+        description="What the operators' connector needs to post there (HTTP: nothing; "
+        "Slack: `{kind: slack, team_id, channel_id}`).",
+    )
 
 
 class HandoffConfig(BaseModel):
+    """An operators' desk: customers who ask for a person are relayed to it and back."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    operators: OperatorsTarget
-    # The tenants whose customers this desk serves. Top level only (a tenant's own desk
-    # serves that tenant); empty means the operators' own tenant alone.
-    tenants: tuple[str, ...] = ()
-    command: str | None = "/human"  # a customer writing exactly this asks for a person
-    release_command: ReleaseCommand | None = None  # None: the desk channel's own
-    operator_display_name: str = "Support team"
-    customer_notice: str = (
-        "I have asked a person from our team to take over. They will answer you here."
+    operators: OperatorsTarget = Field(description="Where the operators are.")
+    tenants: tuple[str, ...] = Field(
+        default=(),
+        description="Top level only: the tenants whose customers this desk serves; empty: the "
+        "operators' own tenant alone (a tenant's own desk serves that tenant).",
     )
-    released_notice: str | None = "You are back with the assistant. How else can I help?"
-    history_in_announcement: int = Field(default=6, ge=0)
+    command: str | None = Field(
+        default="/human",
+        description="A customer writing exactly this asks for a person; null: no command.",
+    )
+    release_command: ReleaseCommand | None = Field(
+        default=None,
+        description="What operators write to hand back; null: the desk channel's own "
+        "(`!release` on Slack, `/release` on HTTP).",
+    )
+    operator_display_name: str = Field(
+        default="Support team", description="The name customers see on operators' replies."
+    )
+    customer_notice: str = Field(
+        default="I have asked a person from our team to take over. They will answer you here.",
+        description="Sent to the customer when the handoff starts.",
+    )
+    released_notice: str | None = Field(
+        default="You are back with the assistant. How else can I help?",
+        description="Sent to the customer on release; null: nothing.",
+    )
+    history_in_announcement: int = Field(
+        default=6, ge=0, description="Recent messages shown to the operators with a new handoff."
+    )
 
 
 @dataclass(frozen=True, slots=True)

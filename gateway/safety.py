@@ -67,9 +67,11 @@ def luhn_valid(digits: str) -> bool:
 class SafetyRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9_]{1,40}$")
-    pattern: str
-    action: Action = "block"
+    name: str = Field(
+        pattern=r"^[a-z0-9_]{1,40}$", description="Names the finding in the audit log."
+    )
+    pattern: str = Field(description="A Python regular expression searched in the text.")
+    action: Action = Field(default="block", description="`block` or `flag` what matches.")
 
     @field_validator("pattern")
     @classmethod
@@ -82,11 +84,22 @@ class SafetyRule(BaseModel):
 
 
 class SafetyConfig(BaseModel):
+    """Blocking a message: no agent runs and the customer gets the persona's ``refusal``;
+    flagging it: the agent answers and an audit event records the finding."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    card_numbers: Action | Literal["off"] = "block"
-    secrets: Action | Literal["off"] = "block"
-    rules: tuple[SafetyRule, ...] = ()
+    card_numbers: Action | Literal["off"] = Field(
+        default="block",
+        description="Payment card numbers (13 to 19 digits passing the Luhn check): `block`, "
+        "`flag` or `off`.",
+    )
+    secrets: Action | Literal["off"] = Field(
+        default="block",
+        description="Pasted credentials (cloud and API keys, tokens, private keys, "
+        "`password=…`): `block`, `flag` or `off`.",
+    )
+    rules: tuple[SafetyRule, ...] = Field(default=(), description="Patterns of your own.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dkim.canonicalization import CanonicalizationPolicy
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from gateway.config import Secret
 
@@ -215,11 +215,12 @@ class DkimConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    selector: str
-    domain: str
-    # The PEM text: RSA (PKCS#1 or PKCS#8, >= 1024 bits) signs rsa-sha256, Ed25519 (PKCS#8)
-    # signs ed25519-sha256.
-    private_key: Secret
+    selector: str = Field(description="The DNS selector (`<selector>._domainkey.<domain>`).")
+    domain: str = Field(description="The signing domain (`d=`).")
+    private_key: Secret = Field(
+        description="The PEM text: RSA (PKCS#1 or PKCS#8, at least 1024 bits) signs "
+        "rsa-sha256, Ed25519 (PKCS#8) signs ed25519-sha256."
+    )
 
     @field_validator("private_key")
     @classmethod

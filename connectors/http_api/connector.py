@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import from_json, to_json
 
 from connectors.base import (
@@ -48,6 +48,7 @@ from connectors.send_policy import (
     answer_error,
     map_delivery_errors,
 )
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
@@ -84,23 +85,62 @@ _POLL_INTERVAL = 0.2
 
 
 class HttpChannelConfig(ChannelConfig):
+    """The signed HTTP API channel for websites and apps (docs/connectors/http.md)."""
+
+    # What ``_needs_auth`` requires, told to the JSON Schema too: inbound is authenticated.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                given_in_schema("api_keys", "array"),
+                given_in_schema("signing_secrets", "array"),
+            ]
+        }
+    )
+
     kind: Literal["http"] = "http"
-    api_keys: tuple[Secret, ...] = ()
-    signing_secrets: tuple[Secret, ...] = ()  # inbound; two valid during a rotation
-    callback_url: str | None = None
-    callback_secrets: tuple[Secret, ...] = ()  # outbound, newest first
-    callback_allow_private: bool = False  # SSRF guard (gateway.netguard) off for callback_url
-    replay_window_seconds: float = Field(default=300, gt=0)
-    # Body-only v1 signatures (before v2 signed the method, path and query): replayable
-    # against any path of the tenant. Only for clients mid-migration; see docs/connectors/http.md.
-    accept_v1_signatures: bool = False
-    # Callbacks carry v1 entries beside v2 so receivers written for v1 keep working; turn
-    # off once the receiver verifies v2.
-    callback_signature_v1: bool = True
-    reply_retention: int = Field(default=1000, ge=1)
+    api_keys: tuple[Secret, ...] = Field(
+        default=(),
+        description="Keys a client sends as `Authorization: Bearer …` (server to server).",
+    )
+    signing_secrets: tuple[Secret, ...] = Field(
+        default=(),
+        description="Secrets of the `X-FlowBiz-Signature` on inbound requests, newest first "
+        "(two during a rotation). api_keys or signing_secrets are required.",
+    )
+    callback_url: str | None = Field(
+        default=None, description="Where replies are posted as signed webhooks; optional."
+    )
+    callback_secrets: tuple[Secret, ...] = Field(
+        default=(), description="Sign the callbacks, newest first; required with callback_url."
+    )
+    callback_allow_private: bool = Field(
+        default=False,
+        description="Let callback_url be a private or loopback address (the SSRF guard is on "
+        "otherwise).",
+    )
+    replay_window_seconds: float = Field(
+        default=300, gt=0, description="How old (or how far ahead) a signature may be."
+    )
+    accept_v1_signatures: bool = Field(
+        default=False,
+        description="Also accept body-only v1 signatures, replayable against any path of the "
+        "tenant: only for clients mid-migration.",
+    )
+    callback_signature_v1: bool = Field(
+        default=True,
+        description="Callbacks carry v1 entries beside v2; turn off once the receiver verifies v2.",
+    )
+    reply_retention: int = Field(
+        default=1000, ge=1, description="Replies kept per conversation for polling."
+    )
     # Below the dispatcher's delivery timeout, so that a receiver that does not answer is a
     # retried ``network`` failure (the receiver dedupes), not an ``outcome_unknown``.
-    callback_timeout_seconds: float = Field(default=10, gt=0, le=25)
+    callback_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=25,
+        description="A callback unanswered this long is retried.",
+    )
 
     @model_validator(mode="after")
     def _needs_auth(self) -> HttpChannelConfig:

@@ -19,17 +19,45 @@ class LineChannelConfig(ChannelConfig):
     """One LINE channel (one bot) of a tenant; a tenant may have several."""
 
     kind: Literal["line"] = "line"
-    destination: str = Field(pattern=r"^U[0-9a-f]{32}$")  # the bot's user id
-    channel_secret: Secret
-    channel_access_token: Secret
-    reply_token_margin_seconds: float = Field(default=10.0, ge=0, lt=REPLY_TOKEN_LIFETIME_SECONDS)
-    loading_indicator: bool = True
-    loading_seconds: int = Field(default=20, ge=5, le=60, multiple_of=5)
-    fetch_profiles: bool = True
-    profile_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    destination: str = Field(
+        pattern=r"^U[0-9a-f]{32}$",
+        description="The bot's user id (LINE console → Basic settings).",
+    )
+    channel_secret: Secret = Field(description="Verifies LINE's webhook signatures.")
+    channel_access_token: Secret = Field(description="The long-lived channel access token.")
+    reply_token_margin_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        lt=REPLY_TOKEN_LIFETIME_SECONDS,
+        description="Use a reply token only while younger than its 60 s lifetime minus this; "
+        "later replies are pushes.",
+    )
+    loading_indicator: bool = Field(
+        default=True, description="Show LINE's typing animation in one-to-one chats."
+    )
+    loading_seconds: int = Field(
+        default=20,
+        ge=5,
+        le=60,
+        multiple_of=5,
+        description="How long the animation runs at most.",
+    )
+    fetch_profiles: bool = Field(
+        default=True, description="Look up display names (cached per process)."
+    )
+    profile_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=10, description="A slow profile look-up is given up after this."
+    )
     # Below the dispatcher's delivery timeout so the connector classifies timeouts itself.
-    request_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
-    sends_per_second: float | None = Field(default=None, gt=0)  # optional local pacing
+    request_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=25,
+        description="Per Messaging API call; below `pipeline.delivery_timeout_seconds`.",
+    )
+    sends_per_second: float | None = Field(
+        default=None, gt=0, description="Optional local pacing of sends."
+    )
 
     def serves(self, reply_context: object) -> bool:
         """A message to this bot (its destination)."""

@@ -15,6 +15,7 @@ from typing import Literal
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 from gateway.models import SlackReplyContext
 
@@ -54,26 +55,54 @@ class SlackInstallConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    client_id: str = Field(pattern=r"^[0-9]+\.[0-9]+$")
-    client_secret: Secret
-    token_keys: tuple[Secret, ...] = Field(min_length=1)
-    scopes: tuple[str, ...] = BOT_SCOPES
-    redirect_url: str = Field(pattern=r"^https?://[^\s?#]+/slack/oauth_redirect$")
-    authorize_url: str = "https://slack.com/oauth/v2/authorize"
-    # Where the installer lands afterwards (a page of the tenant's own); without it the
-    # gateway answers with a short page of its own.
-    success_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
-    state_ttl_seconds: float = Field(default=600, gt=0, le=3600)
-    # A rotating token is refreshed when it has less than this left.
-    refresh_before_seconds: float = Field(default=300, gt=0)
-    # How long a process trusts what it read of an installation before reading it again
-    # (an uninstall seen by another process takes effect here within this).
-    cache_seconds: float = Field(default=30, gt=0, le=600)
+    client_id: str = Field(
+        pattern=r"^[0-9]+\.[0-9]+$",
+        description="The app's Client ID (Basic Information → App Credentials).",
+    )
+    client_secret: Secret = Field(description="The app's Client Secret, as `env:NAME`.")
+    token_keys: tuple[Secret, ...] = Field(
+        min_length=1,
+        description="Fernet keys sealing the installations in the store, newest first (older "
+        "ones still open what they sealed, so a key can be rotated).",
+    )
+    scopes: tuple[str, ...] = Field(
+        default=BOT_SCOPES, description="Bot scopes asked for; default: what the connector uses."
+    )
+    redirect_url: str = Field(
+        pattern=r"^https?://[^\s?#]+/slack/oauth_redirect$",
+        description="`/slack/oauth_redirect` under the gateway's public URL, as entered in the "
+        "app's OAuth & Permissions → Redirect URLs.",
+    )
+    authorize_url: str = Field(
+        default="https://slack.com/oauth/v2/authorize",
+        description="Slack's consent page (the emulator's in tests and the demo).",
+    )
+    success_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^\s]+$",
+        description="Where the installer lands after installing; null: a short page of the "
+        "gateway's own.",
+    )
+    state_ttl_seconds: float = Field(
+        default=600, gt=0, le=3600, description="How long an install link may be finished."
+    )
+    refresh_before_seconds: float = Field(
+        default=300, gt=0, description="A rotating token is refreshed with less than this left."
+    )
+    cache_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=600,
+        description="How long a process trusts what it read of an installation (an uninstall "
+        "seen by another process takes effect within this).",
+    )
 
     @field_validator("token_keys")
     @classmethod
     def _fernet_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for key in keys:
+            if not key.get_secret_value():
+                continue  # an unset variable, reported as such by `flowbiz check`
             try:
                 Fernet(key.get_secret_value().encode())
             except ValueError:
@@ -88,33 +117,113 @@ class SlackInstallConfig(BaseModel):
 class SlackChannelConfig(ChannelConfig):
     """One Slack workspace (or Enterprise Grid org) of a tenant, with its bot token."""
 
+    # What ``_consistent`` requires, told to the JSON Schema too (docs/gateway.schema.json).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {"anyOf": [given_in_schema("team_id"), given_in_schema("enterprise_id")]},
+                {
+                    "if": {
+                        "properties": {"socket_mode": {"const": True}},
+                        "required": ["socket_mode"],
+                    },
+                    "then": given_in_schema("app_token"),
+                    "else": given_in_schema("signing_secret"),
+                },
+            ]
+        }
+    )
+
     kind: Literal["slack"] = "slack"
-    team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
-    enterprise_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]+$")
-    signing_secret: Secret | None = None  # required for the HTTP routes
-    bot_token: Secret | None = None  # xoxb-…; with ``install``, each installation's own
-    install: SlackInstallConfig | None = None
-    app_token: Secret | None = None  # xapp-…, for Socket Mode
-    socket_mode: bool = False
-    # In channels, answer in a thread under the message (DMs stay flat unless the user threads).
-    reply_in_thread: bool = True
-    # In channels: answer only when mentioned (and in threads already answered), or everything.
-    channel_messages: Literal["mentions", "all"] = "mentions"
-    command_response: Literal["ephemeral", "in_channel"] = "ephemeral"
-    command_reply_via: Literal["response_url", "web_api"] = "response_url"
-    handle_edits: bool = False  # treat message_changed as a new message
-    bot_user_id: str | None = None  # learned with auth.test at start when not given
-    bot_id: str | None = None
-    max_message_chars: int = Field(default=DEFAULT_MAX_MESSAGE_CHARS, ge=200, le=SLACK_MAX_TEXT)
-    response_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
-    request_timeout_seconds: float = Field(default=10, gt=0)
-    messages_per_second: float = Field(default=1.0, gt=0)  # per Slack channel, as Slack asks
-    burst: float = Field(default=3.0, ge=1)
-    socket_ping_interval_seconds: float = Field(default=5, gt=0)
-    # Look up the display name of a person writing in an operators' desk thread (users.info,
-    # scope users:read) when the event does not carry it; the customer sees it as a signature.
-    fetch_user_names: bool = True
-    user_name_timeout_seconds: float = Field(default=1.5, gt=0)
+    team_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z0-9]+$",
+        description="The workspace (`auth.test` → team_id). Required, unless enterprise_id "
+        "names an org-wide install or `install` is given.",
+    )
+    enterprise_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z0-9]+$",
+        description="The Enterprise Grid org of an org-wide install (then team_id is optional).",
+    )
+    signing_secret: Secret | None = Field(
+        default=None,
+        description="Verifies Slack's HTTP requests; required unless socket_mode.",
+    )
+    bot_token: Secret | None = Field(
+        default=None,
+        description="The bot token, `xoxb-…`; required unless `install` (then each "
+        "installation has its own).",
+    )
+    install: SlackInstallConfig | None = Field(
+        default=None,
+        description='"Add to Slack" for a distributed app: any workspace installing it is '
+        "this tenant's (docs/connectors/slack.md). Without team_id, enterprise_id and "
+        "bot_token.",
+    )
+    app_token: Secret | None = Field(
+        default=None, description="The app-level token, `xapp-…`; required with socket_mode."
+    )
+    socket_mode: bool = Field(
+        default=False,
+        description="Receive events over Socket Mode (no public URL needed) instead of HTTP.",
+    )
+    reply_in_thread: bool = Field(
+        default=True,
+        description="In channels, answer in a thread under the message (DMs stay flat unless "
+        "the user threads).",
+    )
+    channel_messages: Literal["mentions", "all"] = Field(
+        default="mentions",
+        description="In channels: answer only when mentioned (and in threads already "
+        "answered), or everything.",
+    )
+    command_response: Literal["ephemeral", "in_channel"] = Field(
+        default="ephemeral", description="How slash commands are answered."
+    )
+    command_reply_via: Literal["response_url", "web_api"] = Field(
+        default="response_url", description="Where slash-command answers are posted."
+    )
+    handle_edits: bool = Field(
+        default=False, description="An edited message (`message_changed`) is answered anew."
+    )
+    bot_user_id: str | None = Field(
+        default=None, description="The bot's user id; learned with `auth.test` when not given."
+    )
+    bot_id: str | None = Field(
+        default=None, description="The bot's id; learned with `auth.test` when not given."
+    )
+    max_message_chars: int = Field(
+        default=DEFAULT_MAX_MESSAGE_CHARS,
+        ge=200,
+        le=SLACK_MAX_TEXT,
+        description="A longer reply is split into several posts.",
+    )
+    response_url_prefixes: tuple[str, ...] = Field(
+        default=("https://hooks.slack.com/",),
+        description="The only response URLs posted to.",
+    )
+    request_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Per Web API call; keep below `pipeline.delivery_timeout_seconds`.",
+    )
+    messages_per_second: float = Field(
+        default=1.0, gt=0, description="Posts per Slack channel per second, as Slack asks."
+    )
+    burst: float = Field(default=3.0, ge=1, description="Posts allowed at once before pacing.")
+    socket_ping_interval_seconds: float = Field(
+        default=5, gt=0, description="How often the Socket Mode connection is pinged."
+    )
+    fetch_user_names: bool = Field(
+        default=True,
+        description="In an operators' desk thread, look up the writer's display name "
+        "(`users.info`, scope users:read) when the event lacks it; the customer sees it as a "
+        "signature.",
+    )
+    user_name_timeout_seconds: float = Field(
+        default=1.5, gt=0, description="That look-up, inside Slack's 3-second window."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SlackChannelConfig:

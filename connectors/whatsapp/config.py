@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
+from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 from gateway.models import WhatsAppReplyContext
 
@@ -31,24 +32,65 @@ class WhatsAppTemplate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
-    variables: dict[str, str] = Field(default_factory=dict)
+    content_sid: str = Field(
+        pattern=r"^HX[0-9a-fA-F]{32}$", description="The approved Content template's SID."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="The text for each of the template's placeholders (`1`, `2`, …).",
+    )
 
 
 class WhatsAppChannelConfig(ChannelConfig):
+    """A tenant's Twilio account and WhatsApp sender (docs/connectors/whatsapp.md)."""
+
+    # What ``_needs_sender`` requires, told to the JSON Schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [given_in_schema("from_number"), given_in_schema("messaging_service_sid")]
+        }
+    )
+
     kind: Literal["whatsapp"] = "whatsapp"
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: Secret
-    from_number: str | None = Field(default=None, pattern=ADDRESS.pattern)
-    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    # The scheme://host[:port][/prefix] Twilio calls; the webhook URL in the console is this
-    # + /whatsapp/webhook. Falls back to http.public_base_url.
-    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
-    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
-    status_callback: bool = True
-    templates: dict[str, WhatsAppTemplate] = Field(default_factory=dict)  # persona → template
-    window_hours: float = Field(default=24, gt=0)
-    max_sends_per_second: float | None = Field(default=None, gt=0)
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="The Twilio account.")
+    auth_token: Secret = Field(
+        description="Signs Twilio's webhooks and authenticates the API calls."
+    )
+    from_number: str | None = Field(
+        default=None,
+        pattern=ADDRESS.pattern,
+        description="The sender, `whatsapp:+<E.164 number>`; this or messaging_service_sid.",
+    )
+    messaging_service_sid: str | None = Field(
+        default=None,
+        pattern=r"^MG[0-9a-fA-F]{32}$",
+        description="A Messaging Service as the sender; with both, replies go through it.",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="The `scheme://host[:port][/prefix]` Twilio calls (the webhook is this + "
+        "`/whatsapp/webhook`); falls back to `http.public_base_url`.",
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        default=(),
+        description="Only without public_base_url: proxies whose X-Forwarded-Proto/-Host/-Port "
+        "are believed when checking signatures.",
+    )
+    status_callback: bool = Field(
+        default=True,
+        description="Ask Twilio for delivery status callbacks. On by default, and then a "
+        "public URL (public_base_url or `http.public_base_url`) is required: `flowbiz check` "
+        "refuses the block without one. Set false where there is none.",
+    )
+    templates: dict[str, WhatsAppTemplate] = Field(
+        default_factory=dict,
+        description="By persona: the approved template sent when the 24-hour window is closed.",
+    )
+    window_hours: float = Field(default=24, gt=0, description="WhatsApp's customer-service window.")
+    max_sends_per_second: float | None = Field(
+        default=None, gt=0, description="Optional pacing per sender (Twilio queues by itself)."
+    )
 
     @model_validator(mode="after")
     def _needs_sender(self) -> WhatsAppChannelConfig:
