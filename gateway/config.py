@@ -15,7 +15,6 @@ raises one :class:`~gateway.errors.ConfigError`.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,10 +24,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,8 +34,10 @@ from pydantic import (
 from gateway.channel_config import ChannelConfig, PlacedChannel, connector_package
 from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
+from gateway.mcp_config import MCP_SERVER_NAME, McpServerConfig
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
+from gateway.secret_ref import Secret
 from gateway.store.redis_sentinel import SENTINEL_SCHEMES, parse_sentinel_url
 
 __all__ = [
@@ -61,29 +60,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-def _read_secret(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("a secret must be written as env:VARIABLE_NAME")
-    match = _ENV_REF.match(value)
-    if match is None:
-        raise ValueError(
-            "secrets are read from the environment: write env:VARIABLE_NAME, not the value"
-        )
-    name = match.group(1)
-    found = os.environ.get(name)
-    if not found:
-        raise ValueError(f"environment variable {name} is not set")
-    return SecretStr(found)
-
-
-Secret = Annotated[SecretStr, BeforeValidator(_read_secret)]
-"""A credential given as ``env:NAME`` in the file and read from the environment."""
 
 
 class _Model(BaseModel):
@@ -312,6 +288,10 @@ class GatewayConfig(_Model):
     safety: SafetyConfig = SafetyConfig()  # the pre-check before any agent (gateway/safety.py)
     # A desk serving the tenants it lists (default: its operators' tenant); off when absent.
     handoff: HandoffConfig | None = None
+    # Model Context Protocol servers by name; personas grant their tools (gateway/mcp_config.py).
+    mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServerConfig] = Field(
+        default_factory=dict
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: Path | None = None  # the file this came from, for relative paths
 

@@ -1,0 +1,315 @@
+"""Connections to the configured Model Context Protocol servers, one per server per process.
+
+Guarantees:
+
+- **Lazy and reused.** A server is connected on first use (the first turn of a persona that
+  grants its tools), with the official ``mcp`` client, and the connection serves every later
+  turn of every persona, across persona reloads. Its tool listing is read once per
+  connection.
+- **Reconnected after a death.** A stdio child that exits, or a transport that fails, marks
+  the connection dead (the end of the server's message stream is watched, and a call that
+  fails on the transport says so too); the next use starts a new one. A connection attempt
+  is bounded by the server's ``connect_timeout_seconds``.
+- **Closed on shutdown.** :meth:`McpServers.aclose` ends every connection (a stdio child gets
+  its stdin closed, then SIGTERM, then SIGKILL — the SDK's bounded sequence); the app calls
+  it after the worker stopped (gateway/app.py).
+- **Secrets stay in the transport.** A stdio child gets only the environment its block
+  names (plus the SDK's minimal PATH/HOME/USER set), an HTTP server's headers go only to its
+  URL, and no log line here carries either: failures are logged by server name and
+  exception type.
+- **SSRF.** An ``http`` server's host is resolved before each connection and refused if any
+  address it leads to is one :mod:`gateway.netguard` refuses, unless its block says
+  ``allow_private: true``.
+
+Each connection is owned by one task, because the SDK's transports are structured (anyio
+task groups) and must be entered and left in the same task; other tasks only send requests
+through the connected :class:`mcp.Client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters, stdio_client
+from mcp.client._transport import ReadStream, TransportStreams
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import SessionMessage
+from mcp_types import Implementation, Tool
+
+from gateway.mcp_config import McpHttpServer, McpServerConfig, McpStdioServer
+from gateway.netguard import TargetRefusedError, literal_address, refusal_reason
+from gateway.observability import get_logger
+
+__all__ = ["McpConnection", "McpServers", "McpUnavailableError"]
+
+log = get_logger(__name__)
+
+_CLIENT_INFO = Implementation(name="flowbiz-gateway", version="1")
+# The SDK's own shutdown is bounded (about 6.5 s for a stdio child that ignores SIGTERM).
+_CLOSE_SECONDS = 10.0
+# Pages of a tool listing read at most: a server that pages for ever cannot hold a turn.
+_LIST_PAGES = 20
+
+
+class McpUnavailableError(Exception):
+    """The server could not be reached, or its connection ended; the text names no secret."""
+
+
+class _WatchedReadStream:
+    """The server's message stream, telling its connection when it ends (the server died)."""
+
+    def __init__(self, inner: ReadStream[SessionMessage | Exception], on_end: Any) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+
+async def _refuse_private(url: str) -> None:
+    """Refuse a URL whose host leads to an address the SSRF guard refuses (DNS included)."""
+    host = urlsplit(url).hostname or ""
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [str(literal)]
+    else:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        reason = refusal_reason(ipaddress.ip_address(address.split("%", 1)[0]))
+        if reason is not None:
+            raise TargetRefusedError(f"the MCP server's host leads to a {reason} address")
+
+
+class McpConnection:
+    """One configured server: connected on demand, reconnected after it died."""
+
+    def __init__(self, name: str, config: McpServerConfig) -> None:
+        self.name = name
+        self.config = config
+        self._client: Client | None = None
+        self._owner: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+        self._lock = asyncio.Lock()
+        self._tools: tuple[Tool, ...] | None = None
+        self._alive = False
+        self.connections = 0  # how many times a connection was made (the tests read it)
+
+    @property
+    def alive(self) -> bool:
+        """Connected, and the server's message stream has not ended."""
+        return self._alive
+
+    # -- the connection ----------------------------------------------------------------------
+    async def client(self) -> Client:
+        """The live client, connecting first if there is none (or it died)."""
+        if self._alive and self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._alive and self._client is not None:
+                return self._client
+            await self._end_owner()
+            return await self._connect()
+
+    async def _connect(self) -> Client:
+        ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        owner = asyncio.create_task(self._own(ready, stop), name=f"mcp-{self.name}")
+        self._owner, self._stop = owner, stop
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_seconds):
+                client = await asyncio.shield(ready)
+        except BaseException as exc:
+            await self._end_owner()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {self.config.connect_timeout_seconds:g} s"
+            elif isinstance(exc, TargetRefusedError):
+                reason = str(exc)
+            else:
+                reason = f"connection failed ({type(exc).__name__})"
+            log.warning("mcp.connect_failed", server=self.name, reason=reason)
+            raise McpUnavailableError(reason) from None
+        self._client, self._tools, self._alive = client, None, True
+        self.connections += 1
+        log.info("mcp.connected", server=self.name, transport=self.config.transport)
+        return client
+
+    async def _own(self, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
+        """Hold the connection open until told to stop; the SDK needs one task for both ends."""
+        try:
+            async with (
+                self._transport() as streams,
+                Client(_StreamsTransport(streams), client_info=_CLIENT_INFO) as client,
+            ):
+                if not ready.done():
+                    ready.set_result(client)
+                await stop.wait()
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever ended it, the connection is over
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.warning("mcp.connection_ended", server=self.name, error_type=type(exc).__name__)
+        finally:
+            self._alive = False
+
+    @asynccontextmanager
+    async def _transport(self) -> AsyncIterator[TransportStreams]:
+        config = self.config
+        if isinstance(config, McpStdioServer):
+            params = StdioServerParameters(
+                command=config.command,
+                args=list(config.args),
+                env={k: v.get_secret_value() for k, v in config.env.items()},
+                cwd=config.cwd,
+            )
+            with _stderr_for(config) as errlog:
+                async with stdio_client(params, errlog=errlog) as (read, write):
+                    yield _WatchedReadStream(read, self._ended), write
+            return
+        assert isinstance(config, McpHttpServer)
+        if not config.allow_private:
+            await _refuse_private(config.url)
+        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        timeout = httpx2.Timeout(config.connect_timeout_seconds, read=config.call_timeout_seconds)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            streamable_http_client(config.url, http_client=http) as (read, write),
+        ):
+            yield _WatchedReadStream(read, self._ended), write
+
+    def _ended(self) -> None:
+        if self._alive:
+            log.warning("mcp.server_gone", server=self.name)
+        self._alive = False
+
+    def mark_dead(self) -> None:
+        """A call failed on the transport: the next use reconnects."""
+        self._ended()
+
+    async def _end_owner(self) -> None:
+        owner, stop = self._owner, self._stop
+        self._owner = self._stop = None
+        self._client, self._tools, self._alive = None, None, False
+        if owner is None or stop is None:
+            return
+        stop.set()
+        done, _ = await asyncio.wait({owner}, timeout=_CLOSE_SECONDS)
+        if not done:
+            owner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await owner
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._end_owner()
+
+    # -- what the server offers --------------------------------------------------------------
+    async def tools(self) -> tuple[Tool, ...]:
+        """The server's tools (at most ``max_tools``), listed once per connection."""
+        client = await self.client()
+        if self._tools is not None:
+            return self._tools
+        found: list[Tool] = []
+        cursor: str | None = None
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_seconds):
+                for _ in range(_LIST_PAGES):
+                    page = await client.list_tools(cursor=cursor)
+                    found += page.tools
+                    cursor = page.next_cursor
+                    if cursor is None or len(found) >= self.config.max_tools:
+                        break
+        except Exception as exc:  # noqa: BLE001 - a listing that fails is a server that fails
+            self.mark_dead()
+            log.warning("mcp.list_failed", server=self.name, error_type=type(exc).__name__)
+            raise McpUnavailableError(f"listing its tools failed ({type(exc).__name__})") from None
+        if len(found) > self.config.max_tools:
+            log.warning("mcp.tools_cut", server=self.name, listed=len(found))
+        self._tools = tuple(found[: self.config.max_tools])
+        return self._tools
+
+
+class _StreamsTransport:
+    """Already-open streams, as the ``Transport`` a :class:`mcp.Client` enters."""
+
+    def __init__(self, streams: TransportStreams) -> None:
+        self._streams = streams
+
+    async def __aenter__(self) -> TransportStreams:
+        return self._streams
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _stderr_for(config: McpStdioServer) -> Any:
+    if config.stderr == "inherit":
+        yield sys.stderr
+        return
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+        sink: IO[str] = devnull
+        yield sink
+
+
+class McpServers:
+    """Every configured server's connection, by name; one per process (gateway/app.py)."""
+
+    def __init__(self, configs: Mapping[str, McpServerConfig]) -> None:
+        self._connections = {name: McpConnection(name, c) for name, c in configs.items()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._connections
+
+    def get(self, name: str) -> McpConnection | None:
+        return self._connections.get(name)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._connections.values()))
