@@ -17,9 +17,11 @@ Guarantees:
   names (plus the SDK's minimal PATH/HOME/USER set), an HTTP server's headers go only to its
   URL, and no log line here carries either: failures are logged by server name and
   exception type.
-- **SSRF.** An ``http`` server's host is resolved before each connection and refused if any
-  address it leads to is one :mod:`gateway.netguard` refuses, unless its block says
-  ``allow_private: true``.
+- **SSRF.** An ``http`` server's connections go through a network backend that resolves the
+  host itself and refuses to connect if any address it leads to is one
+  :mod:`gateway.netguard` refuses (judged where the socket is opened, so a DNS answer that
+  changed since the file was read is judged too), unless its block says
+  ``allow_private: true``; no proxy is taken from the environment.
 
 Each connection is owned by one task, because the SDK's transports are structured (anyio
 task groups) and must be entered and left in the same task; other tasks only send requests
@@ -34,13 +36,13 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import anyio
+import httpcore2
 import httpx2
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client._transport import ReadStream, TransportStreams
@@ -106,20 +108,63 @@ class _WatchedReadStream:
         return None
 
 
-async def _refuse_private(url: str) -> None:
-    """Refuse a URL whose host leads to an address the SSRF guard refuses (DNS included)."""
-    host = urlsplit(url).hostname or ""
+async def _checked_addresses(host: str, port: int) -> list[str]:
+    """Every address ``host`` leads to, or TargetRefusedError if the guard refuses any."""
     literal = literal_address(host)
     if literal is not None:
         addresses = [str(literal)]
     else:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         addresses = [str(info[4][0]) for info in infos]
     for address in addresses:
         reason = refusal_reason(ipaddress.ip_address(address.split("%", 1)[0]))
         if reason is not None:
             raise TargetRefusedError(f"the MCP server's host leads to a {reason} address")
+    return addresses
+
+
+class _GuardedBackend(httpcore2.AsyncNetworkBackend):
+    """Connects only to addresses the SSRF guard allows, judged on the answer it connects to
+    (so a DNS answer that changed since the configuration was read is judged too)."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        addresses = await _checked_addresses(host, port)
+        # TLS still names the host (httpcore2 sends SNI from the request, not from here).
+        return await self._inner.connect_tcp(
+            addresses[0],
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.AsyncNetworkStream:
+        raise TargetRefusedError("the MCP server must be reached over TCP")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _http_transport(allow_private: bool) -> httpx2.AsyncHTTPTransport:
+    # No proxy from the environment: the guard judges the address we really connect to.
+    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    if not allow_private:
+        # httpx2 takes no network backend; its pool does, and reads it on every connection.
+        transport._pool._network_backend = _GuardedBackend()
+    return transport
 
 
 class McpConnection:
@@ -134,6 +179,7 @@ class McpConnection:
         self._lock = asyncio.Lock()
         self._tools: tuple[Tool, ...] | None = None
         self._alive = False
+        self._generation = 0  # of the current owner: a late signal of an old one is ignored
         self.connections = 0  # how many times a connection was made (the tests read it)
 
     @property
@@ -155,7 +201,10 @@ class McpConnection:
     async def _connect(self) -> Client:
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
-        owner = asyncio.create_task(self._own(ready, stop), name=f"mcp-{self.name}")
+        self._generation += 1
+        owner = asyncio.create_task(
+            self._own(ready, stop, self._generation), name=f"mcp-{self.name}"
+        )
         self._owner, self._stop = owner, stop
         try:
             async with asyncio.timeout(self.config.connect_timeout_seconds):
@@ -166,8 +215,8 @@ class McpConnection:
                 raise
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {self.config.connect_timeout_seconds:g} s"
-            elif isinstance(exc, TargetRefusedError):
-                reason = str(exc)
+            elif (refused := _refused_within(exc)) is not None:
+                reason = str(refused)
             else:
                 reason = f"connection failed ({type(exc).__name__})"
             log.warning("mcp.connect_failed", server=self.name, reason=reason)
@@ -177,11 +226,13 @@ class McpConnection:
         log.info("mcp.connected", server=self.name, transport=self.config.transport)
         return client
 
-    async def _own(self, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
+    async def _own(
+        self, ready: asyncio.Future[Client], stop: asyncio.Event, generation: int
+    ) -> None:
         """Hold the connection open until told to stop; the SDK needs one task for both ends."""
         try:
             async with (
-                self._transport() as streams,
+                self._transport(generation) as streams,
                 Client(_StreamsTransport(streams), client_info=_CLIENT_INFO) as client,
             ):
                 if not ready.done():
@@ -197,11 +248,15 @@ class McpConnection:
             else:
                 log.warning("mcp.connection_ended", server=self.name, error_type=type(exc).__name__)
         finally:
-            self._alive = False
+            self._ended(generation)
 
     @asynccontextmanager
-    async def _transport(self) -> AsyncIterator[TransportStreams]:
+    async def _transport(self, generation: int) -> AsyncIterator[TransportStreams]:
         config = self.config
+
+        def ended() -> None:
+            self._ended(generation)
+
         if isinstance(config, McpStdioServer):
             params = StdioServerParameters(
                 command=config.command,
@@ -211,27 +266,32 @@ class McpConnection:
             )
             with _stderr_for(config) as errlog:
                 async with stdio_client(params, errlog=errlog) as (read, write):
-                    yield _WatchedReadStream(read, self._ended), write
+                    yield _WatchedReadStream(read, ended), write
             return
         assert isinstance(config, McpHttpServer)
-        if not config.allow_private:
-            await _refuse_private(config.url)
         headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         timeout = httpx2.Timeout(config.connect_timeout_seconds, read=config.call_timeout_seconds)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                transport=_http_transport(config.allow_private),
+                trust_env=False,
+            ) as http,
             streamable_http_client(config.url, http_client=http) as (read, write),
         ):
-            yield _WatchedReadStream(read, self._ended), write
+            yield _WatchedReadStream(read, ended), write
 
-    def _ended(self) -> None:
+    def _ended(self, generation: int) -> None:
+        if generation != self._generation:
+            return
         if self._alive:
             log.warning("mcp.server_gone", server=self.name)
         self._alive = False
 
     def mark_dead(self) -> None:
         """A call failed on the transport: the next use reconnects."""
-        self._ended()
+        self._ended(self._generation)
 
     async def _end_owner(self) -> None:
         owner, stop = self._owner, self._stop
@@ -274,6 +334,23 @@ class McpConnection:
             log.warning("mcp.tools_cut", server=self.name, listed=len(found))
         self._tools = tuple(found[: self.config.max_tools])
         return self._tools
+
+
+def _refused_within(exc: BaseException) -> TargetRefusedError | None:
+    """The guard's refusal behind a failure, however the SDK and httpx2 wrapped it."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, TargetRefusedError):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending += current.exceptions
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
 
 
 class _StreamsTransport:

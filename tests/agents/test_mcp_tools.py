@@ -5,8 +5,11 @@ the schema, a server that hangs, dies or floods are each met as the docs say."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -25,6 +28,7 @@ from gateway.audit import AuditLog
 from gateway.mcp_config import McpServerConfig
 from gateway.store import Keyspace, open_store
 from tests.agents.conftest import make_context
+from tests.conftest import free_port
 from tests.harness import eventually
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
@@ -331,3 +335,130 @@ def test_llm_agent_builds_no_toolset_without_grants(emulator):
     agent = build_agent(mcp_persona(emulator.base_url, "handoff"))
     assert isinstance(agent, LlmAgent)
     assert agent.mcp_tools is None
+
+
+# -- streamable HTTP on loopback ---------------------------------------------------------------
+HTTP_TOKEN = "tok-7f3a9c-http-secret"
+
+
+@pytest.fixture
+async def http_server(call_log, monkeypatch):
+    """The test server over streamable HTTP on a loopback port, behind a bearer token."""
+    port = free_port()
+    env = {**os.environ, "MCP_HTTP_TOKEN": HTTP_TOKEN, "MCP_CALL_LOG": str(call_log)}
+    process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+        [sys.executable, str(SERVER_SCRIPT), "http", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        await eventually(listening, timeout=20)
+        monkeypatch.setenv("TEST_MCP_AUTH", f"Bearer {HTTP_TOKEN}")
+        monkeypatch.setenv("TEST_MCP_WRONG_AUTH", "Bearer wrong-9d2e-secret")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def http_config(url: str, *, header: str = "env:TEST_MCP_AUTH", **more: Any) -> Any:
+    block = {"transport": "http", "url": url, "headers": {"Authorization": header}, **more}
+    return TypeAdapter(McpServerConfig).validate_python(block)
+
+
+async def test_http_granted_tool_answers_and_a_hang_times_out(emulator, http_server, call_log):
+    """Over streamable HTTP, with the bearer header from the environment: the same rules."""
+    url = f"http://127.0.0.1:{http_server}/mcp"
+    servers = McpServers({"orders": http_config(url, allow_private=True, call_timeout_seconds=1)})
+    try:
+        persona = mcp_persona(emulator.base_url, "mcp:orders/lookup_order", "mcp:orders/hang")
+        agent = build_agent(persona, mcp=servers)
+        emulator.script(
+            ScriptedReply(
+                tool_calls=(
+                    ScriptedCall(ORDER_TOOL, {"order_id": "ORD-0042"}),
+                    ScriptedCall("mcp__orders__hang", {}),
+                    ScriptedCall(ORDER_TOOL, {"order_id": "42"}),
+                )
+            ),
+            ScriptedReply.text("done"),
+        )
+        reply = await agent.respond(make_context(persona, "x"))
+        assert reply.parts[0].text == "done"
+        assert offered(emulator.requests[0]) == {ORDER_TOOL, "mcp__orders__hang"}
+        found, hung, invalid = tool_messages(emulator.requests[1])
+        assert found.startswith("order ORD-0042: shipped")
+        assert json.loads(hung) == {"error": "the tool did not answer within 1 s"}
+        assert json.loads(invalid)["error"].startswith("invalid arguments at order_id")
+        assert [c["tool"] for c in calls(call_log)] == ["lookup_order", "hang"]
+    finally:
+        await servers.aclose()
+
+
+def test_attack_http_url_at_a_loopback_literal_is_refused_in_the_file():
+    """Without allow_private, a private or loopback address in the URL fails the config."""
+    for url in (
+        "http://127.0.0.1:9/mcp",
+        "http://[::ffff:169.254.169.254]/mcp",
+        "http://10.1.2.3/",
+    ):
+        with pytest.raises(ValidationError, match="allow_private: true"):
+            TypeAdapter(McpServerConfig).validate_python({"transport": "http", "url": url})
+
+
+async def test_attack_http_name_resolving_to_loopback_is_refused_at_connect(
+    emulator, http_server, call_log, caplog
+):
+    """'localhost' passes the file's check (a name); the connection refuses its address."""
+    caplog.set_level(logging.WARNING, logger="agents.tools.mcp_connection")
+    servers = McpServers({"orders": http_config(f"http://localhost:{http_server}/mcp")})
+    try:
+        persona = mcp_persona(emulator.base_url, "handoff", "mcp:orders/*")
+        await build_agent(persona, mcp=servers).respond(make_context(persona, "hi"))
+        assert offered(emulator.requests[0]) == {"handoff"}
+        (failed,) = [r for r in caplog.records if r.getMessage() == "mcp.connect_failed"]
+        assert "loopback address" in failed.fields["reason"]
+    finally:
+        await servers.aclose()
+
+
+async def test_attack_mcp_secrets_never_reach_the_logs(emulator, http_server, call_log, caplog):
+    """Headers and child environment values, right or refused, appear in no log record."""
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{http_server}/mcp"
+    servers = McpServers(
+        {
+            "orders": http_config(url, allow_private=True),
+            "denied": http_config(url, allow_private=True, header="env:TEST_MCP_WRONG_AUTH"),
+            "local": stdio_config(),
+        }
+    )
+    try:
+        persona = mcp_persona(
+            emulator.base_url, "mcp:orders/lookup_order", "mcp:denied/*", "mcp:local/crash"
+        )
+        emulator.script(
+            ScriptedReply(
+                tool_calls=(
+                    ScriptedCall(ORDER_TOOL, {"order_id": "ORD-0001"}),
+                    ScriptedCall("mcp__local__crash", {}),
+                )
+            ),
+            ScriptedReply.text("ok"),
+        )
+        await build_agent(persona, mcp=servers).respond(make_context(persona, "x"))
+        assert offered(emulator.requests[0]) == {ORDER_TOOL, "mcp__local__crash"}
+    finally:
+        await servers.aclose()
+    logged = "\n".join(
+        f"{r.getMessage()} {getattr(r, 'fields', '')} {r.exc_text or ''}" for r in caplog.records
+    )
+    assert "mcp.connect_failed" in logged  # the refused server was logged, by name
+    for secret in (HTTP_TOKEN, "wrong-9d2e-secret", "eu-secret-region"):
+        assert secret not in logged
