@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from agents.emulators.openai import ScriptedCall, ScriptedReply
@@ -25,9 +26,12 @@ from agents.persona import Persona
 from agents.registry import build_agent
 from agents.tools.mcp_connection import McpServers
 from gateway.audit import AuditLog
+from gateway.cli import main
 from gateway.mcp_config import McpServerConfig
 from gateway.store import Keyspace, open_store
 from tests.agents.conftest import make_context
+from tests.agents.test_access_attacks import PERSONAS
+from tests.agents.test_reach import write_config
 from tests.conftest import free_port
 from tests.harness import eventually
 
@@ -462,3 +466,32 @@ async def test_attack_mcp_secrets_never_reach_the_logs(emulator, http_server, ca
     assert "mcp.connect_failed" in logged  # the refused server was logged, by name
     for secret in (HTTP_TOKEN, "wrong-9d2e-secret", "eu-secret-region"):
         assert secret not in logged
+
+
+def test_check_reports_a_grant_of_an_unconfigured_server(tmp_path, capsys):
+    """flowbiz check (and so serve) refuses a persona granting a server mcp_servers lacks."""
+    personas_dir = tmp_path / "personas"
+    personas_dir.mkdir()
+    for name, text in PERSONAS.items():
+        (personas_dir / f"{name}.yaml").write_text(text)
+    (personas_dir / "support.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "support",
+                "display_name": "Support",
+                "tools": ["mcp:orders/lookup_order", "mcp:files/*"],
+                "agent": {
+                    "kind": "llm",
+                    "options": {"base_url": "https://x.example", "model": "m"},
+                },
+            }
+        )
+    )
+    path = write_config(tmp_path, personas_dir)
+    data = yaml.safe_load(path.read_text())
+    data["mcp_servers"] = {"orders": {"transport": "stdio", "command": sys.executable}}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "personas.support.tools: grants tools of MCP server 'files'" in err
+    assert "'orders'" not in err
