@@ -1,6 +1,7 @@
 """MCP tools through the running gateway: a customer's message on the HTTP channel reaches an
 LLM persona whose granted MCP tool answers; the call is in the audit stream; stopping the
-gateway ends the MCP server process."""
+gateway ends the MCP server process; a persona reload cannot grant a server that is not
+configured."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 
 from agents.emulators.openai import ScriptedReply
 from connectors.http_api.emulator import HttpChannelClient
+from gateway.admin.personas import reload_personas
 from gateway.audit import AuditLog
+from gateway.errors import ConfigError
 from tests.agents.test_mcp_tools import (
     ORDER_TOOL,
     SERVER_SCRIPT,
@@ -78,3 +81,21 @@ async def test_a_customer_message_reaches_a_granted_mcp_tool_and_shutdown_ends_i
         (call,) = calls(call_log)
     with pytest.raises(ProcessLookupError):
         os.kill(call["pid"], 0)
+
+
+async def test_a_reload_granting_an_unconfigured_server_is_refused_whole(
+    tmp_path, receiver, personas_dir
+):
+    """The running personas stay; the reload names the persona and the missing server."""
+    data = base_config(f"sqlite:///{tmp_path}/gateway.db", tenants=[http_tenant(receiver.url)])
+    data["personas_dir"] = str(personas_dir)
+    data["routing"] = {"default_persona": "core"}
+    data["mcp_servers"] = {"orders": {"transport": "stdio", "command": sys.executable}}
+    async with running_gateway(data) as gw:
+        before = gw.runtime.personas
+        text = (personas_dir / "core.yaml").read_text()
+        (personas_dir / "core.yaml").write_text(text.replace("mcp:orders/", "mcp:files/"))
+        with pytest.raises(ConfigError) as refused:
+            await reload_personas(gw.app)
+        assert refused.value.problems == [("personas.core.tools", "no MCP server named 'files'")]
+        assert gw.runtime.personas is before
