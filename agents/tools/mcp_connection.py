@@ -38,6 +38,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
 
@@ -63,6 +64,15 @@ _CLIENT_INFO = Implementation(name="flowbiz-gateway", version="1")
 _CLOSE_SECONDS = 10.0
 # Pages of a tool listing read at most: a server that pages for ever cannot hold a turn.
 _LIST_PAGES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """The task holding one connection, the signal that ends it, and its handshake's end."""
+
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    ready: asyncio.Future[Client]
 
 
 class McpUnavailableError(Exception):
@@ -163,7 +173,10 @@ def _http_transport(allow_private: bool) -> httpx2.AsyncHTTPTransport:
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
     if not allow_private:
         # httpx2 takes no network backend; its pool does, and reads it on every connection.
-        transport._pool._network_backend = _GuardedBackend()
+        pool = transport._pool
+        if not hasattr(pool, "_network_backend"):  # fail closed if httpx2 changed shape
+            raise RuntimeError("cannot guard this httpx2 release's connections")
+        pool._network_backend = _GuardedBackend()
     return transport
 
 
@@ -174,9 +187,9 @@ class McpConnection:
         self.name = name
         self.config = config
         self._client: Client | None = None
-        self._owner: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._owner: _Owner | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()  # connections given up mid-connect
         self._tools: tuple[Tool, ...] | None = None
         self._alive = False
         self._generation = 0  # of the current owner: a late signal of an old one is ignored
@@ -205,14 +218,16 @@ class McpConnection:
         owner = asyncio.create_task(
             self._own(ready, stop, self._generation), name=f"mcp-{self.name}"
         )
-        self._owner, self._stop = owner, stop
+        self._owner = _Owner(task=owner, stop=stop, ready=ready)
         try:
             async with asyncio.timeout(self.config.connect_timeout_seconds):
                 client = await asyncio.shield(ready)
-        except BaseException as exc:
-            await self._end_owner()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except asyncio.CancelledError:
+            # The turn was given up (its timeout): it must not wait for the child to stop.
+            self._finish_later(self._detach())
+            raise
+        except Exception as exc:  # noqa: BLE001 - each failure becomes the reason logged below
+            await self._finish(self._detach())
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {self.config.connect_timeout_seconds:g} s"
             elif (refused := _refused_within(exc)) is not None:
@@ -293,22 +308,40 @@ class McpConnection:
         """A call failed on the transport: the next use reconnects."""
         self._ended(self._generation)
 
-    async def _end_owner(self) -> None:
-        owner, stop = self._owner, self._stop
-        self._owner = self._stop = None
+    def _detach(self) -> _Owner | None:
+        """Forget the current connection; its owner, for ending it."""
+        owner, self._owner = self._owner, None
         self._client, self._tools, self._alive = None, None, False
-        if owner is None or stop is None:
+        return owner
+
+    async def _finish(self, owner: _Owner | None) -> None:
+        if owner is None:
             return
-        stop.set()
-        done, _ = await asyncio.wait({owner}, timeout=_CLOSE_SECONDS)
+        owner.stop.set()
+        ready = owner.ready
+        connected = ready.done() and not ready.cancelled() and ready.exception() is None
+        # A connected owner leaves the SDK's contexts when told to stop; one still in the
+        # handshake is only waiting for the server, so it is cancelled (the SDK still stops
+        # a stdio child, shielded from the cancellation).
+        done, _ = await asyncio.wait({owner.task}, timeout=_CLOSE_SECONDS if connected else 0)
         if not done:
-            owner.cancel()
+            owner.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await owner
+                await owner.task
+
+    def _finish_later(self, owner: _Owner | None) -> None:
+        task = asyncio.create_task(self._finish(owner), name=f"mcp-{self.name}-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _end_owner(self) -> None:
+        await self._finish(self._detach())
 
     async def aclose(self) -> None:
         async with self._lock:
             await self._end_owner()
+        if self._closing:
+            await asyncio.gather(*self._closing)
 
     # -- what the server offers --------------------------------------------------------------
     async def tools(self) -> tuple[Tool, ...]:

@@ -4,6 +4,7 @@ the schema, a server that hangs, dies or floods are each met as the docs say."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -495,3 +496,26 @@ def test_check_reports_a_grant_of_an_unconfigured_server(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "personas.support.tools: grants tools of MCP server 'files'" in err
     assert "'orders'" not in err
+
+
+async def test_a_turn_given_up_while_a_server_starts_does_not_wait_for_it(emulator, tmp_path):
+    """The worker's timeout cancels the turn at once; the silent child is still ended."""
+    pid_file = tmp_path / "pid"
+    silent = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    block = {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ["-c", silent, str(pid_file)],
+        "connect_timeout_seconds": 60,
+    }
+    servers = McpServers({"orders": TypeAdapter(McpServerConfig).validate_python(block)})
+    persona = mcp_persona(emulator.base_url, "mcp:orders/*")
+    agent = build_agent(persona, mcp=servers)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(agent.respond(make_context(persona, "x")), 1)
+    assert time.monotonic() - started < 3
+    pid = int(await eventually(pid_file.read_text))
+    await servers.aclose()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
