@@ -346,30 +346,48 @@ def test_llm_agent_builds_no_toolset_without_grants(emulator):
 HTTP_TOKEN = "tok-7f3a9c-http-secret"
 
 
+class HttpServer:
+    """The test server over streamable HTTP on a loopback port, behind a bearer token."""
+
+    def __init__(self, call_log: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "MCP_HTTP_TOKEN": HTTP_TOKEN, "MCP_CALL_LOG": str(call_log)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def listening(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            [sys.executable, str(SERVER_SCRIPT), "http", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await eventually(self.listening, timeout=20)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 @pytest.fixture
 async def http_server(call_log, monkeypatch):
-    """The test server over streamable HTTP on a loopback port, behind a bearer token."""
-    port = free_port()
-    env = {**os.environ, "MCP_HTTP_TOKEN": HTTP_TOKEN, "MCP_CALL_LOG": str(call_log)}
-    process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-        [sys.executable, str(SERVER_SCRIPT), "http", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def listening() -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
+    server = HttpServer(call_log)
+    monkeypatch.setenv("TEST_MCP_AUTH", f"Bearer {HTTP_TOKEN}")
+    monkeypatch.setenv("TEST_MCP_WRONG_AUTH", "Bearer wrong-9d2e-secret")
     try:
-        await eventually(listening, timeout=20)
-        monkeypatch.setenv("TEST_MCP_AUTH", f"Bearer {HTTP_TOKEN}")
-        monkeypatch.setenv("TEST_MCP_WRONG_AUTH", "Bearer wrong-9d2e-secret")
-        yield port
+        await server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.kill()
 
 
 def http_config(url: str, *, header: str = "env:TEST_MCP_AUTH", **more: Any) -> Any:
@@ -379,7 +397,7 @@ def http_config(url: str, *, header: str = "env:TEST_MCP_AUTH", **more: Any) -> 
 
 async def test_http_granted_tool_answers_and_a_hang_times_out(emulator, http_server, call_log):
     """Over streamable HTTP, with the bearer header from the environment: the same rules."""
-    url = f"http://127.0.0.1:{http_server}/mcp"
+    url = http_server.url
     servers = McpServers({"orders": http_config(url, allow_private=True, call_timeout_seconds=1)})
     try:
         persona = mcp_persona(emulator.base_url, "mcp:orders/lookup_order", "mcp:orders/hang")
@@ -422,7 +440,7 @@ async def test_attack_http_name_resolving_to_loopback_is_refused_at_connect(
 ):
     """'localhost' passes the file's check (a name); the connection refuses its address."""
     caplog.set_level(logging.WARNING, logger="agents.tools.mcp_connection")
-    servers = McpServers({"orders": http_config(f"http://localhost:{http_server}/mcp")})
+    servers = McpServers({"orders": http_config(f"http://localhost:{http_server.port}/mcp")})
     try:
         persona = mcp_persona(emulator.base_url, "handoff", "mcp:orders/*")
         await build_agent(persona, mcp=servers).respond(make_context(persona, "hi"))
@@ -436,7 +454,7 @@ async def test_attack_http_name_resolving_to_loopback_is_refused_at_connect(
 async def test_attack_mcp_secrets_never_reach_the_logs(emulator, http_server, call_log, caplog):
     """Headers and child environment values, right or refused, appear in no log record."""
     caplog.set_level(logging.DEBUG)
-    url = f"http://127.0.0.1:{http_server}/mcp"
+    url = http_server.url
     servers = McpServers(
         {
             "orders": http_config(url, allow_private=True),
@@ -519,3 +537,28 @@ async def test_a_turn_given_up_while_a_server_starts_does_not_wait_for_it(emulat
     await servers.aclose()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_http_server_restarted_is_reconnected_by_the_next_turn(emulator, http_server):
+    """Over HTTP a dead server is a tool error; once it is back, the next turn reconnects."""
+    servers = McpServers({"orders": http_config(http_server.url, allow_private=True)})
+    persona = mcp_persona(emulator.base_url, "mcp:orders/lookup_order")
+    agent = build_agent(persona, mcp=servers)
+    try:
+        for order in ("ORD-0001", "ORD-0002", "ORD-0003"):
+            emulator.script(
+                ScriptedReply.call(ORDER_TOOL, {"order_id": order}), ScriptedReply.text("ok")
+            )
+            reply = await agent.respond(make_context(persona, order))
+            assert reply.parts[0].text == "ok"
+            if order == "ORD-0001":
+                http_server.kill()
+            elif order == "ORD-0002":
+                await http_server.start()
+        first, dead, back = (tool_messages(emulator.requests[n])[0] for n in (1, 3, 5))
+        assert first.startswith("order ORD-0001: shipped")
+        assert "error" in json.loads(dead)
+        assert back.startswith("order ORD-0003: shipped")
+        assert servers.get("orders").connections == 2
+    finally:
+        await servers.aclose()
