@@ -24,9 +24,12 @@ link-local address, in any spelling or IPv6 mapping, in the URL or in its DNS an
 refused with an AgentError) unless the options say ``allow_private: true``: a model server
 on the same host or network is a deliberate choice.
 
-Tools are deny-first: only the persona's ``tools`` are offered, and a call to any other name
-is refused and reported back to the model as an error, as is a call whose arguments do not
-match the tool's JSON schema. The model then gets another step to recover.
+Tools are deny-first: only the persona's ``tools`` are offered — the built-ins it lists and
+the Model Context Protocol tools its ``mcp:`` grants cover (agents/tools/mcp.py, read from
+the servers at the start of each turn) — and a call to any other name is refused and
+reported back to the model as an error, as is a call whose arguments do not match the
+tool's JSON schema. The model then gets another step to recover. Each refusal is written to
+the audit stream (``tool.refused``) when the turn has one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agents.base import AgentContext, AgentReply, ReplyPart
 from agents.persona import Persona
 from agents.tools import Tool, ToolContext, ToolResult, build_tools
+from agents.tools.audit import audit_tool
+from agents.tools.mcp import McpToolset
+from agents.tools.mcp_connection import McpServers
 from gateway.errors import AgentError
 from gateway.netguard import refusal, refused_by_guard, session_for
 from gateway.observability import get_logger
@@ -110,20 +116,37 @@ class LlmAgent:
     def __init__(self, options: LlmOptions) -> None:
         self.options = options
         self._url_refusal = None if options.allow_private else refusal(options.base_url)
-        self.tools: dict[str, Tool] = {}
-        self._validators: dict[str, Draft202012Validator] = {}
+        self.tools: dict[str, Tool] = {}  # the built-ins; MCP tools join them per turn
+        self.mcp_tools: McpToolset | None = None
+        # By tool name: the schema a validator was made from, and the validator.
+        self._validators: dict[str, tuple[Mapping[str, Any], Draft202012Validator]] = {}
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> LlmAgent:
         return cls(LlmOptions.model_validate(options))
 
-    def bind(self, persona: Persona) -> None:
-        """Build the persona's permitted tools (and nothing else); called once at load."""
+    def bind(self, persona: Persona, *, mcp: McpServers | None = None) -> None:
+        """Build the persona's permitted tools (and nothing else); called once at load.
+
+        Its MCP grants must name servers in ``mcp`` (the gateway's ``mcp_servers``)."""
         self.tools = build_tools(persona, self.options.tool_options)
+        self.mcp_tools = McpToolset(persona, mcp) if persona.mcp_grants else None
         self._validators = {}
-        for name, tool in self.tools.items():
+        for tool in self.tools.values():
             Draft202012Validator.check_schema(tool.parameters)
-            self._validators[name] = Draft202012Validator(tool.parameters)
+            self._validator(tool)
+
+    def _validator(self, tool: Tool) -> Draft202012Validator:
+        made = self._validators.get(tool.name)
+        if made is None or made[0] is not tool.parameters:
+            made = (tool.parameters, Draft202012Validator(tool.parameters))
+            self._validators[tool.name] = made
+        return made[1]
+
+    async def _turn_tools(self) -> dict[str, Tool]:
+        if self.mcp_tools is None:
+            return self.tools
+        return {**self.tools, **await self.mcp_tools.tools()}
 
     # -- the turn ----------------------------------------------------------------------------
     async def respond(self, context: AgentContext) -> AgentReply:
@@ -149,7 +172,7 @@ class LlmAgent:
             {"role": "user", "content": context.message.text},
         ]
 
-    def _request(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, Any]], tools: Mapping[str, Tool]) -> dict[str, Any]:
         opts = self.options
         body: dict[str, Any] = {"model": opts.model, "messages": messages}
         if opts.deterministic:
@@ -158,7 +181,7 @@ class LlmAgent:
             body["temperature"] = opts.temperature
         if opts.max_tokens is not None:
             body["max_tokens"] = opts.max_tokens
-        if self.tools:
+        if tools:
             body["tools"] = [
                 {
                     "type": "function",
@@ -168,7 +191,7 @@ class LlmAgent:
                         "parameters": dict(t.parameters),
                     },
                 }
-                for t in self.tools.values()
+                for t in tools.values()
             ]
             body["tool_choice"] = "auto"
         return body
@@ -190,11 +213,12 @@ class LlmAgent:
         messages = self._messages(context)
         headers = self._headers()
         tool_context = ToolContext(agent=context)
+        tools = await self._turn_tools()
         switch: str | None = None
         handoff: str | None = None
         async with session_for(allow_private=self.options.allow_private) as session:
             for step in range(1, self.options.max_steps + 1):
-                message = await self._complete(session, headers, messages)
+                message = await self._complete(session, headers, messages, tools)
                 calls = message.tool_calls or []
                 log.info(
                     "agent.llm_step", persona=context.persona.name, step=step, calls=len(calls)
@@ -211,7 +235,7 @@ class LlmAgent:
                     }
                 )
                 for call in calls:
-                    result = await self._call_tool(call, tool_context)
+                    result = await self._call_tool(call, tools, tool_context)
                     switch = result.switch_persona or switch
                     handoff = result.handoff or handoff
                     content = (
@@ -225,12 +249,13 @@ class LlmAgent:
         session: aiohttp.ClientSession,
         headers: Mapping[str, str],
         messages: list[dict[str, Any]],
+        tools: Mapping[str, Tool],
     ) -> _Message:
         url = self.options.base_url.rstrip("/") + "/chat/completions"
         try:
             async with session.post(
                 url,
-                json=self._request(messages),
+                json=self._request(messages, tools),
                 headers=dict(headers),
                 timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_seconds),
             ) as response:
@@ -249,25 +274,41 @@ class LlmAgent:
         except ValidationError as exc:
             raise AgentError("the LLM endpoint's answer is not a chat completion") from exc
 
-    async def _call_tool(self, call: _ToolCall, context: ToolContext) -> ToolResult:
+    async def _call_tool(
+        self, call: _ToolCall, tools: Mapping[str, Tool], context: ToolContext
+    ) -> ToolResult:
         name = call.function.name
         persona = context.agent.persona.name
-        tool = self.tools.get(name)
+        tool = tools.get(name)
         if tool is None:  # deny-first: whatever the model asks for, only listed tools run
-            log.warning("agent.tool_refused", persona=persona, tool=name[:64], reason="not_allowed")
-            return ToolResult(content=f"tool {name!r} is not permitted here", is_error=True)
+            return await self._refuse(
+                context, name, "not_allowed", f"tool {name!r} is not permitted here"
+            )
         try:
             arguments = json.loads(call.function.arguments or "{}")
         except json.JSONDecodeError:
-            return ToolResult(content="the arguments are not valid JSON", is_error=True)
-        error = next(iter(self._validators[name].iter_errors(arguments)), None)
-        if error is not None:
-            log.warning(
-                "agent.tool_refused", persona=persona, tool=name, reason="invalid_arguments"
+            return await self._refuse(
+                context, name, "arguments_not_json", "the arguments are not valid JSON"
             )
+        try:
+            error = next(iter(self._validator(tool).iter_errors(arguments)), None)
+        except Exception:  # noqa: BLE001 - a schema that cannot be applied (a $ref it cannot resolve)
+            return await self._refuse(
+                context, name, "schema_unusable", "the tool's schema cannot be checked; not called"
+            )
+        if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "arguments"
-            return ToolResult(
-                content=f"invalid arguments at {where}: {error.message}", is_error=True
+            return await self._refuse(
+                context, name, "invalid_arguments", f"invalid arguments at {where}: {error.message}"
             )
         log.info("agent.tool_called", persona=persona, tool=name)
         return await tool.run(arguments, context)
+
+    async def _refuse(self, context: ToolContext, name: str, reason: str, text: str) -> ToolResult:
+        """Tell the model no, log it and write it to the audit stream (when there is one)."""
+        shown = name[:64]  # the model chose it: bounded before it is logged or stored
+        log.warning(
+            "agent.tool_refused", persona=context.agent.persona.name, tool=shown, reason=reason
+        )
+        await audit_tool(context, "tool.refused", shown, reason=reason)
+        return ToolResult(content=text[:500], is_error=True)

@@ -2,15 +2,19 @@
 
 A persona has a name, how it presents itself (display name, icon, signature), prompt
 templates with explicit versions (the latest unless pinned), the tools it may use (nothing
-unless listed), the agent that answers for it, and who may reach it (``access``: tenants,
-channels, internal channels only — see gateway/reach.py). A persona with a tool that acts on
+unless listed; a Model Context Protocol server's tools as ``mcp:<server>/<tool>`` or all of
+one server's as ``mcp:<server>/*``, see :class:`McpGrant`), the agent that answers for it,
+and who may reach it (``access``: tenants, channels, internal channels only — see
+gateway/reach.py). A persona with a tool that acts on
 the host (:data:`HOST_TOOLS`) is internal-only unless its file says ``internal_only: false``.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ from gateway.models import PersonaPresentation
 
 __all__ = [
     "HOST_TOOLS",
+    "MCP_PREFIX",
     "AgentSpec",
+    "McpGrant",
     "Persona",
     "PersonaAccess",
     "PersonaRegistry",
@@ -33,6 +39,37 @@ __all__ = [
 # Tools that act on the host the gateway runs on; agents/tools marks the same ones.
 HOST_TOOLS = frozenset({"run_command"})
 _CHANNEL_KINDS = frozenset({"http", "slack", "line", "whatsapp", "email"})
+MCP_PREFIX = "mcp:"
+# The server's name as gateway/mcp_config.py allows it; a tool name as MCP allows it, or "*".
+_MCP_GRANT = re.compile(r"^mcp:([a-z0-9][a-z0-9-]{0,31})/([A-Za-z0-9_.-]{1,128}|\*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class McpGrant:
+    """A persona's grant of one MCP server's tool, or (``tool`` None) of all its tools."""
+
+    server: str
+    tool: str | None
+
+    @classmethod
+    def parse(cls, entry: str) -> McpGrant | None:
+        """The grant an ``mcp:`` entry of ``tools`` spells; None for a built-in tool's name.
+
+        Raises ValueError for an ``mcp:`` entry that is not ``mcp:<server>/<tool|*>``.
+        """
+        if not entry.startswith(MCP_PREFIX):
+            return None
+        match = _MCP_GRANT.match(entry)
+        if match is None:
+            raise ValueError(
+                f"{entry!r}: an MCP grant is mcp:<server>/<tool> or mcp:<server>/* "
+                "(server: lowercase letters, digits, dashes)"
+            )
+        server, tool = match.groups()
+        return cls(server=server, tool=None if tool == "*" else tool)
+
+    def covers(self, server: str, tool: str) -> bool:
+        return server == self.server and (self.tool is None or self.tool == tool)
 
 
 class _Model(BaseModel):
@@ -154,6 +191,22 @@ class Persona(_Model):
         description="Files its tools may search (search_docs); relative to the persona file.",
     )
     access: PersonaAccess = Field(default=PersonaAccess(), description="Who may reach it.")
+
+    @field_validator("tools")
+    @classmethod
+    def _grants_spelled_right(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            McpGrant.parse(entry)
+        return value
+
+    @property
+    def builtin_tools(self) -> tuple[str, ...]:
+        """The built-in tools listed (agents/tools), without the MCP grants."""
+        return tuple(t for t in self.tools if not t.startswith(MCP_PREFIX))
+
+    @property
+    def mcp_grants(self) -> tuple[McpGrant, ...]:
+        return tuple(g for g in map(McpGrant.parse, self.tools) if g is not None)
 
     @property
     def host_tools(self) -> tuple[str, ...]:

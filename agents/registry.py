@@ -10,6 +10,7 @@ from agents.echo import EchoAgent
 from agents.llm import LlmAgent
 from agents.persona import Persona
 from agents.rules import RulesAgent
+from agents.tools.mcp_connection import McpServers
 from agents.webhook import WebhookAgent
 
 __all__ = ["AGENT_KINDS", "PersonaBound", "build_agent"]
@@ -26,16 +27,17 @@ AGENT_KINDS: dict[str, AgentBuilder] = {
 
 @runtime_checkable
 class PersonaBound(Protocol):
-    """An agent that prepares itself for its persona (e.g. builds the tools it may use)."""
+    """An agent that prepares itself for its persona (e.g. builds the tools it may use),
+    given the process's MCP server connections (None: no ``mcp_servers`` configured)."""
 
-    def bind(self, persona: Persona) -> None: ...
+    def bind(self, persona: Persona, *, mcp: McpServers | None = None) -> None: ...
 
 
-def build_agent(persona: Persona) -> Agent:
+def build_agent(persona: Persona, *, mcp: McpServers | None = None) -> Agent:
     builder = AGENT_KINDS.get(persona.agent.kind)
     if builder is None:
         raise KeyError(f"persona {persona.name!r}: unknown agent kind {persona.agent.kind!r}")
     agent = builder(persona.agent.options)
     if isinstance(agent, PersonaBound):
-        agent.bind(persona)
+        agent.bind(persona, mcp=mcp)
     return agent

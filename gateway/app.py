@@ -1,7 +1,8 @@
 """The aiohttp application: ``create_app(config)`` assembles everything.
 
 Every resource — the store, the outgoing HTTP session, connector listeners, the web
-membership heartbeat, the worker and dispatcher consumers, the operations listener — is
+membership heartbeat, the worker and dispatcher consumers (and the MCP server connections
+their agents share), the operations listener — is
 opened and closed in ``cleanup_ctx``, in that order and in reverse. A process serving
 requests beats into the ``web`` membership set (:meth:`Keyspace.web_members`) so the
 console's Health page lists it; it leaves the set when it shuts down. Roles: ``all`` (web +
@@ -26,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from agents.persona import PersonaRegistry, load_personas
+from agents.tools.mcp_connection import McpServers
 from connectors.base import Connector, ConnectorContext
 from connectors.registry import connector_spec
 from gateway.config import GatewayConfig
@@ -195,6 +197,8 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     assert rt.store is not None  # opened by _store_ctx
     pipeline = rt.config.pipeline
+    # Connected lazily by the first turn that needs a server; closed after the worker stopped.
+    rt.mcp = McpServers(rt.config.mcp_servers)
     rt.worker = Worker(
         config=rt.config,
         store=rt.store,
@@ -203,6 +207,7 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         connectors=rt.connectors,
         metrics=rt.metrics,
         quotas=rt.quotas,
+        mcp=rt.mcp,
     )
     rt.dispatcher = Dispatcher(
         config=rt.config,
@@ -243,4 +248,5 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     for consumer in rt.consumers:
         await consumer.stop(grace=pipeline.shutdown_grace_seconds)
+    await rt.mcp.aclose()
     log.info("gateway.consumers_stopped", consumer=rt.consumer_id)

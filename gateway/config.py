@@ -20,7 +20,6 @@ a duplicate tenant, the desks, each connector's check) on the parts that validat
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,12 +30,8 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
-    ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -55,8 +50,10 @@ from gateway.config_sections import (
 )
 from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
+from gateway.mcp_config import MCP_SERVER_NAME, McpServerConfig
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
+from gateway.secret_ref import UNSET_SECRETS_PASS, Secret
 
 __all__ = [
     "TENANT_ID_PATTERN",
@@ -82,42 +79,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-# Validation context under which an unset variable stands in as an empty secret: only while
-# the rest of a file whose variable is not set is checked (gateway/config_salvage.py), so
-# `flowbiz check` without the secrets still judges everything else. Never served.
-_UNSET_SECRETS_PASS = {"unset_secrets_pass": True}
-
-
-def _read_secret(value: Any, info: ValidationInfo) -> Any:
-    if isinstance(value, SecretStr):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("a secret must be written as env:VARIABLE_NAME")
-    match = _ENV_REF.match(value)
-    if match is None:
-        raise ValueError(
-            "secrets are read from the environment: write env:VARIABLE_NAME, not the value"
-        )
-    name = match.group(1)
-    found = os.environ.get(name)
-    if not found:
-        if info.context == _UNSET_SECRETS_PASS:
-            return SecretStr("")
-        raise ValueError(f"environment variable {name} is not set")
-    return SecretStr(found)
-
-
-Secret = Annotated[
-    SecretStr,
-    BeforeValidator(_read_secret),
-    # What the file holds is the reference, never the value (docs/gateway.schema.json).
-    WithJsonSchema({"type": "string", "pattern": _ENV_REF.pattern}),
-]
-"""A credential given as ``env:NAME`` in the file and read from the environment."""
 
 
 class _Model(BaseModel):
@@ -278,6 +239,11 @@ class GatewayConfig(_Model):
         description="A desk serving the tenants it lists (default: its operators' tenant); "
         "no desk when absent.",
     )
+    mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServerConfig] = Field(
+        default_factory=dict,
+        description="Model Context Protocol servers by name; LLM personas grant their tools "
+        'as `mcp:<server>/<tool>` (docs/agents.md, "MCP tools").',
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info",
         description="The least level logged (JSON lines on stderr, see below); `debug` also "
@@ -423,7 +389,7 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
                 continue
             kinds[spec.kind] = spec
             model = spec.config_model
-            lenient = partial(model.model_validate, context=_UNSET_SECRETS_PASS)
+            lenient = partial(model.model_validate, context=UNSET_SECRETS_PASS)
             salvaged = salvage(model.model_validate, block, lenient=lenient)
             inspection.problems.extend(
                 (_loc(where) + ("" if path == "(root)" else f".{path}"), message)
@@ -445,7 +411,7 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
 
 
 def _lenient_core(data: dict[str, Any]) -> GatewayConfig:
-    return GatewayConfig.model_validate(data, context=_UNSET_SECRETS_PASS)
+    return GatewayConfig.model_validate(data, context=UNSET_SECRETS_PASS)
 
 
 def _with_typed_channels(

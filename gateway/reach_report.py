@@ -4,7 +4,8 @@ For every tenant's channel block: whether it is internal, whether the switch com
 and the personas that may answer there (a persona limited to some addresses of the channel
 shows them). Problems — which stop ``check`` and ``serve`` — are channels where no default
 persona may answer (every message there would get ``routing.unreachable_reply``) and
-``run_command`` options that do not validate. Warnings are configurations that work but
+``run_command`` options that do not validate, and MCP grants (``mcp:<server>/…``) naming a
+server that ``mcp_servers`` does not configure. Warnings are configurations that work but
 probably not as meant: a tenant default replaced by the global one on some channel, a rule
 skipped on a channel, a persona with host tools opened to customer channels, the former
 ``allow:`` prefixes.
@@ -49,8 +50,12 @@ def _run_command_options(persona: Persona) -> dict[str, Any] | None:
     return options if isinstance(options, dict) else None
 
 
-def _persona_findings(persona: Persona, report: ReachReport) -> None:
+def _persona_findings(persona: Persona, config: GatewayConfig, report: ReachReport) -> None:
     where = f"personas.{persona.name}"
+    for server in sorted({g.server for g in persona.mcp_grants} - set(config.mcp_servers)):
+        report.problems.append(
+            (f"{where}.tools", f"grants tools of MCP server {server!r}, which mcp_servers lacks")
+        )
     if persona.host_tools and not persona.internal_only:
         report.warnings.append(
             (
@@ -83,7 +88,7 @@ def _persona_findings(persona: Persona, report: ReachReport) -> None:
 def reach_report(config: GatewayConfig, personas: PersonaRegistry) -> ReachReport:
     report = ReachReport()
     for persona in personas.values():
-        _persona_findings(persona, report)
+        _persona_findings(persona, config, report)
     global_default = personas.get(config.routing.default_persona)
     for ti, tenant in enumerate(config.tenants):
         tenant_default = personas.get(tenant.default_persona or "")

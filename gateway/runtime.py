@@ -12,6 +12,7 @@ from typing import Literal
 from aiohttp import web
 
 from agents.persona import PersonaRegistry
+from agents.tools.mcp_connection import McpServers
 from connectors.base import Connector, ConnectorContext
 from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher
@@ -46,6 +47,7 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     consumers: list[PartitionConsumer] = field(default_factory=list)
     quotas: QuotaPolicy | None = None
+    mcp: McpServers | None = None  # the MCP server connections (role all/worker)
     # The operations app and its listener's base URL once bound (mode "listener").
     operations_app: web.Application | None = None
     operations_url: str | None = None

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from agents.base import Agent, AgentContext, AgentReply, HistoryTurn, fill_template
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
+from agents.tools.mcp_connection import McpServers
 from connectors.base import ChannelCapabilities, Connector
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig
@@ -67,8 +68,10 @@ class Worker:
         connectors: Mapping[Channel, Connector],
         metrics: Metrics,
         quotas: QuotaPolicy | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
         self.config = config
+        self.mcp = mcp  # the MCP server connections the agents share, across reloads
         self.store = store
         self.keyspace = keyspace
         self.connectors = connectors
@@ -87,7 +90,7 @@ class Worker:
 
     def reload(self, personas: PersonaRegistry) -> None:
         """Swap in a new set of personas (and their agents) without a restart."""
-        agents = {name: build_agent(p) for name, p in personas.items()}
+        agents = {name: build_agent(p, mcp=self.mcp) for name, p in personas.items()}
         self.personas = personas
         self.agents: dict[str, Agent] = agents
         self.router = Router(config=self.config, personas=personas, metrics=self.metrics)

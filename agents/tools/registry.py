@@ -24,12 +24,13 @@ TOOLS: dict[str, ToolBuilder] = {
 
 
 def build_tools(persona: Persona, tool_options: Mapping[str, Mapping[str, Any]]) -> dict[str, Tool]:
-    """The tools ``persona`` lists, built with their options; nothing it does not list."""
-    unknown = [name for name in tool_options if name not in persona.tools]
+    """The built-in tools ``persona`` lists, built with their options; nothing it does not
+    list. Its ``mcp:`` grants are served by agents/tools/mcp.py, not built here."""
+    unknown = [name for name in tool_options if name not in persona.builtin_tools]
     if unknown:
         raise KeyError(f"persona {persona.name!r}: options for tools it may not use: {unknown}")
     tools: dict[str, Tool] = {}
-    for name in persona.tools:
+    for name in persona.builtin_tools:
         builder = TOOLS.get(name)
         if builder is None:
             raise KeyError(f"persona {persona.name!r}: unknown tool {name!r}")

@@ -41,7 +41,8 @@ PERSONA_SYNC = web.AppKey("persona_sync", PersonaSync)
 
 
 def persona_problems(config: GatewayConfig, personas: PersonaRegistry) -> list[tuple[str, str]]:
-    """References from the configuration to personas that do not exist."""
+    """References from the configuration to personas that do not exist, and from personas
+    to MCP servers the configuration does not declare."""
     problems: list[tuple[str, str]] = []
     if config.routing.default_persona not in personas:
         problems.append(("routing.default_persona", config.routing.default_persona))
@@ -51,7 +52,11 @@ def persona_problems(config: GatewayConfig, personas: PersonaRegistry) -> list[t
     for n, tenant in enumerate(config.tenants):
         if tenant.default_persona is not None and tenant.default_persona not in personas:
             problems.append((f"tenants.{n}.default_persona", tenant.default_persona))
-    return [(path, f"no persona named {name!r}") for path, name in problems]
+    found = [(path, f"no persona named {name!r}") for path, name in problems]
+    for persona in personas.values():
+        for server in sorted({g.server for g in persona.mcp_grants} - set(config.mcp_servers)):
+            found.append((f"personas.{persona.name}.tools", f"no MCP server named {server!r}"))
+    return found
 
 
 def _apply(rt: Runtime, personas: PersonaRegistry) -> None:
