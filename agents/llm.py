@@ -38,7 +38,7 @@ import asyncio
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from jsonschema import Draft202012Validator
@@ -48,8 +48,10 @@ from agents.base import AgentContext, AgentReply, ReplyPart
 from agents.persona import Persona
 from agents.tools import Tool, ToolContext, ToolResult, build_tools
 from agents.tools.audit import audit_tool
-from agents.tools.mcp import McpToolset
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
+
+if TYPE_CHECKING:
+    from agents.tools.mcp import McpToolset
 from gateway.errors import AgentError
 from gateway.netguard import refusal, refused_by_guard, session_for
 from gateway.observability import get_logger
@@ -130,7 +132,12 @@ class LlmAgent:
 
         Its MCP grants must name servers in ``mcp`` (the gateway's ``mcp_servers``)."""
         self.tools = build_tools(persona, self.options.tool_options)
-        self.mcp_tools = McpToolset(persona, mcp) if persona.mcp_grants else None
+        self.mcp_tools = None
+        if persona.mcp_grants:
+            # Imported only for a persona that grants MCP tools: the SDK is loaded then.
+            from agents.tools.mcp import McpToolset
+
+            self.mcp_tools = McpToolset(persona, mcp)
         self._validators = {}
         for tool in self.tools.values():
             Draft202012Validator.check_schema(tool.parameters)

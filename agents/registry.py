@@ -10,7 +10,7 @@ from agents.echo import EchoAgent
 from agents.llm import LlmAgent
 from agents.persona import Persona
 from agents.rules import RulesAgent
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
 from agents.webhook import WebhookAgent
 
 __all__ = ["AGENT_KINDS", "PersonaBound", "build_agent"]

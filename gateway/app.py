@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from agents.persona import PersonaRegistry, load_personas
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
 from connectors.base import Connector, ConnectorContext
 from connectors.registry import connector_spec
 from gateway.config import GatewayConfig

@@ -12,7 +12,7 @@ from typing import Literal
 from aiohttp import web
 
 from agents.persona import PersonaRegistry
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
 from connectors.base import Connector, ConnectorContext
 from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from agents.base import Agent, AgentContext, AgentReply, HistoryTurn, fill_template
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
 from connectors.base import ChannelCapabilities, Connector
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig

@@ -41,7 +41,8 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, Tool
 from agents.persona import McpGrant, Persona
 from agents.tools.audit import audit_tool
 from agents.tools.base import ToolContext, ToolResult
-from agents.tools.mcp_connection import McpConnection, McpServers, McpUnavailableError
+from agents.tools.mcp_connection import McpConnection, McpUnavailableError
+from agents.tools.mcp_servers import McpServers
 from gateway.observability import get_logger
 
 __all__ = ["DESCRIPTION_CHARS", "McpTool", "McpToolset", "model_tool_name"]

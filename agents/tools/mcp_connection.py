@@ -10,9 +10,10 @@ Guarantees:
   the connection dead (the end of the server's message stream is watched, and a call that
   fails on the transport says so too); the next use starts a new one. A connection attempt
   is bounded by the server's ``connect_timeout_seconds``.
-- **Closed on shutdown.** :meth:`McpServers.aclose` ends every connection (a stdio child gets
-  its stdin closed, then SIGTERM, then SIGKILL — the SDK's bounded sequence); the app calls
-  it after the worker stopped (gateway/app.py).
+- **Closed on shutdown.** :meth:`McpConnection.aclose` ends the connection (a stdio child
+  gets its stdin closed, then SIGTERM, then SIGKILL — the SDK's bounded sequence);
+  :class:`agents.tools.mcp_servers.McpServers` calls it for each, after the worker stopped
+  (gateway/app.py).
 - **Secrets stay in the transport.** A stdio child gets only the environment its block
   names (plus the SDK's minimal PATH/HOME/USER set), an HTTP server's headers go only to its
   URL, and no log line here carries either: failures are logged by server name and
@@ -36,7 +37,7 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -55,7 +56,7 @@ from gateway.mcp_config import McpHttpServer, McpServerConfig, McpStdioServer
 from gateway.netguard import TargetRefusedError, literal_address, refusal_reason
 from gateway.observability import get_logger
 
-__all__ = ["McpConnection", "McpServers", "McpUnavailableError"]
+__all__ = ["McpConnection", "McpUnavailableError"]
 
 log = get_logger(__name__)
 
@@ -407,19 +408,3 @@ def _stderr_for(config: McpStdioServer) -> Any:
     with open(os.devnull, "w", encoding="utf-8") as devnull:
         sink: IO[str] = devnull
         yield sink
-
-
-class McpServers:
-    """Every configured server's connection, by name; one per process (gateway/app.py)."""
-
-    def __init__(self, configs: Mapping[str, McpServerConfig]) -> None:
-        self._connections = {name: McpConnection(name, c) for name, c in configs.items()}
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._connections
-
-    def get(self, name: str) -> McpConnection | None:
-        return self._connections.get(name)
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self._connections.values()))

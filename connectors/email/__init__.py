@@ -4,7 +4,16 @@ Inside this package ``email`` always means the standard library (absolute import
 this package, which is ``connectors.email``.
 """
 
-from connectors.email.connector import EmailChannelConfig, EmailConnector
+from connectors.email.config import EmailChannelConfig
 from connectors.email.spec import SPEC
 
 __all__ = ["SPEC", "EmailChannelConfig", "EmailConnector"]
+
+
+def __getattr__(name: str) -> object:
+    # The connector (and the platform SDK under it) is loaded only when asked for.
+    if name == "EmailConnector":
+        from connectors.email.connector import EmailConnector
+
+        return EmailConnector
+    raise AttributeError(name)

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connectors.email.config import EmailChannelConfig, SmtpListenerConfig
-from connectors.email.connector import EmailConnector
 from connectors.spec import Claim, ConnectorSpec, Problem, Subcommands, claimed_twice
-from gateway.config import GatewayConfig, PlacedChannel
+from gateway.config import GatewayConfig, PlacedChannel, TenantConfig
 from gateway.models import Channel
 
 if TYPE_CHECKING:
+    from connectors.base import Connector, ConnectorContext
     from gateway.demo_scene import Scene
 
 __all__ = ["SPEC", "check"]
@@ -98,10 +98,20 @@ def _demo_scene() -> Scene:
     return Scene()
 
 
+def _connector(
+    *, context: ConnectorContext, channels: Sequence[tuple[TenantConfig, EmailChannelConfig]]
+) -> Connector:
+    # Imported when a gateway serves the kind: `flowbiz check`, `init` and `--help` never
+    # load the platform's SDK.
+    from connectors.email.connector import EmailConnector
+
+    return EmailConnector(context=context, channels=channels)
+
+
 SPEC: ConnectorSpec[EmailChannelConfig] = ConnectorSpec(
     channel=Channel.EMAIL,
     config_model=EmailChannelConfig,
-    factory=EmailConnector,
+    factory=_connector,
     check=check,
     simulator=_simulator,
     demo_scene=_demo_scene,

@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from connectors.line.connector import LineChannelConfig, LineConnector
+from connectors.line.config import LineChannelConfig
 from connectors.spec import Claim, ConnectorSpec, Problem, Subcommands, claimed_twice
-from gateway.config import GatewayConfig, PlacedChannel
+from gateway.config import GatewayConfig, PlacedChannel, TenantConfig
 from gateway.models import Channel
 
 if TYPE_CHECKING:
+    from connectors.base import Connector, ConnectorContext
     from gateway.demo_scene import Scene
 
 __all__ = ["SPEC", "check"]
@@ -41,10 +42,20 @@ def _demo_scene() -> Scene:
     return Scene()
 
 
+def _connector(
+    *, context: ConnectorContext, channels: Sequence[tuple[TenantConfig, LineChannelConfig]]
+) -> Connector:
+    # Imported when a gateway serves the kind: `flowbiz check`, `init` and `--help` never
+    # load the platform's SDK.
+    from connectors.line.connector import LineConnector
+
+    return LineConnector(context=context, channels=channels)
+
+
 SPEC: ConnectorSpec[LineChannelConfig] = ConnectorSpec(
     channel=Channel.LINE,
     config_model=LineChannelConfig,
-    factory=LineConnector,
+    factory=_connector,
     check=check,
     simulator=_simulator,
     demo_scene=_demo_scene,

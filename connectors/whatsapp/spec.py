@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from connectors.spec import Claim, ConnectorSpec, Problem, Subcommands, claimed_twice
 from connectors.whatsapp.config import WhatsAppChannelConfig
-from connectors.whatsapp.connector import WhatsAppConnector
-from gateway.config import GatewayConfig, PlacedChannel
+from gateway.config import GatewayConfig, PlacedChannel, TenantConfig
 from gateway.models import Channel
 
 if TYPE_CHECKING:
+    from connectors.base import Connector, ConnectorContext
     from gateway.demo_scene import Scene
 
 __all__ = ["SPEC", "check"]
@@ -59,10 +59,20 @@ def _demo_scene() -> Scene:
     return Scene()
 
 
+def _connector(
+    *, context: ConnectorContext, channels: Sequence[tuple[TenantConfig, WhatsAppChannelConfig]]
+) -> Connector:
+    # Imported when a gateway serves the kind: `flowbiz check`, `init` and `--help` never
+    # load the platform's SDK.
+    from connectors.whatsapp.connector import WhatsAppConnector
+
+    return WhatsAppConnector(context=context, channels=channels)
+
+
 SPEC: ConnectorSpec[WhatsAppChannelConfig] = ConnectorSpec(
     channel=Channel.WHATSAPP,
     config_model=WhatsAppChannelConfig,
-    factory=WhatsAppConnector,
+    factory=_connector,
     check=check,
     simulator=_simulator,
     demo_scene=_demo_scene,

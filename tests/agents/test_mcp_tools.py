@@ -25,7 +25,7 @@ from agents.emulators.openai import ScriptedCall, ScriptedReply
 from agents.llm import LlmAgent
 from agents.persona import Persona
 from agents.registry import build_agent
-from agents.tools.mcp_connection import McpServers
+from agents.tools.mcp_servers import McpServers
 from gateway.audit import AuditLog
 from gateway.cli import main
 from gateway.mcp_config import McpServerConfig
