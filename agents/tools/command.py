@@ -59,9 +59,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.persona import Persona
+from agents.tools.audit import audit_tool
 from agents.tools.base import ToolContext, ToolResult
-from gateway.audit import AuditEvent, digest
-from gateway.errors import StoreError
 from gateway.observability import get_logger
 
 __all__ = [
@@ -325,35 +324,7 @@ class RunCommandTool:
         **detail: Any,
     ) -> bool:
         """Write one audit row; False if it could not be written (or there is no stream)."""
-        audit = context.agent.audit
-        if audit is None:
-            return False
-        message = context.agent.message
-        conv = message.conversation
-        persona = context.agent.persona
-        event = AuditEvent(
-            actor=f"persona:{persona.name}",
-            actor_name=persona.display_name,
-            role="tool:run_command",
-            action=action,
-            tenant=conv.tenant,
-            # The conversation key and sender id can be phone numbers or addresses.
-            target={"conversation": digest(conv.key)},
-            status=status,
-            detail={
-                "argv": argv,
-                "sender": digest(message.sender.id),
-                "channel": conv.channel.value,
-                "trace_id": message.trace_id,
-                **detail,
-            },
-        )
-        try:
-            await audit.write(event)
-        except StoreError as exc:
-            log.error("tool.command_audit_failed", action=action, error=str(exc))
-            return False
-        return True
+        return await audit_tool(context, action, self.name, status=status, argv=argv, **detail)
 
     async def execute(self, argv: list[str]) -> tuple[ToolResult, int | None]:
         """Run ``argv``; the result for the model and the exit status (None: did not finish)."""
