@@ -175,9 +175,11 @@ class RedisRecords(RedisPipeline):
     async def take_tokens(
         self, key: str, *, rate: float, burst: float, cost: float = 1.0
     ) -> TokenBucketResult:
-        self._check_open()
+        # In the shared pipeline, not a round trip of its own through redis-py's script
+        # object: rate limits, pacing and reply caps take tokens on every message.
+        command = self._evalsha(self._tokens_script, [key], [rate, burst, cost])
         with store_errors("token bucket"):
-            allowed, left = await self._tokens_script(keys=[key], args=[rate, burst, cost])
+            allowed, left = await self._pipelined(*command, script=self._tokens_script)
         tokens = float(left)
         if allowed:
             return TokenBucketResult(True, tokens, 0.0)
