@@ -151,4 +151,3 @@ async def write_overlay(
             counters=[(keyspace.tenants_version(), 1, None)],
         )
     )
-

@@ -80,13 +80,19 @@ class Worker:
         self.usage = Usage(store, keyspace)
         self.audit = AuditLog(store, keyspace)
         self.safety = SafetyCheck(config.safety)
+        self.personas = personas
+        self.reconfigure(config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Serve another configuration (tenants changed at run time) from the next turn."""
+        self.config = config
         self.handoff = HandoffDesk(
             desks=config.handoff_desks(),
-            store=store,
-            keyspace=keyspace,
+            store=self.store,
+            keyspace=self.keyspace,
             history_limit=config.pipeline.history_limit,
         )
-        self.reload(personas)
+        self.reload(self.personas)
 
     def reload(self, personas: PersonaRegistry) -> None:
         """Swap in a new set of personas (and their agents) without a restart."""
