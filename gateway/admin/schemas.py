@@ -100,6 +100,8 @@ class TenantDefinition(_In):
     ``env:NAME`` references, never values.
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
     id: str | None = Field(default=None, description="When given, the path's tenant id.")
     name: str = ""
     plan: str = "free"

@@ -92,7 +92,7 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=(404,), tag="tenants"),
     Operation("PUT", T, "putTenant",
               "Define a tenant, replace its definition or enable it again (every process)", A,
-              "global", put_tenant, TenantView, body=TenantDefinition, errors=(400, 409, 422),
+              "global", put_tenant, TenantView, body=TenantDefinition, errors=(400, 404, 409, 422),
               mutating=True, tag="tenants"),
     Operation("DELETE", T, "disableTenant", "Disable a tenant (every process)", A, "global",
               disable_tenant, None, status=204, errors=(404, 409, 422), mutating=True,

@@ -98,7 +98,8 @@ async def put_tenant(call: Call) -> web.StreamResponse:
     body: TenantDefinition = call.body
     if body.id is not None and body.id != tenant_id:
         raise ApiError(422, "invalid", "id: the body's id must be the path's tenant")
-    definition = {"id": tenant_id, **body.model_dump(mode="json", exclude_unset=True)}
+    fields = body.model_dump(mode="json", exclude_unset=True, exclude={"id"})
+    definition = {"id": tenant_id, **fields}
     stored = _stored(call, definition, disabled=False)
     rt = call.runtime
     assert rt.seed is not None
