@@ -6,6 +6,7 @@ within a poll, and a third started afterwards serves from the start.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import pytest
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
 from gateway.admin.keys import Role, create_key
+from gateway.admin.schemas import TenantDefinition
 from gateway.audit import AuditLog
+from gateway.config import TenantConfig
 from tests.harness import SECRETS, RunningGateway, base_config, http_tenant, running_gateway
 
 pytestmark = pytest.mark.redis
@@ -66,8 +69,6 @@ async def pair(redis_url: str, receiver: CallbackReceiver) -> AsyncIterator[Pair
 
 
 async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await predicate():
@@ -218,8 +219,6 @@ async def test_viewer_operator_and_tenant_keys_may_not(pair: Pair) -> None:
 
 
 async def test_racing_admins_lose_nothing(pair: Pair, receiver: CallbackReceiver) -> None:
-    import asyncio
-
     async def put(gw: RunningGateway, tenant: str) -> int:
         async with pair.session.put(
             gw.ops_url + f"/v1/tenants/{tenant}",
@@ -257,3 +256,8 @@ async def test_stored_tenants_survive_a_restart_of_every_process(
             assert response.status == 200
     async with running_gateway(data) as again:
         assert again.runtime.config.tenant("beta") is not None
+
+
+def test_the_body_has_the_keys_of_a_tenant_block() -> None:
+    """The API's tenant body and the file's tenant block name the same keys."""
+    assert set(TenantDefinition.model_fields) == set(TenantConfig.model_fields)
