@@ -55,3 +55,29 @@ async def test_a_slack_channel_added_at_run_time_is_served(
         # The HTTP tenant of the seed still answers on both.
         assert first.runtime.config.tenant("acme") is not None
         assert second.runtime.config.tenant("slacky") is not None
+
+
+async def test_a_slack_workspace_of_another_tenant_is_refused(
+    store_url: str,
+    personas_dir: Path,
+    emulator: SlackEmulator,
+    session: aiohttp.ClientSession,
+) -> None:
+    """acme (the file) holds the workspace: a tenant claiming it too is a 422, nothing stored."""
+    data = slack_config(store_url, personas_dir, emulator)
+    async with running_gateway(data) as gw:
+        rt = gw.runtime
+        assert rt.store is not None
+        _, token = await create_key(rt.store, rt.keyspace, name="admin", role=Role.ADMIN)
+        body = {"channels": [slack_channel(emulator)]}
+        async with session.put(
+            gw.ops_url + "/v1/tenants/thief",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 422
+            problems = (await response.json())["problems"]
+        assert [p["path"] for p in problems] == ["tenants.thief.channels.0.team_id"]
+        assert TEAM in problems[0]["message"]
+        assert await rt.store.get_state(rt.keyspace.tenants_overlay()) is None
+        assert rt.config.tenant("thief") is None
