@@ -202,8 +202,12 @@ async def _poll(app: web.Application) -> None:
         try:
             version = await rt.store.incr(key, 0)  # a read: the protocol has no plain get
             if version != sync.seen:
-                sync.seen = version
-                await _load(app)
+                previous, sync.seen = sync.seen, version
+                try:
+                    await _load(app)
+                except StoreError:
+                    sync.seen = previous  # read again next poll: nothing was applied
+                    raise
         except StoreError as exc:
             log.warning("tenants.sync_store_error", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a connector that fails to start, say

@@ -32,6 +32,7 @@ from gateway.admin.operation import ApiError, Call, json_response
 from gateway.admin.schemas import TenantDefinition
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
+from gateway.observability import get_logger
 from gateway.tenant_overlay import (
     StoredTenant,
     TenantOverlay,
@@ -42,6 +43,8 @@ from gateway.tenant_overlay import (
 from gateway.tenant_sync import apply_overlay_version
 
 __all__ = ["disable_tenant", "put_tenant"]
+
+log = get_logger(__name__)
 
 # Compare-and-set attempts before a 409: each lost race means another admin just wrote,
 # so with a short random pause between them only a storm of writers runs out.
@@ -86,7 +89,10 @@ async def _commit(
             raise ApiError(422, "invalid_tenant", listed[:2000], exc.problems[:100]) from exc
         written = await write_overlay(call.store, rt.keyspace, candidate, expected_version=version)
         if written is not None:
-            await apply_overlay_version(rt, written, config)
+            try:
+                await apply_overlay_version(rt, written, config)
+            except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
+                log.error("tenants.apply_failed", version=written, error=repr(exc)[:500])
             previous = overlay.tenants.get(call.params["tenant"])
             return config, written, previous
         await asyncio.sleep(random.uniform(0, _PAUSE_SECONDS))  # noqa: S311 - jitter, not a key
