@@ -9,8 +9,11 @@ console's Health page lists it; it leaves the set when it shuts down. Roles: ``a
 workers, the default), ``web`` (inbound only) and ``worker`` (worker and dispatcher only),
 for scale-out on Redis.
 
-The app itself is what the public port serves: ``/healthz`` and the connectors' routes
-(through :mod:`gateway.edge`). ``/readyz``, ``/metrics`` and the admin API live on the
+The app itself is what the public port serves: ``/healthz`` and the routes of every
+installed connector kind (through :mod:`gateway.edge`, which finds the current connector
+per request). The configuration given is the seed: the tenants stored through the admin
+API are applied over it before any connector starts, and followed while the app runs
+(:mod:`gateway.tenant_sync`). ``/readyz``, ``/metrics`` and the admin API live on the
 operations listener, or here behind a global key (see :mod:`gateway.operations`).
 """
 
