@@ -38,6 +38,7 @@ class TenantSync:
         self.seen: int | None = None  # the version counter, as last polled
         self.applied = 0  # the overlay version in force (0: the file alone)
         self.lock = asyncio.Lock()  # one swap at a time: a poll and a local write
+        self.reading = asyncio.Lock()  # one read of the store's version and overlay at a time
         self.started = False  # whether the app's connectors have been started
         self.retiring: set[asyncio.Task[None]] = set()
 

@@ -19,7 +19,11 @@ What a swap guarantees:
   ``pipeline.shutdown_grace_seconds``, so sends and requests already in it finish;
 - a configuration this process cannot build (a variable set where the write was made but
   not here) is logged and not applied: the process keeps serving what it had;
-- an older overlay is never applied over a newer one (a poll racing a local write).
+- an older overlay is never applied over a newer one (a poll racing a local write);
+- the worker and the dispatcher do not wait for the poll: before dead-lettering an event
+  or a reply for a tenant or channel they do not know, they apply what the store holds
+  (:func:`catch_up`) and try once more, so a message another process accepted for a tenant
+  it already serves is answered.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 
 from aiohttp import web
 
@@ -42,6 +47,7 @@ from gateway.tenant_overlay import effective_config, read_overlay
 __all__ = [
     "POLL_SECONDS",
     "apply_overlay_version",
+    "catch_up",
     "index_routes",
     "install_tenant_sync",
     "swap_config",
@@ -140,8 +146,7 @@ async def apply_overlay_version(rt: Runtime, version: int, config: GatewayConfig
         sync.applied = version
 
 
-async def _load(app: web.Application) -> None:
-    rt = app[RUNTIME]
+async def _load(rt: Runtime) -> None:
     assert rt.store is not None  # opened before
     assert rt.seed is not None  # set by create_app
     overlay, version = await read_overlay(rt.store, rt.keyspace)
@@ -173,14 +178,41 @@ async def tenants_ctx(app: web.Application) -> AsyncIterator[None]:
     assert rt.store is not None  # opened by the store's context
     sync = rt.tenant_sync
     sync.seen = await rt.store.incr(rt.keyspace.tenants_version(), 0)  # before the read
-    await _load(app)
+    await _load(rt)
     yield
+
+
+async def catch_up(rt: Runtime) -> bool:
+    """Apply the stored tenants now if they changed since the last poll; True when they had.
+
+    The worker and the dispatcher call it before giving up on a tenant or a channel they do
+    not know, so a message accepted by a process that already applied a change is not
+    dead-lettered by one that would have applied it within the next poll.
+    """
+    assert rt.store is not None  # open while the app runs
+    sync = rt.tenant_sync
+    before = sync.seen
+    # One reader at a time: a caller that waited here for another's load sees it done.
+    async with sync.reading:
+        version = await rt.store.incr(rt.keyspace.tenants_version(), 0)
+        if version != sync.seen:
+            previous, sync.seen = sync.seen, version
+            try:
+                await _load(rt)
+            except StoreError:
+                sync.seen = previous  # read again next time: nothing was applied
+                raise
+    return sync.seen != before
 
 
 async def tenant_poll_ctx(app: web.Application) -> AsyncIterator[None]:
     """Poll for changes while the app runs (after the connectors started); at the end, stop
     the connectors still retiring."""
-    app[RUNTIME].tenant_sync.started = True
+    rt = app[RUNTIME]
+    rt.tenant_sync.started = True
+    for consumer in (rt.worker, rt.dispatcher):
+        if consumer is not None:
+            consumer.catch_up = partial(catch_up, rt)
     task = asyncio.create_task(_poll(app), name="tenant-sync")
     yield
     task.cancel()
@@ -194,20 +226,10 @@ async def tenant_poll_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _poll(app: web.Application) -> None:
     rt = app[RUNTIME]
-    sync = rt.tenant_sync
-    assert rt.store is not None  # opened before this context
-    key = rt.keyspace.tenants_version()
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
-            version = await rt.store.incr(key, 0)  # a read: the protocol has no plain get
-            if version != sync.seen:
-                previous, sync.seen = sync.seen, version
-                try:
-                    await _load(app)
-                except StoreError:
-                    sync.seen = previous  # read again next poll: nothing was applied
-                    raise
+            await catch_up(rt)
         except StoreError as exc:
             log.warning("tenants.sync_store_error", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a connector that fails to start, say

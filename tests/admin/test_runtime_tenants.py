@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
+from gateway import tenant_sync
 from gateway.admin.keys import Role, create_key
 from gateway.admin.schemas import TenantDefinition
 from gateway.audit import AuditLog
@@ -261,3 +262,31 @@ async def test_stored_tenants_survive_a_restart_of_every_process(
 def test_the_body_has_the_keys_of_a_tenant_block() -> None:
     """The API's tenant body and the file's tenant block name the same keys."""
     assert set(TenantDefinition.model_fields) == set(TenantConfig.model_fields)
+
+
+async def test_a_worker_that_has_not_polled_yet_catches_up_instead_of_failing(
+    redis_url: str, receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web process applied the new tenant; the worker process would only poll in a
+    minute: its turn and its send apply what the store holds instead of dead-lettering."""
+    monkeypatch.setattr(tenant_sync, "POLL_SECONDS", 60.0)
+    data = base_config(redis_url, tenants=[http_tenant(receiver.url)])
+    async with (
+        running_gateway(data, role="web") as web,
+        running_gateway(data, role="worker") as worker,
+        aiohttp.ClientSession() as session,
+    ):
+        admin = await _key(web, Role.ADMIN)
+        async with session.put(
+            web.ops_url + "/v1/tenants/beta", json=http_tenant(receiver.url, "beta"), headers=admin
+        ) as response:
+            assert response.status == 200
+        assert worker.runtime.config.tenant("beta") is None  # it has not polled
+        client = HttpChannelClient(
+            session=session, base_url=web.url, tenant="beta", signing_secret=SECRETS["T_SIGN"]
+        )
+        status, _ = await client.send(conversation_id="late", text="hello")
+        assert status == 202
+        [callback] = await receiver.wait_for(1)
+        assert callback.payload["conversation_id"] == "late"
+        assert worker.runtime.config.tenant("beta") is not None
