@@ -13,7 +13,8 @@ stored one. Either way:
 - this process swaps the new configuration in before answering; every other process does
   within a poll (:mod:`gateway.tenant_sync`);
 - the audit event (written by the router for every mutating operation) says what changed:
-  the tenant, created / replaced / enabled / disabled, its plan, its channels and the
+  the tenant, created / replaced / enabled / disabled, the keys that changed (by name),
+  its plan, its channels and the
   ``env:`` references its secrets name, never a secret's value.
 """
 
@@ -30,7 +31,7 @@ from aiohttp import web
 from gateway.admin.handlers import tenant_view
 from gateway.admin.operation import ApiError, Call, json_response
 from gateway.admin.schemas import TenantDefinition
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TenantConfig
 from gateway.errors import ConfigError
 from gateway.observability import get_logger
 from gateway.tenant_overlay import (
@@ -108,8 +109,8 @@ async def put_tenant(call: Call) -> web.StreamResponse:
     definition = {"id": tenant_id, **fields}
     stored = _stored(call, definition, disabled=False)
     rt = call.runtime
-    assert rt.seed is not None
-    existed = rt.config.tenant(tenant_id) is not None
+    assert rt.seed is not None  # set by create_app
+    before = rt.config.tenant(tenant_id)
     config, version, previous = await _commit(
         call, lambda overlay: overlay.with_tenant(tenant_id, stored)
     )
@@ -117,11 +118,20 @@ async def put_tenant(call: Call) -> web.StreamResponse:
     assert tenant is not None  # just stored, and the check passed
     if previous is not None and previous.disabled:
         change = "enabled"
+    elif previous is not None or rt.seed.tenant(tenant_id) is not None:
+        change = "replaced"
     else:
-        change = "replaced" if existed or rt.seed.tenant(tenant_id) is not None else "created"
+        change = "created"
+    # Which keys changed, by name only: a secret's value is never compared into the log.
+    changed = [
+        name
+        for name in TenantConfig.model_fields
+        if before is None or getattr(before, name) != getattr(tenant, name)
+    ]
     call.audit_detail = {
         "change": change,
         "version": version,
+        "fields": changed,
         "plan": tenant.plan,
         "channels": [f"{c.kind}:{c.name}" for c in tenant.channels],
         "secrets": sorted(set(_env_references(definition))),

@@ -141,6 +141,22 @@ async def test_a_tenant_put_on_one_process_is_served_by_the_other_then_disabled(
     assert all(value not in str(e.detail) for e in events for value in SECRETS.values())
 
 
+async def test_the_audit_names_the_keys_a_replacement_changed(
+    pair: Pair, receiver: CallbackReceiver
+) -> None:
+    changed = {**http_tenant(receiver.url), "plan": "pro"}
+    status, _ = await pair.call("PUT", "/v1/tenants/acme", body=changed)
+    assert status == 200
+    rt = pair.first.runtime
+    assert rt.store is not None
+    [(_, event)] = await AuditLog(rt.store, rt.keyspace).read(tenant="acme")
+    assert (event.action, event.detail["change"], event.detail["fields"]) == (
+        "putTenant",
+        "replaced",
+        ["plan"],
+    )
+
+
 async def test_a_file_tenant_is_disabled_and_replaced(
     pair: Pair, receiver: CallbackReceiver
 ) -> None:
