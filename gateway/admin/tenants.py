@@ -14,8 +14,7 @@ stored one. Either way:
   within a poll (:mod:`gateway.tenant_sync`);
 - the audit event (written by the router for every mutating operation) says what changed:
   the tenant, created / replaced / enabled / disabled, the keys that changed (by name),
-  its plan, its channels and the
-  ``env:`` references its secrets name, never a secret's value.
+  its plan, its channels and the ``env:`` references its secrets name, never a value.
 """
 
 from __future__ import annotations
