@@ -16,7 +16,9 @@ What a swap guarantees:
 - only the connectors whose blocks changed are rebuilt: the new one is built and started
   before it replaces the old one in ``rt.connectors`` (the mapping the worker and the
   dispatcher read) and in ``rt.routes`` (the edge's), and the old one is stopped only after
-  ``pipeline.shutdown_grace_seconds``, so sends and requests already in it finish;
+  ``pipeline.shutdown_grace_seconds``, so sends and requests already in it finish (a new
+  connector that cannot bind what the old one holds, an SMTP port, starts after the old
+  one is stopped instead);
 - a configuration this process cannot build (a variable set where the write was made but
   not here) is logged and not applied: the process keeps serving what it had;
 - an older overlay is never applied over a newer one (a poll racing a local write);
@@ -92,7 +94,7 @@ async def swap_config(rt: Runtime, sync: TenantSync, config: GatewayConfig) -> N
                 continue
             connector = spec.factory(context=rt.context, channels=blocks)
             if started and listening:
-                await connector.start()
+                await _start_beside(rt, spec.channel, connector)
             built[spec.channel] = connector
     except BaseException:
         for connector in built.values():
@@ -124,6 +126,22 @@ async def swap_config(rt: Runtime, sync: TenantSync, config: GatewayConfig) -> N
             task = asyncio.create_task(_retire(connector, config.pipeline.shutdown_grace_seconds))
             sync.retiring.add(task)
             task.add_done_callback(sync.retiring.discard)
+
+
+async def _start_beside(rt: Runtime, channel: Channel, connector: Connector) -> None:
+    """Start ``connector`` while the one it replaces still serves; if it cannot bind what
+    the old one holds (an SMTP listener's port), stop the old one first and start again:
+    that kind then pauses for the start instead of never taking the change."""
+    try:
+        await connector.start()
+    except OSError as exc:
+        previous = rt.connectors.get(channel)
+        if previous is None:
+            raise
+        log.warning("tenants.connector_restarted_in_place", channel=channel.value, error=str(exc))
+        await connector.stop()  # whatever it had opened before it failed
+        await previous.stop()
+        await connector.start()
 
 
 async def _retire(connector: Connector, grace: float) -> None:
