@@ -9,8 +9,11 @@ console's Health page lists it; it leaves the set when it shuts down. Roles: ``a
 workers, the default), ``web`` (inbound only) and ``worker`` (worker and dispatcher only),
 for scale-out on Redis.
 
-The app itself is what the public port serves: ``/healthz`` and the connectors' routes
-(through :mod:`gateway.edge`). ``/readyz``, ``/metrics`` and the admin API live on the
+The app itself is what the public port serves: ``/healthz`` and the routes of every
+installed connector kind (through :mod:`gateway.edge`, which finds the current connector
+per request). The configuration given is the seed: the tenants stored through the admin
+API are applied over it before any connector starts, and followed while the app runs
+(:mod:`gateway.tenant_sync`). ``/readyz``, ``/metrics`` and the admin API live on the
 operations listener, or here behind a global key (see :mod:`gateway.operations`).
 """
 
@@ -29,7 +32,7 @@ from aiohttp import web
 from agents.persona import PersonaRegistry, load_personas
 from agents.tools.mcp_servers import McpServers
 from connectors.base import Connector, ConnectorContext
-from connectors.registry import connector_spec
+from connectors.registry import connector_spec, installed_specs
 from gateway.config import GatewayConfig
 from gateway.deadletters import OUTBOX_GROUP
 from gateway.dispatcher import Dispatcher
@@ -44,6 +47,7 @@ from gateway.partitions import RELEASE_SECONDS, PartitionConsumer
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import RUNTIME, Role, Runtime
 from gateway.store import Keyspace, ReplicaAcks, open_store
+from gateway.tenant_sync import index_routes, install_tenant_sync, tenants_ctx
 from gateway.worker import Worker
 
 __all__ = ["RUNTIME", "Role", "Runtime", "create_app"]
@@ -67,6 +71,15 @@ def create_app(
         connectors[spec.channel] = spec.factory(
             context=context, channels=config.channels_of_kind(kind)
         )
+    # Every installed kind's routes are mounted, so a kind a tenant adds at run time is
+    # served without a restart (the router cannot change once the app runs); a kind without
+    # blocks answers 404 unknown_tenant (gateway/edge.py). Its routes come from a connector
+    # built with no blocks, never started.
+    mounted = dict(connectors)
+    if role in ("all", "web"):
+        for spec in installed_specs():
+            if spec.channel not in mounted:
+                mounted[spec.channel] = spec.factory(context=context, channels=[])
     runtime = Runtime(
         config=config,
         role=role,
@@ -76,12 +89,14 @@ def create_app(
         context=context,
         connectors=connectors,
         consumer_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        seed=config,
+        routes=index_routes(connectors),
     )
     app = web.Application(client_max_size=config.http.max_body_bytes)
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     if role in ("all", "web"):
-        for channel, connector in connectors.items():
+        for channel, connector in mounted.items():
             for route in connector.routes():
                 app.router.add_route(
                     route.method,
@@ -93,6 +108,7 @@ def create_app(
         mount_keyed_operations(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(tenants_ctx)  # the stored tenants, before any connector starts
     app.cleanup_ctx.append(_connectors_ctx)
     if role in ("all", "web"):
         app.cleanup_ctx.append(_web_membership_ctx)
@@ -105,6 +121,7 @@ def create_app(
 
     if role in ("all", "worker"):
         install_persona_sync(app)
+    install_tenant_sync(app)
     return app
 
 

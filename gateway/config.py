@@ -377,6 +377,15 @@ def inspect_config(data: Any, *, source: Path | None = None) -> ConfigInspection
     kinds: dict[str, ChannelKind] = {}
     tenants = data.get("tenants")
     for ti, tenant in enumerate(tenants if isinstance(tenants, list) else []):
+        if isinstance(tenant, TenantConfig):
+            # Validated already (a tenant of the file, checked again beside tenants defined
+            # through the admin API, see gateway/tenant_overlay.py): its blocks are typed.
+            for ci, block in enumerate(tenant.channels):
+                typed[(ti, ci)] = block
+                spec = kinds.get(block.kind) or channel_kind(block.kind)
+                if spec is not None:  # it validated, so its kind is installed
+                    kinds[spec.kind] = spec
+            continue
         channels = tenant.get("channels") if isinstance(tenant, dict) else None
         for ci, block in enumerate(channels if isinstance(channels, list) else []):
             where: tuple[int | str, ...] = ("tenants", ti, "channels", ci)

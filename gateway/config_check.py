@@ -19,7 +19,7 @@ from gateway.config import GatewayConfig, inspect_file
 from gateway.errors import ConfigError
 from gateway.reach_report import ReachReport, reach_report
 
-__all__ = ["CheckedConfig", "check_file"]
+__all__ = ["CheckedConfig", "check_file", "unknown_personas"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def check_file(path: str | Path) -> CheckedConfig:
             inspection.problems.extend(exc.problems)
     report = ReachReport()
     if config is not None and personas is not None:
-        unknown = _unknown_personas(config, personas)
+        unknown = unknown_personas(config, personas)
         inspection.add(unknown)
         if not unknown:  # else every channel would also be "unreachable": one cause, once
             report = reach_report(config, personas)
@@ -57,7 +57,7 @@ def check_file(path: str | Path) -> CheckedConfig:
     return CheckedConfig(config, personas, report)
 
 
-def _unknown_personas(config: GatewayConfig, personas: PersonaRegistry) -> list[tuple[str, str]]:
+def unknown_personas(config: GatewayConfig, personas: PersonaRegistry) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if config.routing.default_persona not in personas:
         problems.append(("routing.default_persona", _unknown(config.routing.default_persona)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -66,6 +66,13 @@ class Dispatcher:
         self.keyspace = keyspace
         self.connectors = connectors
         self.metrics = metrics
+        # Applies tenants changed in the store if this process has not yet; True when it did
+        # (gateway/tenant_sync.py). A reply for a tenant another process just added then
+        # finds its channel instead of dead-lettering for up to a poll.
+        self.catch_up: Callable[[], Awaitable[bool]] | None = None
+
+    async def _caught_up(self) -> bool:
+        return self.catch_up is not None and await self.catch_up()
 
     async def handle(self, partition: int, entry: StreamEntry) -> None:
         outbox = self.keyspace.outbox(partition)
@@ -101,6 +108,8 @@ class Dispatcher:
             self.metrics.deliveries.labels(channel, "already_delivered").inc()
             return
         connector = self.connectors.get(message.conversation.channel)
+        if connector is None and await self._caught_up():
+            connector = self.connectors.get(message.conversation.channel)
         if connector is None:
             await self._dead_letter(
                 partition,
@@ -113,6 +122,7 @@ class Dispatcher:
             return
         pipeline = self.config.pipeline
         attempt = 0
+        refreshed = False
         while True:
             attempt += 1
             await self._pace(connector, message)
@@ -148,6 +158,14 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 continue
             except PermanentDeliveryError as exc:
+                if (
+                    exc.code == DeliveryFailure.NO_CHANNEL
+                    and not refreshed
+                    and await self._caught_up()
+                ):
+                    refreshed = True  # once: the tenants this process serves just changed
+                    connector = self.connectors.get(message.conversation.channel) or connector
+                    continue
                 self.metrics.deliveries.labels(channel, "permanent_failure").inc()
                 await self._dead_letter(
                     partition,

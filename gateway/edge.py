@@ -30,7 +30,13 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from connectors.base import InboundRequest, Route
-from gateway.errors import InboundError, IngestUnavailableError, PayloadError, StoreError
+from gateway.errors import (
+    InboundError,
+    IngestUnavailableError,
+    PayloadError,
+    StoreError,
+    UnknownTenantError,
+)
 from gateway.nesting import form_too_deep, json_too_deep
 from gateway.observability import get_logger
 
@@ -46,10 +52,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def edge_handler(route: Route, channel: str, rt: Runtime) -> Handler:
-    """Adapt a connector route: neutral request in, ingest, then the connector's response."""
+    """Adapt a connector route: neutral request in, ingest, then the connector's response.
+
+    The route's handler is looked up per request in ``rt.routes`` (the current connector's),
+    never bound here: a connector rebuilt because tenants changed serves the next request,
+    and a kind no tenant uses (any more) answers 404 ``unknown_tenant``.
+    """
+    key = (channel, route.method, route.path)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        current = rt.routes.get(key)
+        if current is None:
+            missing = UnknownTenantError(f"no tenant has a {channel} channel")
+            return _refused(rt, channel, route, missing, close=request.body_exists)
         limits = rt.config.http
         try:
             if request.method in ("POST", "PUT", "PATCH"):
@@ -77,7 +93,7 @@ def edge_handler(route: Route, channel: str, rt: Runtime) -> Handler:
             match_info=request.match_info,  # a frozen mapping already
         )
         try:
-            result = await route.handler(neutral)
+            result = await current.handler(neutral)
             flags: list[bool] = []
             admit = result.to_admit()
             if admit:

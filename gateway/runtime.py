@@ -6,6 +6,7 @@ operations app) can read the runtime without importing the module that mounts th
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from agents.persona import PersonaRegistry
 from agents.tools.mcp_servers import McpServers
-from connectors.base import Connector, ConnectorContext
+from connectors.base import Connector, ConnectorContext, Route
 from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher
 from gateway.ingest import Ingestor
@@ -24,9 +25,22 @@ from gateway.quotas import QuotaPolicy
 from gateway.store import Keyspace, Store
 from gateway.worker import Worker
 
-__all__ = ["RUNTIME", "Role", "Runtime"]
+__all__ = ["RUNTIME", "Role", "Runtime", "TenantSync"]
 
 Role = Literal["all", "web", "worker"]
+
+
+class TenantSync:
+    """The tenants this process has applied (gateway/tenant_sync.py), and the connectors
+    swapped out that are still finishing their work."""
+
+    def __init__(self) -> None:
+        self.seen: int | None = None  # the version counter, as last polled
+        self.applied = 0  # the overlay version in force (0: the file alone)
+        self.lock = asyncio.Lock()  # one swap at a time: a poll and a local write
+        self.reading = asyncio.Lock()  # one read of the store's version and overlay at a time
+        self.started = False  # whether the app's connectors have been started
+        self.retiring: set[asyncio.Task[None]] = set()
 
 
 @dataclass(slots=True)
@@ -41,6 +55,13 @@ class Runtime:
     context: ConnectorContext
     connectors: dict[Channel, Connector]
     consumer_id: str
+    # The configuration the process was started with (the file): tenants defined through the
+    # admin API apply over it (gateway/tenant_overlay.py) and ``config`` is the result.
+    seed: GatewayConfig | None = None
+    # Each mounted connector route by (channel, method, path) -> the current connector's
+    # route; the edge looks it up per request, so a connector swapped in serves at once.
+    routes: dict[tuple[str, str, str], Route] = field(default_factory=dict)
+    tenant_sync: TenantSync = field(default_factory=TenantSync)
     store: Store | None = None
     ingestor: Ingestor | None = None
     worker: Worker | None = None

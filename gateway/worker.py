@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -80,13 +80,22 @@ class Worker:
         self.usage = Usage(store, keyspace)
         self.audit = AuditLog(store, keyspace)
         self.safety = SafetyCheck(config.safety)
+        self.personas = personas
+        # Applies tenants changed in the store if this process has not yet; True when it did
+        # (gateway/tenant_sync.py): see _parse.
+        self.catch_up: Callable[[], Awaitable[bool]] | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Serve another configuration (tenants changed at run time) from the next turn."""
+        self.config = config
         self.handoff = HandoffDesk(
             desks=config.handoff_desks(),
-            store=store,
-            keyspace=keyspace,
+            store=self.store,
+            keyspace=self.keyspace,
             history_limit=config.pipeline.history_limit,
         )
-        self.reload(personas)
+        self.reload(self.personas)
 
     def reload(self, personas: PersonaRegistry) -> None:
         """Swap in a new set of personas (and their agents) without a restart."""
@@ -100,6 +109,8 @@ class Worker:
         if message is None:
             return
         conv = message.conversation
+        if self.catch_up is not None and self.config.tenant(conv.tenant) is None:
+            await self.catch_up()  # a tenant another process just added: its settings, please
         with bind(
             trace_id=message.trace_id,
             tenant=conv.tenant,
@@ -141,14 +152,9 @@ class Worker:
             reason = f"unreadable event envelope: {exc.error_count()} errors"
             await self._dead_letter_event(partition, entry, None, reason)
             return None
-        connector = self.connectors.get(event.channel)
         with bind(trace_id=event.trace_id, tenant=event.tenant, channel=event.channel.value):
             try:
-                if connector is None:
-                    raise EventParseError(
-                        f"no {event.channel.value} channel is configured", reason="no_channel"
-                    )
-                message = await connector.parse(event)
+                message = await self._parse(event)
             except EventParseError as exc:
                 reason, detail = exc.reason, str(exc)
             except Exception as exc:  # noqa: BLE001 - any parser defect must dead-letter, not loop
@@ -173,6 +179,24 @@ class Worker:
             log.warning("worker.event_unparsable", reason=reason, event_id=event.event_id)
             await self._dead_letter_event(partition, entry, event, f"{reason}: {detail}")
             return None
+
+    async def _parse(self, event: RawEvent) -> InboundMessage | None:
+        try:
+            return await self._parse_once(event)
+        except EventParseError as exc:
+            # A channel this process does not know yet may be one a tenant just got in
+            # another process: apply what the store holds, then try once more.
+            if exc.reason != "no_channel" or self.catch_up is None or not await self.catch_up():
+                raise
+        return await self._parse_once(event)
+
+    async def _parse_once(self, event: RawEvent) -> InboundMessage | None:
+        connector = self.connectors.get(event.channel)
+        if connector is None:
+            raise EventParseError(
+                f"no {event.channel.value} channel is configured", reason="no_channel"
+            )
+        return await connector.parse(event)
 
     async def _dead_letter_event(
         self, partition: int, entry: StreamEntry, event: RawEvent | None, reason: str

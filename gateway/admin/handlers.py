@@ -98,6 +98,7 @@ __all__ = [
     "revoke_key",
     "send_message",
     "set_plan",
+    "tenant_view",
 ]
 
 
@@ -149,7 +150,7 @@ async def revoke_key(call: Call) -> web.StreamResponse:
 
 
 # -- tenants ---------------------------------------------------------------------------------------
-async def _tenant_view(call: Call, tenant: TenantConfig) -> TenantView:
+async def tenant_view(call: Call, tenant: TenantConfig) -> TenantView:
     plan = await call.quotas.plan_name(tenant.id)
     return TenantView(
         id=tenant.id,
@@ -165,11 +166,11 @@ async def _tenant_view(call: Call, tenant: TenantConfig) -> TenantView:
 
 async def list_tenants(call: Call) -> web.StreamResponse:
     tenants = [t for t in call.runtime.config.tenants if call.may_see_tenant(t.id)]
-    return json_response(TenantList(tenants=[await _tenant_view(call, t) for t in tenants]))
+    return json_response(TenantList(tenants=[await tenant_view(call, t) for t in tenants]))
 
 
 async def get_tenant(call: Call) -> web.StreamResponse:
-    return json_response(await _tenant_view(call, call.tenant()))
+    return json_response(await tenant_view(call, call.tenant()))
 
 
 async def set_plan(call: Call) -> web.StreamResponse:
@@ -179,7 +180,7 @@ async def set_plan(call: Call) -> web.StreamResponse:
         raise ApiError(422, "invalid", "no such plan")
     call.audit_detail = {"plan": body.plan}
     await call.quotas.set_plan(tenant.id, body.plan)
-    return json_response(await _tenant_view(call, tenant))
+    return json_response(await tenant_view(call, tenant))
 
 
 async def get_quota(call: Call) -> web.StreamResponse:

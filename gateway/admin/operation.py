@@ -24,6 +24,7 @@ from gateway.admin.schemas import (
     PERSONA_PATTERN,
     TENANT_PATTERN,
     ErrorBody,
+    Problem,
 )
 from gateway.config import TenantConfig
 from gateway.conversations import parse_handle
@@ -60,11 +61,18 @@ PATH_PATTERNS: Mapping[str, str] = {
 class ApiError(Exception):
     """Ends a request with a JSON error body."""
 
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        problems: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
+        self.problems = problems
 
 
 @dataclass(slots=True)
@@ -137,8 +145,16 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-def error_response(status: int, error: str, message: str) -> web.Response:
-    response = json_response(ErrorBody(error=error, message=message), status)
+def error_response(
+    status: int, error: str, message: str, problems: list[tuple[str, str]] | None = None
+) -> web.Response:
+    listed = None if problems is None else [Problem(path=p, message=m) for p, m in problems]
+    body = ErrorBody(error=error, message=message, problems=listed)
+    response = web.Response(
+        status=status,
+        body=body.model_dump_json(exclude_none=True).encode(),
+        content_type="application/json",
+    )
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="flowbiz-admin"'
     return response

@@ -148,7 +148,7 @@ def _endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResp
             call.body = await _parse_body(op, request)
             response = await op.handler(call)
         except ApiError as exc:
-            response = error_response(exc.status, exc.error, exc.message)
+            response = error_response(exc.status, exc.error, exc.message, exc.problems)
         except CursorError as exc:
             _count(rt, op, exc.reason)
             response = error_response(exc.status, exc.reason, str(exc))

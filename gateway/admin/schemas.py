@@ -32,9 +32,17 @@ class _In(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Problem(_Out):
+    path: str = Field(description="The key's dotted path, tenants named by id.")
+    message: str
+
+
 class ErrorBody(_Out):
     error: str
     message: str
+    problems: list[Problem] | None = Field(
+        default=None, description="Every problem found (a tenant definition the check refused)."
+    )
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -82,6 +90,30 @@ class TenantView(_Out):
 
 class TenantList(_Out):
     tenants: list[TenantView]
+
+
+class TenantDefinition(_In):
+    """A tenant block as ``gateway.yaml`` holds it (see docs/configuration.md, ``tenants``).
+
+    Only its shape is read here: the whole configuration with it in place is checked as the
+    file is (every problem, gateway/tenant_overlay.py) before anything is stored. Secrets are
+    ``env:NAME`` references, never values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: str | None = Field(default=None, description="When given, the path's tenant id.")
+    name: str = ""
+    plan: str = "free"
+    default_persona: str | None = None
+    persona_switch: bool | None = None
+    channels: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=64, description="Channel blocks, each by its `kind`."
+    )
+    notify_url: str | None = None
+    notify_secrets: list[str] = Field(default_factory=list, max_length=8)
+    notify_allow_private: bool = False
+    handoff: dict[str, Any] | None = None
 
 
 class PlanChange(_In):

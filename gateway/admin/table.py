@@ -59,12 +59,14 @@ from gateway.admin.schemas import (
     ReceiptList,
     ReloadResult,
     ReplayResult,
+    TenantDefinition,
     TenantList,
     TenantView,
     ToolList,
     UsageQuery,
     UsageReport,
 )
+from gateway.admin.tenants import disable_tenant, put_tenant
 
 __all__ = ["OPERATIONS", "OPERATIONS_BY_ID"]
 
@@ -88,6 +90,13 @@ OPERATIONS: tuple[Operation, ...] = (
               TenantList, tag="tenants"),
     Operation("GET", T, "getTenant", "Read a tenant", V, "tenant", get_tenant, TenantView,
               errors=(404,), tag="tenants"),
+    Operation("PUT", T, "putTenant",
+              "Define a tenant, replace its definition or enable it again (every process)", A,
+              "global", put_tenant, TenantView, body=TenantDefinition, errors=(400, 404, 409, 422),
+              mutating=True, tag="tenants"),
+    Operation("DELETE", T, "disableTenant", "Disable a tenant (every process)", A, "global",
+              disable_tenant, None, status=204, errors=(404, 409, 422), mutating=True,
+              tag="tenants"),
     Operation("PUT", T + "/plan", "setTenantPlan", "Change a tenant's plan", A, "global",
               set_plan, TenantView, body=PlanChange, errors=(400, 404, 422), mutating=True,
               tag="tenants"),

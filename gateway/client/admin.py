@@ -40,6 +40,7 @@ from gateway.admin.schemas import (
     ReceiptList,
     ReloadResult,
     ReplayResult,
+    TenantDefinition,
     TenantList,
     TenantView,
     ToolList,
@@ -64,6 +65,8 @@ ADMIN_ROUTES: Mapping[str, Route[Any]] = {
     "revoke_key": Route("DELETE", "/v1/keys/{key_id}", KeyView),
     "list_tenants": Route("GET", "/v1/tenants", TenantList),
     "get_tenant": Route("GET", T, TenantView),
+    "put_tenant": Route("PUT", T, TenantView, body=TenantDefinition),
+    "disable_tenant": Route("DELETE", T, None, status=204),
     "set_plan": Route("PUT", T + "/plan", TenantView, body=PlanChange),
     "get_quota": Route("GET", T + "/quota", QuotaView),
     "get_usage": Route("GET", T + "/usage", UsageReport),
@@ -174,6 +177,39 @@ class AdminClient(Transport):
 
     async def get_tenant(self, tenant: str) -> TenantView:
         return await self._call(ADMIN_ROUTES["get_tenant"], tenant=tenant)
+
+    async def put_tenant(
+        self,
+        tenant: str,
+        *,
+        name: str = "",
+        plan: str = "free",
+        default_persona: str | None = None,
+        persona_switch: bool | None = None,
+        channels: Sequence[Mapping[str, Any]] = (),
+        notify_url: str | None = None,
+        notify_secrets: Sequence[str] = (),
+        notify_allow_private: bool = False,
+        handoff: Mapping[str, Any] | None = None,
+    ) -> TenantView:
+        """Define the tenant (the keys of a gateway.yaml tenant block; secrets as
+        ``env:NAME``), replace its definition or enable it again."""
+        body = _body(
+            TenantDefinition,
+            name=name,
+            plan=plan,
+            default_persona=default_persona,
+            persona_switch=persona_switch,
+            channels=[dict(c) for c in channels],
+            notify_url=notify_url,
+            notify_secrets=list(notify_secrets),
+            notify_allow_private=notify_allow_private,
+            handoff=None if handoff is None else dict(handoff),
+        )
+        return await self._call(ADMIN_ROUTES["put_tenant"], body=body, tenant=tenant)
+
+    async def disable_tenant(self, tenant: str) -> None:
+        await self._answer(ADMIN_ROUTES["disable_tenant"], {"tenant": tenant}, None, None)
 
     async def set_plan(self, tenant: str, plan: str) -> TenantView:
         body = _body(PlanChange, plan=plan)

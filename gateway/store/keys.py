@@ -264,6 +264,15 @@ class Keyspace:
     def personas_version(self) -> str:
         return f"{self.prefix}:personas:version"
 
+    def tenants_overlay(self) -> str:
+        """The tenants defined or disabled through the admin API, over the file's (one
+        versioned document: a write is a compare-and-set on its version)."""
+        return f"{self.prefix}:tenants:overlay"
+
+    def tenants_version(self) -> str:
+        """Bumped with every write of :meth:`tenants_overlay`; what each process polls."""
+        return f"{self.prefix}:tenants:version"
+
     def signature_nonce(self, channel: str, tenant: str, replay_key: str) -> str:
         """Claimed by the one use a signed request may have (the HTTP channel's reply polls)."""
         return f"{self.prefix}:nonce:{channel}:{tenant}:{replay_key}"

@@ -27,6 +27,8 @@ EXPECTED = {
     "revokeKey": ("DELETE", "/v1/keys/0123456789abcdef", A, "any", None),
     "listTenants": ("GET", "/v1/tenants", V, "any", None),
     "getTenant": ("GET", T, V, "tenant", None),
+    "putTenant": ("PUT", "/v1/tenants/gamma", A, "global", {"name": "Gamma"}),
+    "disableTenant": ("DELETE", "/v1/tenants/gamma", A, "global", None),
     "setTenantPlan": ("PUT", f"{T}/plan", A, "global", {"plan": "free"}),
     "getTenantQuota": ("GET", f"{T}/quota", V, "tenant", None),
     "getTenantUsage": ("GET", f"{T}/usage", V, "tenant", None),

@@ -1,0 +1,156 @@
+"""Defining and disabling tenants through the admin API, for every process.
+
+``PUT /v1/tenants/{tenant}`` stores a tenant block (created, replaced, or enabled again
+after a ``DELETE``); ``DELETE /v1/tenants/{tenant}`` disables a tenant, the file's or a
+stored one. Either way:
+
+- the whole configuration the change would make (the file with every stored tenant
+  applied, :func:`gateway.tenant_overlay.effective_config`) is checked as ``flowbiz
+  check`` checks a file, *before* anything is stored: any problem is a 422 listing every
+  problem by path (``tenants.<id>.…``) and nothing changes;
+- the write is a compare-and-set on the overlay's version, retried on what another admin
+  wrote meanwhile (and checked again), so no change is lost silently;
+- this process swaps the new configuration in before answering; every other process does
+  within a poll (:mod:`gateway.tenant_sync`);
+- the audit event (written by the router for every mutating operation) says what changed:
+  the tenant, created / replaced / enabled / disabled, the keys that changed (by name),
+  its plan, its channels and the ``env:`` references its secrets name, never a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.handlers import tenant_view
+from gateway.admin.operation import ApiError, Call, json_response
+from gateway.admin.schemas import TenantDefinition
+from gateway.config import GatewayConfig, TenantConfig
+from gateway.errors import ConfigError
+from gateway.observability import get_logger
+from gateway.tenant_overlay import (
+    StoredTenant,
+    TenantOverlay,
+    effective_config,
+    read_overlay,
+    write_overlay,
+)
+from gateway.tenant_sync import apply_overlay_version
+
+__all__ = ["disable_tenant", "put_tenant"]
+
+log = get_logger(__name__)
+
+# Compare-and-set attempts before a 409: each lost race means another admin just wrote,
+# so with a short random pause between them only a storm of writers runs out.
+_ATTEMPTS = 20
+_PAUSE_SECONDS = 0.05
+
+
+def _env_references(value: Any) -> list[str]:
+    """Every ``env:NAME`` string in a definition: what its secrets are read from."""
+    if isinstance(value, str):
+        return [value] if value.startswith("env:") else []
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _env_references(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _env_references(item)]
+    return []
+
+
+def _stored(call: Call, definition: dict[str, Any] | None, *, disabled: bool) -> StoredTenant:
+    return StoredTenant(
+        definition=definition,
+        disabled=disabled,
+        updated_at=datetime.now(UTC),
+        updated_by=call.key.id,
+    )
+
+
+async def _commit(
+    call: Call, change: Callable[[TenantOverlay], TenantOverlay]
+) -> tuple[GatewayConfig, int, StoredTenant | None]:
+    """Check and store ``change(overlay)`` (the new overlay), retrying lost races."""
+    rt = call.runtime
+    assert rt.seed is not None  # set by create_app
+    for _ in range(_ATTEMPTS):
+        overlay, version = await read_overlay(call.store, rt.keyspace)
+        candidate = change(overlay)
+        try:
+            config = effective_config(rt.seed, candidate, rt.personas)
+        except ConfigError as exc:
+            call.audit_detail = {"refused": len(exc.problems)}
+            listed = "; ".join(f"{path}: {message}" for path, message in exc.problems)
+            raise ApiError(422, "invalid_tenant", listed[:2000], exc.problems[:100]) from exc
+        written = await write_overlay(call.store, rt.keyspace, candidate, expected_version=version)
+        if written is not None:
+            try:
+                await apply_overlay_version(rt, written, config)
+            except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
+                log.error("tenants.apply_failed", version=written, error=repr(exc)[:500])
+            previous = overlay.tenants.get(call.params["tenant"])
+            return config, written, previous
+        await asyncio.sleep(random.uniform(0, _PAUSE_SECONDS))  # noqa: S311 - jitter, not a key
+    raise ApiError(409, "conflict", "the tenants kept changing under this request; retry")
+
+
+async def put_tenant(call: Call) -> web.StreamResponse:
+    tenant_id = call.params["tenant"]
+    body: TenantDefinition = call.body
+    if body.id is not None and body.id != tenant_id:
+        raise ApiError(422, "invalid", "id: the body's id must be the path's tenant")
+    fields = body.model_dump(mode="json", exclude_unset=True, exclude={"id"})
+    definition = {"id": tenant_id, **fields}
+    stored = _stored(call, definition, disabled=False)
+    rt = call.runtime
+    assert rt.seed is not None  # set by create_app
+    before = rt.config.tenant(tenant_id)
+    config, version, previous = await _commit(
+        call, lambda overlay: overlay.with_tenant(tenant_id, stored)
+    )
+    tenant = config.tenant(tenant_id)
+    assert tenant is not None  # just stored, and the check passed
+    if previous is not None and previous.disabled:
+        change = "enabled"
+    elif previous is not None or rt.seed.tenant(tenant_id) is not None:
+        change = "replaced"
+    else:
+        change = "created"
+    # Which keys changed, by name only: a secret's value is never compared into the log.
+    changed = [
+        name
+        for name in TenantConfig.model_fields
+        if before is None or getattr(before, name) != getattr(tenant, name)
+    ]
+    call.audit_detail = {
+        "change": change,
+        "version": version,
+        "fields": changed,
+        "plan": tenant.plan,
+        "channels": [f"{c.kind}:{c.name}" for c in tenant.channels],
+        "secrets": sorted(set(_env_references(definition))),
+    }
+    return json_response(await tenant_view(call, tenant))
+
+
+async def disable_tenant(call: Call) -> web.StreamResponse:
+    tenant_id = call.params["tenant"]
+    tenant = call.tenant()  # 404 for a tenant not served (never defined, or disabled)
+
+    def disable(overlay: TenantOverlay) -> TenantOverlay:
+        previous = overlay.tenants.get(tenant_id)
+        definition = previous.definition if previous is not None else None
+        return overlay.with_tenant(tenant_id, _stored(call, definition, disabled=True))
+
+    _, version, _ = await _commit(call, disable)
+    call.audit_detail = {
+        "change": "disabled",
+        "version": version,
+        "channels": [f"{c.kind}:{c.name}" for c in tenant.channels],
+    }
+    return web.Response(status=204)
