@@ -122,8 +122,8 @@ class SlackInstaller:
         return app.kept
 
     def routes(self) -> list[Route]:
-        if not self._apps:
-            return []
+        # Mounted whether or not an app block exists yet: a tenant may add one at run time
+        # (docs/admin-api.md); with none, an install link is 404 and a redirect a 400 page.
         return [
             Route("GET", INSTALL_PATH, self.begin, "slack.install"),
             Route("GET", REDIRECT_PATH, self.finish, "slack.oauth_redirect"),

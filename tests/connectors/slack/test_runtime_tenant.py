@@ -81,3 +81,48 @@ async def test_a_slack_workspace_of_another_tenant_is_refused(
         assert TEAM in problems[0]["message"]
         assert await rt.store.get_state(rt.keyspace.tenants_overlay()) is None
         assert rt.config.tenant("thief") is None
+
+
+async def test_an_add_to_slack_app_added_at_run_time_can_be_installed(
+    store_url: str,
+    personas_dir: Path,
+    emulator: SlackEmulator,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway started with no Slack block: a tenant adds an "Add to Slack" app through the
+    admin API, and its install link works at once (the routes were mounted at start)."""
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("T_APP_SECRET", "app-signing-secret")
+    monkeypatch.setenv("T_CLIENT_SECRET", "client-secret")
+    monkeypatch.setenv("T_TOKEN_KEY", Fernet.generate_key().decode())
+    data = slack_config(store_url, personas_dir, emulator, tenants=[http_tenant(None)])
+    app_block = {
+        "kind": "slack",
+        "signing_secret": "env:T_APP_SECRET",
+        "api_base_url": emulator.api_url,
+        "install": {
+            "client_id": "1111.2222",
+            "client_secret": "env:T_CLIENT_SECRET",
+            "token_keys": ["env:T_TOKEN_KEY"],
+            "redirect_url": "https://gw.example.com/slack/oauth_redirect",
+            "authorize_url": emulator.oauth.authorize_url,
+        },
+    }
+    async with running_gateway(data) as gw:
+        install = f"{gw.url}/slack/install/distco"
+        async with session.get(install, allow_redirects=False) as response:
+            assert response.status == 404
+        rt = gw.runtime
+        assert rt.store is not None
+        _, token = await create_key(rt.store, rt.keyspace, name="admin", role=Role.ADMIN)
+        async with session.put(
+            gw.ops_url + "/v1/tenants/distco",
+            json={"name": "Distco", "channels": [app_block]},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 200, await response.text()
+        async with session.get(install, allow_redirects=False) as response:
+            assert response.status == 302
+            assert response.headers["Location"].startswith(emulator.oauth.authorize_url)
