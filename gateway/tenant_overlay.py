@@ -14,10 +14,11 @@ Guarantees:
   the reach report exactly as ``flowbiz check`` runs them on a file, so what the API stores
   the file could have said; every problem is named by its path with the tenant's id in
   place of its position (``tenants.acme.channels.0.signing_secret``);
-- the overlay is one document under :meth:`~gateway.store.Keyspace.tenants_overlay`, written
-  only by a compare-and-set on its version (:func:`write_overlay`), so of two admins racing
-  the second is told and retries on what the first wrote, never silently overwrites it; the
-  same commit bumps :meth:`~gateway.store.Keyspace.tenants_version`, the counter every
+- the overlay is one document under :meth:`~gateway.store.Keyspace.tenants_overlay`,
+  written only by a compare-and-set on its version, so of two admins racing the second is
+  told and retries on what the first wrote, never silently overwrites it
+  (:mod:`gateway.versioned_document`); the same commit bumps
+  :meth:`~gateway.store.Keyspace.tenants_version`, the counter every
   process polls. One document rather than a record per tenant because the check is of the
   whole configuration: a single version makes "validated against what is stored" and
   "stored" one atomic step.
@@ -36,14 +37,16 @@ from gateway.config import GatewayConfig, inspect_config
 from gateway.config_check import unknown_personas
 from gateway.errors import ConfigError
 from gateway.reach_report import reach_report
-from gateway.store import Commit, Keyspace, StateWrite, Store
+from gateway.store import Keyspace, Store
+from gateway.versioned_document import VersionedDocument
 
 __all__ = [
     "StoredTenant",
     "TenantOverlay",
+    "by_tenant_id",
     "effective_config",
+    "overlay_document",
     "read_overlay",
-    "write_overlay",
 ]
 
 
@@ -95,7 +98,9 @@ def _candidate(seed: GatewayConfig, overlay: TenantOverlay) -> tuple[list[Any], 
 _TENANT_PATH = re.compile(r"^tenants\.(\d+)(?=\.|$)")
 
 
-def _by_id(problems: list[tuple[str, str]], ids: list[str]) -> list[tuple[str, str]]:
+def by_tenant_id(problems: list[tuple[str, str]], ids: list[str]) -> list[tuple[str, str]]:
+    """``problems`` with each ``tenants.<n>`` path naming the tenant's id (``ids[n]``)."""
+
     def name(match: re.Match[str]) -> str:
         index = int(match.group(1))
         return f"tenants.{ids[index]}" if index < len(ids) else match.group(0)
@@ -124,30 +129,15 @@ def effective_config(
         if not unknown:
             inspection.add(reach_report(config, personas).problems)
     if inspection.problems or config is None:
-        raise ConfigError(_by_id(inspection.problems, ids))
+        raise ConfigError(by_tenant_id(inspection.problems, ids))
     return config.model_copy(update={"source": seed.source})
+
+
+def overlay_document(keyspace: Keyspace) -> VersionedDocument[TenantOverlay]:
+    """Where the overlay is stored, and the counter every process polls."""
+    return VersionedDocument(TenantOverlay, keyspace.tenants_overlay(), keyspace.tenants_version())
 
 
 async def read_overlay(store: Store, keyspace: Keyspace) -> tuple[TenantOverlay, int]:
     """The stored overlay and its version (0: nothing stored yet)."""
-    found = await store.get_state(keyspace.tenants_overlay())
-    if found is None:
-        return TenantOverlay(), 0
-    return TenantOverlay.model_validate_json(found.value), found.version
-
-
-async def write_overlay(
-    store: Store, keyspace: Keyspace, overlay: TenantOverlay, *, expected_version: int
-) -> int | None:
-    """Store ``overlay`` if the stored one is still at ``expected_version``; its new version,
-    or None when another write came first (nothing changed)."""
-    return await store.commit(
-        Commit(
-            state=StateWrite(
-                key=keyspace.tenants_overlay(),
-                value=overlay.model_dump_json().encode(),
-                expected_version=expected_version,
-            ),
-            counters=[(keyspace.tenants_version(), 1, None)],
-        )
-    )
+    return await overlay_document(keyspace).read(store)

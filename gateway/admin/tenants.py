@@ -19,8 +19,6 @@ stored one. Either way:
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,23 +31,13 @@ from gateway.admin.schemas import TenantDefinition
 from gateway.config import GatewayConfig, TenantConfig
 from gateway.errors import ConfigError
 from gateway.observability import get_logger
-from gateway.tenant_overlay import (
-    StoredTenant,
-    TenantOverlay,
-    effective_config,
-    read_overlay,
-    write_overlay,
-)
+from gateway.tenant_overlay import StoredTenant, TenantOverlay, effective_config, overlay_document
 from gateway.tenant_sync import apply_overlay_version
+from gateway.versioned_document import commit_checked
 
 __all__ = ["disable_tenant", "put_tenant"]
 
 log = get_logger(__name__)
-
-# Compare-and-set attempts before a 409: each lost race means another admin just wrote,
-# so with a short random pause between them only a storm of writers runs out.
-_ATTEMPTS = 20
-_PAUSE_SECONDS = 0.05
 
 
 def _env_references(value: Any) -> list[str]:
@@ -77,26 +65,26 @@ async def _commit(
 ) -> tuple[GatewayConfig, int, StoredTenant | None]:
     """Check and store ``change(overlay)`` (the new overlay), retrying lost races."""
     rt = call.runtime
-    assert rt.seed is not None  # set by create_app
-    for _ in range(_ATTEMPTS):
-        overlay, version = await read_overlay(call.store, rt.keyspace)
-        candidate = change(overlay)
+    seed = rt.seed
+    assert seed is not None  # set by create_app
+
+    def check(candidate: TenantOverlay) -> GatewayConfig:
         try:
-            config = effective_config(rt.seed, candidate, rt.personas)
+            return effective_config(seed, candidate, rt.personas)
         except ConfigError as exc:
             call.audit_detail = {"refused": len(exc.problems)}
             listed = "; ".join(f"{path}: {message}" for path, message in exc.problems)
             raise ApiError(422, "invalid_tenant", listed[:2000], exc.problems[:100]) from exc
-        written = await write_overlay(call.store, rt.keyspace, candidate, expected_version=version)
-        if written is not None:
-            try:
-                await apply_overlay_version(rt, written, config)
-            except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
-                log.error("tenants.apply_failed", version=written, error=repr(exc)[:500])
-            previous = overlay.tenants.get(call.params["tenant"])
-            return config, written, previous
-        await asyncio.sleep(random.uniform(0, _PAUSE_SECONDS))  # noqa: S311 - jitter, not a key
-    raise ApiError(409, "conflict", "the tenants kept changing under this request; retry")
+
+    committed = await commit_checked(call.store, overlay_document(rt.keyspace), change, check)
+    if committed is None:
+        raise ApiError(409, "conflict", "the tenants kept changing under this request; retry")
+    try:
+        await apply_overlay_version(rt, committed.version, committed.checked)
+    except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
+        log.error("tenants.apply_failed", version=committed.version, error=repr(exc)[:500])
+    previous = committed.previous.tenants.get(call.params["tenant"])
+    return committed.checked, committed.version, previous
 
 
 async def put_tenant(call: Call) -> web.StreamResponse:
