@@ -13,7 +13,8 @@ The app itself is what the public port serves: ``/healthz`` and the routes of ev
 installed connector kind (through :mod:`gateway.edge`, which finds the current connector
 per request). The configuration given is the seed: the tenants stored through the admin
 API are applied over it before any connector starts, and followed while the app runs
-(:mod:`gateway.tenant_sync`). ``/readyz``, ``/metrics`` and the admin API live on the
+(:mod:`gateway.tenant_sync`); so are the personas stored over the persona files
+(:mod:`gateway.persona_sync`). ``/readyz``, ``/metrics`` and the admin API live on the
 operations listener, or here behind a global key (see :mod:`gateway.operations`).
 """
 
@@ -44,6 +45,7 @@ from gateway.models import Channel
 from gateway.observability import get_logger
 from gateway.operations import healthz, mount_keyed_operations, operations_listener_ctx
 from gateway.partitions import RELEASE_SECONDS, PartitionConsumer
+from gateway.persona_sync import install_persona_sync, personas_ctx
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import RUNTIME, Role, Runtime
 from gateway.store import Keyspace, ReplicaAcks, open_store
@@ -84,6 +86,7 @@ def create_app(
         config=config,
         role=role,
         personas=personas,
+        persona_files=personas,
         metrics=metrics,
         keyspace=keyspace,
         context=context,
@@ -108,6 +111,7 @@ def create_app(
         mount_keyed_operations(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(personas_ctx)  # the stored personas, before the stored tenants
     app.cleanup_ctx.append(tenants_ctx)  # the stored tenants, before any connector starts
     app.cleanup_ctx.append(_connectors_ctx)
     if role in ("all", "web"):
@@ -116,11 +120,7 @@ def create_app(
         app.cleanup_ctx.append(_consumers_ctx)
     if config.http.operations.mode == "listener":
         app.cleanup_ctx.append(operations_listener_ctx)
-    # Imported here: the admin package reads the persona registry through the runtime.
-    from gateway.admin.personas import install_persona_sync
-
-    if role in ("all", "worker"):
-        install_persona_sync(app)
+    install_persona_sync(app)
     install_tenant_sync(app)
     return app
 

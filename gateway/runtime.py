@@ -25,7 +25,7 @@ from gateway.quotas import QuotaPolicy
 from gateway.store import Keyspace, Store
 from gateway.worker import Worker
 
-__all__ = ["RUNTIME", "Role", "Runtime", "TenantSync"]
+__all__ = ["RUNTIME", "PersonaSync", "Role", "Runtime", "TenantSync"]
 
 Role = Literal["all", "web", "worker"]
 
@@ -41,6 +41,16 @@ class TenantSync:
         self.reading = asyncio.Lock()  # one read of the store's version and overlay at a time
         self.started = False  # whether the app's connectors have been started
         self.retiring: set[asyncio.Task[None]] = set()
+
+
+class PersonaSync:
+    """The personas this process has applied (gateway/persona_sync.py)."""
+
+    def __init__(self) -> None:
+        self.seen: int | None = None  # the version counter, as last polled
+        self.applied = 0  # the overlay version in force (0: the files alone)
+        self.lock = asyncio.Lock()  # one swap at a time: a poll, a reload and a local write
+        self.failed: int | None = None  # the counter value whose apply last failed (logged)
 
 
 @dataclass(slots=True)
@@ -62,6 +72,10 @@ class Runtime:
     # route; the edge looks it up per request, so a connector swapped in serves at once.
     routes: dict[tuple[str, str, str], Route] = field(default_factory=dict)
     tenant_sync: TenantSync = field(default_factory=TenantSync)
+    # The personas of the files alone: the ones stored through the admin API apply over
+    # them (gateway/persona_overlay.py) and ``personas`` is the result.
+    persona_files: PersonaRegistry | None = None
+    persona_sync: PersonaSync = field(default_factory=PersonaSync)
     store: Store | None = None
     ingestor: Ingestor | None = None
     worker: Worker | None = None

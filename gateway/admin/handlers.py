@@ -19,7 +19,6 @@ from gateway.admin.operation import (
     Call,
     json_response,
 )
-from gateway.admin.personas import reload_personas
 from gateway.admin.schemas import (
     Accepted,
     AuditItem,
@@ -69,6 +68,7 @@ from gateway.conversations import (
 from gateway.deadletters import discard, get_dead_letter, list_dead_letters, replay
 from gateway.errors import ConfigError, StoreError
 from gateway.models import OutboundMessage, new_id
+from gateway.persona_sync import reload_personas
 from gateway.runtime import Runtime
 from gateway.store import Commit
 from gateway.usage import METRICS, read_usage

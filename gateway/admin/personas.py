@@ -1,124 +1,151 @@
-"""Reloading personas from disk without a restart, in every process.
+"""Defining and disabling personas through the admin API, for every process.
 
-``POST /v1/personas/reload`` (or :func:`reload_personas`) loads the persona folder again,
-checks it against the routing configuration, swaps it into this process and then bumps a
-counter in the shared store (``Keyspace.personas_version``). Each process that runs
-workers polls that counter (:class:`PersonaSync`, every :data:`POLL_SECONDS`) and reloads
-when it changes. A store counter rather than a pub/sub message because it needs nothing
-beyond the ``Store`` protocol, works the same on SQLite and Redis, and a worker that was
-down or partitioned away catches up on its next poll instead of missing a message.
+``PUT /v1/personas/{persona}`` stores a persona (created, replaced, or enabled again after
+a ``DELETE``); ``DELETE /v1/personas/{persona}`` disables one, a file's or a stored one.
+Either way:
+
+- a persona that would act on the host (a host tool such as ``run_command``, a ``stdio``
+  MCP server, a ``knowledge_dir``) is refused: those stay in the persona files
+  (:func:`gateway.persona_overlay.host_refusals`);
+- the whole persona set the change would make (the files with every stored persona
+  applied) is checked as a reload and ``flowbiz check`` check it, against the
+  configuration this process serves, *before* anything is stored: any problem is a 422
+  ``invalid_persona`` listing every problem by path, and nothing changes;
+- the write is a compare-and-set on the overlay's version, retried on what another admin
+  wrote meanwhile, and checked again (:mod:`gateway.versioned_document`);
+- this process serves the new set before answering; every other process does within a
+  poll (:mod:`gateway.persona_sync`);
+- the audit event says what changed: created / replaced / enabled / disabled, the keys
+  that changed (by name), the agent kind and the tools; never a prompt's text.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
-from agents.persona import PersonaRegistry, load_personas
-from gateway.config import GatewayConfig
-from gateway.errors import ConfigError, StoreError
+from agents.persona import Persona, PersonaRegistry
+from gateway.admin.operation import ApiError, Call, json_response
+from gateway.admin.schemas import PersonaDefinition, PersonaView
+from gateway.errors import ConfigError
 from gateway.observability import get_logger
-from gateway.runtime import RUNTIME, Runtime
+from gateway.persona_overlay import (
+    PersonaOverlay,
+    StoredPersona,
+    effective_personas,
+    overlay_document,
+)
+from gateway.persona_sync import apply_personas
+from gateway.versioned_document import commit_checked
 
-__all__ = ["PERSONA_SYNC", "PersonaSync", "install_persona_sync", "reload_personas"]
+__all__ = ["disable_persona", "persona_view", "put_persona"]
 
 log = get_logger(__name__)
 
-POLL_SECONDS = 1.0
+
+def persona_view(persona: Persona) -> PersonaView:
+    return PersonaView(
+        name=persona.name,
+        display_name=persona.display_name,
+        description=persona.description,
+        agent=persona.agent.kind,
+        tools=list(persona.tools),
+        prompts={n: t.version for n, t in persona.prompts.items()},
+    )
 
 
-class PersonaSync:
-    """The personas version this process has applied."""
-
-    def __init__(self) -> None:
-        self.seen: int | None = None
-
-
-PERSONA_SYNC = web.AppKey("persona_sync", PersonaSync)
-
-
-def persona_problems(config: GatewayConfig, personas: PersonaRegistry) -> list[tuple[str, str]]:
-    """References from the configuration to personas that do not exist, and from personas
-    to MCP servers the configuration does not declare."""
-    problems: list[tuple[str, str]] = []
-    if config.routing.default_persona not in personas:
-        problems.append(("routing.default_persona", config.routing.default_persona))
-    for n, rule in enumerate(config.routing.rules):
-        if rule.persona not in personas:
-            problems.append((f"routing.rules.{n}.persona", rule.persona))
-    for n, tenant in enumerate(config.tenants):
-        if tenant.default_persona is not None and tenant.default_persona not in personas:
-            problems.append((f"tenants.{n}.default_persona", tenant.default_persona))
-    found = [(path, f"no persona named {name!r}") for path, name in problems]
-    for persona in personas.values():
-        for server in sorted({g.server for g in persona.mcp_grants} - set(config.mcp_servers)):
-            found.append((f"personas.{persona.name}.tools", f"no MCP server named {server!r}"))
-    return found
+def _stored(call: Call, definition: dict[str, Any] | None, *, disabled: bool) -> StoredPersona:
+    return StoredPersona(
+        definition=definition,
+        disabled=disabled,
+        updated_at=datetime.now(UTC),
+        updated_by=call.key.id,
+    )
 
 
-def _apply(rt: Runtime, personas: PersonaRegistry) -> None:
-    rt.personas = personas
-    if rt.worker is not None:
-        rt.worker.reload(personas)
+async def _commit(
+    call: Call, change: Callable[[PersonaOverlay], PersonaOverlay]
+) -> tuple[PersonaRegistry, int, StoredPersona | None]:
+    """Check and store ``change(overlay)`` (the new overlay), retrying lost races."""
+    rt = call.runtime
+    files = rt.persona_files
+    assert files is not None  # set by create_app
 
-
-def _load_checked(config: GatewayConfig) -> PersonaRegistry:
-    personas = load_personas(config.personas_dir)
-    problems = persona_problems(config, personas)
-    if problems:
-        raise ConfigError(problems)
-    return personas
-
-
-async def reload_personas(app: web.Application) -> tuple[PersonaRegistry, int]:
-    """Reload here, then tell every other process; ConfigError leaves everything as it was."""
-    rt = app[RUNTIME]
-    assert rt.store is not None  # the app is running
-    personas = _load_checked(rt.config)
-    _apply(rt, personas)
-    version = await rt.store.incr(rt.keyspace.personas_version())
-    sync = app.get(PERSONA_SYNC)
-    if sync is not None:
-        sync.seen = version
-    log.info("personas.reloaded", personas=len(personas), version=version)
-    return personas, version
-
-
-def install_persona_sync(app: web.Application) -> None:
-    """Make this app's workers follow reloads made by any process (worker roles)."""
-    app[PERSONA_SYNC] = PersonaSync()
-    app.cleanup_ctx.append(_persona_sync_ctx)
-
-
-async def _persona_sync_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_poll(app), name="persona-sync")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _poll(app: web.Application) -> None:
-    rt = app[RUNTIME]
-    sync = app[PERSONA_SYNC]
-    assert rt.store is not None  # opened before this context
-    key = rt.keyspace.personas_version()
-    while True:
+    def check(candidate: PersonaOverlay) -> PersonaRegistry:
         try:
-            version = await rt.store.incr(key, 0)  # a read: the protocol has no plain get
-            if sync.seen is None:
-                sync.seen = version
-            elif version != sync.seen:
-                try:
-                    _apply(rt, _load_checked(rt.config))
-                    log.info("personas.synced", version=version)
-                except ConfigError as exc:
-                    # Keep serving the personas we have; the reload is retried next change.
-                    log.error("personas.sync_failed", version=version, problems=len(exc.problems))
-                sync.seen = version
-        except StoreError as exc:
-            log.warning("personas.sync_store_error", error=str(exc))
-        await asyncio.sleep(POLL_SECONDS)
+            return effective_personas(files, candidate, rt.config)
+        except ConfigError as exc:
+            call.audit_detail = {"refused": len(exc.problems)}
+            listed = "; ".join(f"{path}: {message}" for path, message in exc.problems)
+            raise ApiError(422, "invalid_persona", listed[:2000], exc.problems[:100]) from exc
+
+    committed = await commit_checked(call.store, overlay_document(rt.keyspace), change, check)
+    if committed is None:
+        raise ApiError(409, "conflict", "the personas kept changing under this request; retry")
+    try:
+        await apply_personas(rt, committed.version, committed.checked)
+    except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
+        log.error("personas.apply_failed", version=committed.version, error=repr(exc)[:500])
+    previous = committed.previous.personas.get(call.params["persona"])
+    return committed.checked, committed.version, previous
+
+
+async def put_persona(call: Call) -> web.StreamResponse:
+    name = call.params["persona"]
+    body: PersonaDefinition = call.body
+    if body.name is not None and body.name != name:
+        raise ApiError(422, "invalid", "name: the body's name must be the path's persona")
+    fields = body.model_dump(mode="json", exclude_unset=True, exclude={"name"})
+    definition = {"name": name, **fields}
+    stored = _stored(call, definition, disabled=False)
+    rt = call.runtime
+    before = rt.personas.get(name)
+    personas, version, previous = await _commit(
+        call, lambda overlay: overlay.with_persona(name, stored)
+    )
+    persona = personas[name]
+    files = rt.persona_files
+    if previous is not None and previous.disabled:
+        change = "enabled"
+    elif previous is not None or (files is not None and name in files):
+        change = "replaced"
+    else:
+        change = "created"
+    # Which keys changed, by name only: a prompt's text stays out of the audit log.
+    changed = [
+        key
+        for key in Persona.model_fields
+        if before is None or getattr(before, key) != getattr(persona, key)
+    ]
+    call.audit_detail = {
+        "change": change,
+        "version": version,
+        "fields": changed,
+        "agent": persona.agent.kind,
+        "tools": list(persona.tools),
+    }
+    return json_response(persona_view(persona))
+
+
+async def disable_persona(call: Call) -> web.StreamResponse:
+    name = call.params["persona"]
+    persona = call.runtime.personas.get(name)
+    if persona is None:
+        raise ApiError(404, "not_found", "no such persona")
+
+    def disable(overlay: PersonaOverlay) -> PersonaOverlay:
+        previous = overlay.personas.get(name)
+        definition = previous.definition if previous is not None else None
+        return overlay.with_persona(name, _stored(call, definition, disabled=True))
+
+    _, version, _ = await _commit(call, disable)
+    call.audit_detail = {
+        "change": "disabled",
+        "version": version,
+        "agent": persona.agent.kind,
+        "tools": list(persona.tools),
+    }
+    return web.Response(status=204)

@@ -119,7 +119,9 @@ async def _parse_body(op: Operation, request: web.Request) -> Any:
         return None
     raw = await request.read()
     try:
-        return op.body.model_validate_json(raw)
+        # A strict body is strict all the way down: its nested models too (a persona's).
+        strict = True if op.body.model_config.get("strict") else None
+        return op.body.model_validate_json(raw, strict=strict)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "bad_json", "the body is not valid JSON") from exc
@@ -234,9 +236,23 @@ async def _json_errors(
         return response
 
 
+# ``/v1/personas/reload`` is an operation of its own, not a persona: the routes of one
+# persona never match it, so that path answers and advertises (``Allow``) only its POST.
+_PERSONA_SEGMENT = "/{persona}"
+_PERSONA_MOUNTED = "/{persona:(?!reload$)[^{}/]+}"
+
+
+def _mounted_path(path: str) -> str:
+    if path.endswith(_PERSONA_SEGMENT):
+        return path.removesuffix(_PERSONA_SEGMENT) + _PERSONA_MOUNTED
+    return path
+
+
 def mount_admin(app: web.Application) -> None:
     """Add the admin routes, ``/v1/openapi.json`` and the JSON error middleware."""
     app.middlewares.append(_json_errors)
     app.router.add_get("/v1/openapi.json", openapi_handler, name="admin.openapi")
     for op in OPERATIONS:
-        app.router.add_route(op.method, op.path, _endpoint(op), name=f"admin.{op.operation_id}")
+        app.router.add_route(
+            op.method, _mounted_path(op.path), _endpoint(op), name=f"admin.{op.operation_id}"
+        )

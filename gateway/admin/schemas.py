@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from agents.persona import Persona
 from gateway.admin.keys import Role
 from gateway.audit import AuditEvent
 from gateway.config import TENANT_ID_PATTERN, PlanConfig
@@ -114,6 +115,21 @@ class TenantDefinition(_In):
     notify_secrets: list[str] = Field(default_factory=list, max_length=8)
     notify_allow_private: bool = False
     handoff: dict[str, Any] | None = None
+
+
+class PersonaDefinition(Persona):
+    """A persona as its YAML file holds it (see docs/agents.md), as JSON.
+
+    Checked with every other persona and the configuration before anything is stored
+    (gateway/persona_overlay.py); a persona defined here may not act on the host (no host
+    tool, no ``stdio`` MCP server, no ``knowledge_dir``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str | None = Field(  # type: ignore[assignment]  # optional here: the path names it
+        default=None, pattern=PERSONA_PATTERN, description="When given, the path's persona."
+    )
 
 
 class PlanChange(_In):

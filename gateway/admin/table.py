@@ -35,6 +35,7 @@ from gateway.admin.handlers import (
 )
 from gateway.admin.keys import Role
 from gateway.admin.operation import Operation
+from gateway.admin.personas import disable_persona, put_persona
 from gateway.admin.schemas import (
     Accepted,
     AuditList,
@@ -52,7 +53,9 @@ from gateway.admin.schemas import (
     KeyList,
     KeyView,
     LimitQuery,
+    PersonaDefinition,
     PersonaList,
+    PersonaView,
     PlanChange,
     ProactiveMessage,
     QuotaView,
@@ -74,6 +77,7 @@ __all__ = ["OPERATIONS", "OPERATIONS_BY_ID"]
 # -- the table -------------------------------------------------------------------------------------
 T = "/v1/tenants/{tenant}"
 C = T + "/conversations/{conversation}"
+P = "/v1/personas/{persona}"
 V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -125,7 +129,14 @@ OPERATIONS: tuple[Operation, ...] = (
               "tenant", get_receipts, ReceiptList, errors=(404,), tag="conversations"),
     Operation("GET", "/v1/personas", "listPersonas", "List personas", V, "any", get_personas,
               PersonaList, tag="personas"),
-    Operation("GET", "/v1/personas/{persona}/tools", "listPersonaTools",
+    Operation("PUT", P, "putPersona",
+              "Define a persona, replace its definition or enable it again (every process)", A,
+              "global", put_persona, PersonaView, body=PersonaDefinition,
+              errors=(400, 404, 409, 422), mutating=True, tag="personas"),
+    Operation("DELETE", P, "disablePersona", "Disable a persona (every process)", A, "global",
+              disable_persona, None, status=204, errors=(404, 409, 422), mutating=True,
+              tag="personas"),
+    Operation("GET", P + "/tools", "listPersonaTools",
               "Tools available to a persona", V, "any", get_tools, ToolList, errors=(404,),
               tag="personas"),
     Operation("POST", "/v1/personas/reload", "reloadPersonas",

@@ -11,6 +11,7 @@ operation there to a method, so the two cannot drift.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -33,7 +34,9 @@ from gateway.admin.schemas import (
     KeyCreated,
     KeyList,
     KeyView,
+    PersonaDefinition,
     PersonaList,
+    PersonaView,
     PlanChange,
     ProactiveMessage,
     QuotaView,
@@ -79,6 +82,8 @@ ADMIN_ROUTES: Mapping[str, Route[Any]] = {
     "list_personas": Route("GET", "/v1/personas", PersonaList),
     "list_persona_tools": Route("GET", "/v1/personas/{persona}/tools", ToolList),
     "reload_personas": Route("POST", "/v1/personas/reload", ReloadResult),
+    "put_persona": Route("PUT", "/v1/personas/{persona}", PersonaView, body=PersonaDefinition),
+    "disable_persona": Route("DELETE", "/v1/personas/{persona}", None, status=204),
     "list_dead_letters": Route("GET", "/v1/dead-letters", DeadLetterList),
     "get_dead_letter": Route("GET", "/v1/dead-letters/{handle}", DeadLetterView),
     "replay_dead_letter": Route("POST", "/v1/dead-letters/{handle}/replay", ReplayResult),
@@ -269,6 +274,49 @@ class AdminClient(Transport):
 
     async def reload_personas(self) -> ReloadResult:
         return await self._call(ADMIN_ROUTES["reload_personas"])
+
+    async def put_persona(
+        self,
+        persona: str,
+        *,
+        display_name: str,
+        description: str = "",
+        signature: str = "",
+        icon_url: str | None = None,
+        prompts: Mapping[str, Mapping[str, Any]] | None = None,
+        tools: Sequence[str] = (),
+        agent: Mapping[str, Any] | None = None,
+        welcome: str | None = None,
+        failure_reply: str | None = None,
+        refusal: str | None = None,
+        access: Mapping[str, Any] | None = None,
+    ) -> PersonaView:
+        """Define the persona (the keys of a persona file), replace its definition or enable
+        it again; no host tools, ``stdio`` MCP servers or ``knowledge_dir`` (422)."""
+        given = {
+            "prompts": prompts,
+            "agent": agent,
+            "welcome": welcome,
+            "failure_reply": failure_reply,
+            "refusal": refusal,
+            "access": access,
+        }
+        definition: dict[str, Any] = {
+            "display_name": display_name,
+            "description": description,
+            "signature": signature,
+            "icon_url": icon_url,
+            "tools": list(tools),
+            **{key: value for key, value in given.items() if value is not None},
+        }
+        try:  # checked as the server parses it, from the JSON this sends
+            body = PersonaDefinition.model_validate_json(json.dumps(definition))
+        except (ValidationError, TypeError) as exc:
+            raise InvalidRequest(422, "invalid_body", str(exc)) from exc
+        return await self._call(ADMIN_ROUTES["put_persona"], body=body, persona=persona)
+
+    async def disable_persona(self, persona: str) -> None:
+        await self._answer(ADMIN_ROUTES["disable_persona"], {"persona": persona}, None, None)
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(

@@ -262,7 +262,14 @@ class Keyspace:
         return self.api_key_prefix() + key_id
 
     def personas_version(self) -> str:
+        """Bumped by a file reload and with every write of :meth:`personas_overlay`; what
+        each process polls."""
         return f"{self.prefix}:personas:version"
+
+    def personas_overlay(self) -> str:
+        """The personas defined or disabled through the admin API, over the files' (one
+        versioned document: a write is a compare-and-set on its version)."""
+        return f"{self.prefix}:personas:overlay"
 
     def tenants_overlay(self) -> str:
         """The tenants defined or disabled through the admin API, over the file's (one

@@ -39,6 +39,8 @@ EXPECTED = {
     "sendMessage": ("POST", f"{C}/messages", OP, "tenant", {"text": "hi"}),
     "listReceipts": ("GET", f"{C}/receipts", V, "tenant", None),
     "listPersonas": ("GET", "/v1/personas", V, "any", None),
+    "putPersona": ("PUT", "/v1/personas/gamma", A, "global", {"display_name": "Gamma"}),
+    "disablePersona": ("DELETE", "/v1/personas/gamma", A, "global", None),
     "listPersonaTools": ("GET", "/v1/personas/core/tools", V, "any", None),
     "reloadPersonas": ("POST", "/v1/personas/reload", A, "global", None),
     "listDeadLetters": ("GET", "/v1/dead-letters", V, "any", None),

@@ -13,9 +13,9 @@ import pytest
 
 from agents.emulators.openai import ScriptedReply
 from connectors.http_api.emulator import HttpChannelClient
-from gateway.admin.personas import reload_personas
 from gateway.audit import AuditLog
 from gateway.errors import ConfigError
+from gateway.persona_sync import reload_personas
 from tests.agents.test_mcp_tools import (
     ORDER_TOOL,
     SERVER_SCRIPT,
