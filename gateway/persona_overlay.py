@@ -145,6 +145,9 @@ def reference_problems(config: GatewayConfig, personas: PersonaRegistry) -> list
 
 def _stored_problems(name: str, persona: Persona, config: GatewayConfig) -> list[tuple[str, str]]:
     problems = host_refusals(persona, config)
+    for tool in persona.builtin_tools:
+        if tool not in TOOLS:
+            problems.append((f"personas.{name}.tools", f"no tool named {tool!r}"))
     # Built as a worker builds it (its MCP grants aside: those need the servers' sessions
     # and are checked against the configuration above), so a worker cannot fail to.
     try:
