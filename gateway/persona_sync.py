@@ -55,9 +55,9 @@ async def apply_personas(rt: Runtime, version: int, personas: PersonaRegistry) -
     async with sync.lock:
         if version < sync.applied:
             return False
-        rt.personas = personas
         if rt.worker is not None:
-            rt.worker.reload(personas)
+            rt.worker.reload(personas)  # builds every agent first: a failure changes nothing
+        rt.personas = personas
         sync.applied = version
         return True
 

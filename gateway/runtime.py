@@ -40,6 +40,7 @@ class TenantSync:
         self.lock = asyncio.Lock()  # one swap at a time: a poll and a local write
         self.reading = asyncio.Lock()  # one read of the store's version and overlay at a time
         self.started = False  # whether the app's connectors have been started
+        self.failed: int | None = None  # the overlay version whose apply last failed (logged)
         self.retiring: set[asyncio.Task[None]] = set()
 
 

@@ -20,7 +20,9 @@ What a swap guarantees:
   connector that cannot bind what the old one holds, an SMTP port, starts after the old
   one is stopped instead);
 - a configuration this process cannot build (a variable set where the write was made but
-  not here) is logged and not applied: the process keeps serving what it had;
+  not here, a persona stored by another process that this one has not polled yet) is
+  logged once and not applied: the process keeps serving what it had and tries again at
+  each poll;
 - an older overlay is never applied over a newer one (a poll racing a local write);
 - the worker and the dispatcher do not wait for the poll: before dead-lettering an event
   or a reply for a tenant or channel they do not know, they apply what the store holds
@@ -164,24 +166,31 @@ async def apply_overlay_version(rt: Runtime, version: int, config: GatewayConfig
         sync.applied = version
 
 
-async def _load(rt: Runtime) -> None:
+async def _load(rt: Runtime) -> bool:
+    """Apply the stored overlay; False when it does not pass the checks here (logged once
+    per version), so the caller tries again later."""
     assert rt.store is not None  # opened before
     assert rt.seed is not None  # set by create_app
+    sync = rt.tenant_sync
     overlay, version = await read_overlay(rt.store, rt.keyspace)
     if version == 0:
-        return
+        return True
     try:
         config = effective_config(rt.seed, overlay, rt.personas)
     except ConfigError as exc:
-        # Keep serving what we have; the next change is tried again.
-        log.error(
-            "tenants.sync_failed",
-            version=version,
-            problems=[f"{path}: {message}" for path, message in exc.problems][:20],
-        )
-        return
+        # Keep serving what we have. Tried again at each poll: what it lacks here may be a
+        # poll away (a persona stored just before the tenant that names it).
+        if sync.failed != version:
+            log.error(
+                "tenants.sync_failed",
+                version=version,
+                problems=[f"{path}: {message}" for path, message in exc.problems][:20],
+            )
+            sync.failed = version
+        return False
     await apply_overlay_version(rt, version, config)
     log.info("tenants.synced", version=version, tenants=len(config.tenants))
+    return True
 
 
 def install_tenant_sync(app: web.Application) -> None:
@@ -196,7 +205,8 @@ async def tenants_ctx(app: web.Application) -> AsyncIterator[None]:
     assert rt.store is not None  # opened by the store's context
     sync = rt.tenant_sync
     sync.seen = await rt.store.incr(rt.keyspace.tenants_version(), 0)  # before the read
-    await _load(rt)
+    if not await _load(rt):
+        sync.seen = None  # the first poll tries again
     yield
 
 
@@ -216,10 +226,12 @@ async def catch_up(rt: Runtime) -> bool:
         if version != sync.seen:
             previous, sync.seen = sync.seen, version
             try:
-                await _load(rt)
+                applied = await _load(rt)
             except StoreError:
                 sync.seen = previous  # read again next time: nothing was applied
                 raise
+            if not applied:
+                sync.seen = previous
     return sync.seen != before
 
 

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from connectors.http_api.emulator import CallbackReceiver, HttpChannelClient
+from gateway import persona_sync
 from gateway.admin.keys import Role, create_key
 from gateway.audit import AuditLog
 from gateway.persona_overlay import overlay_document
@@ -210,6 +211,43 @@ async def test_the_audit_names_the_keys_a_replacement_changed(pair: Pair) -> Non
     events = [e for _, e in await AuditLog(rt.store, rt.keyspace).read(limit=50)]
     last = [e for e in events if e.action == "putPersona"][-1]
     assert (last.detail["change"], last.detail["fields"]) == ("replaced", ["signature"])
+
+
+async def test_a_tenant_naming_a_stored_persona_is_served_once_the_persona_arrives(
+    redis_url: str, receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenants' poll of a process may come before its personas' poll: the tenant that
+    names a persona stored just before it is not lost, it is applied at a later poll."""
+    monkeypatch.setattr(persona_sync, "POLL_SECONDS", 3.0)  # tenants (1 s) always poll first
+    data = base_config(redis_url, tenants=[http_tenant(receiver.url)])
+    async with (
+        running_gateway(data, role="web") as first,
+        running_gateway(data) as second,
+        aiohttp.ClientSession() as session,
+    ):
+        pair = Pair(first, second, session, await _key(first, Role.ADMIN), data)
+        status, body = await pair.call("PUT", "/v1/personas/sales", body=_persona("Sales"))
+        assert status == 200, body
+        beta = {**http_tenant(receiver.url, "beta"), "default_persona": "sales"}
+        status, body = await pair.call("PUT", "/v1/tenants/beta", body=beta)
+        assert status == 200, body
+
+        async def second_serves_beta() -> bool:
+            worker = second.runtime.worker
+            assert worker is not None
+            return second.runtime.config.tenant("beta") is not None and "sales" in worker.personas
+
+        await _until(second_serves_beta, timeout=10.0)
+        client = HttpChannelClient(
+            session=session, base_url=second.url, tenant="beta", signing_secret=SECRETS["T_SIGN"]
+        )
+        status, _ = await client.send(conversation_id="c-beta", text="hello")
+        assert status == 202
+        [reply] = await receiver.wait_for(1)
+        assert (reply.payload["text"], reply.payload["persona"]["display_name"]) == (
+            STORED_REPLY,
+            "Sales",
+        )
 
 
 @pytest.mark.parametrize(
