@@ -12,9 +12,11 @@ Guarantees:
 
 - a stored definition may not act on the host (:func:`host_refusals`): no host tool
   (``run_command``, any tool marked ``acts_on_host``), no grant of a ``stdio`` MCP server
-  (the gateway runs it as a process), no ``knowledge_dir`` (a folder of the host's files).
-  Those personas stay in files, written by whoever has the host's shell; an admin key does
-  not become one;
+  (the gateway runs it as a process), no ``knowledge_dir`` (a folder of the host's files),
+  no ``allow_private`` (the host's private network), and no environment variable sent to
+  a URL no persona file sends it to (an LLM's ``api_key_env``, a webhook's
+  ``secrets_env``). Those personas stay in files, written by whoever has the host's shell;
+  an admin key does not become one;
 - the candidate set is checked whole as a reload checks it (every persona the routing
   rules, ``routing.default_persona`` and the tenants name exists, every MCP grant names a
   declared server), each stored persona's agent is built as a worker builds it (its kind,
@@ -97,10 +99,54 @@ def host_tools() -> frozenset[str]:
     return HOST_TOOLS | marked
 
 
-def host_refusals(persona: Persona, config: GatewayConfig) -> list[tuple[str, str]]:
+# Where an agent kind sends what it reads from the environment: (the option naming the
+# URL, the option naming the variables). The gateway sends the value (a bearer token) or a
+# signature made with it to that URL.
+_ENVIRONMENT_OPTIONS = {"llm": ("base_url", "api_key_env"), "webhook": ("url", "secrets_env")}
+_PRIVATE_OPTIONS = ("allow_private", "allow_private_network")
+
+
+def _variables(persona: Persona) -> tuple[str | None, set[str]]:
+    """The URL ``persona``'s agent sends to and the environment variables it reads for it."""
+    names = _ENVIRONMENT_OPTIONS.get(persona.agent.kind)
+    if names is None:
+        return None, set()
+    url, variables = (persona.agent.options.get(name) for name in names)
+    if isinstance(variables, str):
+        variables = [variables]
+    named = {v for v in variables or () if isinstance(v, str)}
+    return (url if isinstance(url, str) else None), named
+
+
+def _environment_refusals(persona: Persona, files: PersonaRegistry) -> list[tuple[str, str]]:
+    """A stored agent may read an environment variable only to send it where a persona file
+    already sends it: else a key could point ``api_key_env: ANY_SECRET`` at its own server."""
+    url, variables = _variables(persona)
+    allowed: set[str] = set()
+    for file_persona in files.values():
+        if file_persona.agent.kind == persona.agent.kind:
+            file_url, file_variables = _variables(file_persona)
+            if file_url == url:
+                allowed |= file_variables
+    base = f"personas.{persona.name}.agent.options"
+    found = [
+        (base, f"the variable {name!r} is sent only where a persona file sends it ({url!r} is not)")
+        for name in sorted(variables - allowed)
+    ]
+    for option in _PRIVATE_OPTIONS:
+        if persona.agent.options.get(option) is True:
+            found.append(
+                (f"{base}.{option}", "the host's private network: only a persona file may allow it")
+            )
+    return found
+
+
+def host_refusals(
+    persona: Persona, config: GatewayConfig, files: PersonaRegistry
+) -> list[tuple[str, str]]:
     """Why ``persona`` may not be defined through the API (empty: it may)."""
     base = f"personas.{persona.name}"
-    found: list[tuple[str, str]] = []
+    found = _environment_refusals(persona, files)
     on_host = host_tools()
     for tool in persona.builtin_tools:
         if tool in on_host:
@@ -143,8 +189,10 @@ def reference_problems(config: GatewayConfig, personas: PersonaRegistry) -> list
     return found
 
 
-def _stored_problems(name: str, persona: Persona, config: GatewayConfig) -> list[tuple[str, str]]:
-    problems = host_refusals(persona, config)
+def _stored_problems(
+    name: str, persona: Persona, config: GatewayConfig, files: PersonaRegistry
+) -> list[tuple[str, str]]:
+    problems = host_refusals(persona, config, files)
     for tool in persona.builtin_tools:
         if tool not in TOOLS:
             problems.append((f"personas.{name}.tools", f"no tool named {tool!r}"))
@@ -186,7 +234,7 @@ def effective_personas(
                 (".".join(["personas", name, *map(str, e["loc"])]), e["msg"]) for e in exc.errors()
             ]
             continue
-        problems += _stored_problems(name, persona, config)
+        problems += _stored_problems(name, persona, config, files)
         personas[name] = persona
     registry = PersonaRegistry(personas, source=files.source)
     if whole and not problems:

@@ -5,7 +5,8 @@ a ``DELETE``); ``DELETE /v1/personas/{persona}`` disables one, a file's or a sto
 Either way:
 
 - a persona that would act on the host (a host tool such as ``run_command``, a ``stdio``
-  MCP server, a ``knowledge_dir``) is refused: those stay in the persona files
+  MCP server, a ``knowledge_dir``, ``allow_private``, an environment variable sent where
+  no persona file sends it) is refused: those stay in the persona files
   (:func:`gateway.persona_overlay.host_refusals`);
 - the whole persona set the change would make (the files with every stored persona
   applied) is checked as a reload and ``flowbiz check`` check it, against the

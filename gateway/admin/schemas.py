@@ -122,7 +122,8 @@ class PersonaDefinition(Persona):
 
     Checked with every other persona and the configuration before anything is stored
     (gateway/persona_overlay.py); a persona defined here may not act on the host (no host
-    tool, no ``stdio`` MCP server, no ``knowledge_dir``).
+    tool, ``stdio`` MCP server, ``knowledge_dir`` or ``allow_private``; no environment
+    variable sent where no persona file sends it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)

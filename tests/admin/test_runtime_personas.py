@@ -26,6 +26,8 @@ from tests.harness import SECRETS, RunningGateway, base_config, http_tenant, run
 pytestmark = pytest.mark.redis
 
 STORED_REPLY = "Hello from the core stored through the API."
+LLM = {"base_url": "https://llm.attacker.example/v1", "model": "m"}
+WEBHOOK = {"url": "https://bot.attacker.example/hook", "secrets_env": ["T_SIGN"]}
 
 
 def _persona(display_name: str = "Stored Core", **overrides: Any) -> dict[str, Any]:
@@ -283,6 +285,27 @@ async def test_disabling_a_persona_the_routing_needs_is_422_and_changes_nothing(
             "personas.ops.tools",
             "acts on the host",
         ),
+        # Any variable of the gateway's environment, sent as a bearer token to our server.
+        (
+            {"agent": {"kind": "llm", "options": {**LLM, "api_key_env": "T_SIGN"}}},
+            "personas.ops.agent.options",
+            "only where a persona file sends it",
+        ),
+        (
+            {"agent": {"kind": "webhook", "options": {**WEBHOOK, "secrets_env": ["T_SIGN"]}}},
+            "personas.ops.agent.options",
+            "only where a persona file sends it",
+        ),
+        (
+            {"agent": {"kind": "llm", "options": {**LLM, "allow_private": True}}},
+            "personas.ops.agent.options.allow_private",
+            "private network",
+        ),
+        (
+            {"agent": {"kind": "webhook", "options": {**WEBHOOK, "allow_private_network": True}}},
+            "personas.ops.agent.options.allow_private_network",
+            "private network",
+        ),
     ],
 )
 async def test_attack_a_persona_defined_through_the_api_cannot_act_on_the_host(
@@ -298,6 +321,15 @@ async def test_attack_a_persona_defined_through_the_api_cannot_act_on_the_host(
     status, body = await pair.call("PUT", "/v1/personas/core", body=_persona(**change))
     assert status == 422, body
     assert await pair.stored_version() == 0
+
+
+async def test_an_llm_persona_without_the_hosts_secrets_may_be_defined(pair: Pair) -> None:
+    """The refusals above are of the host's reach, not of the agent kind."""
+    status, body = await pair.call(
+        "PUT", "/v1/personas/ops", body=_persona("Ops", agent={"kind": "llm", "options": LLM})
+    )
+    assert status == 200, body
+    assert body["agent"] == "llm"
 
 
 @pytest.mark.parametrize(
