@@ -360,7 +360,7 @@ async def reload(call: Call) -> web.StreamResponse:
         personas, version = await reload_personas(call.request.app)
     except ConfigError as exc:
         detail = "; ".join(f"{path}: {message}" for path, message in exc.problems)
-        raise ApiError(422, "invalid_personas", detail[:2000]) from exc
+        raise ApiError(422, "invalid_personas", detail[:2000], exc.problems[:100]) from exc
     call.audit_detail = {"version": version, "personas": len(personas)}
     return json_response(ReloadResult(personas=sorted(personas), version=version))
 
