@@ -30,9 +30,8 @@ from aiohttp import web
 
 from agents.persona import Persona, PersonaRegistry
 from gateway.admin.operation import ApiError, Call, json_response
+from gateway.admin.overlay_change import commit_change
 from gateway.admin.schemas import PersonaDefinition, PersonaView
-from gateway.errors import ConfigError
-from gateway.observability import get_logger
 from gateway.persona_overlay import (
     PersonaOverlay,
     StoredPersona,
@@ -40,11 +39,8 @@ from gateway.persona_overlay import (
     overlay_document,
 )
 from gateway.persona_sync import apply_personas
-from gateway.versioned_document import commit_checked
 
 __all__ = ["disable_persona", "persona_view", "put_persona"]
-
-log = get_logger(__name__)
 
 
 def persona_view(persona: Persona) -> PersonaView:
@@ -75,21 +71,18 @@ async def _commit(
     files = rt.persona_files
     assert files is not None  # set by create_app
 
-    def check(candidate: PersonaOverlay) -> PersonaRegistry:
-        try:
-            return effective_personas(files, candidate, rt.config)
-        except ConfigError as exc:
-            call.audit_detail = {"refused": len(exc.problems)}
-            listed = "; ".join(f"{path}: {message}" for path, message in exc.problems)
-            raise ApiError(422, "invalid_persona", listed[:2000], exc.problems[:100]) from exc
+    async def apply(version: int, personas: PersonaRegistry) -> None:
+        await apply_personas(rt, version, personas)
 
-    committed = await commit_checked(call.store, overlay_document(rt.keyspace), change, check)
-    if committed is None:
-        raise ApiError(409, "conflict", "the personas kept changing under this request; retry")
-    try:
-        await apply_personas(rt, committed.version, committed.checked)
-    except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
-        log.error("personas.apply_failed", version=committed.version, error=repr(exc)[:500])
+    committed = await commit_change(
+        call,
+        overlay_document(rt.keyspace),
+        change,
+        lambda candidate: effective_personas(files, candidate, rt.config),
+        apply,
+        reason="invalid_persona",
+        what="personas",
+    )
     previous = committed.previous.personas.get(call.params["persona"])
     return committed.checked, committed.version, previous
 

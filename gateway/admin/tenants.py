@@ -27,17 +27,13 @@ from aiohttp import web
 
 from gateway.admin.handlers import tenant_view
 from gateway.admin.operation import ApiError, Call, json_response
+from gateway.admin.overlay_change import commit_change
 from gateway.admin.schemas import TenantDefinition
 from gateway.config import GatewayConfig, TenantConfig
-from gateway.errors import ConfigError
-from gateway.observability import get_logger
 from gateway.tenant_overlay import StoredTenant, TenantOverlay, effective_config, overlay_document
 from gateway.tenant_sync import apply_overlay_version
-from gateway.versioned_document import commit_checked
 
 __all__ = ["disable_tenant", "put_tenant"]
-
-log = get_logger(__name__)
 
 
 def _env_references(value: Any) -> list[str]:
@@ -68,21 +64,18 @@ async def _commit(
     seed = rt.seed
     assert seed is not None  # set by create_app
 
-    def check(candidate: TenantOverlay) -> GatewayConfig:
-        try:
-            return effective_config(seed, candidate, rt.personas)
-        except ConfigError as exc:
-            call.audit_detail = {"refused": len(exc.problems)}
-            listed = "; ".join(f"{path}: {message}" for path, message in exc.problems)
-            raise ApiError(422, "invalid_tenant", listed[:2000], exc.problems[:100]) from exc
+    async def apply(version: int, config: GatewayConfig) -> None:
+        await apply_overlay_version(rt, version, config)
 
-    committed = await commit_checked(call.store, overlay_document(rt.keyspace), change, check)
-    if committed is None:
-        raise ApiError(409, "conflict", "the tenants kept changing under this request; retry")
-    try:
-        await apply_overlay_version(rt, committed.version, committed.checked)
-    except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
-        log.error("tenants.apply_failed", version=committed.version, error=repr(exc)[:500])
+    committed = await commit_change(
+        call,
+        overlay_document(rt.keyspace),
+        change,
+        lambda candidate: effective_config(seed, candidate, rt.personas),
+        apply,
+        reason="invalid_tenant",
+        what="tenants",
+    )
     previous = committed.previous.tenants.get(call.params["tenant"])
     return committed.checked, committed.version, previous
 
