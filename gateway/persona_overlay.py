@@ -31,9 +31,6 @@ Guarantees:
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.persona import HOST_TOOLS, Persona, PersonaRegistry
@@ -44,7 +41,7 @@ from gateway.errors import ConfigError
 from gateway.reach_report import reach_report
 from gateway.store import Keyspace
 from gateway.tenant_overlay import by_tenant_id
-from gateway.versioned_document import VersionedDocument
+from gateway.versioned_document import StoredDefinition, VersionedDocument
 
 __all__ = [
     "PersonaOverlay",
@@ -57,17 +54,8 @@ __all__ = [
 ]
 
 
-class StoredPersona(BaseModel):
-    """One persona as the admin API left it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # The persona (with its ``name``) as its file would hold it; None for a file's persona
-    # that was only ever disabled.
-    definition: dict[str, Any] | None = None
-    disabled: bool = False
-    updated_at: datetime
-    updated_by: str  # the API key's id
+StoredPersona = StoredDefinition
+"""One persona as the admin API left it."""
 
 
 class PersonaOverlay(BaseModel):

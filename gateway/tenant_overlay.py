@@ -27,7 +27,6 @@ Guarantees:
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +37,7 @@ from gateway.config_check import unknown_personas
 from gateway.errors import ConfigError
 from gateway.reach_report import reach_report
 from gateway.store import Keyspace, Store
-from gateway.versioned_document import VersionedDocument
+from gateway.versioned_document import StoredDefinition, VersionedDocument
 
 __all__ = [
     "StoredTenant",
@@ -50,17 +49,8 @@ __all__ = [
 ]
 
 
-class StoredTenant(BaseModel):
-    """One tenant as the admin API left it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # The tenant block (with its ``id``) as the file would hold it; None for a file's tenant
-    # that was only ever disabled.
-    definition: dict[str, Any] | None = None
-    disabled: bool = False
-    updated_at: datetime
-    updated_by: str  # the API key's id
+StoredTenant = StoredDefinition
+"""One tenant as the admin API left it."""
 
 
 class TenantOverlay(BaseModel):

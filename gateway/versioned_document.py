@@ -22,13 +22,14 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from gateway.store import Commit, StateWrite, Store
 
-__all__ = ["ATTEMPTS", "Committed", "VersionedDocument", "commit_checked"]
+__all__ = ["ATTEMPTS", "Committed", "StoredDefinition", "VersionedDocument", "commit_checked"]
 
 Doc = TypeVar("Doc", bound=BaseModel)
 Checked = TypeVar("Checked")
@@ -37,6 +38,19 @@ Checked = TypeVar("Checked")
 # wrote, so with a short random pause between them only a storm of writers runs out.
 ATTEMPTS = 20
 _PAUSE_SECONDS = 0.05
+
+
+class StoredDefinition(BaseModel):
+    """One tenant or persona as the admin API left it, in its kind's document."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The block as the file would hold it (with its ``id`` or ``name``); None for one of the
+    # file's that was only ever disabled.
+    definition: dict[str, Any] | None = None
+    disabled: bool = False
+    updated_at: datetime
+    updated_by: str  # the API key's id
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,22 @@ failed) is logged and left to the poll that applies it in every process.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from gateway.admin.operation import ApiError, Call
 from gateway.errors import ConfigError
 from gateway.observability import get_logger
-from gateway.versioned_document import Committed, VersionedDocument, commit_checked
+from gateway.versioned_document import (
+    Committed,
+    StoredDefinition,
+    VersionedDocument,
+    commit_checked,
+)
 
-__all__ = ["commit_change"]
+__all__ = ["change_made", "changed_fields", "commit_change", "stored_definition"]
 
 log = get_logger(__name__)
 
@@ -55,3 +61,33 @@ async def commit_change(
     except Exception as exc:  # noqa: BLE001 - stored already; the poll tries again
         log.error(f"{what}.apply_failed", version=committed.version, error=repr(exc)[:500])
     return committed
+
+
+def stored_definition(
+    call: Call, definition: dict[str, Any] | None, *, disabled: bool
+) -> StoredDefinition:
+    """What a change stores: the block (None: keep none), by whom and when."""
+    return StoredDefinition(
+        definition=definition,
+        disabled=disabled,
+        updated_at=datetime.now(UTC),
+        updated_by=call.key.id,
+    )
+
+
+def change_made(previous: StoredDefinition | None, *, in_files: bool) -> str:
+    """What a PUT did, for the audit: ``enabled``, ``replaced`` or ``created``."""
+    if previous is not None and previous.disabled:
+        return "enabled"
+    if previous is not None or in_files:
+        return "replaced"
+    return "created"
+
+
+def changed_fields(model: type[BaseModel], before: object | None, after: object) -> list[str]:
+    """The fields that differ, by name only: no value (a secret, a prompt) reaches the audit."""
+    return [
+        name
+        for name in model.model_fields
+        if before is None or getattr(before, name) != getattr(after, name)
+    ]

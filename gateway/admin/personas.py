@@ -23,14 +23,17 @@ Either way:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
 from agents.persona import Persona, PersonaRegistry
 from gateway.admin.operation import ApiError, Call, json_response
-from gateway.admin.overlay_change import commit_change
+from gateway.admin.overlay_change import (
+    change_made,
+    changed_fields,
+    commit_change,
+    stored_definition,
+)
 from gateway.admin.schemas import PersonaDefinition, PersonaView
 from gateway.persona_overlay import (
     PersonaOverlay,
@@ -51,15 +54,6 @@ def persona_view(persona: Persona) -> PersonaView:
         agent=persona.agent.kind,
         tools=list(persona.tools),
         prompts={n: t.version for n, t in persona.prompts.items()},
-    )
-
-
-def _stored(call: Call, definition: dict[str, Any] | None, *, disabled: bool) -> StoredPersona:
-    return StoredPersona(
-        definition=definition,
-        disabled=disabled,
-        updated_at=datetime.now(UTC),
-        updated_by=call.key.id,
     )
 
 
@@ -94,7 +88,7 @@ async def put_persona(call: Call) -> web.StreamResponse:
         raise ApiError(422, "invalid", "name: the body's name must be the path's persona")
     fields = body.model_dump(mode="json", exclude_unset=True, exclude={"name"})
     definition = {"name": name, **fields}
-    stored = _stored(call, definition, disabled=False)
+    stored = stored_definition(call, definition, disabled=False)
     rt = call.runtime
     before = rt.personas.get(name)
     personas, version, previous = await _commit(
@@ -102,22 +96,10 @@ async def put_persona(call: Call) -> web.StreamResponse:
     )
     persona = personas[name]
     files = rt.persona_files
-    if previous is not None and previous.disabled:
-        change = "enabled"
-    elif previous is not None or (files is not None and name in files):
-        change = "replaced"
-    else:
-        change = "created"
-    # Which keys changed, by name only: a prompt's text stays out of the audit log.
-    changed = [
-        key
-        for key in Persona.model_fields
-        if before is None or getattr(before, key) != getattr(persona, key)
-    ]
     call.audit_detail = {
-        "change": change,
+        "change": change_made(previous, in_files=files is not None and name in files),
         "version": version,
-        "fields": changed,
+        "fields": changed_fields(Persona, before, persona),
         "agent": persona.agent.kind,
         "tools": list(persona.tools),
     }
@@ -133,7 +115,7 @@ async def disable_persona(call: Call) -> web.StreamResponse:
     def disable(overlay: PersonaOverlay) -> PersonaOverlay:
         previous = overlay.personas.get(name)
         definition = previous.definition if previous is not None else None
-        return overlay.with_persona(name, _stored(call, definition, disabled=True))
+        return overlay.with_persona(name, stored_definition(call, definition, disabled=True))
 
     _, version, _ = await _commit(call, disable)
     call.audit_detail = {

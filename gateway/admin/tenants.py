@@ -20,14 +20,18 @@ stored one. Either way:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from gateway.admin.handlers import tenant_view
 from gateway.admin.operation import ApiError, Call, json_response
-from gateway.admin.overlay_change import commit_change
+from gateway.admin.overlay_change import (
+    change_made,
+    changed_fields,
+    commit_change,
+    stored_definition,
+)
 from gateway.admin.schemas import TenantDefinition
 from gateway.config import GatewayConfig, TenantConfig
 from gateway.tenant_overlay import StoredTenant, TenantOverlay, effective_config, overlay_document
@@ -45,15 +49,6 @@ def _env_references(value: Any) -> list[str]:
     if isinstance(value, list):
         return [ref for item in value for ref in _env_references(item)]
     return []
-
-
-def _stored(call: Call, definition: dict[str, Any] | None, *, disabled: bool) -> StoredTenant:
-    return StoredTenant(
-        definition=definition,
-        disabled=disabled,
-        updated_at=datetime.now(UTC),
-        updated_by=call.key.id,
-    )
 
 
 async def _commit(
@@ -87,7 +82,7 @@ async def put_tenant(call: Call) -> web.StreamResponse:
         raise ApiError(422, "invalid", "id: the body's id must be the path's tenant")
     fields = body.model_dump(mode="json", exclude_unset=True, exclude={"id"})
     definition = {"id": tenant_id, **fields}
-    stored = _stored(call, definition, disabled=False)
+    stored = stored_definition(call, definition, disabled=False)
     rt = call.runtime
     assert rt.seed is not None  # set by create_app
     before = rt.config.tenant(tenant_id)
@@ -96,22 +91,10 @@ async def put_tenant(call: Call) -> web.StreamResponse:
     )
     tenant = config.tenant(tenant_id)
     assert tenant is not None  # just stored, and the check passed
-    if previous is not None and previous.disabled:
-        change = "enabled"
-    elif previous is not None or rt.seed.tenant(tenant_id) is not None:
-        change = "replaced"
-    else:
-        change = "created"
-    # Which keys changed, by name only: a secret's value is never compared into the log.
-    changed = [
-        name
-        for name in TenantConfig.model_fields
-        if before is None or getattr(before, name) != getattr(tenant, name)
-    ]
     call.audit_detail = {
-        "change": change,
+        "change": change_made(previous, in_files=rt.seed.tenant(tenant_id) is not None),
         "version": version,
-        "fields": changed,
+        "fields": changed_fields(TenantConfig, before, tenant),
         "plan": tenant.plan,
         "channels": [f"{c.kind}:{c.name}" for c in tenant.channels],
         "secrets": sorted(set(_env_references(definition))),
@@ -126,7 +109,7 @@ async def disable_tenant(call: Call) -> web.StreamResponse:
     def disable(overlay: TenantOverlay) -> TenantOverlay:
         previous = overlay.tenants.get(tenant_id)
         definition = previous.definition if previous is not None else None
-        return overlay.with_tenant(tenant_id, _stored(call, definition, disabled=True))
+        return overlay.with_tenant(tenant_id, stored_definition(call, definition, disabled=True))
 
     _, version, _ = await _commit(call, disable)
     call.audit_detail = {
