@@ -175,11 +175,9 @@ class RedisRecords(RedisPipeline):
     async def take_tokens(
         self, key: str, *, rate: float, burst: float, cost: float = 1.0
     ) -> TokenBucketResult:
-        # In the shared pipeline, not a round trip of its own through redis-py's script
-        # object: rate limits, pacing and reply caps take tokens on every message.
-        command = self._evalsha(self._tokens_script, [key], [rate, burst, cost])
+        self._check_open()
         with store_errors("token bucket"):
-            allowed, left = await self._pipelined(*command, script=self._tokens_script)
+            allowed, left = await self._tokens_script(keys=[key], args=[rate, burst, cost])
         tokens = float(left)
         if allowed:
             return TokenBucketResult(True, tokens, 0.0)
