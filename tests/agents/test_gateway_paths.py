@@ -1,6 +1,7 @@
 """Safety and human handoff through the real gateway and the HTTP API channel."""
 
 import json
+import re
 
 import aiohttp
 import pytest
@@ -150,6 +151,10 @@ async def test_operator_message_outside_a_handoff_sends_nothing(
         assert [cb.payload["conversation_id"] for cb in receiver.unique()] == ["cust-2"]
 
 
+# The card's digits, standing alone: a timestamp's microseconds may hold "4111" by chance.
+_CARD_DIGITS = re.compile(r"4111 1111|1111 1111|(?<![0-9A-Za-z])4111(?![0-9A-Za-z])")
+
+
 async def test_card_number_is_refused_audited_and_not_kept(
     tmp_path, receiver, personas_dir, session
 ):
@@ -167,10 +172,10 @@ async def test_card_number_is_refused_audited_and_not_kept(
         safety = [e for _, e in events if e.action == "safety.block"]
         assert len(safety) == 1
         assert safety[0].detail["findings"] == ["card_number"]
-        assert "4111" not in safety[0].model_dump_json()
+        assert not _CARD_DIGITS.search(safety[0].model_dump_json())
         key = ConversationKey(tenant="acme", channel=Channel.HTTP, conversation_id="cust-3").key
         raw = await rt.store.get_state(rt.keyspace.state(key))
-        assert "4111" not in raw.value.decode()
+        assert not _CARD_DIGITS.search(raw.value.decode())
         assert "[redacted:card_number]" in json.loads(raw.value)["history"][0]["text"]
 
 
