@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from gateway.models import Attachment, Button, InboundMessage
+from gateway.models import Attachment, Button, Card, InboundMessage, OptionList
 
 if TYPE_CHECKING:
     from agents.persona import Persona
@@ -43,9 +43,18 @@ class AgentContext:
 
 @dataclass(frozen=True, slots=True)
 class ReplyPart:
+    """One message of a reply: its text and the rich parts that go with it
+    (gateway/parts.py; each channel renders them or falls back to numbered text)."""
+
     text: str
     buttons: tuple[Button, ...] = ()
     attachments: tuple[Attachment, ...] = ()
+    quick_replies: tuple[Button, ...] = ()
+    cards: tuple[Card, ...] = ()
+    options: OptionList | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.text or self.attachments or self.cards or self.options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,24 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from gateway.parts import (
+    Attachment,
+    Button,
+    Card,
+    ContactCard,
+    Location,
+    Option,
+    OptionList,
+    numbered_choices,
+    plain_text,
+)
+
 __all__ = [
     "Attachment",
     "Button",
+    "Card",
     "Channel",
+    "ContactCard",
     "ConversationKey",
     "DeliveryReceipt",
     "EmailReplyContext",
@@ -30,6 +44,9 @@ __all__ = [
     "HttpReplyContext",
     "InboundMessage",
     "LineReplyContext",
+    "Location",
+    "Option",
+    "OptionList",
     "OutboundMessage",
     "Participant",
     "PersonaPresentation",
@@ -152,22 +169,6 @@ class Participant(_Frozen):
     id: str
     display_name: str | None = None
     is_bot: bool = False
-
-
-class Attachment(_Frozen):
-    kind: Literal["image", "video", "audio", "file", "sticker", "location", "other"] = "file"
-    name: str | None = None
-    mime_type: str | None = None
-    size: int | None = None
-    url: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-class Button(_Frozen):
-    """A simple choice. Channels without buttons render it as a numbered text line."""
-
-    label: str
-    value: str
 
 
 class HttpReplyContext(_Frozen):
@@ -353,6 +354,9 @@ class OutboundMessage(_Frozen):
     text: str
     attachments: tuple[Attachment, ...] = ()
     buttons: tuple[Button, ...] = ()
+    quick_replies: tuple[Button, ...] = ()  # offered until the next message, where shown
+    cards: tuple[Card, ...] = ()  # one card, or a carousel of several
+    options: OptionList | None = None
     idempotency_key: str
     in_reply_to: str | None = None  # InboundMessage.id
     inbound_received_at: datetime | None = None  # for end-to-end latency
@@ -363,13 +367,31 @@ class OutboundMessage(_Frozen):
     # goes out again, the operator having accepted that it may show twice.
     replayed: bool = False
 
-    def text_with_buttons(self) -> str:
-        """The text with buttons degraded to numbered lines, for channels without buttons."""
-        if not self.buttons:
-            return self.text
-        lines = [self.text, ""] if self.text else []
-        lines += [f"{n}. {b.label}" for n, b in enumerate(self.buttons, start=1)]
-        return "\n".join(lines)
+    @property
+    def is_rich(self) -> bool:
+        """Whether anything but text and plain buttons is in it."""
+        return bool(self.attachments or self.quick_replies or self.cards or self.options)
+
+    def plain_text(self, *, with_attachments: bool = False) -> str:
+        """The message as text alone, choices numbered (:func:`gateway.parts.plain_text`)."""
+        return plain_text(
+            self.text,
+            attachments=self.attachments,
+            buttons=self.buttons,
+            quick_replies=self.quick_replies,
+            cards=self.cards,
+            options=self.options,
+            with_attachments=with_attachments,
+        )
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(label, value)`` of every choice, numbered as :meth:`plain_text` numbers them."""
+        return numbered_choices(
+            buttons=self.buttons,
+            quick_replies=self.quick_replies,
+            cards=self.cards,
+            options=self.options,
+        )
 
 
 class DeliveryReceipt(_Frozen):

@@ -302,6 +302,9 @@ class Worker:
                     text=part.text,
                     attachments=part.attachments,
                     buttons=part.buttons,
+                    quick_replies=part.quick_replies,
+                    cards=part.cards,
+                    options=part.options,
                     idempotency_key=f"{message.id}:{n}",
                     in_reply_to=message.id,
                     inbound_received_at=message.received_at,
@@ -309,7 +312,7 @@ class Worker:
                     trace_id=message.trace_id,
                 )
                 for n, part in enumerate(reply.parts)
-                if part.text or part.attachments
+                if not part.is_empty()
             ]
             outcome = await quota.settle(len(outbound)) if not exhausted else "over_quota"
             if outcome != "ok":

@@ -364,7 +364,7 @@ def render(
         subject=context.subject,
         parent_message_id=context.message_id,
         parent_references=context.references,
-        text=message.text_with_buttons(),
+        text=message.plain_text(with_attachments=True),
         signature=message.persona.signature,
         idempotency_key=message.idempotency_key,
     )

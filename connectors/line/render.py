@@ -96,7 +96,7 @@ def _buttons_fit(message: OutboundMessage) -> bool:
 def line_messages(message: OutboundMessage) -> list[Any]:
     """LINE message objects for one outbound message, in order; buttons as quick replies."""
     quick = bool(message.buttons) and _buttons_fit(message)
-    text = message.text if quick or not message.buttons else message.text_with_buttons()
+    text = message.text if quick or not message.buttons else message.plain_text()
     sender = _sender(message)
     objects: list[Any] = [TextMessage(text=chunk, sender=sender) for chunk in split_text(text)]
     for attachment in message.attachments:

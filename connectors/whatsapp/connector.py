@@ -415,7 +415,7 @@ class WhatsAppConnector:
 
 def _session_parts(message: OutboundMessage) -> list[_Part]:
     """The messages of a reply inside the customer-service window, in order."""
-    text = message.text_with_buttons()
+    text = message.plain_text()
     if message.persona.signature and text:
         text = f"{text}\n\n{message.persona.signature}"
     parts = [_Part(body=chunk) for chunk in split_body(text) if chunk] if text.strip() else []

@@ -65,7 +65,7 @@ def test_buttons_degrade_to_numbered_text():
         buttons=(Button(label="Yes", value="y"), Button(label="No", value="n")),
         idempotency_key="k",
     )
-    assert out.text_with_buttons() == "Pick one\n\n1. Yes\n2. No"
+    assert out.plain_text() == "Pick one\n\n1. Yes\n2. No"
 
 
 def test_ids_are_unique_and_time_ordered():
