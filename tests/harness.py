@@ -10,6 +10,7 @@ its URL is ``RunningGateway.ops_url``. Nothing is mocked: requests go over real 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ SECRETS = {
 PERSONAS_DIR = REPO / "agents" / "personas"
 
 
+TEST_MEDIA_DIR = Path(tempfile.gettempdir()) / "flowbiz-test-media"
+
+
 def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
     """A minimal config dict: fast leases and retries so tests run quickly."""
     data: dict[str, Any] = {
@@ -56,6 +60,8 @@ def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
         # Never a fixed port: gateway processes a test starts from this config (workers as
         # subprocesses) must not collide with each other or with anything else on 9090.
         "http": {"operations": {"port": 0}},
+        # Kept files go to the system's temporary folder, never the working directory.
+        "media": {"dir": str(TEST_MEDIA_DIR)},
     }
     data.update(overrides)
     return data

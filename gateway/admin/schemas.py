@@ -115,6 +115,7 @@ class TenantDefinition(_In):
     notify_secrets: list[str] = Field(default_factory=list, max_length=8)
     notify_allow_private: bool = False
     handoff: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None  # checked as the file's tenant media block
 
 
 class PersonaDefinition(Persona):
