@@ -13,7 +13,13 @@ Outbound: at send time, the event's reply token is used when it is still fresh (
 than ``60 - reply_token_margin_seconds`` seconds ago) and this process wins the store claim on
 it (single use across processes); otherwise the message is pushed with an
 ``X-Line-Retry-Key`` derived from the message's idempotency key, so a retried push is
-accepted once (LINE answers 409 to the repeat, which counts as delivered).
+accepted once (LINE answers 409 to the repeat, which counts as delivered). Every part of a
+message goes in its LINE form or its shared text form (:mod:`connectors.line.render`); kept
+files go out as signed links LINE fetches from the gateway.
+
+Files people send are fetched by the worker from LINE's content API, at a URL built from the
+message id (:meth:`LineConnector.media_fetch`, :mod:`connectors.line.content`); the loading
+animation is shown in one-to-one chats as the agent starts (:meth:`LineConnector.show_typing`).
 """
 
 from __future__ import annotations

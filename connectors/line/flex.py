@@ -37,6 +37,7 @@ MAX_ALT_TEXT = 1500
 MAX_BUTTON_LABEL = 40
 MAX_URL = 2000  # an image URL; LINE's URI actions take up to 1,000 characters
 MAX_URI = 1000
+_HERO_TYPES = ("image/jpeg", "image/png")
 
 Link = Callable[[Attachment], str]
 
@@ -63,8 +64,9 @@ def _hero(card: Card, link: Link, on_media: Callable[[str], None]) -> Any:
     except MediaUnavailable:
         on_media("degraded")  # the card goes without its picture
         return None
-    if len(url) > MAX_URL:
-        on_media("degraded")
+    mime = card.image.mime_type
+    if len(url) > MAX_URL or (mime is not None and mime not in _HERO_TYPES):
+        on_media("degraded")  # LINE shows only JPEG and PNG heroes
         return None
     on_media("sent")
     return FlexImage(url=url, size="full", aspect_ratio="20:13", aspect_mode="cover")
