@@ -348,7 +348,7 @@ class LineConnector:
         bot = self._bot_for(message)
         return None if bot is None else content_fetch(bot.config, attachment)
 
-    async def show_typing(self, message: InboundMessage) -> None:
+    async def show_typing(self, message: InboundMessage) -> bool:
         """LINE's loading animation while the agent answers: one-to-one chats only (LINE
         has none for groups and rooms). Called by the worker in a task of its own."""
         context = message.reply_context
@@ -359,7 +359,7 @@ class LineConnector:
             or not isinstance(context, LineReplyContext)
             or context.source_type != "user"
         ):
-            return
+            return False
         request = ShowLoadingAnimationRequest(
             chat_id=context.source_id, loading_seconds=bot.config.loading_seconds
         )
@@ -367,6 +367,7 @@ class LineConnector:
             request,
             _request_timeout=aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds),
         )
+        return True
 
     # -- outbound ----------------------------------------------------------------------------------
     def _bot_for(self, message: OutboundMessage | InboundMessage) -> _Bot | None:

@@ -80,7 +80,7 @@ class Scene:
             "reply_token_margin_seconds": 10,
             "data_api_base_url": self.emulator.url,
         }
-        # The photo Nok sends is kept beside the demo's store (./var), not in the package.
+        # The photo Nok sends is kept where the demo keeps files (gateway/demo.py: ./var).
         media = config.setdefault("media", {})
         media.setdefault("dir", str(Path.cwd() / "var" / "media"))
         self.media_dir = Path(media["dir"]) if Path(media["dir"]).is_absolute() else None

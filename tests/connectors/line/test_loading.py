@@ -40,6 +40,8 @@ async def test_no_animation_in_groups_or_when_the_channel_turns_it_off(
         line = sender(gw.url)
         assert await line.post([line.text("hello", user_id=ALICE, group_id=GROUP)]) == 200
         await emulator.wait_for(2)
+        await eventually(lambda: typing_count(gw, "skipped") == 1)
+        assert typing_count(gw, "shown") == 0
     assert emulator.calls_to("loading") == []
 
 
