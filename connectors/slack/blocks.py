@@ -138,7 +138,7 @@ def attachment_blocks(message: OutboundMessage) -> list[Block]:
             lines = [f"📍 *{escape(place.title)}*" if place.title else "📍"]
             if place.address:
                 lines.append(escape(place.address))
-            url = map_url(place.latitude, place.longitude)
+            url = escape(map_url(place.latitude, place.longitude))  # Slack reads &amp; as &
             lines.append(f"<{url}|{place.latitude:.6f}, {place.longitude:.6f} (map)>")
             blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(lines))))
         elif a.contact is not None:

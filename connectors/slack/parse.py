@@ -202,9 +202,9 @@ class SlackParser:
         attachments = _files(message.get("files"), ws.config.files_base_url)
         refused = sum(a.refused == "host_not_allowed" for a in attachments)
         if refused:
-            self.context.metrics.channel_events.labels(
-                Channel.SLACK.value, "file_host_refused"
-            ).inc(refused)
+            metrics = self.context.metrics
+            metrics.channel_events.labels(Channel.SLACK.value, "file_host_refused").inc(refused)
+            metrics.media.labels(Channel.SLACK.value, "in", "host_not_allowed").inc(refused)
         if not text and not attachments:
             self._count("ignored_empty")
             return None

@@ -95,7 +95,7 @@ async def test_places_contacts_and_files_by_url(config, emulator, session) -> No
     assert lines == ["Here:", "<https://cdn.example.com/terms.pdf|Terms>", "[wave]"]
     place = post.blocks[1]["text"]["text"]
     assert place.startswith("📍 *Shop &lt;Paris&gt;*\nChamp de Mars\n")
-    assert "<https://www.openstreetmap.org/?mlat=48.858400&mlon=2.294500|" in place
+    assert "<https://www.openstreetmap.org/?mlat=48.858400&amp;mlon=2.294500|" in place
     assert post.blocks[2]["text"]["text"] == (
         "👤 *Ada Support*\n+33 1 23 45 67 89\nada@example.com"
     )
