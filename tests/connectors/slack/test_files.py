@@ -110,6 +110,21 @@ async def test_an_upload_is_shared_once_when_its_completion_fails_then_succeeds(
     assert [u.data for u in emulator.files.uploaded] == [photo]
 
 
+async def test_a_retry_after_the_second_file_failed_does_not_share_the_first_again(
+    config, emulator, session
+) -> None:
+    first, second = png(filler=11), png(filler=12)
+    emulator.fail_next("files.completeUploadExternal", status=429, retry_after=0, after=1)
+    entries = [emulator.files.host(first, name="a.png"), emulator.files.host(second, name="b.png")]
+    async with running_gateway(config()) as gw:
+        await sender_for(session, gw).event(_file_event("echo two", *entries))
+        await emulator.wait_for_uploads(2)
+        await eventually(lambda: any(c.error == "ratelimited" for c in emulator.calls))
+        assert await list_dead_letters(gw.runtime.store, gw.runtime.keyspace) == []
+    assert [u.data for u in emulator.files.uploaded] == [first, second]
+    assert len(emulator.posted) == 1
+
+
 @pytest.fixture
 async def elsewhere() -> AsyncIterator[tuple[str, list[web.Request]]]:
     """Another server on loopback, recording every request it gets."""
