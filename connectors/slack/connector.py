@@ -21,6 +21,13 @@ Dedupe keys: a message is identified by ``team:channel:ts``, so a retried event
 (``X-Slack-Retry-Num``), a Socket Mode redelivery and the ``message`` + ``app_mention`` pair
 that Slack sends for one mention all collapse into one inbound message.
 
+Replies: the rich parts in Block Kit within Slack's limits, else the numbered plain text
+(:mod:`connectors.slack.render`, :mod:`connectors.slack.blocks`); kept files uploaded after
+the posts, each upload a recorded part of the reply like each post, so a retry never sends
+either twice (:mod:`connectors.slack.files`). Inbound files are fetched for the worker's
+keeper only from the configured files host (:meth:`SlackConnector.media_fetch`); assistant
+threads show "is typing…" as the agent starts (:meth:`SlackConnector.show_typing`).
+
 Threads the gateway names (the operators' desk, see :mod:`gateway.handoff`): a message to
 post whose ``conversation.thread`` is not a Slack timestamp (``handoff-…``) goes into the
 Slack thread mapped to that name; the first one posted starts the thread at the channel's
