@@ -14,7 +14,8 @@
 - ``POST /api/assistant.threads.setStatus`` — recorded in :attr:`EmulatedFiles.statuses`
   (after :attr:`EmulatedFiles.status_delay` seconds: a slow Slack).
 
-Each Web API method honours the emulator's ``fail_next``.
+Each Web API method honours the emulator's ``fail_next``; ``drop_next`` on
+``files.completeUploadExternal`` shares the file and then cuts the connection.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class _Slack(Protocol):
     ) -> web.Response: ...
 
     async def _notify(self) -> None: ...
+
+    def _dropped(self, method: str, args: dict[str, Any], token: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,10 @@ class EmulatedFiles:
             )
             shared.append({"id": pending.id, "title": entry.get("title") or pending.name})
         await self.emulator._notify()
+        if self.emulator._dropped(method, args, token):
+            assert request.transport is not None
+            request.transport.close()  # shared; the answer never arrives
+            return web.Response()
         return self.emulator._answer(method, args, token, {"ok": True, "files": shared})
 
     async def _set_status(self, request: web.Request) -> web.Response:

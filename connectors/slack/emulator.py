@@ -278,6 +278,15 @@ class SlackEmulator:
         """The next call of ``method`` IS posted, but the caller never gets the answer."""
         self._drops.setdefault(method, deque()).append(mode)
 
+    def _dropped(self, method: str, args: dict[str, Any], token: str | None) -> bool:
+        """Whether this call's answer is to be lost (:meth:`drop_next`, disconnect mode)."""
+        drops = self._drops.get(method)
+        if not drops:
+            return False
+        drops.popleft()
+        self.calls.append(ApiCall(method, args, token, 0, "dropped"))
+        return True
+
     # -- waiting -----------------------------------------------------------------------------
     async def wait_for_posts(self, count: int, *, timeout: float = 10.0) -> list[PostedMessage]:
         assert self._changed is not None

@@ -125,6 +125,19 @@ async def test_a_retry_after_the_second_file_failed_does_not_share_the_first_aga
     assert len(emulator.posted) == 1
 
 
+async def test_a_sharing_whose_answer_was_lost_is_not_resent(config, emulator, session) -> None:
+    """files.completeUploadExternal shared the file but the answer broke off: the reply is
+    dead-lettered outcome_unknown for an operator, never shared a second time."""
+    emulator.drop_next("files.completeUploadExternal")
+    async with running_gateway(config()) as gw:
+        await sender_for(session, gw).event(_file_event("echo lost", emulator.files.host(png())))
+        letters = await eventually(lambda: list_dead_letters(gw.runtime.store, gw.runtime.keyspace))
+    [(_, letter)] = letters
+    assert letter.code == "outcome_unknown"
+    assert len(emulator.files.uploaded) == 1
+    assert len(emulator.posted) == 1
+
+
 @pytest.fixture
 async def elsewhere() -> AsyncIterator[tuple[str, list[web.Request]]]:
     """Another server on loopback, recording every request it gets."""
