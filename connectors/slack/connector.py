@@ -378,14 +378,15 @@ class SlackConnector:
                 _, data = await self.context.media.read(upload.attachment)
             except MediaUnavailable:
                 log.info("slack.file_unavailable", workspace=ws.label)
-            else:
+                data = b""
+            if data:  # Slack takes no empty upload
                 file_id = await upload_file(
                     client=self._client(ws),
                     http=self.context.http,
                     ws=ws,
                     ctx=ctx,
                     data=data,
-                    name=upload.attachment.name or f"{upload.attachment.kind}",
+                    name=upload.attachment.name or upload.attachment.kind,
                     title=upload.title,
                 )
                 self.context.metrics.media.labels(Channel.SLACK.value, "out", "sent").inc()

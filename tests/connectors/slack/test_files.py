@@ -52,6 +52,8 @@ async def test_a_sent_photo_is_kept_and_echoed_back_byte_identical(
         await sender_for(session, gw).event(_file_event("echo my receipt", entry))
         [uploaded] = await emulator.wait_for_uploads(1)
         [post] = await emulator.wait_for_posts(1)
+        assert await eventually(lambda: _media(gw, "out", "sent")) == 1.0
+        assert _media(gw, "in", "kept") == 1.0
     assert uploaded.data == photo
     assert (uploaded.name, uploaded.channel, uploaded.thread_ts) == (
         "receipt.png",
@@ -193,7 +195,11 @@ def _events(gw, event: str) -> float | None:
 
 
 def _media_refused(gw, reason: str) -> float | None:
-    prefix = f'flowbiz_media_total{{channel="slack",direction="in",outcome="{reason}"}}'
+    return _media(gw, "in", reason)
+
+
+def _media(gw, direction: str, outcome: str) -> float | None:
+    prefix = f'flowbiz_media_total{{channel="slack",direction="{direction}",outcome="{outcome}"}}'
     for line in gw.runtime.metrics.render().decode().splitlines():
         if line.startswith(prefix):
             return float(line.rsplit(" ", 1)[1])
@@ -239,5 +245,7 @@ async def test_a_kept_file_gone_before_the_send_goes_as_its_text_form(
             if path.is_file():
                 path.unlink()
         posts = await emulator.wait_for_posts(2)
+        assert _media(gw, "out", "degraded") == 1.0
+        assert _media(gw, "out", "sent") is None
     assert [p.shown_text for p in posts] == ["echo vanishing", "[gone.png]"]
     assert emulator.files.uploaded == []
