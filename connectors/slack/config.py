@@ -36,6 +36,8 @@ BOT_SCOPES = (
     "channels:history",
     "chat:write",
     "commands",
+    "files:read",
+    "files:write",
     "groups:history",
     "im:history",
     "mpim:history",
@@ -220,6 +222,20 @@ class SlackChannelConfig(ChannelConfig):
         description="In an operators' desk thread, look up the writer's display name "
         "(`users.info`, scope users:read) when the event lacks it; the customer sees it as a "
         "signature.",
+    )
+    files_base_url: str = Field(
+        default="https://files.slack.com",
+        pattern=r"^https?://[^/\s?#@]+$",
+        description="Where Slack keeps files (`scheme://host`): an inbound file is fetched, "
+        "with the bot token, only from here, and uploads are posted only here; a file said to "
+        "be elsewhere is refused (`host_not_allowed`).",
+    )
+    typing_status: str = Field(
+        default="is typing…",
+        min_length=1,
+        max_length=50,
+        description="The status shown in a Slack assistant thread while the agent writes "
+        "(`assistant.threads.setStatus`).",
     )
     user_name_timeout_seconds: float = Field(
         default=1.5, gt=0, description="That look-up, inside Slack's 3-second window."

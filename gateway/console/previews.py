@@ -69,7 +69,8 @@ def _slack(message: OutboundMessage, tenant: TenantConfig | None) -> Preview:
                     for e in b["elements"]
                 ],
                 "buttons": [
-                    e["text"]["text"]
+                    # a button's label, or the placeholder of a select menu
+                    (e.get("text") or e.get("placeholder") or {}).get("text", "")
                     for b in blocks
                     if b["type"] == "actions"
                     for e in b["elements"]
