@@ -177,6 +177,11 @@ _SWEEP_SECONDS = 3600.0
 
 def open_blob_store(config: GatewayConfig) -> BlobStore:
     """The configured blob store: an S3-compatible bucket, else the folder."""
+    if config.media.s3 is not None:
+        # Imported here: botocore is loaded only by the processes that keep files in S3.
+        from gateway.media.s3 import S3BlobStore
+
+        return S3BlobStore(config.media.s3)
     return FileBlobStore(config.media.dir)
 
 
