@@ -226,7 +226,7 @@ async def _sweep_forever(media: MediaService) -> None:
     while True:
         try:
             await media.sweep()
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed sweep waits for the next, the gateway goes on
             log.warning("media.sweep_failed", error_type=type(exc).__name__)
         await asyncio.sleep(_SWEEP_SECONDS)
 
