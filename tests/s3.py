@@ -9,6 +9,7 @@ takes any, the client signs with them as it would for a real store.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ class S3Server:
 
 
 def start_s3_server(port: int) -> S3Server:
+    # Its WSGI server logs every request at INFO (werkzeug); the tests read their own logs.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return S3Server(server=server, endpoint=f"http://127.0.0.1:{port}")
