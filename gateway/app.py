@@ -177,6 +177,11 @@ _SWEEP_SECONDS = 3600.0
 
 def open_blob_store(config: GatewayConfig) -> BlobStore:
     """The configured blob store: an S3-compatible bucket, else the folder."""
+    if config.media.s3 is not None:
+        # Imported here: botocore is loaded only by the processes that keep files in S3.
+        from gateway.media.s3 import S3BlobStore
+
+        return S3BlobStore(config.media.s3)
     return FileBlobStore(config.media.dir)
 
 
@@ -221,7 +226,7 @@ async def _sweep_forever(media: MediaService) -> None:
     while True:
         try:
             await media.sweep()
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed sweep waits for the next, the gateway goes on
             log.warning("media.sweep_failed", error_type=type(exc).__name__)
         await asyncio.sleep(_SWEEP_SECONDS)
 

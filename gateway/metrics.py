@@ -138,7 +138,7 @@ class Metrics:
         self.media_links = Counter(
             "flowbiz_media_links_total",
             "Requests for kept files through signed links, by outcome (served, bad_link, "
-            "expired_or_forged, not_found)",
+            "expired_or_forged, not_found, store_failed)",
             ["outcome"],
             registry=r,
         )

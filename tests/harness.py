@@ -33,6 +33,9 @@ SECRETS = {
     "T_SIGN_OLD": "test-signing-secret-old",
     "T_CALLBACK": "test-callback-secret",
     "T_NOTIFY": "test-notify-secret",
+    # The S3 test server (tests/s3.py) takes any credentials; these are signed with.
+    "T_S3_KEY": "test-s3-access-key",
+    "T_S3_SECRET": "test-s3-secret-key",
 }
 PERSONAS_DIR = REPO / "agents" / "personas"
 

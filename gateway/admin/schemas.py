@@ -177,12 +177,25 @@ class ConversationView(_Out):
     facts: dict[str, Any]
 
 
+class KeptFile(_Out):
+    """A file the gateway kept from the conversation (its bytes in the blob store)."""
+
+    id: str
+    content_type: str  # the type its bytes were judged to be
+    size: int
+    sha256: str
+    name: str | None
+    created_at: datetime
+    url: str = Field(description="A signed link to the bytes; it expires (media.link_ttl_seconds).")
+
+
 class ConversationExport(_Out):
     conversation: dict[str, Any] | None
     state: dict[str, Any] | None
     replies: list[dict[str, Any]]
     receipts: list[dict[str, Any]]
     notes: list[dict[str, Any]] = []  # operators' notes (console), oldest first
+    files: list[KeptFile] = []  # the kept files, oldest first
     exported_at: datetime
 
 
@@ -190,6 +203,7 @@ class EraseResult(_Out):
     erased: bool
     keys_deleted: int
     stream_entries_deleted: int
+    files_deleted: int = 0  # kept files deleted from the blob store
 
 
 class ProactiveMessage(_In):

@@ -10,7 +10,8 @@ both): :class:`FileBlobStore`, a folder under the data dir (the default), and
 :class:`gateway.media.s3.S3BlobStore`, any S3-compatible object store. Guarantees: ``put``
 returns only once the bytes are durable (written and renamed into place, or stored by S3);
 ``get`` of an unknown, malformed or erased id raises :class:`BlobNotFound`, never reads
-outside the store; the deletes return how many blobs they removed.
+outside the store; the deletes return how many blobs they removed. The folder store creates
+its folders 0700 and its files 0600, whatever the umask.
 """
 
 from __future__ import annotations
@@ -152,13 +153,16 @@ class FileBlobStore:
         await asyncio.to_thread(self._write, self._path(info.id), data, info.to_json())
         return info
 
-    @staticmethod
-    def _write(path: Path, data: bytes, meta: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _write(self, path: Path, data: bytes, meta: bytes) -> None:
+        # Owner-only, whatever the umask: the files are what customers sent.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.parent.mkdir(mode=0o700, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         # The metadata first: a blob whose bytes are in place always has its metadata.
         for target, content in ((path.with_suffix(".json"), meta), (path, data)):
             partial = target.with_name(target.name + ".part")
-            with open(partial, "wb") as handle:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())

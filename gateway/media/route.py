@@ -6,7 +6,8 @@ before the link verifies (a forged, altered or expired link costs one HMAC); the
 never lets a browser run it — ``Content-Type`` is the type the bytes were judged to be,
 with ``X-Content-Type-Options: nosniff``, a sandboxing ``Content-Security-Policy`` and, for
 anything but images, audio and video, ``Content-Disposition: attachment``; the name given
-in that header is the kept file's, encoded (RFC 6266), never a header of its own.
+in that header is the kept file's, encoded (RFC 6266), never a header of its own. A blob
+store that fails answers 503 (the fetching platform may try again), never a 500.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.media.blobs import BlobNotFound
+from gateway.media.blobs import BlobNotFound, BlobStoreError
 from gateway.media.service import MediaService
 
 __all__ = ["MEDIA_PATH", "media_handler"]
@@ -44,6 +45,10 @@ def media_handler(
         except BlobNotFound:
             count("not_found").inc()
             raise web.HTTPNotFound(text="this file is no longer kept") from None
+        except BlobStoreError:
+            # The bucket or the disk failed: the platform fetching may try again later.
+            count("store_failed").inc()
+            raise web.HTTPServiceUnavailable(text="the file store is out of reach") from None
         count("served").inc()
         headers = {
             "X-Content-Type-Options": "nosniff",

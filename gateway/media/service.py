@@ -114,7 +114,9 @@ class MediaService:
         return data
 
     async def sweep(self, *, now: datetime | None = None) -> int:
-        """Delete kept files older than their tenant's retention; how many went."""
+        """Delete kept files older than their tenant's retention (the gateway's for a tenant
+        no longer configured); how many went. A tenant whose deletion fails is logged and
+        the others are still swept; a store that cannot list its tenants raises OSError."""
         config = self._config()
         now = now or datetime.now(UTC)
         removed = 0
@@ -122,7 +124,10 @@ class MediaService:
             tenant = config.tenant(tenant_id)
             limits = config.media.limits_for(None if tenant is None else tenant.media)
             cutoff = now - timedelta(days=limits.retention_days)
-            removed += await self.blobs.delete_older_than(tenant_id, cutoff)
+            try:
+                removed += await self.blobs.delete_older_than(tenant_id, cutoff)
+            except OSError as exc:
+                log.warning("media.sweep_failed", tenant=tenant_id, error_type=type(exc).__name__)
         if removed:
             log.info("media.swept", removed=removed)
         return removed

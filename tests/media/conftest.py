@@ -10,7 +10,9 @@ import pytest
 from aiohttp import web
 
 from gateway.media import BlobStore, FileBlobStore
+from gateway.media.s3 import S3BlobStore
 from tests.conftest import free_port
+from tests.s3 import S3Server
 
 # The smallest valid PNG (1 by 1, transparent), and a PDF head: their magic numbers are what
 # the keeper judges.
@@ -22,10 +24,16 @@ PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
 ELF = b"\x7fELF\x02\x01\x01" + bytes(64)  # an executable, whatever its name says
 
 
-@pytest.fixture(params=["files"])
+@pytest.fixture(params=["files", "s3"])
 async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    """Each blob store implementation, empty."""
-    store = FileBlobStore(tmp_path / "media")
+    """Each blob store implementation, empty: a folder, and a bucket of its own on a real
+    S3-compatible server."""
+    store: BlobStore
+    if request.param == "files":
+        store = FileBlobStore(tmp_path / "media")
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        store = S3BlobStore(server.config(await server.make_bucket()))
     yield store
     await store.aclose()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from gateway.media import BlobNotFound, BlobStore
+from gateway.media import BlobNotFound, BlobStore, FileBlobStore
 from gateway.media.blobs import parse_blob_id
 from tests.media.conftest import PDF, PNG
 
@@ -82,3 +85,22 @@ async def test_retention_deletes_what_is_older_than_the_cutoff(blob_store: BlobS
         await blob_store.get(info.id)
     assert (await blob_store.get(other_tenant.id))[1] == PNG
     assert sorted(await blob_store.tenants()) in (["acme", "globex"], ["globex"])
+
+
+async def test_attack_other_local_users_cannot_read_kept_files(tmp_path: Path) -> None:
+    """Under the common umask 022 the folder store still creates its folders 0700 and its
+    files 0600: they hold what customers sent."""
+    old = os.umask(0o022)
+    try:
+        store = FileBlobStore(tmp_path / "media")
+        info = await store.put(
+            tenant="acme", conversation_key=CONV, data=PNG, content_type="image/png", name=None
+        )
+    finally:
+        os.umask(old)
+    created = sorted((tmp_path / "media").rglob("*"))
+    assert len(created) == 4  # tenant, conversation, bytes, metadata
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in created}
+    assert modes == {k: 0o700 if (tmp_path / k).is_dir() else 0o600 for k in modes}, modes
+    assert stat.S_IMODE((tmp_path / "media").stat().st_mode) == 0o700
+    assert (await store.get(info.id))[1] == PNG
