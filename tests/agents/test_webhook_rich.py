@@ -77,7 +77,9 @@ class PhotoChannel(CollectingConnector):
         return MediaFetch(data=PNG)
 
 
-def gateway_config(tmp_path: Path, bot: Bot, callback_url: str | None = None) -> dict[str, Any]:
+def gateway_config(
+    tmp_path: Path, bot: Any, callback_url: str | None = None, **options: Any
+) -> dict[str, Any]:
     folder = tmp_path / "personas"
     folder.mkdir()
     persona = {
@@ -86,7 +88,12 @@ def gateway_config(tmp_path: Path, bot: Bot, callback_url: str | None = None) ->
         "failure_reply": FAILURE,
         "agent": {
             "kind": "webhook",
-            "options": {"url": bot.url, "secrets_env": ["BOT_SECRET"], "allow_private": True},
+            "options": {
+                "url": bot.url,
+                "secrets_env": ["BOT_SECRET"],
+                "allow_private": True,
+                **options,
+            },
         },
     }
     (folder / "faq.yaml").write_text(json.dumps(persona))
@@ -311,3 +318,24 @@ async def test_the_http_channel_posts_every_part_and_a_signed_link_to_the_kept_f
             "flowbiz_media_total", {"channel": "http", "direction": "out", "outcome": "sent"}
         )
     assert sent == 2
+
+
+async def test_the_example_bot_puts_a_kept_photo_on_a_card(tmp_path: Path, faq_bot: Any) -> None:
+    """agents/examples/faq_bot.py: a photo comes back on a "Photo received" card by its blob
+    id, with a quick reply, on a channel that shows cards."""
+    data = gateway_config(tmp_path, faq_bot, secrets_env=["BOT_SECRET", "BOT_SECRET_OLD"])
+    async with running_gateway(data) as gw:
+        channel = PhotoChannel()
+        gw.runtime.connectors[Channel.HTTP] = channel
+        assert gw.runtime.ingestor is not None
+        await gw.runtime.ingestor.submit([photo("ev-1")])
+        [sent] = await channel.wait_for(1, timeout=10)
+    [received] = faq_bot.bot.calls[0]["payload"]["message"]["attachments"]
+    assert sent.text == "Thanks for the photo, Ann!"
+    [card] = sent.cards
+    assert card.title == "Photo received"
+    assert card.image is not None
+    assert card.image.blob == received["blob"]
+    assert card.image.mime_type == "image/png"
+    assert [b.value for b in card.buttons] == ["hours", "pricing"]
+    assert [b.value for b in sent.quick_replies] == ["human"]
