@@ -5,6 +5,7 @@ URL that is not https."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 from aiohttp import web
 
 from agents.examples.faq_bot import verify_signature
+from connectors.base import ChannelCapabilities
 from connectors.collecting import CollectingConnector
 from connectors.http_api.emulator import HttpChannelClient
 from connectors.http_api.schemas import HttpReply
 from gateway.media import MediaFetch
+from gateway.media.blobs import blob_id
 from gateway.models import (
     Attachment,
     Channel,
@@ -251,8 +254,10 @@ async def test_attack_a_bot_cannot_send_a_file_of_another_conversation(
         {"kind": "image", "url": "https://cdn.example.com/a.png", "blob": "x"},
         {"kind": "image", "url": "https://cdn.example.com/a.png", "extra": {"x": 1}},
         {"kind": "file", "blob": "../../etc/passwd"},
+        # Of this conversation, well formed, but never kept (or erased): nothing to send.
+        {"kind": "file", "blob": blob_id("acme", CUSTOMER.key)},
     ],
-    ids=["http", "credentials", "too_long", "two_sources", "extra", "not_a_blob"],
+    ids=["http", "credentials", "too_long", "two_sources", "extra", "not_a_blob", "unknown"],
 )
 async def test_attack_a_file_that_is_not_a_public_https_url_or_our_blob_is_refused(
     tmp_path: Path, bot: Bot, attachment: dict[str, Any]
@@ -339,3 +344,20 @@ async def test_the_example_bot_puts_a_kept_photo_on_a_card(tmp_path: Path, faq_b
     assert card.image.mime_type == "image/png"
     assert [b.value for b in card.buttons] == ["hours", "pricing"]
     assert [b.value for b in sent.quick_replies] == ["human"]
+
+
+def test_a_channel_that_says_nothing_is_described_as_text_only() -> None:
+    """The capabilities' defaults claim nothing: a channel whose values are not set tells
+    the bot it shows no cards, quick replies, option lists or files."""
+    from agents.persona import Persona
+    from agents.webhook import context_payload
+    from tests.agents.conftest import make_context
+
+    persona = Persona.model_validate(
+        {"name": "faq", "display_name": "FAQ", "agent": {"kind": "echo"}}
+    )
+    context = make_context(persona, "hi")
+    context = dataclasses.replace(context, capabilities=ChannelCapabilities())
+    caps = context_payload(context, history=0)["capabilities"]
+    assert caps["cards"] is caps["quick_replies"] is caps["options"] is caps["attachments"] is False
+    assert caps["media_out"] == []
