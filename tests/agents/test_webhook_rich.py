@@ -32,7 +32,7 @@ from gateway.models import (
 )
 from tests.agents.conftest import BOT_SECRET
 from tests.harness import SECRETS, base_config, eventually, http_tenant, running_gateway
-from tests.media.conftest import PDF, PNG
+from tests.media.conftest import ELF, PDF, PNG
 
 FAILURE = "The bot is out to lunch."
 CUSTOMER = ConversationKey(tenant="acme", channel=Channel.HTTP, conversation_id="c1")
@@ -74,10 +74,11 @@ async def bot() -> AsyncIterator[Bot]:
 
 
 class PhotoChannel(CollectingConnector):
-    """The collecting channel, whose platform hands over each file's bytes at once."""
+    """The collecting channel, whose platform hands over each file's bytes at once (an
+    executable for a file named ``.exe``: the gateway refuses to keep it)."""
 
     async def media_fetch(self, message: InboundMessage, attachment: Attachment) -> MediaFetch:
-        return MediaFetch(data=PNG)
+        return MediaFetch(data=ELF if (attachment.name or "").endswith(".exe") else PNG)
 
 
 def gateway_config(
@@ -361,3 +362,26 @@ def test_a_channel_that_says_nothing_is_described_as_text_only() -> None:
     caps = context_payload(context, history=0)["capabilities"]
     assert caps["cards"] is caps["quick_replies"] is caps["options"] is caps["attachments"] is False
     assert caps["media_out"] == []
+
+
+async def test_attack_a_file_the_gateway_did_not_keep_reaches_the_bot_without_any_url(
+    tmp_path: Path, bot: Bot
+) -> None:
+    """A refused file is described with why, never with the platform's (https) URL, which
+    would need the platform's credentials — or hand them out."""
+    async with running_gateway(gateway_config(tmp_path, bot)) as gw:
+        channel = PhotoChannel()
+        gw.runtime.connectors[Channel.HTTP] = channel
+        assert gw.runtime.ingestor is not None
+        message = photo("ev-1")
+        setup = Attachment(
+            kind="file",
+            name="setup.exe",
+            url="https://files.platform.example/secret-path/setup.exe?token=abc",
+            extra={"download": "https://files.platform.example/x"},
+        )
+        await gw.runtime.ingestor.submit([message.model_copy(update={"attachments": (setup,)})])
+        await channel.wait_for(1, timeout=10)
+    [received] = bot.payloads[0]["message"]["attachments"]
+    assert received == {"kind": "file", "name": "setup.exe", "refused": "type_not_allowed"}
+    assert "platform.example" not in json.dumps(bot.payloads[0])
