@@ -502,6 +502,7 @@ class Worker:
             capabilities=connector.capabilities if connector is not None else ChannelCapabilities(),
             variables=variables,
             audit=self.audit,
+            media=self.media,
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()
