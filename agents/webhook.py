@@ -105,8 +105,8 @@ def _attachment_json(attachment: Attachment, context: AgentContext) -> dict[str,
     """A received file as the bot sees it: a kept one with a signed, expiring ``url`` served
     by the gateway, a refused one with ``refused``. Where the platform keeps it (its ``url``,
     its ``extra``) needs the platform's credentials and is never handed out."""
-    if context.media is not None and attachment.blob is not None:
-        data = context.media.describe(attachment)
+    if context.media is not None:
+        data = context.media.describe(attachment, inbound=True)
     else:
         # Not kept: an inbound file's url is always the platform's, https or not.
         data = attachment.model_dump(mode="json", exclude_none=True)
