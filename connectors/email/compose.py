@@ -67,7 +67,8 @@ class MailFile:
 
 def safe_filename(name: str | None, fallback: str = "file") -> str:
     """A name fit for a Content-Disposition parameter: one line, no path, bounded."""
-    cleaned = _PATH.sub("_", header_text(name or "", limit=200)).strip(" .")
+    # Only the last path segment: "../../etc/passwd" is "passwd", as mail clients save it.
+    cleaned = _PATH.split(header_text(name or "", limit=200))[-1].strip(" .")
     return cleaned or fallback
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from tests.connectors.email.rich_world import JANE, choice_links, html_of, rich_
 
 
 @pytest.fixture
-async def world(tmp_path: Path, smarthost: Smarthost, dkim_env: None) -> EmailWorld:
+async def world(tmp_path: Path, smarthost: Smarthost, dkim_env: None) -> AsyncIterator[EmailWorld]:
     async with rich_world(tmp_path, smarthost) as w:
-        yield w  # type: ignore[misc]  # an async generator fixture
+        yield w
 
 
 def actions(world: EmailWorld, outcome: str) -> float:
