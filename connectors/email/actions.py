@@ -16,8 +16,9 @@ Guarantees:
   ``flowbiz_email_action_links_total{outcome}``;
 - ``GET`` only shows a confirmation page (mail scanners follow links): nothing is ingested;
 - ``POST`` ingests one ACTION event into the ticket's conversation through the same
-  envelope as inbound mail, its event id derived from the token, so a second click is the
-  core's duplicate and is answered once; the value is the ticket's, never the request's;
+  envelope as inbound mail, its event id derived from the sealed ticket (the reply and the
+  choice), so a second click is the core's duplicate and is answered once; the value is
+  the ticket's, never the request's;
 - every page is a fixed template (autoescaped), sent with ``no-store``, ``no-referrer`` (the
   token is the URL) and a Content-Security-Policy that allows no script.
 """
@@ -91,8 +92,11 @@ class ActionTicket:
     name: str | None
     subject: str
 
-    def event_id(self, token: str) -> str:
-        return "action:" + hashlib.sha256(token.encode()).hexdigest()[:40]
+    def event_id(self) -> str:
+        """The dedupe id of a click: one per choice of one reply, whichever copy of its
+        token (a resent reply seals the same choice again) is clicked, however often."""
+        key = "\n".join((self.tenant, self.parent, self.value))
+        return "action:" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def derive_action_keys(keys: Sequence[bytes]) -> list[bytes]:
@@ -119,6 +123,8 @@ class ActionSeal:
         try:
             data = json.loads(self._fernet.decrypt(token.encode("ascii")))
             ticket = ActionTicket(**data)
+            if not isinstance(ticket.expires, int):
+                raise TypeError("expires")
         except (InvalidToken, ValueError, TypeError):
             raise ActionRefused("forged") from None
         if ticket.expires < (time.time() if now is None else now):
@@ -154,7 +160,7 @@ OpenTicket = Callable[[str], Awaitable[tuple[ActionTicket, str]]]
 def action_pages(open_ticket: OpenTicket, count: Callable[[str], None]) -> list[Route]:
     """The GET (confirm) and POST (act) routes of the choice links."""
 
-    async def opened(request: InboundRequest) -> tuple[ActionTicket, str, str] | InboundResponse:
+    async def opened(request: InboundRequest) -> tuple[ActionTicket, str] | InboundResponse:
         token = request.match_info.get("token", "")
         try:
             if not token or len(token) > _MAX_TOKEN or not token.isascii():
@@ -164,13 +170,13 @@ def action_pages(open_ticket: OpenTicket, count: Callable[[str], None]) -> list[
             count(refused.reason)
             log.warning("email.action_refused", reason=refused.reason)
             return _page(403, state=refused.reason, label="")
-        return ticket, source, token
+        return ticket, source
 
     async def confirm(request: InboundRequest) -> InboundResult:
         found = await opened(request)
         if isinstance(found, InboundResponse):
             return InboundResult(response=found)
-        ticket, _, _ = found
+        ticket, _ = found
         count("shown")
         return InboundResult(response=_page(200, state="confirm", label=ticket.label))
 
@@ -179,9 +185,9 @@ def action_pages(open_ticket: OpenTicket, count: Callable[[str], None]) -> list[
         found = await opened(request)
         if isinstance(found, InboundResponse):
             return InboundResult(response=found)
-        ticket, source, token = found
+        ticket, source = found
         envelope = encode_raw_event(
-            event_id=ticket.event_id(token),
+            event_id=ticket.event_id(),
             tenant=ticket.tenant,
             channel=Channel.EMAIL,
             source=source,
