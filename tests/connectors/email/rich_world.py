@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.email.connector import EmailConnector
-from connectors.email.emulator import MailSender, Smarthost
+from connectors.email.emulator import MailSender, RelayedMail, Smarthost
 from gateway.models import Channel
 from tests.connectors.email.conftest import EmailWorld, email_block
 from tests.harness import PERSONAS_DIR, base_config, running_gateway
@@ -72,15 +72,9 @@ async def rich_world(
         yield EmailWorld(gateway=gw, connector=connector, sender=sender, smarthost=smarthost)
 
 
-def html_of(message: EmailMessage) -> str:
-    body = message.get_body(preferencelist=("html",))
-    assert body is not None, "the reply has no HTML part"
-    return str(body.get_content())
-
-
-def choice_links(message: EmailMessage) -> dict[str, str]:
+def choice_links(mail: RelayedMail) -> dict[str, str]:
     """label → action link, as a mail client shows the HTML part's buttons."""
-    return {label.strip(): href for href, label in _HREF.findall(html_of(message))}
+    return {label.strip(): href for href, label in _HREF.findall(mail.html())}
 
 
 def with_files(
@@ -88,20 +82,10 @@ def with_files(
     *,
     to: str,
     text: str,
-    files: list[tuple[bytes, str, str, str]],
+    files: list[tuple[bytes, str, str]],
     subject: str = "Files",
 ) -> EmailMessage:
-    """A mail with attachments ``(data, maintype, subtype, filename)``."""
-    msg = sender.compose(from_addr=JANE, from_name="Jane", to=to, subject=subject, text=text)
-    for data, maintype, subtype, name in files:
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg
-
-
-def attachments_of(message: EmailMessage) -> list[tuple[str | None, bytes]]:
-    found = []
-    for part in message.iter_attachments():
-        payload = part.get_payload(decode=True)
-        assert isinstance(payload, bytes)
-        found.append((part.get_filename(), payload))
-    return found
+    """A mail from Jane with attachments ``(data, "type/subtype", filename)``."""
+    return sender.compose(
+        from_addr=JANE, from_name="Jane", to=to, subject=subject, text=text, files=files
+    )

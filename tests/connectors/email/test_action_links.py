@@ -18,7 +18,7 @@ import pytest
 from connectors.email.actions import ActionTicket
 from connectors.email.emulator import Smarthost, dkim_verify
 from tests.connectors.email.conftest import SUPPORT, EmailWorld
-from tests.connectors.email.rich_world import JANE, choice_links, html_of, rich_world
+from tests.connectors.email.rich_world import JANE, choice_links, rich_world
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def hello(world: EmailWorld) -> dict[str, str]:
         )
     )
     [reply] = await world.smarthost.wait_for(1)
-    return choice_links(reply.message)
+    return choice_links(reply)
 
 
 async def test_a_click_is_confirmed_then_answered_by_mail_once(
@@ -55,7 +55,7 @@ async def test_a_click_is_confirmed_then_answered_by_mail_once(
     assert dkim_verify(first.data, dns_record=dkim_record)
     assert first.message.get_content_type() == "multipart/alternative"
     assert "1. Opening hours" in first.text()  # the text part keeps the numbered choices
-    links = choice_links(first.message)
+    links = choice_links(first)
     assert set(links) == {"Opening hours", "Pricing"}
     assert all(link.startswith(world.gateway.url + "/email/actions/") for link in links.values())
     async with aiohttp.ClientSession() as browser:
@@ -139,8 +139,8 @@ async def test_without_a_public_url_choices_stay_numbered_text(
             )
         )
         [first] = await world.smarthost.wait_for(1)
-        assert choice_links(first.message) == {}
-        html = html_of(first.message)
+        assert choice_links(first) == {}
+        html = first.html()
         assert "1. Opening hours" in html
         assert "Reply with its number" in html
         answer = world.sender.reply_to(first.message, from_addr=JANE, from_name="Jane", text="2")

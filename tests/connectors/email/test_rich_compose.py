@@ -21,7 +21,7 @@ from gateway.models import (
 )
 from gateway.parts import Attachment, Button, Card, Option, OptionList
 from tests.connectors.email.conftest import SUPPORT, EmailWorld
-from tests.connectors.email.rich_world import JANE, PNG, attachments_of, html_of, rich_world
+from tests.connectors.email.rich_world import JANE, PNG, rich_world
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ async def test_a_card_with_a_kept_picture_is_inline_and_signed(
     [sent] = await world.smarthost.wait_for(1)
     assert dkim_verify(sent.data, dns_record=dkim_record)
     assert sent.message.get_content_type() == "multipart/related"
-    html = html_of(sent.message)
+    html = sent.html()
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert "Photo &lt;b&gt;received&lt;/b&gt;" in html
@@ -99,10 +99,10 @@ async def test_a_file_that_cannot_be_had_is_written_as_text(world: EmailWorld) -
     place = Attachment(kind="location", location={"latitude": 1.5, "longitude": 2.5})
     await world.connector.send(reply(text="see", attachments=(gone, place)))
     [sent] = await world.smarthost.wait_for(1)
-    assert attachments_of(sent.message) == []
+    assert sent.attachments() == []
     assert "[report.pdf]" in sent.text()
     assert "1.500000,2.500000" in sent.text()
-    assert "[report.pdf]" in html_of(sent.message)
+    assert "[report.pdf]" in sent.html()
     assert (
         world.metric("flowbiz_media_total", channel="email", direction="out", outcome="degraded")
         == 1
