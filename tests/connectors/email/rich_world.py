@@ -21,7 +21,8 @@ from tests.harness import PERSONAS_DIR, base_config, running_gateway
 ECHO = "echo@acme.example"
 JANE = "jane@customer.example"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
-PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+# Big enough (300 KiB) that the reply carrying it is written and signed off the event loop.
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" + bytes(range(256)) * 1200 + b"\n%%EOF\n"
 _HREF = re.compile(r'href="([^"]+/email/actions/[^"]+)"[^>]*>(?:\d+\. )?([^<]+)<')
 
 
