@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from connectors.email.emulator import Smarthost, dkim_verify
+from connectors.email.held import HeldFiles
 from gateway.models import Channel, ConversationKey
 from tests.connectors.email.conftest import EmailWorld
 from tests.connectors.email.rich_world import (
@@ -220,3 +221,19 @@ async def test_many_mails_hold_no_bytes_afterwards(world: EmailWorld) -> None:
     await world.smarthost.wait_for(3)
     await asyncio.sleep(0.1)
     assert len(world.connector._held) == 0
+
+
+def test_held_bytes_are_bounded_by_size_and_age() -> None:
+    """Bytes nobody asks for do not pile up: oldest dropped past the size bound, all past
+    the age bound; each file is handed out once."""
+    held = HeldFiles(max_bytes=1000, max_age=60)
+    held.hold("a", [b"x" * 600, None])
+    held.hold("b", [b"y" * 600])  # over the bound together: "a" goes
+    assert held.take("a", 0) is None
+    assert held.take("b", 0) == b"y" * 600
+    assert held.take("b", 0) is None
+    assert len(held) == 0
+    aged = HeldFiles(max_age=0.0)
+    aged.hold("old", [b"z"])
+    aged.hold("new", [b"w"])  # holding expires what is older than max_age
+    assert aged.take("old", 0) is None
