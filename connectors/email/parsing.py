@@ -10,9 +10,9 @@ The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
   ``mail-parser-reply``;
 - attachments become metadata (name, type, size, their place in the mail) and their
   decoded bytes (``attachment_data``, for the media keeper); one over the channel's size
-  limit is refused ``too_large`` and one whose base64 is broken ``undecodable``, bytes
-  dropped. Nothing is ever decompressed, so an archive "bomb" is just a file of its
-  stored size;
+  limit is refused ``too_large``, one whose base64 is broken ``undecodable``, a
+  forwarded mail ``nested_message`` and an empty part ``empty``, bytes dropped. Nothing
+  is ever decompressed, so an archive "bomb" is just a file of its stored size;
 - headers that mark mail as automatic (RFC 3834 and common practice) are collected as
   ``loop_reasons``; the connector decides what to do with them;
 - :func:`read_head` reads only the header block, with the same helpers as
@@ -495,7 +495,11 @@ def _take_part(
     elif any(isinstance(d, _UNDECODABLE) for d in part.defects):
         # Broken base64 decodes to something, but not to the file that was sent.
         refused = "undecodable"
-    data.append(payload if refused is None and isinstance(payload, bytes) and size else None)
+    elif not isinstance(payload, bytes):
+        refused = "nested_message"  # a forwarded mail (message/*): its parts are not walked
+    elif not size:
+        refused = "empty"
+    data.append(payload if refused is None else None)
     maintype = part.get_content_maintype()
     kind: Literal["image", "video", "audio", "file"] = (
         maintype if maintype in ("image", "video", "audio") else "file"  # type: ignore[assignment]  # narrowed by the membership test

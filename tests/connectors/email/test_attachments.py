@@ -126,8 +126,8 @@ def _add_raw_part(raw: bytes, part: bytes) -> bytes:
 
 
 async def test_hostile_mime_never_crashes_and_the_text_is_answered(world: EmailWorld) -> None:
-    """A nested message/rfc822, a part declaring a huge size, a part with no body: metadata
-    only, nothing kept that is not a file; the mail is answered."""
+    """A forwarded mail nesting an archive, a part claiming a huge size, an empty part:
+    each refused with its reason or kept at its real size; the mail is answered."""
     raw = (
         b"From: Jane <jane@customer.example>\r\nTo: echo@acme.example\r\n"
         b"Subject: nested\r\nMessage-ID: <nested.1@customer.example>\r\nMIME-Version: 1.0\r\n"
@@ -137,20 +137,26 @@ async def test_hostile_mime_never_crashes_and_the_text_is_answered(world: EmailW
         b"From: x@y.example\r\nSubject: inner\r\n"
         b'Content-Type: multipart/mixed; boundary="i"\r\n\r\n'
         b"--i\r\nContent-Type: application/zip\r\n"
-        b'Content-Disposition: attachment; filename="a.zip"; size=99999999999\r\n'
+        b'Content-Disposition: attachment; filename="a.zip"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\n"
         + base64.encodebytes(b"PK\x03\x04" * 8)
         + b"--i--\r\n"
         b"--o\r\nContent-Type: image/png\r\nContent-Length: 99999999999\r\n"
-        b'Content-Disposition: attachment; filename="empty.png"\r\n\r\n'
+        b'Content-Disposition: attachment; filename="claims.png"; size=99999999999\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PNG) + b"--o\r\n"
+        b'Content-Type: image/png\r\nContent-Disposition: attachment; filename="empty.png"\r\n'
+        b"\r\n"
         b"--o--\r\n"
     )
     code, _ = await world.sender.send(raw, mail_from=JANE, rcpt_to=[ECHO])
     assert code == 250
     [reply] = await world.smarthost.wait_for(1)
     assert "You said: look inside" in reply.text()
-    assert reply.attachments() == []
-    assert await kept_blobs(world, "nested.1@customer.example") == {}
+    assert reply.attachments() == [("claims.png", PNG)]
+    assert await kept_blobs(world, "nested.1@customer.example") == {"claims.png": PNG}
+    assert media(world, "in", "nested_message") == 1
+    assert media(world, "in", "empty") == 1
+    assert media(world, "in", "kept") == 1
 
 
 async def test_a_hostile_file_name_never_becomes_a_header(
