@@ -136,6 +136,15 @@ def test_parser_returns_a_parse_or_a_named_refusal(raw: bytes) -> None:
     json.dumps(fields, ensure_ascii=False, default=repr).encode("utf-8")
     assert parsed.event_id
     assert "@" in parsed.from_address
+    # Every attachment either has its bytes for the keeper (as many as its size says) or a
+    # reason it has none; the bytes are named by the place recorded in the attachment.
+    assert len(parsed.attachment_data) == len(parsed.attachments)
+    for place, (attachment, data) in enumerate(
+        zip(parsed.attachments, parsed.attachment_data, strict=True)
+    ):
+        assert attachment.extra["part"] == place
+        assert (data is None) == (attachment.refused is not None)
+        assert data is None or len(data) == attachment.size
     event("parsed")
 
 
