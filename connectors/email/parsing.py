@@ -499,7 +499,7 @@ def _take_part(
         refused = "nested_message"  # a forwarded mail (message/*): its parts are not walked
     elif not size:
         refused = "empty"
-    data.append(payload if refused is None else None)
+    data.append(payload if refused is None and isinstance(payload, bytes) else None)
     maintype = part.get_content_maintype()
     kind: Literal["image", "video", "audio", "file"] = (
         maintype if maintype in ("image", "video", "audio") else "file"  # type: ignore[assignment]  # narrowed by the membership test
