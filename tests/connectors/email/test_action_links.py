@@ -7,8 +7,10 @@ browser is an aiohttp client following the links in the HTML part of the reply.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 from connectors.email.actions import ActionTicket
 from connectors.email.emulator import Smarthost, dkim_verify
+from gateway.observability import configure_logging
 from tests.connectors.email.conftest import SUPPORT, EmailWorld
 from tests.connectors.email.rich_world import JANE, choice_links, rich_world
 
@@ -147,3 +150,35 @@ async def test_without_a_public_url_choices_stay_numbered_text(
         await world.sender.send(answer)
         second = (await world.smarthost.wait_for(2))[1]
         assert "Our plans" in second.text()
+
+
+@pytest.fixture
+def info_logs() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    quieted = logging.getLogger("mail.log")
+    quieted_level = quieted.level
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    yield stream
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    quieted.setLevel(quieted_level)
+
+
+async def test_a_click_leaves_no_address_or_token_in_the_logs(
+    tmp_path: Path, smarthost: Smarthost, dkim_env: None, info_logs: io.StringIO
+) -> None:
+    async with rich_world(tmp_path, smarthost) as world:
+        link = (await hello(world))["Pricing"]
+        token = link.rsplit("/", 1)[1]
+        async with aiohttp.ClientSession() as browser:
+            async with browser.post(link, data={"confirm": "1"}) as done:
+                assert done.status == 200
+            async with browser.get(link[:-3] + "AAA") as forged:
+                assert forged.status == 403
+        await world.smarthost.wait_for(2)
+    text = info_logs.getvalue()
+    assert "email.action_refused" in text
+    assert JANE not in text
+    assert token[:40] not in text
