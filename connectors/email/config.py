@@ -221,8 +221,9 @@ class EmailChannelConfig(ChannelConfig):
     max_outbound_attachment_bytes: int = Field(
         default=20 * 1024 * 1024,
         ge=0,
-        description="The files a reply carries in total (inline card images included); "
-        "the files beyond it are sent as signed links to the gateway's copy instead.",
+        description="The bytes of the files a reply carries in total (inline card images "
+        "included; base64 adds a third on the wire); the files beyond it are sent as signed "
+        "links to the gateway's copy instead.",
     )
     actions: ActionLinksConfig = Field(
         default=ActionLinksConfig(),
