@@ -143,5 +143,13 @@ class Metrics:
             registry=r,
         )
 
+        self.email_actions = Counter(
+            "flowbiz_email_action_links_total",
+            "Choice links in mailed replies, by outcome (shown: the confirmation page; "
+            "received; duplicate; forged; expired)",
+            ["outcome"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

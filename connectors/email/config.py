@@ -19,6 +19,7 @@ from gateway.channel_config import given_in_schema
 from gateway.config import ChannelConfig, Secret
 
 __all__ = [
+    "ActionLinksConfig",
     "DkimConfig",
     "EmailAddressConfig",
     "EmailChannelConfig",
@@ -148,6 +149,30 @@ class ReplyRateConfig(_Block):
     per_seconds: float = Field(default=3600, gt=0, description="The window of max_replies.")
 
 
+class ActionLinksConfig(_Block):
+    """Choices in a reply's HTML part as signed links (``/email/actions/{token}``)."""
+
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$",
+        description="The gateway's public URL customers' browsers reach (e.g. "
+        "`https://gw.acme.example`); falls back to `http.public_base_url`. Without either, "
+        "choices are numbered text only (answering the number still works).",
+    )
+    secrets: tuple[Secret, ...] = Field(
+        default=(),
+        description="Keys sealing the links, newest first (a rotation keeps the old one "
+        "second). Empty: derived from the media link key (`media.link_secrets`, or the "
+        "key kept in the store).",
+    )
+    ttl_seconds: int = Field(
+        default=14 * 86400,
+        ge=60,
+        le=90 * 86400,
+        description="How long a choice link works after the reply was sent.",
+    )
+
+
 class EmailChannelConfig(ChannelConfig):
     """A tenant's mail: SMTP in (listener) or IMAP, replies through a smarthost."""
 
@@ -187,10 +212,22 @@ class EmailChannelConfig(ChannelConfig):
     max_attachment_bytes: int = Field(
         default=10 * 1024 * 1024,
         gt=0,
-        description="Bigger attachments are flagged over_limit in the metadata.",
+        description="A bigger attachment is not kept (refused `too_large`, flagged "
+        "over_limit); the tenant's `media.max_bytes` applies as well.",
     )
     reply_languages: tuple[str, ...] = Field(
         default=("en",), description="Languages for quoted-reply detection."
+    )
+    max_outbound_attachment_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=0,
+        description="The bytes of the files a reply carries in total (inline card images "
+        "included; base64 adds a third on the wire); the files beyond it are sent as signed "
+        "links to the gateway's copy instead.",
+    )
+    actions: ActionLinksConfig = Field(
+        default=ActionLinksConfig(),
+        description="Choices (buttons, options, quick replies) as signed links in the HTML part.",
     )
     thread_ttl_seconds: float = Field(
         default=180 * 86400,

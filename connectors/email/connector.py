@@ -19,9 +19,16 @@ Outcomes of one inbound message at the edge:
 
 In the worker, a mail whose body the parser refuses is dead-lettered with the reason.
 
+Files in: the parse decodes each attachment and holds its bytes (:mod:`connectors.email.held`)
+for :meth:`EmailConnector.media_fetch`, which the worker's media keeper calls right after.
+
 Outbound: one reply per outbound message, threaded (In-Reply-To/References), marked
 ``Auto-Submitted: auto-replied``, limited per thread by a token bucket, DKIM-signed, sent
 through the configured smarthost with aiosmtplib. SMTP 4xx is transient, 5xx permanent.
+The text part is the shared numbered text; the HTML part (:mod:`connectors.email.rich`)
+shows cards and offers each choice as a signed link (:mod:`connectors.email.actions`,
+whose routes this connector mounts); kept files travel as MIME parts within a size budget
+(:mod:`connectors.email.outgoing`).
 No header of a reply comes unchecked from the customer's mail (see ``headers.py``): an
 address we cannot write is a dead letter (``bad_address``), never a sent message.
 """
@@ -29,13 +36,21 @@ address we cannot write is a dead letter (``bad_address``), never a sent message
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 
 from connectors.base import ChannelCapabilities, ConnectorContext, Pacing, Route
-from connectors.email.compose import Reply, build_reply
+from connectors.email.actions import (
+    ActionRefused,
+    ActionSeal,
+    ActionTicket,
+    action_pages,
+    derive_action_keys,
+)
+from connectors.email.compose import Reply, build_reply, reply_message_id
 from connectors.email.config import (
     EmailAddressConfig,
     EmailChannelConfig,
@@ -47,10 +62,19 @@ from connectors.email.config import (
 from connectors.email.dkim_sign import DkimConfig
 from connectors.email.edge import Mailbox, MailEdge
 from connectors.email.headers import AddressRefused, HeaderBlockRefused, checked_address
+from connectors.email.held import HeldFiles
 from connectors.email.intake import InboundOutcome
 from connectors.email.listener import smtp_factory
-from connectors.email.parse import mail_bytes, mail_message, parsed_mail
+from connectors.email.outgoing import Outgoing, gather_files
+from connectors.email.parse import (
+    action_message,
+    is_action,
+    mail_bytes,
+    mail_message,
+    parsed_mail,
+)
 from connectors.email.parsing import MailHead, normalise_address
+from connectors.email.rich import ChoiceLink, FileLine, render_html
 from connectors.send_policy import DeliveryFailure, map_delivery_errors
 from connectors.send_policy.smtp import read_smtp
 from gateway.config import ChannelConfig, TenantConfig
@@ -59,7 +83,10 @@ from gateway.errors import (
     EventParseError,
     PermanentDeliveryError,
 )
+from gateway.media import MediaFetch, MediaService
+from gateway.media.links import load_link_keys
 from gateway.models import (
+    Attachment,
     Channel,
     DeliveryReceipt,
     EmailReplyContext,
@@ -67,6 +94,7 @@ from gateway.models import (
     OutboundMessage,
 )
 from gateway.observability import get_logger
+from gateway.parts import plain_text
 
 __all__ = [
     "DkimConfig",
@@ -84,11 +112,13 @@ __all__ = [
 
 log = get_logger(__name__)
 
+_IN_THREAD_FILE_BYTES = 64 * 1024
+
 
 class EmailConnector:
     channel: ClassVar[Channel] = Channel.EMAIL
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
-        buttons=False, threads=True, max_text_length=100_000, markdown=False, attachments=False
+        buttons=True, threads=True, max_text_length=100_000, markdown=False, attachments=True
     )
     config_model: ClassVar[type[ChannelConfig]] = EmailChannelConfig
 
@@ -115,10 +145,12 @@ class EmailConnector:
         self._servers: list[asyncio.Server] = []
         self._bound: dict[tuple[str, int], tuple[str, int]] = {}
         self._pollers: list[Any] = []
+        self._held = HeldFiles()
+        self._seals: dict[tuple[str, str], ActionSeal] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def routes(self) -> Sequence[Route]:
-        return []
+        return action_pages(self._open_ticket, self._count_action)
 
     async def start(self) -> None:
         from connectors.email.imap import ImapPoller  # the IMAP client is only needed with IMAP
@@ -172,6 +204,8 @@ class EmailConnector:
                 f"no email channel {event.source!r} of tenant {event.tenant!r} has this address",
                 reason="no_channel",
             )
+        if is_action(event):
+            return action_message(event, address=mailbox.address, persona=mailbox.persona)
         # The edge's reading of the header block, stored with the mail: not read twice.
         head = MailHead.from_json(event.context.get("head"))
         parsed = await parsed_mail(mail_bytes(event), mailbox.channel.limits, head)
@@ -179,7 +213,26 @@ class EmailConnector:
             self._event(f"header_refused_{name}")
         for name in parsed.header_cleaned:
             self._event(f"header_cleaned_{name}")
-        return mail_message(event, parsed, address=mailbox.address, persona=mailbox.persona)
+        message = mail_message(event, parsed, address=mailbox.address, persona=mailbox.persona)
+        for attachment in message.attachments:
+            if attachment.refused is not None:
+                self.context.metrics.media.labels("email", "in", attachment.refused).inc()
+        self._held.hold(message.id, parsed.attachment_data)
+        return message
+
+    async def media_fetch(
+        self, message: InboundMessage, attachment: Attachment
+    ) -> MediaFetch | None:
+        """The bytes of one attachment, as the parse decoded them from the stored mail."""
+        part = attachment.extra.get("part")
+        if not isinstance(part, int):
+            return None
+        data = self._held.take(message.id, part)
+        if data is None:
+            # Held no longer (past the bound) or never (no bytes): metadata only.
+            log.warning("email.attachment_not_held", event_id=message.event_id)
+            return None
+        return MediaFetch(data=data)
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         mailbox = self._mailbox_for_reply(message)
@@ -260,8 +313,32 @@ class EmailConnector:
                 "refusing to mail our own address", code=DeliveryFailure.LOOP
             )
         await self._check_reply_rate(message, channel)
+        outgoing = await gather_files(
+            message,
+            self._media(),
+            limit=channel.max_outbound_attachment_bytes,
+            metrics=self.context.metrics,
+            content_id_tag=reply_message_id(message.idempotency_key, "x").split(".", 1)[0],
+        )
+        choice_link = await self._choice_links(message, context, mailbox, recipient)
+
+        def build() -> tuple[Reply, bytes]:
+            reply = render(
+                message,
+                context,
+                from_address=mailbox.address,
+                recipient=recipient,
+                choice_link=choice_link,
+                outgoing=outgoing,
+            )
+            return reply, reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
+
         try:
-            reply = render(message, context, from_address=mailbox.address, recipient=recipient)
+            # Writing and signing cost ~0.1 s per MiB of files: off the event loop then.
+            if sum(len(f.data) for f in outgoing.files) > _IN_THREAD_FILE_BYTES:
+                reply, data = await asyncio.to_thread(build)
+            else:
+                reply, data = build()
         except AddressRefused as exc:
             self._event("reply_refused_bad_address")
             raise PermanentDeliveryError(
@@ -273,7 +350,6 @@ class EmailConnector:
             raise PermanentDeliveryError(
                 f"cannot build the reply: {exc}", code=DeliveryFailure.HEADER_BLOCK
             ) from exc
-        data = reply.data if mailbox.signer is None else mailbox.signer.sign(reply.data)
         # On record before the mail leaves: the customer's answer to it may arrive as soon as
         # it is delivered, and must find its thread; a store error here leaves nothing sent to
         # send twice. The id is the same on every retry, so a record without a sent mail is
@@ -291,6 +367,85 @@ class EmailConnector:
             platform_message_id=reply.message_id,
             detail={"smtp": answer, "dkim": mailbox.signer is not None},
         )
+
+    def _media(self) -> MediaService | None:
+        try:
+            return self.context.media
+        except RuntimeError:  # a process without the media service sends files as text
+            return None
+
+    # -- choice links (connectors/email/actions.py) -----------------------------------------------
+    async def _seal(self, tenant: str, channel: EmailChannelConfig) -> ActionSeal:
+        key = (tenant, channel.name)
+        seal = self._seals.get(key)
+        if seal is None:
+            if channel.actions.secrets:
+                keys = [s.get_secret_value().encode() for s in channel.actions.secrets]
+            else:
+                media = self.context.config.media
+                keys = await load_link_keys(
+                    [s.get_secret_value() for s in media.link_secrets],
+                    self.context.store,
+                    self.context.keyspace,
+                )
+            seal = self._seals[key] = ActionSeal(derive_action_keys(keys))
+        return seal
+
+    async def _choice_links(
+        self,
+        message: OutboundMessage,
+        context: EmailReplyContext,
+        mailbox: Mailbox,
+        recipient: str,
+    ) -> ChoiceLink | None:
+        """How each choice of ``message`` becomes a link, or None: no public URL, no links."""
+        channel = mailbox.channel
+        base = channel.actions.public_base_url or self.context.config.http.public_base_url
+        if base is None or not message.choices():
+            return None
+        seal = await self._seal(mailbox.tenant, channel)
+        domain = mailbox.address.rsplit("@", 1)[1]
+        expires = int(time.time()) + channel.actions.ttl_seconds
+        parent = reply_message_id(message.idempotency_key, domain)
+
+        def link(value: str, label: str) -> str:
+            ticket = ActionTicket(
+                tenant=mailbox.tenant,
+                root=message.conversation.conversation_id,
+                value=value,
+                label=label,
+                expires=expires,
+                address=mailbox.address,
+                parent=parent,
+                customer=recipient,
+                name=context.from_name if recipient == context.from_address else None,
+                subject=context.subject,
+            )
+            return f"{base.rstrip('/')}/email/actions/{seal.seal(ticket)}"
+
+        return link
+
+    async def _open_ticket(self, token: str) -> tuple[ActionTicket, str]:
+        """The ticket in ``token`` and the channel block that answers it (ActionRefused)."""
+        expired = False
+        for tenant, channel in self._channels:
+            try:
+                ticket = (await self._seal(tenant, channel)).open(token)
+            except ActionRefused as refused:
+                expired = expired or refused.reason == "expired"
+                continue
+            mailbox = self.mailbox(ticket.address)
+            if (
+                ticket.tenant == tenant
+                and mailbox is not None
+                and mailbox.tenant == tenant
+                and mailbox.channel.name == channel.name
+            ):
+                return ticket, channel.name
+        raise ActionRefused("expired" if expired else "forged")
+
+    def _count_action(self, outcome: str) -> None:
+        self.context.metrics.email_actions.labels(outcome).inc()
 
     async def _check_reply_rate(
         self, message: OutboundMessage, channel: EmailChannelConfig
@@ -349,13 +504,42 @@ class EmailConnector:
 
 
 def render(
-    message: OutboundMessage, context: EmailReplyContext, *, from_address: str, recipient: str
+    message: OutboundMessage,
+    context: EmailReplyContext,
+    *,
+    from_address: str,
+    recipient: str,
+    choice_link: ChoiceLink | None = None,
+    outgoing: Outgoing | None = None,
 ) -> Reply:
     """The reply :meth:`EmailConnector.send` mails for ``message`` from ``from_address`` to
-    ``recipient`` (before DKIM): what the console previews.
+    ``recipient`` (before DKIM): what the console previews (without ``outgoing``, every
+    attachment is written as its text form; without ``choice_link``, choices are numbered).
 
     Raises AddressRefused or HeaderBlockRefused as :func:`build_reply` does.
     """
+    if outgoing is None:
+        outgoing = Outgoing(
+            lines=[FileLine(a.describe()) for a in message.attachments],
+            described=list(message.attachments),
+        )
+    signature = message.persona.signature
+    text = plain_text(
+        message.text,
+        attachments=tuple(outgoing.described),
+        buttons=message.buttons,
+        quick_replies=message.quick_replies,
+        cards=message.cards,
+        options=message.options,
+        with_attachments=True,
+    )
+    html_body = render_html(
+        message,
+        signature=signature,
+        choice_link=choice_link,
+        card_images=outgoing.card_images,
+        files=outgoing.lines,
+    )
     return build_reply(
         from_address=from_address,
         from_name=message.persona.display_name,
@@ -364,9 +548,11 @@ def render(
         subject=context.subject,
         parent_message_id=context.message_id,
         parent_references=context.references,
-        text=message.plain_text(with_attachments=True),
-        signature=message.persona.signature,
+        text=text,
+        signature=signature,
         idempotency_key=message.idempotency_key,
+        html_body=html_body,
+        files=outgoing.files,
     )
 
 

@@ -5,8 +5,10 @@ loopback that records every message (envelope and bytes) and can answer ``421``/
 ``550``… on demand, at RCPT or at DATA, to exercise retries and dead-lettering.
 
 ``MailSender`` is the other side of the conversation: an aiosmtplib client that writes mail
-the way common clients do (multipart/alternative, quoted replies, References chains) and
-delivers it into the gateway's SMTP listener, returning the listener's SMTP answer.
+the way common clients do (multipart/alternative, attachments, quoted replies, References
+chains) and delivers it into the gateway's SMTP listener, returning the listener's SMTP
+answer. ``RelayedMail`` reads a relayed reply as a mail client shows it: its text, its HTML
+and its attached files.
 
 ``dkim_dns_record`` turns a private key into the TXT record a domain would publish, so a
 test or the demo can verify signatures with dkimpy without DNS; ``generate_dkim_key``
@@ -70,6 +72,19 @@ class RelayedMail:
         body = self.message.get_body(preferencelist=("plain",))
         content = "" if body is None else str(body.get_content())
         return content.replace("\r\n", "\n")
+
+    def html(self) -> str:
+        """The HTML alternative, as a mail client renders it ("" without one)."""
+        body = self.message.get_body(preferencelist=("html",))
+        return "" if body is None else str(body.get_content())
+
+    def attachments(self) -> list[tuple[str | None, bytes]]:
+        """``(file name, decoded bytes)`` of each attached file, in order."""
+        found = []
+        for part in self.message.iter_attachments():
+            payload = part.get_payload(decode=True)
+            found.append((part.get_filename(), payload if isinstance(payload, bytes) else b""))
+        return found
 
 
 @dataclass(slots=True)
@@ -190,7 +205,9 @@ class MailSender:
         in_reply_to: str | None = None,
         references: Sequence[str] = (),
         headers: dict[str, str] | None = None,
+        files: Sequence[tuple[bytes, str, str]] = (),
     ) -> EmailMessage:
+        """A mail; ``files``: attachments as ``(bytes, "type/subtype", file name)``."""
         msg = EmailMessage(policy=policy.SMTP)
         local, _, domain = from_addr.partition("@")
         msg["From"] = Address(display_name=from_name, username=local, domain=domain)
@@ -209,6 +226,9 @@ class MailSender:
         msg.set_content(text)
         if html is not None:
             msg.add_alternative(html, subtype="html")
+        for data, content_type, name in files:
+            maintype, _, subtype = content_type.partition("/")
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
         return msg
 
     def reply_to(

@@ -5,6 +5,10 @@ the thread's root, and stored the raw RFC 5322 bytes. Here the whole message is 
 (:func:`~connectors.email.parsing.parse_email`: MIME walk, text without quotes and
 signature, attachment metadata, every kept header value cleaned).
 
+A click on a choice link (:mod:`connectors.email.actions`) is stored as an event of its own
+(``context.source == "action_link"``): :func:`action_message` makes it the ACTION of the
+value its token sealed, answered in the same thread, to the address the reply went to.
+
 Guarantees: the message keeps the id, trace id, arrival time and dedupe id the edge gave the
 event, and its conversation is the thread root the edge partitioned it by; a mail the parser
 refuses (too many parts, unreadable MIME) raises :class:`~gateway.errors.EventParseError`
@@ -26,11 +30,12 @@ from gateway.models import (
     Channel,
     ConversationKey,
     EmailReplyContext,
+    EventKind,
     InboundMessage,
     Participant,
 )
 
-__all__ = ["mail_bytes", "mail_message", "parsed_mail"]
+__all__ = ["action_message", "is_action", "mail_bytes", "mail_message", "parsed_mail"]
 
 _IN_THREAD_PARSE_BYTES = 512 * 1024  # parse bigger messages in a thread: keep the loop free
 
@@ -108,4 +113,45 @@ def mail_message(
             "header_refusals": list(parsed.header_refusals),
             "header_cleaned": list(parsed.header_cleaned),
         },
+    )
+
+
+def is_action(event: RawEvent) -> bool:
+    return event.context.get("source") == "action_link"
+
+
+def action_message(event: RawEvent, *, address: str, persona: str | None) -> InboundMessage:
+    """The ACTION of a choice link's click (the value its token sealed)."""
+    action = event.event.get("action") if isinstance(event.event, dict) else None
+    reply = event.context.get("reply")
+    if not isinstance(action, dict) or not isinstance(reply, dict):
+        raise EventParseError("a stored click has an action and a reply", reason="malformed_event")
+    root = _context_text(event.context, "thread_root")
+    value, label = _context_text(action, "value"), _context_text(action, "label")
+    parent, customer = _context_text(reply, "parent"), _context_text(reply, "customer")
+    subject = reply.get("subject")
+    subject = subject if isinstance(subject, str) else ""
+    name = reply.get("name")
+    references = tuple(dict.fromkeys(r for r in (root, parent) if r))
+    return InboundMessage(
+        id=event.id,
+        trace_id=event.trace_id,
+        received_at=event.received_at,
+        event_id=event.event_id,
+        conversation=ConversationKey(
+            tenant=event.tenant, channel=Channel.EMAIL, conversation_id=root
+        ),
+        sender=Participant(id=customer, display_name=name if isinstance(name, str) else None),
+        kind=EventKind.ACTION,
+        text=value,
+        reply_context=EmailReplyContext(
+            message_id=parent,
+            subject=subject,
+            from_address=customer,
+            from_name=name if isinstance(name, str) else None,
+            to_address=address,
+            references=references,
+            persona_hint=persona,
+        ),
+        raw={"source": "action_link", "label": label, "thread_root": root},
     )

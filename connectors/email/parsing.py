@@ -8,8 +8,11 @@ The stdlib ``email`` package (``policy.default``) does the parsing. Around it:
 - the body is text/plain when there is one, otherwise HTML turned into text; charsets are
   decoded with a lenient fallback; quoted replies and signatures are stripped with
   ``mail-parser-reply``;
-- attachments become metadata only (name, type, size). Nothing is ever decompressed, so
-  an archive "bomb" is just a file of its stored size;
+- attachments become metadata (name, type, size, their place in the mail) and their
+  decoded bytes (``attachment_data``, for the media keeper); one over the channel's size
+  limit is refused ``too_large``, one whose base64 is broken ``undecodable``, a
+  forwarded mail ``nested_message`` and an empty part ``empty``, bytes dropped. Nothing
+  is ever decompressed, so an archive "bomb" is just a file of its stored size;
 - headers that mark mail as automatic (RFC 3834 and common practice) are collected as
   ``loop_reasons``; the connector decides what to do with them;
 - :func:`read_head` reads only the header block, with the same helpers as
@@ -38,7 +41,6 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parseaddr
-from html.parser import HTMLParser
 from typing import Any, Literal
 
 from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]  # ships no py.typed
@@ -51,6 +53,7 @@ from connectors.email.headers import (
     header_text,
     is_unsafe,
 )
+from connectors.email.html_text import html_to_text
 from connectors.email.policies import HeaderClasses
 from gateway.models import Attachment
 
@@ -87,13 +90,16 @@ _MSGID_STR = re.compile(r"<([^<>]{0,990})>")
 _CONTAINER = re.compile(rb"(?im)^content-type:\s*(?:multipart|message)/")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"(?m)^[!-9;-~]+:")
-_SPACES = re.compile(r"[ \t\u00a0]+")
-_BLANK_LINES = re.compile(r"\n{3,}")
 _AUTOMATIC_SENDERS = re.compile(
     r"^(mailer-daemon|listserv|majordomo|owner-.*|.*-request|.*-bounces?|noreply-dmarc-support)$",
     re.IGNORECASE,
 )
 _SUPPRESS_VALUES = frozenset({"all", "autoreply", "oof"})
+_UNDECODABLE = (
+    email.errors.InvalidBase64CharactersDefect,
+    email.errors.InvalidBase64PaddingDefect,
+    email.errors.InvalidBase64LengthDefect,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,9 @@ class ParsedEmail:
     # and those whose text had control characters or encoded-word openers removed.
     header_refusals: tuple[str, ...] = ()
     header_cleaned: tuple[str, ...] = ()
+    # The decoded bytes of each attachment, in order (None: refused at parse, or no bytes):
+    # what the connector hands the media keeper, never stored with the message.
+    attachment_data: tuple[bytes | None, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,8 +405,9 @@ def _extract(
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
+    data: list[bytes | None] = []
     for part in _leaves(msg, limits):
-        _take_part(part, plain, html, attachments, limits)
+        _take_part(part, plain, html, attachments, data, limits)
     if plain:
         full = "\n\n".join(plain)
     elif html:
@@ -435,6 +445,7 @@ def _extract(
         headers=headers,
         header_refusals=tuple(refusals),
         header_cleaned=tuple(cleaned),
+        attachment_data=tuple(data),
     )
 
 
@@ -460,6 +471,7 @@ def _take_part(
     plain: list[str],
     html: list[str],
     attachments: list[Attachment],
+    data: list[bytes | None],
     limits: Limits,
 ) -> None:
     ctype = part.get_content_type()
@@ -474,9 +486,20 @@ def _take_part(
         raise HostileEmail("too_many_attachments", f"more than {limits.max_attachments}")
     payload = part.get_payload(decode=True)
     size = len(payload) if isinstance(payload, bytes) else 0
-    extra: dict[str, object] = {}
+    # The attachment's place in the mail: how media_fetch names the bytes to keep.
+    extra: dict[str, object] = {"part": len(attachments)}
+    refused = None
     if size > limits.max_attachment_bytes:
-        extra["over_limit"] = True  # kept as metadata only, flagged for the agent and operator
+        extra["over_limit"] = True  # metadata only, flagged for the agent and operator
+        refused = "too_large"
+    elif any(isinstance(d, _UNDECODABLE) for d in part.defects):
+        # Broken base64 decodes to something, but not to the file that was sent.
+        refused = "undecodable"
+    elif not isinstance(payload, bytes):
+        refused = "nested_message"  # a forwarded mail (message/*): its parts are not walked
+    elif not size:
+        refused = "empty"
+    data.append(payload if refused is None and isinstance(payload, bytes) else None)
     maintype = part.get_content_maintype()
     kind: Literal["image", "video", "audio", "file"] = (
         maintype if maintype in ("image", "video", "audio") else "file"  # type: ignore[assignment]  # narrowed by the membership test
@@ -487,6 +510,7 @@ def _take_part(
             name=(filename or "")[:255] or None,
             mime_type=ctype,
             size=size,
+            refused=refused,
             extra=extra,
         )
     )
@@ -548,48 +572,3 @@ def envelope_reasons(mail_from: str | None) -> tuple[str, ...]:
     if _AUTOMATIC_SENDERS.match(address.split("@", 1)[0]):
         return ("automatic_sender",)
     return ()
-
-
-# -- HTML to text ----------------------------------------------------------------------------------
-_BLOCK_TAGS = frozenset(
-    {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "hr"}
-)
-_SKIP_TAGS = frozenset({"script", "style", "head", "title", "blockquote"})
-
-
-class _HtmlText(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            # <blockquote> is how HTML mail quotes the previous message: not the new text.
-            self.skipping += 1
-        elif tag == "li":
-            self.chunks.append("\n- ")
-        elif tag in _BLOCK_TAGS:
-            self.chunks.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCK_TAGS and tag != "li":
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.chunks.append(_SPACES.sub(" ", data.replace("\r", " ").replace("\n", " ")))
-
-
-def html_to_text(html: str) -> str:
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    lines = (line.strip() for line in "".join(parser.chunks).split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()

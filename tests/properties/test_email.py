@@ -27,7 +27,8 @@ from dkim.util import parse_tag_value
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from connectors.email.compose import build_reply
+from connectors.email.actions import ActionRefused, ActionSeal, ActionTicket, derive_action_keys
+from connectors.email.compose import MailFile, build_reply
 from connectors.email.connector import EmailConnector
 from connectors.email.dkim_sign import DKIM_HEADERS, Canonicalization, DkimSigner
 from connectors.email.emulator import (
@@ -135,6 +136,15 @@ def test_parser_returns_a_parse_or_a_named_refusal(raw: bytes) -> None:
     json.dumps(fields, ensure_ascii=False, default=repr).encode("utf-8")
     assert parsed.event_id
     assert "@" in parsed.from_address
+    # Every attachment either has its bytes for the keeper (as many as its size says) or a
+    # reason it has none; the bytes are named by the place recorded in the attachment.
+    assert len(parsed.attachment_data) == len(parsed.attachments)
+    for place, (attachment, data) in enumerate(
+        zip(parsed.attachments, parsed.attachment_data, strict=True)
+    ):
+        assert attachment.extra["part"] == place
+        assert (data is None) == (attachment.refused is not None)
+        assert data is None or len(data) == attachment.size
     event("parsed")
 
 
@@ -616,3 +626,95 @@ def test_openssl_signer_writes_dkimpys_signature_and_dkimpy_verifies_it(
     assert ours == reference
     assert dkim_verify(ours + mail, dns_record=record)
     event(f"{algorithm} {'/'.join(canon)}")
+
+
+# -- files and choice links -----------------------------------------------------------------------
+_SEAL = ActionSeal(derive_action_keys([b"prop-action-key"]))
+_TICKET = ActionTicket(
+    tenant="acme",
+    root="root.1@customer.example",
+    value="opening hours",
+    label="Opening hours",
+    expires=4_000_000_000,
+    address=SUPPORT,
+    parent="p.1@acme.example",
+    customer="jane@customer.example",
+    name="Jane",
+    subject="Hello",
+)
+_TOKEN = _SEAL.seal(_TICKET)
+_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="
+
+
+@PROFILE
+@given(
+    position=st.integers(min_value=0, max_value=len(_TOKEN) - 1),
+    replacement=st.sampled_from(_URLSAFE),
+    cut=st.integers(min_value=0, max_value=8),
+    extra=st.text(alphabet=_URLSAFE, max_size=8),
+)
+def test_a_changed_choice_token_never_opens(
+    position: int, replacement: str, cut: int, extra: str
+) -> None:
+    """Any character changed, any end cut or added: refused ``forged``, never a ticket."""
+    changed = _TOKEN[:position] + replacement + _TOKEN[position + 1 :]
+    changed = (changed[: len(changed) - cut] if cut else changed) + extra
+    if changed == _TOKEN:
+        assert _SEAL.open(changed) == _TICKET
+        return
+    outcome: ActionTicket | str
+    try:
+        outcome = _SEAL.open(changed)
+    except ActionRefused as refused:
+        outcome = refused.reason
+    if outcome == "forged":
+        return
+    # Base64 padding bits: a change the decoder ignores leaves the very same token bytes.
+    assert outcome == _TICKET
+    assert base64.urlsafe_b64decode(changed + "==") == base64.urlsafe_b64decode(_TOKEN + "==")
+
+
+@settings(WRITER_PROFILE, max_examples=max(10, WRITER_PROFILE.max_examples // 5))
+@given(
+    files=st.lists(
+        st.tuples(
+            st.binary(max_size=200),
+            st.text(max_size=60) | st.sampled_from(["image/png", "text/html\r\nBcc: x@y"]),
+            st.none() | st.text(max_size=80) | st.just("a\r\nBcc: x@evil.example"),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_files_never_add_a_header_and_come_back_byte_for_byte(
+    files: list[tuple[bytes, str, str | None]],
+) -> None:
+    """Whatever a file's bytes, type and name, each part holds only our headers, one line
+    each, and decodes to the bytes given."""
+    reply = build_reply(
+        from_address=SUPPORT,
+        from_name="FlowBiz Assistant",
+        to_address="jane@customer.example",
+        to_name=None,
+        subject="files",
+        parent_message_id="",
+        parent_references=(),
+        text="see attached",
+        signature="",
+        idempotency_key="k",
+        files=[MailFile(data, ctype, name) for data, ctype, name in files],
+    )
+    parsed = message_from_bytes(reply.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    parts = list(parsed.iter_attachments())
+    assert len(parts) == len(files)
+    for part, (data, _, _) in zip(parts, files, strict=True):
+        assert set(part.keys()) == {
+            "Content-Type",
+            "Content-Transfer-Encoding",
+            "Content-Disposition",
+        }
+        assert part.get_payload(decode=True) == data
+        name = part.get_filename()
+        assert name is not None
+        assert not is_unsafe(name)

@@ -64,7 +64,8 @@ def test_charsets_are_decoded(charset: str, encoded: bytes) -> None:
 
 
 def test_attachments_are_metadata_and_a_compressed_bomb_is_never_expanded() -> None:
-    """Attachments keep name/type/size only; a gzip of 50 MB of zeros stays its stored size."""
+    """Attachments keep name/type/size and their place; a gzip of 50 MB of zeros stays its
+    stored size, and over the channel's limit it is refused with its bytes dropped."""
     bomb = gzip.compress(b"\0" * 50_000_000)
     raw = HEAD + (
         b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
@@ -87,8 +88,10 @@ def test_attachments_are_metadata_and_a_compressed_bomb_is_never_expanded() -> N
         len(bomb),
         "file",
     )
-    assert gz.extra == {"over_limit": True}
-    assert (png.kind, png.size, png.extra) == ("image", 40, {})
+    assert gz.extra == {"part": 0, "over_limit": True}
+    assert gz.refused == "too_large"
+    assert (png.kind, png.size, png.extra, png.refused) == ("image", 40, {"part": 1}, None)
+    assert parsed.attachment_data == (None, b"\x89PNG" * 10)
 
 
 def test_reply_without_references_uses_in_reply_to() -> None:
