@@ -442,9 +442,12 @@ class TwilioWebhookSender:
         media: Sequence[tuple[str, str]] = (),
         button: tuple[str, str] | None = None,
         messaging_service_sid: str | None = None,
+        list_pick: tuple[str, str] | None = None,
+        location: tuple[str, str, str, str] | None = None,
     ) -> dict[str, str]:
         """A complete inbound payload; ``media`` is (url, content type), ``button`` is
-        (payload, text) for a quick-reply tap."""
+        (payload, text) for a quick-reply tap, ``list_pick`` (item id, item title) for a
+        list picker's pick, ``location`` (latitude, longitude, address, label)."""
         sid = message_sid or new_sid("SM" if not media else "MM")
         params = {
             "SmsMessageSid": sid,
@@ -473,6 +476,14 @@ class TwilioWebhookSender:
             params["Body"] = button[1]
             params["OriginalRepliedMessageSender"] = to
             params["OriginalRepliedMessageSid"] = new_sid("SM")
+        if list_pick is not None:
+            params["ListId"], params["ListTitle"] = list_pick
+            params["Body"], params["MessageType"] = list_pick[1], "interactive"
+            params["OriginalRepliedMessageSid"] = new_sid("SM")
+        if location is not None:
+            latitude, longitude, address, label = location
+            params |= {"Latitude": latitude, "Longitude": longitude, "MessageType": "location"}
+            params |= {"Address": address, "Label": label}
         return params
 
     def sign(self, params: Mapping[str, str], url: str | None = None) -> str:
