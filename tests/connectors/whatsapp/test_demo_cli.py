@@ -29,7 +29,13 @@ async def test_demo_scene_gets_every_reply(tmp_path: Path, store_url: str) -> No
             assert await scene.play(gw.url, Transcript(out))
     finally:
         await scene.close()
-    assert "0 extra replies" in out.getvalue()
+    shown = out.getvalue()
+    assert "0 extra replies" in shown
+    # The photo is answered with a card, sent as Twilio Content and printed as received.
+    assert "*Photo received*" in shown
+    assert "[twilio/card, HX" in shown
+    assert "[Opening hours] [Pricing]" in shown
+    assert "(without the token: yes)" in shown
 
 
 async def test_simulate_command_posts_a_signed_webhook_through_a_proxy(
