@@ -7,9 +7,18 @@ durable (deduped on ``MessageSid``) and Twilio gets an empty TwiML ``<Response /
 The worker turns it into a message (:mod:`connectors.whatsapp.parse`).
 
 Outbound goes through the twilio SDK's async client. Inside the 24-hour customer-service
-window (since the conversation's last inbound message) replies are free-form, split at
-1,600 characters; outside it the persona's approved template (ContentSid) is sent, or the
-message is dead-lettered with reason "window closed".
+window (since the conversation's last inbound message) replies are free-form: text split at
+1,600 characters, quick replies, option lists and cards as Twilio Content resources created
+once per tenant (:mod:`connectors.whatsapp.render`, :mod:`connectors.whatsapp.content`),
+attachments one per message as ``MediaUrl`` (a signed link to the kept file). When a part
+does not fit, or the Content API refuses a definition, the whole reply is its numbered
+plain text. Outside the window the persona's approved template (ContentSid) is sent, or the
+message is dead-lettered with reason "window closed". Each create that Twilio accepted is
+recorded before the next, so a retry never sends a part twice.
+
+Inbound files are fetched in the worker with the channel's credentials, only from its
+configured Twilio API (:mod:`connectors.whatsapp.inbound_media`); the typing indicator is
+Twilio's WhatsApp one, on the customer's message.
 
 Status callbacks, ``POST /whatsapp/status`` (signed the same way,
 :mod:`connectors.whatsapp.status`), become :class:`~gateway.models.DeliveryReceipt` entries
@@ -350,7 +359,7 @@ class WhatsAppConnector:
         """The creates of a reply inside the window: its rich parts as Content where they
         fit (connectors/whatsapp/render.py), else — and when Twilio refuses a content
         definition — the whole reply as numbered text."""
-        link = self._media_link(message)
+        link = self._media_link()
         plan = _native_plan(message, link)
         if plan is not None:
             try:
@@ -359,7 +368,7 @@ class WhatsAppConnector:
                 pass  # logged and counted by the library; the text form says the same
         return [await self._resolve(part, message, channel) for part in _plain_plan(message, link)]
 
-    def _media_link(self, message: OutboundMessage) -> MediaLink:
+    def _media_link(self) -> MediaLink:
         """Links Twilio fetches each attachment from, counted once per attachment."""
         media = self.context.media
         counted: dict[int, str | None] = {}
@@ -376,7 +385,6 @@ class WhatsAppConnector:
             self.context.metrics.media.labels("whatsapp", "out", outcome).inc()
             return url
 
-        del message  # the links depend on the attachments alone
         return link
 
     async def _resolve(self, part: Part, message: OutboundMessage, channel: _Channel) -> _Create:
