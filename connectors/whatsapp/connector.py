@@ -28,6 +28,7 @@ Twilio's ErrorCode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 from collections.abc import Sequence
@@ -54,7 +55,7 @@ from connectors.whatsapp.content import ContentLibrary, ContentRefused
 from connectors.whatsapp.edge import WebhookEdge
 from connectors.whatsapp.inbound_media import media_fetch_for
 from connectors.whatsapp.parse import parse_message
-from connectors.whatsapp.render import BODY_LIMIT, ContentSpec, MediaLink, Part, split_body
+from connectors.whatsapp.render import BODY_LIMIT, ContentSpec, Part, split_body
 from connectors.whatsapp.render import native_plan as _native_plan
 from connectors.whatsapp.render import plain_plan as _plain_plan
 from connectors.whatsapp.status import RECEIPT_STATUS as _RECEIPT_STATUS
@@ -116,6 +117,7 @@ class _Create:
     content_sid: str | None = None
     content_variables: str | None = None
     persistent_action: str | None = None
+    media: int = 0  # files Twilio fetches for it (a MediaUrl, a card's image)
 
 
 class WhatsAppConnector:
@@ -326,6 +328,8 @@ class WhatsAppConnector:
                 sids.append(already.decode())
                 continue
             sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
+            if part.media:
+                ctx.metrics.media.labels("whatsapp", "out", "sent").inc(part.media)
             # Twilio has the part now: a store error here must not make the retry send it again.
             await record_until_stored(
                 partial(ctx.store.put_record, sent_key, sid.encode(), ttl=ttl),
@@ -359,38 +363,42 @@ class WhatsAppConnector:
         """The creates of a reply inside the window: its rich parts as Content where they
         fit (connectors/whatsapp/render.py), else — and when Twilio refuses a content
         definition — the whole reply as numbered text."""
-        link = self._media_link()
-        plan = _native_plan(message, link)
-        if plan is not None:
-            try:
-                return [await self._resolve(part, message, channel) for part in plan]
-            except ContentRefused:
-                pass  # logged and counted by the library; the text form says the same
-        return [await self._resolve(part, message, channel) for part in _plain_plan(message, link)]
-
-    def _media_link(self) -> MediaLink:
-        """Links Twilio fetches each attachment from, counted once per attachment."""
+        links: dict[int, str | None] = {}
         media = self.context.media
-        counted: dict[int, str | None] = {}
 
         def link(attachment: Attachment) -> str | None:
-            if id(attachment) in counted:
-                return counted[id(attachment)]
-            try:
-                url: str | None = media.link(attachment)
-                outcome = "sent"
-            except MediaUnavailable:
-                url, outcome = None, "degraded"
-            counted[id(attachment)] = url
-            self.context.metrics.media.labels("whatsapp", "out", outcome).inc()
-            return url
+            if id(attachment) not in links:
+                try:
+                    links[id(attachment)] = media.link(attachment)
+                except MediaUnavailable:
+                    links[id(attachment)] = None
+            return links[id(attachment)]
 
-        return link
+        plan = _native_plan(message, link)
+        creates: list[_Create] | None = None
+        if plan is not None:
+            # A refusal is logged and counted by the library; the text form says the same.
+            with contextlib.suppress(ContentRefused):
+                creates = [await self._resolve(part, message, channel) for part in plan]
+        used = list(message.attachments)
+        if creates is None:
+            plan = _plain_plan(message, link)
+            creates = [await self._resolve(part, message, channel) for part in plan]
+        else:
+            used += [card.image for card in message.cards if card.image is not None]
+        # What could not be linked went as its text form (the sent ones count as they go).
+        degraded = sum(1 for a in used if id(a) in links and links[id(a)] is None)
+        if degraded:
+            self.context.metrics.media.labels("whatsapp", "out", "degraded").inc(degraded)
+        return creates
 
     async def _resolve(self, part: Part, message: OutboundMessage, channel: _Channel) -> _Create:
         if part.content is None:
             return _Create(
-                body=part.body, media_url=part.media_url, persistent_action=part.persistent_action
+                body=part.body,
+                media_url=part.media_url,
+                persistent_action=part.persistent_action,
+                media=1 if part.media_url else 0,
             )
         spec: ContentSpec = part.content
         sid = await self._contents.sid(
@@ -399,7 +407,9 @@ class WhatsAppConnector:
             account_sid=channel.config.account_sid,
             spec=spec,
         )
-        return _Create(content_sid=sid, content_variables=json.dumps(spec.variables))
+        return _Create(
+            content_sid=sid, content_variables=json.dumps(spec.variables), media=spec.media
+        )
 
     async def _create(
         self, channel: _Channel, *, to: str, part: _Create, status_callback: str | None

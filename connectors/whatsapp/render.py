@@ -75,6 +75,12 @@ class ContentSpec:
     def kind(self) -> str:
         return next(iter(self.types))
 
+    @property
+    def media(self) -> int:
+        """How many files Twilio fetches for it (a card's image, each carousel card's)."""
+        body = self.types[self.kind]
+        return len(body.get("media", ())) + sum(1 for c in body.get("cards", ()) if c.get("media"))
+
     def digest(self, account_sid: str) -> str:
         """The name of the definition: equal for every message it serves, per account."""
         canonical = json.dumps(

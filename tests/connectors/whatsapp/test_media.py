@@ -126,10 +126,13 @@ async def test_the_echo_persona_sends_a_kept_photo_back_as_a_link_twilio_fetches
         [link] = photo.media_urls
         assert link.startswith(f"{gw.url}/media/")
         assert emulator.rich.fetched[link] == (200, PNG)
-        assert (
-            metric(gw, "flowbiz_media_total", channel="whatsapp", direction="out", outcome="sent")
-            == 1
+        # Counted once Twilio accepted the create (just after the emulator recorded it).
+        sent = await eventually(
+            lambda: metric(
+                gw, "flowbiz_media_total", channel="whatsapp", direction="out", outcome="sent"
+            )
         )
+        assert sent == 1
 
 
 @pytest.mark.parametrize("where", ["other_server", "other_account", "api_not_media"])

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from connectors.whatsapp.connector import WhatsAppConnector
 from connectors.whatsapp.emulator import EmulatedMessage, TwilioEmulator
+from gateway.errors import TransientDeliveryError
 from gateway.models import Channel, OutboundMessage
 from gateway.parts import Attachment, Button, Card, ContactCard, Location, Option, OptionList
 from tests.connectors.whatsapp.conftest import ConfigFactory
@@ -324,3 +326,32 @@ async def test_an_inbound_place_becomes_a_location_and_goes_back_as_one(
         [place] = await emulator.wait_for(1)
         assert place.persistent_action == ("geo:41.385100,2.173400|Shop",)
         assert place.body == "📍 Shop, Rambla 1 (41.385100,2.173400)"
+
+
+async def test_a_retry_after_a_partial_send_sends_each_media_once(
+    make_config: ConfigFactory,
+    emulator: TwilioEmulator,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Text and two kept photos: the second photo hits a 429; the retry sends it alone."""
+    async with running_gateway(config(make_config, tmp_path)) as gw:
+        await open_window(gw, http, emulator)
+        photo = await kept_photo(gw)
+        message = proactive("Two photos").model_copy(update={"attachments": (photo, photo)})
+        emulator.fail_next(1, status=429, code=20429, after=2)
+        with pytest.raises(TransientDeliveryError):
+            await connector(gw).send(message)
+        assert [m.body for m in emulator.messages[1:]] == ["Two photos", None]
+        receipt = await connector(gw).send(message)
+        sent = emulator.messages[1:]
+        assert [(m.body, len(m.media_urls)) for m in sent] == [
+            ("Two photos", 0),
+            (None, 1),
+            (None, 1),
+        ]
+        assert receipt.detail["message_sids"] == [m.sid for m in sent]
+        sample = gw.runtime.metrics.registry.get_sample_value(
+            "flowbiz_media_total", {"channel": "whatsapp", "direction": "out", "outcome": "sent"}
+        )
+        assert sample == 2
