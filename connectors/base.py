@@ -267,8 +267,9 @@ class Connector(Protocol):
 class TypingIndicator(Protocol):
     """A connector whose platform can show that an answer is being written."""
 
-    async def show_typing(self, message: InboundMessage) -> None:
-        """Show the indicator for the conversation of ``message``. Called by the worker as
-        its agent starts, in a task of its own and under a short timeout: it may raise
-        (counted and logged by the worker), and it never delays the reply."""
+    async def show_typing(self, message: InboundMessage) -> bool | None:
+        """Show the indicator for the conversation of ``message``; False when the platform
+        has none for this conversation (a LINE group). Called by the worker as its agent
+        starts, in a task of its own and under a short timeout: it may raise (counted and
+        logged by the worker), and it never delays the reply."""
         ...

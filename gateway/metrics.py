@@ -131,7 +131,7 @@ class Metrics:
         self.typing = Counter(
             "flowbiz_typing_indicators_total",
             "Typing indicators shown while an agent answers, by channel and outcome (shown, "
-            "failed, timeout)",
+            "skipped, failed, timeout)",
             ["channel", "outcome"],
             registry=r,
         )

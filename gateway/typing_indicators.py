@@ -2,7 +2,8 @@
 
 Guarantees: the indicator runs in a task of its own under a short timeout; whatever it
 does — fail, hang, raise — the agent's reply is neither delayed nor changed; each attempt is
-counted in ``flowbiz_typing_indicators_total{channel, outcome}`` (shown, failed, timeout).
+counted in ``flowbiz_typing_indicators_total{channel, outcome}`` (shown; skipped: the
+platform has none for this conversation; failed; timeout).
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ class TypingIndicators:
     async def _show(self, connector: TypingIndicator, message: InboundMessage) -> None:
         try:
             async with asyncio.timeout(_TIMEOUT):
-                await connector.show_typing(message)
+                shown = await connector.show_typing(message)
         except TimeoutError:
             outcome = "timeout"
         except Exception as exc:  # noqa: BLE001 - an indicator's failure must not matter
             outcome = "failed"
             log.warning("typing.failed", error_type=type(exc).__name__)
         else:
-            outcome = "shown"
+            outcome = "skipped" if shown is False else "shown"
         self.metrics.typing.labels(message.conversation.channel.value, outcome).inc()

@@ -207,17 +207,19 @@ class WhatsAppConnector:
             return None
         return media_fetch_for(channel.config, attachment)
 
-    async def show_typing(self, message: InboundMessage) -> None:
-        """Twilio's WhatsApp typing indicator on the customer's message (it also marks the
-        message read); the worker runs this beside the agent and counts its failures."""
+    async def show_typing(self, message: InboundMessage) -> bool:
+        """Twilio's WhatsApp typing indicator on the customer's message; the worker runs
+        this beside the agent and counts what it did. False: no channel serves the message
+        any more (a tenant changed meanwhile)."""
         channel = self._channel_for(message.conversation.tenant, message.reply_context)
         if channel is None or not message.event_id:
-            return
+            return False
         self._ensure_clients()
         async with twilio_call("Typing indicator", idempotent=True):
             await channel.client.messaging.v2.typing_indicator.create_async(
                 channel="whatsapp", message_id=message.event_id
             )
+        return True
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         channel = self._channel_for_outbound(message)
