@@ -118,7 +118,15 @@ _IN_THREAD_FILE_BYTES = 64 * 1024
 class EmailConnector:
     channel: ClassVar[Channel] = Channel.EMAIL
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
-        buttons=True, threads=True, max_text_length=100_000, markdown=False, attachments=True
+        buttons=True,  # as action links, where a public URL is configured
+        threads=True,
+        max_text_length=100_000,
+        markdown=False,
+        attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=("image", "video", "audio", "file"),
     )
     config_model: ClassVar[type[ChannelConfig]] = EmailChannelConfig
 

@@ -41,6 +41,10 @@ def add_simulator(subparsers: Any) -> None:
         "--media", action="append", default=[], metavar="URL[,TYPE]", help="repeatable"
     )
     sim.add_argument("--button", metavar="PAYLOAD", help="send a quick-reply tap")
+    sim.add_argument("--list-pick", metavar="ID", help="send a list picker's pick")
+    sim.add_argument(
+        "--location", metavar="LAT,LNG[,LABEL]", help="share a place (Latitude/Longitude/Label)"
+    )
     sim.add_argument("text", nargs="?", default="")
     sim.set_defaults(func=lambda a: asyncio.run(_simulate(a)))
 
@@ -54,6 +58,11 @@ async def _simulate(args: argparse.Namespace) -> int:
     for item in args.media:
         url, _, content_type = item.partition(",")
         media.append((url, content_type or "image/jpeg"))
+    place = None
+    if args.location:
+        latitude, _, rest = args.location.partition(",")
+        longitude, _, label = rest.partition(",")
+        place = (latitude, longitude, "", label)
     async with aiohttp.ClientSession() as session:
         sender = TwilioWebhookSender(
             session=session,
@@ -72,6 +81,8 @@ async def _simulate(args: argparse.Namespace) -> int:
             media=media,
             button=(args.button, args.button) if args.button else None,
             messaging_service_sid=args.messaging_service_sid,
+            list_pick=(args.list_pick, args.list_pick) if args.list_pick else None,
+            location=place,
         )
         status, body, content_type = await sender.post(params)
     print(f"signed over {sender.signed_url}")

@@ -7,9 +7,18 @@ durable (deduped on ``MessageSid``) and Twilio gets an empty TwiML ``<Response /
 The worker turns it into a message (:mod:`connectors.whatsapp.parse`).
 
 Outbound goes through the twilio SDK's async client. Inside the 24-hour customer-service
-window (since the conversation's last inbound message) replies are free-form, split at
-1,600 characters; outside it the persona's approved template (ContentSid) is sent, or the
-message is dead-lettered with reason "window closed".
+window (since the conversation's last inbound message) replies are free-form: text split at
+1,600 characters, quick replies, option lists and cards as Twilio Content resources created
+once per tenant (:mod:`connectors.whatsapp.render`, :mod:`connectors.whatsapp.content`),
+attachments one per message as ``MediaUrl`` (a signed link to the kept file). When a part
+does not fit, or the Content API refuses a definition, the whole reply is its numbered
+plain text. Outside the window the persona's approved template (ContentSid) is sent, or the
+message is dead-lettered with reason "window closed". Each create that Twilio accepted is
+recorded before the next, so a retry never sends a part twice.
+
+Inbound files are fetched in the worker with the channel's credentials, only from its
+configured Twilio API (:mod:`connectors.whatsapp.inbound_media`); the typing indicator is
+Twilio's WhatsApp one, on the customer's message.
 
 Status callbacks, ``POST /whatsapp/status`` (signed the same way,
 :mod:`connectors.whatsapp.status`), become :class:`~gateway.models.DeliveryReceipt` entries
@@ -19,7 +28,7 @@ Twilio's ErrorCode.
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import json
 import string
 from collections.abc import Sequence
@@ -29,9 +38,6 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-import aiohttp
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from connectors.base import (
@@ -41,28 +47,31 @@ from connectors.base import (
     Pacing,
     Route,
 )
-from connectors.send_policy import (
-    DeliveryFailure,
-    map_delivery_errors,
-    record_until_stored,
-    utf16_fit,
-)
-from connectors.send_policy.twilio import read_twilio
+from connectors.send_policy import DeliveryFailure, record_until_stored
 from connectors.whatsapp.channels import ChannelTable
 from connectors.whatsapp.channels import WhatsAppChannel as _Channel
 from connectors.whatsapp.config import WhatsAppChannelConfig, WhatsAppTemplate
+from connectors.whatsapp.content import ContentLibrary, ContentRefused
 from connectors.whatsapp.edge import WebhookEdge
+from connectors.whatsapp.inbound_media import media_fetch_for
 from connectors.whatsapp.parse import parse_message
+from connectors.whatsapp.render import BODY_LIMIT, ContentSpec, Part, split_body
+from connectors.whatsapp.render import native_plan as _native_plan
+from connectors.whatsapp.render import plain_plan as _plain_plan
 from connectors.whatsapp.status import RECEIPT_STATUS as _RECEIPT_STATUS
 from connectors.whatsapp.status import WINDOW_CLOSED_CODE as _WINDOW_CLOSED_CODE
 from connectors.whatsapp.status import StatusCallbacks
+from connectors.whatsapp.twilio_http import TwilioHttpClient, twilio_call
 from gateway.config import ChannelConfig, TenantConfig
 from gateway.envelope import RawEvent
 from gateway.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.media import MediaUnavailable
+from gateway.media.keeper import MediaFetch
 from gateway.models import (
+    Attachment,
     Channel,
     ConversationKey,
     DeliveryReceipt,
@@ -85,7 +94,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-BODY_LIMIT = 1600  # characters per Messages API Body
 WEBHOOK_PATH = "/whatsapp/webhook"
 STATUS_PATH = "/whatsapp/status"
 
@@ -101,83 +109,29 @@ _FAILURE_BY_TWILIO_CODE = {
 
 
 @dataclass(frozen=True, slots=True)
-class _Part:
+class _Create:
+    """One Messages API create, its content resolved to a SID."""
+
     body: str | None = None
     media_url: str | None = None
     content_sid: str | None = None
     content_variables: str | None = None
-
-
-# The response of the Twilio call made by the current task: the SDK's exceptions carry no
-# headers, and Retry-After is only in the response.
-_last_response: contextvars.ContextVar[list[TwilioResponse] | None] = contextvars.ContextVar(
-    "whatsapp_last_response", default=None
-)
-
-
-class _HeaderKeepingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
-    """The SDK's aiohttp client, also handing the raw response to the calling task."""
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> TwilioResponse:
-        if auth is not None:
-            # aiohttp 3.14 deprecates the BasicAuth object the SDK builds from ``auth``; the
-            # same Authorization header, set directly (the SDK never logs that header).
-            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
-        response: TwilioResponse = await super().request(
-            method,
-            url,
-            params=params,
-            data=data,
-            headers=headers,
-            auth=None,
-            timeout=timeout,
-            allow_redirects=allow_redirects,
-        )
-        holder = _last_response.get()
-        if holder is not None:
-            holder.append(response)
-        return response
-
-
-def split_body(text: str, limit: int = BODY_LIMIT) -> list[str]:
-    """Cut ``text`` into ordered parts of at most ``limit`` characters, at a line break or
-    space when one is near the limit.
-
-    Characters are counted as UTF-16 code units, as Twilio counts them, so an emoji counts
-    twice and a part never goes over the limit however the platform counts.
-    """
-    parts: list[str] = []
-    rest = text
-    while (fits := utf16_fit(rest, limit)) < len(rest):
-        cut = max(rest.rfind("\n", 0, fits + 1), rest.rfind(" ", 0, fits + 1))
-        if cut < fits // 2:
-            parts.append(rest[:fits])  # no good break point: cut hard, not into tiny parts
-            rest = rest[fits:]
-        else:
-            parts.append(rest[:cut].rstrip())
-            rest = rest[cut + 1 :]
-    parts.append(rest)
-    return [part for part in parts if part.strip()] or [""]
+    persistent_action: str | None = None
+    media: int = 0  # files Twilio fetches for it (a MediaUrl, a card's image)
 
 
 class WhatsAppConnector:
     channel: ClassVar[Channel] = Channel.WHATSAPP
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
-        buttons=False,  # free-form quick replies need a Content template; sent as text lines
+        buttons=True,  # inside the window, as Content (quick replies, list pickers, cards)
         threads=False,
         max_text_length=BODY_LIMIT,
         markdown=True,  # WhatsApp renders *bold*, _italic_, ~strike~
         attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=("image", "video", "audio", "file", "location"),
     )
     config_model: ClassVar[type[ChannelConfig]] = WhatsAppChannelConfig
 
@@ -193,7 +147,8 @@ class WhatsAppConnector:
         self._channels: list[_Channel] = table.channels
         self._edge = WebhookEdge(table)
         self._status = StatusCallbacks(context, table, self._edge)
-        self._http: AsyncTwilioHttpClient | None = None
+        self._http: TwilioHttpClient | None = None
+        self._contents = ContentLibrary(context)
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -224,7 +179,7 @@ class WhatsAppConnector:
             raise TransientDeliveryError(
                 "the WhatsApp connector is shutting down", code=DeliveryFailure.STOPPING
             )
-        self._http = _HeaderKeepingHttpClient()
+        self._http = TwilioHttpClient()
         for channel in self._channels:
             config = channel.config
             client = Client(
@@ -234,13 +189,41 @@ class WhatsAppConnector:
                 environment={},  # never pick up TWILIO_* variables meant for something else
             )
             if config.api_base_url:
-                # Domain.absolute_url joins base_url and /2010-04-01/…: the emulator, a proxy.
-                client.api.base_url = config.api_base_url.rstrip("/")
+                # Domain.absolute_url joins base_url and /2010-04-01/…, /v1/Content,
+                # /v2/Indicators/…: the emulator, or a proxy serving all three Twilio hosts.
+                base = config.api_base_url.rstrip("/")
+                client.api.base_url = base
+                client.content.base_url = base
+                client.messaging.base_url = base
             channel.client = client
 
     async def parse(self, event: RawEvent) -> InboundMessage | None:
         """The message of a stored inbound-message form (connectors/whatsapp/parse.py)."""
         return parse_message(event, self._table, self.context.metrics)
+
+    async def media_fetch(
+        self, message: InboundMessage, attachment: Attachment
+    ) -> MediaFetch | None:
+        """The authenticated GET of a ``MediaUrlN`` of this channel's account on its Twilio
+        API; None for anything else (connectors/whatsapp/inbound_media.py)."""
+        channel = self._channel_for(message.conversation.tenant, message.reply_context)
+        if channel is None:
+            return None
+        return media_fetch_for(channel.config, attachment)
+
+    async def show_typing(self, message: InboundMessage) -> bool:
+        """Twilio's WhatsApp typing indicator on the customer's message; the worker runs
+        this beside the agent and counts what it did. False: no channel serves the message
+        any more (a tenant changed meanwhile)."""
+        channel = self._channel_for(message.conversation.tenant, message.reply_context)
+        if channel is None or not message.event_id:
+            return False
+        self._ensure_clients()
+        async with twilio_call("Typing indicator", idempotent=True):
+            await channel.client.messaging.v2.typing_indicator.create_async(
+                channel="whatsapp", message_id=message.event_id
+            )
+        return True
 
     def pacing(self, message: OutboundMessage) -> Pacing | None:
         channel = self._channel_for_outbound(message)
@@ -253,8 +236,9 @@ class WhatsAppConnector:
 
     # -- outbound --------------------------------------------------------------------------------
     def _channel_for_outbound(self, message: OutboundMessage) -> _Channel | None:
-        tenant = message.conversation.tenant
-        context = message.reply_context
+        return self._channel_for(message.conversation.tenant, message.reply_context)
+
+    def _channel_for(self, tenant: str, context: object) -> _Channel | None:
         candidates = [c for c in self._channels if c.tenant == tenant]
         if isinstance(context, WhatsAppReplyContext):
             for channel in candidates:
@@ -273,7 +257,7 @@ class WhatsAppConnector:
         last: datetime | None = ConversationState.model_validate_json(current.value).last_inbound_at
         return last is not None and utcnow() - last < timedelta(hours=config.window_hours)
 
-    def _template_part(self, message: OutboundMessage, channel: _Channel) -> _Part:
+    def _template_part(self, message: OutboundMessage, channel: _Channel) -> _Create:
         template = channel.config.templates.get(message.persona.name)
         if template is None:
             self.context.metrics.channel_events.labels("whatsapp", "window_closed").inc()
@@ -290,13 +274,13 @@ class WhatsAppConnector:
             "persona": message.persona.name,
             "display_name": message.persona.display_name,
             "tenant": message.conversation.tenant,
-            "text": message.text,
+            "text": message.plain_text(with_attachments=True),  # no buttons in a template
         }
         variables = {
             k: string.Template(v).safe_substitute(values) for k, v in template.variables.items()
         }
         self.context.metrics.channel_events.labels("whatsapp", "template_sent").inc()
-        return _Part(
+        return _Create(
             content_sid=template.content_sid,
             content_variables=json.dumps(variables) if variables else None,
         )
@@ -321,7 +305,10 @@ class WhatsAppConnector:
         to = context.from_address if isinstance(context, WhatsAppReplyContext) else None
         to = to or conv.conversation_id
         window_open = await self._window_open(conv, channel.config)
-        parts = _session_parts(message) if window_open else [self._template_part(message, channel)]
+        if window_open:
+            parts = await self._session_parts(message, channel)
+        else:
+            parts = [self._template_part(message, channel)]
         ctx = self.context
         ttl = ctx.config.store.dedupe_ttl_seconds
         await ctx.store.put_record(
@@ -347,6 +334,8 @@ class WhatsAppConnector:
                 sids.append(already.decode())
                 continue
             sid, status = await self._create(channel, to=to, part=part, status_callback=callback)
+            if part.media:
+                ctx.metrics.media.labels("whatsapp", "out", "sent").inc(part.media)
             # Twilio has the part now: a store error here must not make the retry send it again.
             await record_until_stored(
                 partial(ctx.store.put_record, sent_key, sid.encode(), ttl=ttl),
@@ -376,8 +365,60 @@ class WhatsAppConnector:
             },
         )
 
+    async def _session_parts(self, message: OutboundMessage, channel: _Channel) -> list[_Create]:
+        """The creates of a reply inside the window: its rich parts as Content where they
+        fit (connectors/whatsapp/render.py), else — and when Twilio refuses a content
+        definition — the whole reply as numbered text."""
+        links: dict[int, str | None] = {}
+        media = self.context.media
+
+        def link(attachment: Attachment) -> str | None:
+            if id(attachment) not in links:
+                try:
+                    links[id(attachment)] = media.link(attachment)
+                except MediaUnavailable:
+                    links[id(attachment)] = None
+            return links[id(attachment)]
+
+        plan = _native_plan(message, link)
+        creates: list[_Create] | None = None
+        if plan is not None:
+            # A refusal is logged and counted by the library; the text form says the same.
+            with contextlib.suppress(ContentRefused):
+                creates = [await self._resolve(part, message, channel) for part in plan]
+        used = list(message.attachments)
+        if creates is None:
+            plan = _plain_plan(message, link)
+            creates = [await self._resolve(part, message, channel) for part in plan]
+        else:
+            used += [card.image for card in message.cards if card.image is not None]
+        # What could not be linked went as its text form (the sent ones count as they go).
+        degraded = sum(1 for a in used if id(a) in links and links[id(a)] is None)
+        if degraded:
+            self.context.metrics.media.labels("whatsapp", "out", "degraded").inc(degraded)
+        return creates
+
+    async def _resolve(self, part: Part, message: OutboundMessage, channel: _Channel) -> _Create:
+        if part.content is None:
+            return _Create(
+                body=part.body,
+                media_url=part.media_url,
+                persistent_action=part.persistent_action,
+                media=1 if part.media_url else 0,
+            )
+        spec: ContentSpec = part.content
+        sid = await self._contents.sid(
+            channel.client,
+            tenant=message.conversation.tenant,
+            account_sid=channel.config.account_sid,
+            spec=spec,
+        )
+        return _Create(
+            content_sid=sid, content_variables=json.dumps(spec.variables), media=spec.media
+        )
+
     async def _create(
-        self, channel: _Channel, *, to: str, part: _Part, status_callback: str | None
+        self, channel: _Channel, *, to: str, part: _Create, status_callback: str | None
     ) -> tuple[str, str]:
         """One Messages API create through the SDK; Twilio's failures classified."""
         config = channel.config
@@ -394,38 +435,38 @@ class WhatsAppConnector:
             kwargs["content_sid"] = part.content_sid
         if part.content_variables is not None:
             kwargs["content_variables"] = part.content_variables
+        if part.persistent_action is not None:
+            kwargs["persistent_action"] = [part.persistent_action]
         if status_callback is not None:
             kwargs["status_callback"] = status_callback
-        responses: list[TwilioResponse] = []
-        token = _last_response.set(responses)
-        try:
-            # No idempotency key at Twilio: a create that broke off is outcome_unknown.
-            async with map_delivery_errors(
-                "Messages API",
-                idempotent=False,
-                read=[read_twilio],
-                codes=_FAILURE_BY_TWILIO_CODE,
-                response_headers=lambda: responses[-1].headers if responses else None,
-            ):
-                created = await channel.client.messages.create_async(**kwargs)
-        finally:
-            _last_response.reset(token)
+        # No idempotency key at Twilio: a create that broke off is outcome_unknown.
+        async with twilio_call("Messages API", idempotent=False, codes=_FAILURE_BY_TWILIO_CODE):
+            created = await channel.client.messages.create_async(**kwargs)
         return str(created.sid), str(created.status or "queued")
 
 
-def _session_parts(message: OutboundMessage) -> list[_Part]:
-    """The messages of a reply inside the customer-service window, in order."""
-    text = message.plain_text()
-    if message.persona.signature and text:
-        text = f"{text}\n\n{message.persona.signature}"
-    parts = [_Part(body=chunk) for chunk in split_body(text) if chunk] if text.strip() else []
-    # WhatsApp carries one media item per message: each attachment is its own message.
-    parts += [_Part(media_url=a.url) for a in message.attachments if a.url]
-    return parts
-
-
 def render(message: OutboundMessage) -> list[dict[str, Any]]:
-    """The Messages API creates :meth:`WhatsAppConnector.send` makes for ``message`` inside
-    the customer-service window (``body`` and ``media_url`` of each): what the console
-    previews."""
-    return [{"body": part.body, "media_url": part.media_url} for part in _session_parts(message)]
+    """What :meth:`WhatsAppConnector.send` sends for ``message`` inside the customer-service
+    window, for the console's preview: each create's ``body`` and ``media_url``, and for a
+    Content part its ``content`` type, the text shown and the ``buttons`` (kept files are
+    not linked here: a preview signs no links)."""
+
+    def link(attachment: Attachment) -> str | None:
+        url = attachment.url
+        return url if url is not None and url.startswith("https://") else None
+
+    plan = _native_plan(message, link) or _plain_plan(message, link)
+    return [_preview(part) for part in plan]
+
+
+def _preview(part: Part) -> dict[str, Any]:
+    if part.content is None:
+        return {"body": part.body, "media_url": part.media_url, "content": None, "buttons": []}
+    kind, body = next(iter(part.content.types.items()))
+    variables = part.content.variables
+    shown = variables.get("1", "")
+    titles = [a.get("title", "") for a in body.get("actions", ())]
+    titles += [i.get("item", "") for i in body.get("items", ())]
+    for card in body.get("cards", ()):
+        titles += [a.get("title", "") for a in card.get("actions", ())]
+    return {"body": shown, "media_url": None, "content": kind, "buttons": titles}

@@ -1,4 +1,11 @@
-"""Demo scene: a customer writes to Acme on WhatsApp; Twilio is the local emulator."""
+"""Demo scene: a customer writes to Acme on WhatsApp; Twilio is the local emulator.
+
+The customer says hello (answered with quick-reply buttons, a Content resource), taps one,
+sends a photo (fetched from the emulator's media resource with the account's credentials,
+kept, and answered with a ``twilio/card`` whose image Twilio fetches back from the
+gateway's signed link), and asks about an order. Each reply is printed from what the
+emulator received, Content resources filled in with their variables.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +25,36 @@ _TOKEN_ENV = "ACME_TWILIO_AUTH_TOKEN"  # noqa: S105 - the variable's name, not a
 _SENDER = "whatsapp:+14155238886"
 _PUBLIC_URL = "https://wa.acme.example"  # what the Twilio console would be configured with
 _CUSTOMER = "whatsapp:+34600123456"
-_PHOTO = f"https://api.twilio.com/2010-04-01/Accounts/{_ACCOUNT_SID}/Messages/MM1/Media/ME1"
+# A small PNG (its magic number is what the gateway judges the type by).
+_PHOTO = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+_PHOTO_TURN = "[photo]"
 
-# (what the customer does, text shown, keyword arguments for the sender)
+# (what the customer does, keyword arguments for the sender)
 _TURNS: list[tuple[str, dict[str, Any]]] = [
     ("hello", {"body": "hello"}),
     ("[taps: Opening hours]", {"button": ("opening hours", "Opening hours")}),
-    (
-        "[photo] where is my order #1042?",
-        {"body": "where is my order #1042?", "media": [(_PHOTO, "image/jpeg")]},
-    ),
+    (_PHOTO_TURN, {"body": ""}),
+    ("where is my order #1042?", {"body": "where is my order #1042?"}),
 ]
+
+
+def shown(message: EmulatedMessage) -> str:
+    """What the customer sees of one message the Messages API accepted."""
+    if not message.content:
+        if message.media_urls:
+            return f"[media] {message.media_urls[0].split('?')[0]}"
+        return message.body or ""
+    kind, body = next(iter(message.content.items()))
+    if kind == "twilio/card":
+        lines = [body.get("title", "")]
+        lines += [f"[image] {url.split('?')[0]}" for url in body.get("media", ())]
+    else:
+        lines = [body.get("body", "")]
+    choices = [a.get("title", "") for a in body.get("actions", ())]
+    choices += [i.get("item", "") for i in body.get("items", ())]
+    if choices:
+        lines.append(" ".join(f"[{c}]" for c in choices))
+    return "\n".join(lines)
 
 
 class Scene:
@@ -40,7 +66,7 @@ class Scene:
     async def prepare(self, config: dict[str, Any]) -> None:
         os.environ.setdefault(_TOKEN_ENV, "demo-twilio-auth-token")
         self.emulator = await TwilioEmulator(
-            accounts={_ACCOUNT_SID: os.environ[_TOKEN_ENV]}
+            accounts={_ACCOUNT_SID: os.environ[_TOKEN_ENV]}, fetch_media=True
         ).start()
         block = {
             "kind": "whatsapp",
@@ -57,13 +83,18 @@ class Scene:
             if tenant["id"] == "acme":
                 tenant.setdefault("channels", []).append(block)
 
-    async def _next_reply(self, seen: int) -> EmulatedMessage | None:
+    async def _next_reply(self, seen: int) -> list[EmulatedMessage]:
+        """The messages of one reply: the first, then whatever follows it closely."""
         assert self.emulator is not None
         try:
-            messages = await self.emulator.wait_for(seen + 1, timeout=10)
+            await self.emulator.wait_for(seen + 1, timeout=10)
         except TimeoutError:
-            return None
-        return messages[seen]
+            return []
+        count = 0
+        while count != len(self.emulator.messages):
+            count = len(self.emulator.messages)
+            await asyncio.sleep(0.3)
+        return self.emulator.messages[seen:]
 
     async def play(self, gateway_url: str, transcript: Transcript) -> bool:
         emulator = self.emulator
@@ -78,22 +109,38 @@ class Scene:
                 public_url=_PUBLIC_URL,
             )
             first: dict[str, str] | None = None
-            for shown, fields in _TURNS:
-                transcript.customer("María (WhatsApp)", shown)
+            cards = 0
+            for said, fields in _TURNS:
+                transcript.customer("María (WhatsApp)", said)
                 seen = len(emulator.messages)
+                if said == _PHOTO_TURN:
+                    url = emulator.rich.seed_media(_ACCOUNT_SID, _PHOTO, "image/png")
+                    fields = {**fields, "media": [(url, "image/png")]}
                 status, params = await sender.send(
                     from_=_CUSTOMER, to=_SENDER, profile_name="María", **fields
                 )
                 first = first or params
-                reply = await self._next_reply(seen)
-                if reply is None:
+                replies = await self._next_reply(seen)
+                if not replies:
                     transcript.note(f"HTTP {status}; no reply reached the Messages API")
                     return False
-                transcript.bot(
-                    "Acme on WhatsApp",
-                    reply.body or "",
-                    note=f"webhook HTTP {status}, empty TwiML; sent as {reply.sid[:10]}…",
-                )
+                for reply in replies:
+                    kind = next(iter(reply.content), "text") if reply.content else "text"
+                    cards += kind == "twilio/card"
+                    transcript.bot(
+                        "Acme on WhatsApp",
+                        shown(reply),
+                        note=f"{kind}, {(reply.content_sid or reply.sid)[:10]}…",
+                    )
+            asked = len(emulator.rich.media_requests)
+            at_host = emulator.rich.media_host_requests
+            unauthenticated = all(r.authorization is None for r in at_host)
+            transcript.note(
+                f"the photo: {asked} authenticated GET of its Twilio media URL, "
+                f"{len(at_host)} redirect to the media host (without the token: "
+                f"{'yes' if unauthenticated else 'NO'}), kept by the gateway"
+            )
+            fetched_ok = asked == 1 and len(at_host) == 1 and unauthenticated
             assert first is not None
             # Twilio retries a webhook whose connection failed: same MessageSid, no new reply.
             seen = len(emulator.messages)
@@ -111,7 +158,7 @@ class Scene:
                 f"{len(emulator.callbacks)} signed status callbacks stored as receipts "
                 f"({reads} read, {rejected} refused)"
             )
-        return duplicate_replies == 0 and rejected == 0
+        return duplicate_replies == 0 and rejected == 0 and cards == 1 and fetched_ok
 
     async def close(self) -> None:
         if self.emulator is not None:

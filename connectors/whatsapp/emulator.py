@@ -7,6 +7,10 @@ of the webhooks.
   (AccountSid:AuthToken), form fields as the SDK sends them, Twilio's validation errors
   (21602, 21603, 21604, 21617), and failures on demand (429/20429 with Retry-After, 5xx,
   any code; 63016 outside a closed customer-service window);
+- the Content API, media resources behind a redirect to a separate media host, and the
+  typing indicator (:mod:`connectors.whatsapp.emulator_rich`, as ``emulator.rich``);
+- with ``fetch_media``, every ``MediaUrl`` (and a created content's media) fetched the way
+  Twilio fetches them before delivering, the bytes kept in ``emulator.rich.fetched``;
 - after a 201, status callbacks (``sent`` → ``delivered`` → ``read``, or ``failed`` /
   ``undelivered`` with an ErrorCode on demand) POSTed to the message's StatusCallback URL,
   signed with X-Twilio-Signature exactly as Twilio signs them.
@@ -35,6 +39,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from connectors.whatsapp.emulator_rich import RichTwilio
 from gateway.models import utcnow
 
 __all__ = [
@@ -69,6 +74,8 @@ class EmulatedMessage:
     content_variables: dict[str, Any] | None
     status_callback: str | None
     user_agent: str
+    persistent_action: tuple[str, ...] = ()
+    content: Any = None  # the created content with its variables filled in, if known
     received_at: float = field(default_factory=time.monotonic, compare=False)
 
 
@@ -119,6 +126,7 @@ class TwilioEmulator:
     port: int = 0
     status_flow: tuple[str, ...] = ("sent", "delivered", "read")
     callback_delay: float = 0.01
+    fetch_media: bool = False  # GET each MediaUrl (and content media) as Twilio does
     # Where status callbacks really go: this base + the StatusCallback's path and query
     # (the gateway behind its public URL). None: post to the StatusCallback URL itself.
     gateway_url: str | None = None
@@ -134,6 +142,10 @@ class TwilioEmulator:
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _changed: asyncio.Condition | None = None
+    rich: RichTwilio = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rich = RichTwilio(self.accounts)
 
     @property
     def url(self) -> str:
@@ -173,6 +185,7 @@ class TwilioEmulator:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         app = web.Application()
         app.router.add_post(f"/{API_VERSION}/Accounts/{{account}}/Messages.json", self._create)
+        self.rich.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -181,6 +194,8 @@ class TwilioEmulator:
         assert server is not None
         sockets = server.sockets  # type: ignore[attr-defined]  # an asyncio.Server at runtime
         self.port = sockets[0].getsockname()[1]
+        self.rich.api_url = self.url
+        await self.rich.start_media_host(self.host)
         return self
 
     async def stop(self) -> None:
@@ -191,6 +206,7 @@ class TwilioEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.rich.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -246,6 +262,7 @@ class TwilioEmulator:
             self.refused.append((400, problem[0]))
             return _error(400, *problem)
         raw_variables = form.get("ContentVariables")
+        variables = json.loads(str(raw_variables)) if raw_variables else None
         message = EmulatedMessage(
             sid=new_sid("SM" if not media else "MM"),
             account_sid=account,
@@ -255,10 +272,14 @@ class TwilioEmulator:
             body=body,
             media_urls=media,
             content_sid=content_sid,
-            content_variables=json.loads(str(raw_variables)) if raw_variables else None,
+            content_variables=variables,
             status_callback=str(form.get("StatusCallback", "")) or None,
             user_agent=request.headers.get("User-Agent", ""),
+            persistent_action=tuple(str(v) for v in form.getall("PersistentAction", [])),
+            content=self.rich.render(content_sid, variables),
         )
+        if self.fetch_media:
+            await self._fetch_all(message)
         self.messages.append(message)
         await self._notify()
         if message.status_callback is not None:
@@ -292,6 +313,17 @@ class TwilioEmulator:
             },
             status=201,
         )
+
+    async def _fetch_all(self, message: EmulatedMessage) -> None:
+        assert self._session is not None
+        urls = list(message.media_urls)
+        for body in (message.content or {}).values():
+            found = body.get("media") if isinstance(body, dict) else None
+            urls += found if isinstance(found, list) else [found] if found else []
+            for card in body.get("cards", ()) if isinstance(body, dict) else ():
+                urls += [card["media"]] if card.get("media") else []
+        for url in urls:
+            await self.rich.fetch(self._session, url)
 
     def _problem(
         self,
@@ -410,9 +442,12 @@ class TwilioWebhookSender:
         media: Sequence[tuple[str, str]] = (),
         button: tuple[str, str] | None = None,
         messaging_service_sid: str | None = None,
+        list_pick: tuple[str, str] | None = None,
+        location: tuple[str, str, str, str] | None = None,
     ) -> dict[str, str]:
         """A complete inbound payload; ``media`` is (url, content type), ``button`` is
-        (payload, text) for a quick-reply tap."""
+        (payload, text) for a quick-reply tap, ``list_pick`` (item id, item title) for a
+        list picker's pick, ``location`` (latitude, longitude, address, label)."""
         sid = message_sid or new_sid("SM" if not media else "MM")
         params = {
             "SmsMessageSid": sid,
@@ -441,6 +476,14 @@ class TwilioWebhookSender:
             params["Body"] = button[1]
             params["OriginalRepliedMessageSender"] = to
             params["OriginalRepliedMessageSid"] = new_sid("SM")
+        if list_pick is not None:
+            params["ListId"], params["ListTitle"] = list_pick
+            params["Body"], params["MessageType"] = list_pick[1], "interactive"
+            params["OriginalRepliedMessageSid"] = new_sid("SM")
+        if location is not None:
+            latitude, longitude, address, label = location
+            params |= {"Latitude": latitude, "Longitude": longitude, "MessageType": "location"}
+            params |= {"Address": address, "Label": label}
         return params
 
     def sign(self, params: Mapping[str, str], url: str | None = None) -> str:

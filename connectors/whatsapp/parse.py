@@ -3,11 +3,14 @@
 The edge (:mod:`connectors.whatsapp.edge`) stored the verified form as a JSON object of
 each field's first value. Here:
 
-- ``Body`` is the text; a quick-reply tap (``ButtonPayload``) is an ``action`` whose text
-  is the payload;
+- ``Body`` is the text; a quick-reply or card button tap (``ButtonPayload``) and a list
+  picker's pick (``ListId``) are an ``action`` whose text is the payload or the item id —
+  the value the reply offered;
 - ``NumMedia`` / ``MediaUrlN`` / ``MediaContentTypeN`` become ordered attachments (image,
-  video, audio, ``sticker`` for ``image/webp``, else file), a shared location
-  (``Latitude``, ``Longitude``, ``Address``, ``Label``) a ``location`` attachment;
+  video, audio, ``sticker`` for ``image/webp``, else file) whose ``url`` the connector
+  fetches only on its configured Twilio API (:mod:`connectors.whatsapp.inbound_media`);
+  a shared location (``Latitude``, ``Longitude``, ``Address``, ``Label``) a ``location``
+  attachment carrying a :class:`~gateway.parts.Location`;
 - ``ProfileName`` is the sender's display name; ``From``, ``To``, ``MessagingServiceSid``,
   ``WaId`` and ``ProfileName`` make the :class:`~gateway.models.WhatsAppReplyContext`
   replies go out with.
@@ -39,6 +42,7 @@ from gateway.models import (
     Participant,
     WhatsAppReplyContext,
 )
+from gateway.parts import Location
 
 __all__ = ["MAX_MEDIA", "parse_message"]
 
@@ -62,9 +66,13 @@ def parse_message(event: RawEvent, table: ChannelTable, metrics: Metrics) -> Inb
     attachments = _attachments(form)
     events = metrics.channel_events
     payload = form.get("ButtonPayload")
+    picked = form.get("ListId")
     if payload:
         kind, text = EventKind.ACTION, payload
         events.labels("whatsapp", "button_reply").inc()
+    elif picked:
+        kind, text = EventKind.ACTION, picked
+        events.labels("whatsapp", "list_reply").inc()
     else:
         kind, text = EventKind.MESSAGE, form.get("Body", "")
     if attachments:
@@ -115,18 +123,24 @@ def _attachments(form: dict[str, str]) -> tuple[Attachment, ...]:
         found.append(Attachment(kind=_attachment_kind(mime), mime_type=mime, url=url))
     latitude, longitude = form.get("Latitude"), form.get("Longitude")
     if latitude and longitude:
-        found.append(
-            Attachment(
-                kind="location",
-                name=form.get("Label") or None,
-                extra={
-                    "latitude": latitude,
-                    "longitude": longitude,
-                    "address": form.get("Address") or None,
-                },
-            )
-        )
+        found.append(_place(latitude, longitude, form))
     return tuple(found)
+
+
+def _place(latitude: str, longitude: str, form: dict[str, str]) -> Attachment:
+    label, address = form.get("Label") or None, form.get("Address") or None
+    try:
+        place = Location(
+            latitude=float(latitude),
+            longitude=float(longitude),
+            title=label[:100] if label else None,
+            address=address[:200] if address else None,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise EventParseError(
+            "Latitude/Longitude are not a place on the map", reason="bad_location"
+        ) from exc
+    return Attachment(kind="location", name=place.title, location=place)
 
 
 def _attachment_kind(

@@ -123,7 +123,9 @@ def _whatsapp(message: OutboundMessage) -> Preview:
     from connectors.whatsapp.connector import render
 
     parts = render(message)
-    views = [{"text": p["body"] or "", "media": p["media_url"]} for p in parts]
+    views = [
+        {"text": p["body"] or "", "media": p["media_url"], "buttons": p["buttons"]} for p in parts
+    ]
     return Preview("whatsapp", "WhatsApp", parts, views)
 
 

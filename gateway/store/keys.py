@@ -313,6 +313,11 @@ class Keyspace:
         """Twilio message SID → our outbound id, for callbacks that carry no ``ob`` query."""
         return self._channel_record("whatsapp", f"sid:{message_sid}")
 
+    def whatsapp_content(self, tenant: str, digest: str) -> str:
+        """A tenant's Twilio Content resource (its ``HX…`` SID), named by the hash of the
+        content's definition: created once, reused by every message that renders alike."""
+        return self._channel_record("whatsapp", f"content:{tenant}:{digest}")
+
     def line_pace(self, destination: str) -> str:
         """Send pacing per LINE channel (bot user id; a token bucket)."""
         return self._channel_record("line", f"pace:{destination}")

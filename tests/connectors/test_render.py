@@ -66,9 +66,11 @@ def test_line_render_adds_an_image_message_for_an_https_image() -> None:
     assert [o["type"] for o in objects] == ["text", "image"]
 
 
-def test_whatsapp_render_numbers_buttons_and_signs() -> None:
+def test_whatsapp_render_sends_buttons_as_quick_replies_and_signs() -> None:
     (part,) = render_whatsapp(_reply(buttons=BUTTONS))
-    assert part["body"] == "Pro costs 29 <a month> & more.\n\n1. Buy\n2. Later\n\nAcme support"
+    assert part["content"] == "twilio/quick-reply"
+    assert part["body"] == "Pro costs 29 <a month> & more.\n\nAcme support"
+    assert part["buttons"] == ["Buy", "Later"]
     assert part["media_url"] is None
 
 

@@ -51,11 +51,14 @@ def short_store_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def echo_personas(tmp_path: Path) -> Path:
-    """One persona, ``core``, whose reply is exactly the customer's text."""
+    """One persona, ``core``, whose reply is exactly the customer's text. It shows no typing
+    indicator: the faults these tests inject hit the platform's first request, which must be
+    the reply's."""
     folder = tmp_path / "personas"
     folder.mkdir()
     (folder / "core.yaml").write_text(
-        "name: core\ndisplay_name: Echo\nagent: {kind: echo, options: {prefix: ''}}\n"
+        "name: core\ndisplay_name: Echo\ntyping: false\n"
+        "agent: {kind: echo, options: {prefix: ''}}\n"
     )
     return folder
 

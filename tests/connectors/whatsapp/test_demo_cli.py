@@ -12,8 +12,15 @@ from connectors.whatsapp import cli
 from connectors.whatsapp.demo import Scene
 from connectors.whatsapp.emulator import TwilioEmulator
 from gateway.demo import Transcript
+from gateway.models import EventKind
 from tests.connectors.whatsapp.conftest import ConfigFactory
-from tests.connectors.whatsapp.support import ACCOUNT_SID, AUTH_TOKEN, SENDER, inbox_messages
+from tests.connectors.whatsapp.support import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PUBLIC_BASE,
+    SENDER,
+    inbox_messages,
+)
 from tests.harness import base_config, running_gateway
 
 
@@ -29,7 +36,13 @@ async def test_demo_scene_gets_every_reply(tmp_path: Path, store_url: str) -> No
             assert await scene.play(gw.url, Transcript(out))
     finally:
         await scene.close()
-    assert "0 extra replies" in out.getvalue()
+    shown = out.getvalue()
+    assert "0 extra replies" in shown
+    # The photo is answered with a card, sent as Twilio Content and printed as received.
+    assert "*Photo received*" in shown
+    assert "[twilio/card, HX" in shown
+    assert "[Opening hours] [Pricing]" in shown
+    assert "(without the token: yes)" in shown
 
 
 async def test_simulate_command_posts_a_signed_webhook_through_a_proxy(
@@ -62,3 +75,28 @@ async def test_simulate_command_posts_a_signed_webhook_through_a_proxy(
     assert message.attachments[0].mime_type == "image/png"
     assert reply.body is not None
     assert reply.body.startswith("look at this")
+
+
+async def test_simulate_command_sends_a_list_pick_and_a_place(
+    make_config: ConfigFactory,
+    emulator: TwilioEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--list-pick`` arrives as an ACTION with the item id; ``--location`` as a place."""
+    monkeypatch.setenv("SIM_TWILIO_TOKEN", AUTH_TOKEN)
+    async with running_gateway(make_config()) as gw:
+        parser = argparse.ArgumentParser()
+        cli.add_simulator(parser.add_subparsers())
+        common = ["whatsapp", "--url", gw.url, "--public-url", PUBLIC_BASE]
+        common += ["--account-sid", ACCOUNT_SID, "--token-env", "SIM_TWILIO_TOKEN", "--to", SENDER]
+        for extra in (["--list-pick", "size-l"], ["--location", "41.3851,2.1734,Shop"]):
+            assert await cli._simulate(parser.parse_args([*common, *extra])) == 0
+        await emulator.wait_for(2)
+        messages = await inbox_messages(gw)
+    picked = next(m for m in messages if m.kind is EventKind.ACTION)
+    assert picked.text == "size-l"
+    [place] = next(m for m in messages if m.attachments).attachments
+    assert place.location is not None
+    assert (place.location.latitude, place.location.title) == (41.3851, "Shop")
+    capsys.readouterr()
