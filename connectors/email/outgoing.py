@@ -30,6 +30,10 @@ __all__ = ["Outgoing", "gather_files"]
 
 log = get_logger(__name__)
 
+# Mail is read days after it is sent, unlike chat: a file past the attachment budget goes as
+# a link that lives a week (the file itself lives as long as the tenant's retention).
+MAIL_LINK_SECONDS = 7 * 24 * 3600
+
 
 @dataclass(slots=True)
 class Outgoing:
@@ -75,7 +79,7 @@ async def gather_files(
                 out.files.append(MailFile(data, info.content_type, name))
                 count("email", "out", "sent").inc()
                 continue
-            _link(out, attachment, media.link(attachment))
+            _link(out, attachment, media.link(attachment, ttl_seconds=MAIL_LINK_SECONDS))
             count("email", "out", "linked").inc()
         except MediaUnavailable:
             if attachment.blob is None and (attachment.url or "").startswith("https://"):

@@ -38,8 +38,11 @@ class MediaLinks:
     def _sign(self, key: bytes, blob: str, expires: int) -> str:
         return hmac.digest(key, f"{blob}\n{expires}".encode(), "sha256").hex()[:_SIG_HEX]
 
-    def url(self, blob: str, *, now: float | None = None) -> str:
-        expires = int(time.time() if now is None else now) + self.ttl_seconds
+    def url(self, blob: str, *, now: float | None = None, ttl_seconds: int | None = None) -> str:
+        """A link to ``blob`` valid for ``ttl_seconds`` (the configured lifetime by default;
+        mail, read days later, asks for longer)."""
+        lifetime = self.ttl_seconds if ttl_seconds is None else ttl_seconds
+        expires = int(time.time() if now is None else now) + lifetime
         signature = self._sign(self._keys[0], blob, expires)
         base = self._base_url().rstrip("/")
         return f"{base}/media/{quote(blob, safe='')}?exp={expires}&sig={signature}"

@@ -94,10 +94,10 @@ class MediaService:
         except BlobNotFound:
             raise MediaUnavailable("the kept file is gone (erased or past retention)") from None
 
-    def link(self, attachment: Attachment) -> str:
-        """A URL a platform can fetch the attachment from."""
+    def link(self, attachment: Attachment, *, ttl_seconds: int | None = None) -> str:
+        """A URL a platform (or a reader) can fetch the attachment from."""
         if attachment.blob is not None:
-            return self.links.url(attachment.blob)
+            return self.links.url(attachment.blob, ttl_seconds=ttl_seconds)
         if attachment.url is not None and attachment.url.startswith("https://"):
             return attachment.url
         raise MediaUnavailable("the attachment has no kept file and no https url")
