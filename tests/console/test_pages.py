@@ -88,15 +88,19 @@ async def test_playground_round_trips_and_shows_four_previews(browser, tmp_path,
         await shot(page, "playground")
 
         # A reply with a card, an option list and a quick reply keeps them in the previews:
-        # the text-only channels show them in the shared numbered form.
+        # WhatsApp shows them as its Content (the card, the list's items, reply chips), the
+        # email's text part in the shared numbered form.
         await page.fill("#playground textarea[name=text]", "plans?")
         await page.click("#playground-send")
         await page.wait_for_selector(".preview-email >> text=Pro plan", timeout=10_000)
-        for kind in ("whatsapp", "email"):
-            shown = await page.locator(f".preview-{kind}").inner_text()
-            assert "*Pro plan*" in shown
-            assert "1. Free" in shown
-            assert "2. Talk to a person" in shown
+        whatsapp = await page.locator(".preview-whatsapp").inner_text()
+        assert "*Pro plan*" in whatsapp
+        assert "Free" in whatsapp
+        assert "Talk to a person" in whatsapp
+        email = await page.locator(".preview-email").inner_text()
+        assert "*Pro plan*" in email
+        assert "1. Free" in email
+        assert "2. Talk to a person" in email
 
         # It went through the real channel: counted as beta's HTTP traffic.
         rt = console.gw.runtime
