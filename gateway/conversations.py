@@ -122,6 +122,9 @@ def index_records(
     )
     marker = _InboundMarker(event_id=message.event_id, sender=message.sender.id)
     return [
+        # Who wrote here, so erase finds their cached name and contact identity (no expiry:
+        # it lives as long as the conversation).
+        (keyspace.conversation_participant(conv.key, message.sender.id), b"1", None),
         (
             keyspace.conversation_index(conv.tenant, conv.key),
             stored_json(entry),

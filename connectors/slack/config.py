@@ -217,12 +217,15 @@ class SlackChannelConfig(ChannelConfig):
     )
     fetch_user_names: bool = Field(
         default=True,
-        description="In an operators' desk thread, look up the writer's display name "
-        "(`users.info`, scope users:read) when the event lacks it; the customer sees it as a "
-        "signature.",
+        description="Look up each writer's display name and email (`users.info`, scopes "
+        "users:read and users:read.email), cached in the store for "
+        "`pipeline.contact_name_ttl_seconds`: agents greet people by name, a desk's customer "
+        "sees the operator's as a signature, and a verified email links contacts.",
     )
     user_name_timeout_seconds: float = Field(
-        default=1.5, gt=0, description="That look-up, inside Slack's 3-second window."
+        default=1.5,
+        gt=0,
+        description="That look-up is given up after this (the message goes on with the id).",
     )
 
     @model_validator(mode="after")
