@@ -8,7 +8,10 @@
 - ``POST /v2/bot/message/push`` — an ``X-Line-Retry-Key`` is accepted once; a repeat gets
   ``409`` with ``X-Line-Accepted-Request-Id``;
 - ``POST /v2/bot/chat/loading/start`` — the loading indicator (1:1 chats only);
-- ``GET /v2/bot/profile/{userId}`` — profiles registered with :meth:`LineEmulator.add_profile`.
+- ``GET /v2/bot/profile/{userId}`` — profiles registered with :meth:`LineEmulator.add_profile`;
+- ``GET /v2/bot/group/{groupId}/member/{userId}`` and ``GET /v2/bot/room/{roomId}/member/{userId}``
+  — the profiles of the members :meth:`LineEmulator.add_member` put in a group or room
+  (404 for anyone else, as LINE answers for a user not in that chat).
 
 Every request is recorded; ``fail_next`` answers the next calls with 429 (+ Retry-After) or
 500 without processing them, and ``delay_next`` processes a call but answers it late (for
@@ -43,7 +46,7 @@ __all__ = [
     "sign_body",
 ]
 
-Endpoint = Literal["reply", "push", "loading", "profile"]
+Endpoint = Literal["reply", "push", "loading", "profile", "member_profile"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RETRY_KEY_LIFETIME = 24 * 3600.0
@@ -119,6 +122,7 @@ class LineEmulator:
         self._tokens_by_access: dict[str, str] = {}  # access token -> destination
         self._secrets: dict[str, str] = {}  # destination -> channel secret
         self._profiles: dict[str, dict[str, str]] = {}
+        self._members: dict[str, dict[str, dict[str, str]]] = {}  # chat id -> user id -> profile
         self._reply_tokens: dict[str, _Token] = {}
         self._retry_keys: dict[tuple[str, str], tuple[float, str]] = {}
         self._failures: deque[_Failure] = deque()
@@ -180,6 +184,7 @@ class LineEmulator:
         app.router.add_post("/v2/bot/message/push", self._push)
         app.router.add_post("/v2/bot/chat/loading/start", self._loading)
         app.router.add_get("/v2/bot/profile/{user_id}", self._profile)
+        self._add_member_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -389,6 +394,30 @@ class LineEmulator:
             await self._record(RecordedCall("profile", 404, destination, None))
             return web.json_response({"message": "Not found"}, status=404)
         await self._record(RecordedCall("profile", 200, destination, None))
+        return web.json_response(profile)
+
+    # -- group and room members (their profiles) ------------------------------------------------
+    def add_member(self, chat_id: str, user_id: str, display_name: str) -> None:
+        """``user_id`` is in the group or room ``chat_id``, seen there as ``display_name``."""
+        self._members.setdefault(chat_id, {})[user_id] = {
+            "userId": user_id,
+            "displayName": display_name,
+        }
+
+    def _add_member_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v2/bot/group/{chat_id}/member/{user_id}", self._member_profile)
+        app.router.add_get("/v2/bot/room/{chat_id}/member/{user_id}", self._member_profile)
+
+    async def _member_profile(self, request: web.Request) -> web.Response:
+        destination, _, early = await self._common(request, "member_profile")
+        if early is not None:
+            return early
+        members = self._members.get(request.match_info["chat_id"], {})
+        profile = members.get(request.match_info["user_id"])
+        status = 200 if profile is not None else 404
+        await self._record(RecordedCall("member_profile", status, destination, None))
+        if profile is None:
+            return web.json_response({"message": "Not found"}, status=404)
         return web.json_response(profile)
 
 

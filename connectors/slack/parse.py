@@ -8,8 +8,8 @@ Here it becomes an :class:`~gateway.models.InboundMessage` with that id and key:
   undone, files as attachment metadata, the sender's display name and verified email (from
   ``users.info``, cached in the store: :mod:`gateway.contacts.names`; a failed look-up
   leaves the name the event carried, or the raw id), and a :class:`SlackReplyContext` that
-  answers in the right thread. A follow-up in a channel thread without a mention is answered only when
-  the bot already has a conversation there.
+  answers in the right thread. A follow-up in a channel thread without a mention is
+  answered only when the bot already has a conversation there.
 - slash commands (``COMMAND``) and button clicks (``ACTION``, the button's value as text),
   with a ``response_url`` kept only when it is Slack's own (``response_url_prefixes``).
 
