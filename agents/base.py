@@ -1,8 +1,9 @@
 """The ``Agent`` protocol: what the worker asks of whoever answers for a persona.
 
-An agent receives an :class:`AgentContext` (the message, recent history, the persona and the
-channel's capabilities) and returns an :class:`AgentReply`. The worker runs it under the
-persona's timeout and cancels it there, so an agent must be cancellation-safe.
+An agent receives an :class:`AgentContext` (the message, recent history, the persona, the
+channel's capabilities, the template variables and the sender's contact, if linked) and
+returns an :class:`AgentReply`. The worker runs it under the persona's timeout and cancels it
+there, so an agent must be cancellation-safe.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ if TYPE_CHECKING:
     from connectors.base import ChannelCapabilities
     from gateway.audit import AuditLog
 
-__all__ = ["Agent", "AgentContext", "AgentReply", "HistoryTurn", "ReplyPart", "fill_template"]
+__all__ = [
+    "Agent",
+    "AgentContact",
+    "AgentContext",
+    "AgentReply",
+    "HistoryTurn",
+    "ReplyPart",
+    "fill_template",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,17 @@ class HistoryTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentContact:
+    """The person behind the message, as the tenant's contacts know them
+    (gateway/contacts): their name and the channels they are linked on. Their ids and
+    email addresses stay with the gateway."""
+
+    id: str
+    name: str | None
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentContext:
     message: InboundMessage
     persona: Persona
@@ -39,6 +59,7 @@ class AgentContext:
     capabilities: ChannelCapabilities
     variables: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # where tools that act on the host record what they did
+    contact: AgentContact | None = None  # None: the sender is linked to no contact
 
 
 @dataclass(frozen=True, slots=True)

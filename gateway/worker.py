@@ -18,13 +18,21 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 
-from agents.base import Agent, AgentContext, AgentReply, HistoryTurn, fill_template
+from agents.base import (
+    Agent,
+    AgentContact,
+    AgentContext,
+    AgentReply,
+    HistoryTurn,
+    fill_template,
+)
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
 from agents.tools.mcp_servers import McpServers
 from connectors.base import ChannelCapabilities, Connector
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig
+from gateway.contacts import Contact, ContactBook, sender_contact
 from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
 from gateway.envelope import RawEvent, is_raw_event
@@ -80,6 +88,7 @@ class Worker:
         self.usage = Usage(store, keyspace)
         self.audit = AuditLog(store, keyspace)
         self.safety = SafetyCheck(config.safety)
+        self.contacts = ContactBook(store, keyspace)
         self.personas = personas
         # Applies tenants changed in the store if this process has not yet; True when it did
         # (gateway/tenant_sync.py): see _parse.
@@ -222,15 +231,21 @@ class Worker:
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
         quota = _QuotaStep(self.quotas, message)
+        contact = await sender_contact(self.contacts, message)
         try:
-            await self._turn_once(partition, entry, message, quota)
+            await self._turn_once(partition, entry, message, quota, contact)
         finally:
             # Whatever was reserved but not committed with replies (a failure, or a race lost
             # to another process that already answered) returns to the tenant.
             await quota.give_back()
 
     async def _turn_once(
-        self, partition: int, entry: StreamEntry, message: InboundMessage, quota: _QuotaStep
+        self,
+        partition: int,
+        entry: StreamEntry,
+        message: InboundMessage,
+        quota: _QuotaStep,
+        contact: Contact | None,
     ) -> None:
         inbox = self.keyspace.inbox(partition)
         conv = message.conversation
@@ -287,7 +302,7 @@ class Worker:
                     AgentReply(handoff="the customer asked"), conv.tenant
                 )
             else:
-                reply = await self._answer(persona, message, state, route.remaining_text)
+                reply = await self._answer(persona, message, state, route.remaining_text, contact)
                 reply = self.handoff.customer_reply(reply, conv.tenant)
             agent_ms = 0 if exhausted else round((time.perf_counter() - started) * 1000)
             # An agent may hand over only to a persona that may answer on this channel.
@@ -453,11 +468,24 @@ class Worker:
         return state.model_copy(update={"facts": {**state.facts, "handoff": fact}})
 
     async def _answer(
-        self, persona: Persona, message: InboundMessage, state: ConversationState, text: str
+        self,
+        persona: Persona,
+        message: InboundMessage,
+        state: ConversationState,
+        text: str,
+        contact: Contact | None,
     ) -> AgentReply:
         tenant = self.config.tenant(message.conversation.tenant)
+        # The name the platform gave (cleaned: gateway/contacts/model.py), else the
+        # contact's, else the raw id. Filled in one pass: never read as a template itself.
+        user_name = (
+            message.sender.display_name
+            or (contact.name if contact is not None else None)
+            or message.sender.id
+        )
         variables = {
-            "user_name": message.sender.display_name or message.sender.id,
+            "user_name": user_name,
+            "contact_name": (contact.name if contact is not None else None) or user_name,
             "display_name": persona.display_name,
             "persona": persona.name,
             "tenant": message.conversation.tenant,
@@ -482,6 +510,9 @@ class Worker:
             capabilities=connector.capabilities if connector is not None else ChannelCapabilities(),
             variables=variables,
             audit=self.audit,
+            contact=None
+            if contact is None
+            else AgentContact(id=contact.id, name=contact.name, channels=contact.channels),
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()

@@ -178,6 +178,8 @@ class ConversationView(_Out):
 
 class ConversationExport(_Out):
     conversation: dict[str, Any] | None
+    names: list[dict[str, Any]] = []  # the participants' names as their platforms gave them
+    contacts: list[dict[str, Any]] = []  # the participants' contacts (identities, emails)
     state: dict[str, Any] | None
     replies: list[dict[str, Any]]
     receipts: list[dict[str, Any]]
@@ -189,6 +191,7 @@ class EraseResult(_Out):
     erased: bool
     keys_deleted: int
     stream_entries_deleted: int
+    contacts_changed: int = 0
 
 
 class ProactiveMessage(_In):

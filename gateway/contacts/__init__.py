@@ -8,7 +8,13 @@
   compare-and-set; automatic links only on a verified email address.
 """
 
-from gateway.contacts.book import ContactBook, ContactConflict, IdentityTaken, UnknownContact
+from gateway.contacts.book import (
+    ContactBook,
+    ContactConflict,
+    IdentityTaken,
+    UnknownContact,
+    sender_contact,
+)
 from gateway.contacts.model import (
     CONTACT_ID_PATTERN,
     Contact,
@@ -30,4 +36,5 @@ __all__ = [
     "UnknownContact",
     "clean_email",
     "clean_name",
+    "sender_contact",
 ]

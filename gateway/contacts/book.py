@@ -25,11 +25,22 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from gateway.contacts.model import Contact, ContactIdentity, clean_email
-from gateway.models import Channel, new_id, utcnow
+from gateway.models import Channel, InboundMessage, new_id, utcnow
+from gateway.observability import get_logger
 from gateway.store import Commit, Keyspace, StateWrite, Store
 
-__all__ = ["ContactBook", "ContactConflict", "IdentityTaken", "UnknownContact"]
+__all__ = [
+    "ContactBook",
+    "ContactConflict",
+    "IdentityTaken",
+    "UnknownContact",
+    "sender_contact",
+]
+
+log = get_logger(__name__)
 
 _ATTEMPTS = 20
 T = TypeVar("T")
@@ -303,3 +314,24 @@ class ContactBook:
             # Another writer won: read again, after a pause that keeps racers apart.
             await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter, not a secret
         raise ContactConflict("the tenant's contacts kept changing; nothing was stored")
+
+
+async def sender_contact(book: ContactBook, message: InboundMessage) -> Contact | None:
+    """The contact of ``message``'s sender, for the worker's turn; linked first when their
+    platform vouched for their email (the one link made without an operator)."""
+    conv, sender = message.conversation, message.sender
+    try:
+        identity = ContactIdentity(channel=conv.channel, id=sender.id)
+    except ValidationError:
+        return None  # an id no contact can hold (an HTTP client's, with spaces)
+    if sender.verified_email is not None:
+        try:
+            linked = await book.link_verified(
+                conv.tenant, identity, sender.verified_email, name=sender.display_name
+            )
+        except ContactConflict:
+            linked = None  # linked by a later message; this one goes on without
+        if linked is not None:
+            log.info("contacts.linked", contact=linked.id, how="verified_email")
+            return linked
+    return await book.of_identity(conv.tenant, conv.channel, sender.id)
