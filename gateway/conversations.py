@@ -52,6 +52,7 @@ __all__ = [
     "ConversationIndexEntry",
     "EraseReport",
     "conversation_handle",
+    "conversation_participants",
     "erase_conversation",
     "export_conversation",
     "index_records",
@@ -202,7 +203,7 @@ async def export_conversation(
     replies = [
         json.loads(e.payload) for e in await _all_entries(store, keyspace.replies(key), log=True)
     ]
-    participants = await _participants(store, keyspace, key)
+    participants = await conversation_participants(store, keyspace, key)
     names: list[dict[str, Any]] = []
     for identity in participants:
         raw = await store.get_record(
@@ -238,7 +239,9 @@ class EraseReport(BaseModel):
     contacts_changed: int = 0  # contacts the conversation's participants were taken out of
 
 
-async def _participants(store: Store, keyspace: Keyspace, key: str) -> list[ContactIdentity]:
+async def conversation_participants(
+    store: Store, keyspace: Keyspace, key: str
+) -> list[ContactIdentity]:
     """The people who wrote in conversation ``key``, as channel identities."""
     channel, _ = _channel_of(key)
     if channel is None:
@@ -304,7 +307,7 @@ async def erase_conversation(
     channel, key_tenant = _channel_of(key)
     # The people who wrote here: their cached names go, and their identities leave the
     # contacts that hold them (a contact left with none goes too).
-    participants = await _participants(store, keyspace, key)
+    participants = await conversation_participants(store, keyspace, key)
     for identity in participants:
         to_delete.add(keyspace.contact_name(tenant, identity.channel.value, identity.id))
     marker_prefix = keyspace.inbound_marker_prefix(key)

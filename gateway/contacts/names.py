@@ -111,6 +111,16 @@ class NameCache:
         return profile
 
     @staticmethod
+    def name_in(raw: bytes | None) -> str | None:
+        """The name a record of :meth:`resolve`'s holds, if any (for pages and exports)."""
+        if raw is None:
+            return None
+        try:
+            return _Kept.model_validate_json(raw).name
+        except ValidationError:
+            return None
+
+    @staticmethod
     async def _keep(store: Store, key: str, kept: _Kept, ttl: float) -> None:
         try:
             await store.put_record(key, kept.model_dump_json(exclude_none=True).encode(), ttl=ttl)
