@@ -6,7 +6,8 @@
   Slack's answers (``invalid_auth``, ``channel_not_found``, ``msg_too_long`` above 40,000
   characters, ``invalid_blocks`` for a section over 3,000), every call recorded;
 - ``POST /api/users.info`` for the people added with :meth:`add_user` (``user_not_found``
-  otherwise);
+  otherwise), their profile email set with :meth:`set_user_email`, the calls counted by
+  :meth:`users_info_calls`;
 - with :meth:`echo_to`, every message the bot posts comes back to the gateway as the signed
   ``message`` event Slack sends to a subscribed app (with the bot's ``bot_id``), so loops show;
 - failures on demand: :meth:`fail_next` (429 with ``Retry-After``, 500, any ``error``),
@@ -211,6 +212,20 @@ class SlackEmulator:
                 "display_name_normalized": display_name,
             },
         }
+
+    def set_user_email(self, user_id: str, email: str, *, confirmed: bool = True) -> None:
+        """Give a person :meth:`add_user` added a profile email, as ``users.info`` shows it
+        to an app with ``users:read.email`` (``is_email_confirmed``: Slack verified it)."""
+        self.users[user_id]["profile"]["email"] = email
+        self.users[user_id]["is_email_confirmed"] = confirmed
+
+    def users_info_calls(self, user_id: str | None = None) -> int:
+        """How many ``users.info`` calls reached the emulator (for ``user_id``, if given)."""
+        return sum(
+            1
+            for c in self.calls
+            if c.method == "users.info" and (user_id is None or c.args.get("user") == user_id)
+        )
 
     def echo_to(self, sender: SlackSender) -> None:
         """Deliver each posted channel message back through ``sender``, as Slack does."""
@@ -434,6 +449,11 @@ class SlackEmulator:
         injected = await self._injected("users.info", args, token, request)
         if injected is not None:
             return injected
+        if self._drops.get("users.info"):  # drop_next("users.info"): a look-up left hanging
+            self._drops["users.info"].popleft()
+            self.calls.append(ApiCall("users.info", args, token, 0, "dropped"))
+            await self._release.wait()
+            return web.Response()
         if self._workspace(token) is None:
             return self._answer("users.info", args, token, {"ok": False, "error": "invalid_auth"})
         user = self.users.get(str(args.get("user")))
