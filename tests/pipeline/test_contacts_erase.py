@@ -46,9 +46,9 @@ async def test_erase_takes_names_and_identities_and_export_shows_them(store: Sto
     assert exported is not None
     assert {(n["id"], n["name"]) for n in exported["names"]} == {(ALICE, "Alice"), (BOB, "Bob")}
     assert {c["id"] for c in exported["contacts"]} == {"alice", "bob"}
-    assert "alice@example.com" in exported["contacts"][0]["emails"] + exported["contacts"][1][
-        "emails"
-    ]
+    assert (
+        "alice@example.com" in exported["contacts"][0]["emails"] + exported["contacts"][1]["emails"]
+    )
 
     report = await erase_conversation(store, KS, "acme", key)
 

@@ -34,7 +34,8 @@ async def test_link_unlink_and_the_indexes_agree(store: Store) -> None:
     assert contact.emails == ("alice@example.com",)
     assert contact.channels == ("slack", "line")
     found = await book.of_identity("acme", Channel.LINE, ALICE_LINE.id)
-    assert found is not None and found.id == "alice"
+    assert found is not None
+    assert found.id == "alice"
     # Another tenant's book knows nothing of it.
     assert await book.of_identity("beta", Channel.LINE, ALICE_LINE.id) is None
     assert await book.get("beta", "alice") is None
@@ -65,27 +66,32 @@ async def test_racing_links_of_one_identity_leave_it_on_one_contact(store: Store
     holders = [c.id for c in await book.page("acme") if c.has(ALICE_SLACK)]
     assert holders == won
     indexed = await book.of_identity("acme", Channel.SLACK, "U0ALICE")
-    assert indexed is not None and indexed.id == won[0]
+    assert indexed is not None
+    assert indexed.id == won[0]
 
 
 async def test_verified_email_links_into_the_contact_holding_it(store: Store) -> None:
     book = ContactBook(store, KS)
     await book.put("acme", "alice", name="Alice", emails=["alice@example.com"])
     linked = await book.link_verified("acme", ALICE_SLACK, "ALICE@example.com", name="Al")
-    assert linked is not None and linked.id == "alice"
+    assert linked is not None
+    assert linked.id == "alice"
     assert linked.identities == (ALICE_SLACK,)
     # A second verified sighting changes nothing; an unknown address makes its own contact.
     assert await book.link_verified("acme", ALICE_SLACK, "alice@example.com", name=None) is None
     bob = ContactIdentity(channel=Channel.SLACK, id="U0BOB")
     made = await book.link_verified("acme", bob, "bob@example.com", name="Bob")
-    assert made is not None and made.emails == ("bob@example.com",) and made.name == "Bob"
+    assert made is not None
+    assert made.emails == ("bob@example.com",)
+    assert made.name == "Bob"
     # An operator's link is never undone by a verified address.
     carol = ContactIdentity(channel=Channel.SLACK, id="U0CAROL")
     await book.put("acme", "carol", name="Carol", emails=[])
     await book.link("acme", "carol", carol)
     assert await book.link_verified("acme", carol, "alice@example.com", name=None) is None
     still = await book.of_identity("acme", Channel.SLACK, "U0CAROL")
-    assert still is not None and still.id == "carol"
+    assert still is not None
+    assert still.id == "carol"
 
 
 async def test_pages_follow_ids(store: Store) -> None:
@@ -105,7 +111,8 @@ async def test_forget_deletes_a_contact_left_without_identities(store: Store) ->
     await book.link("acme", "alice", ALICE_LINE)
     assert await book.forget("acme", [ALICE_SLACK]) == 1
     kept = await book.get("acme", "alice")
-    assert kept is not None and kept.identities == (ALICE_LINE,)
+    assert kept is not None
+    assert kept.identities == (ALICE_LINE,)
     assert await book.forget("acme", [ALICE_LINE]) == 1
     assert await book.get("acme", "alice") is None
     assert await store.get_record(KS.contact_email("acme", "alice@example.com")) is None

@@ -47,7 +47,8 @@ async def test_a_seeded_user_is_greeted_by_name_and_asked_for_once(
         assert _lookups(gw, "cached") == 1
     assert [p.shown_text for p in posts] == ["Hello Alice!", "Hello Alice!"]
     assert emulator.users_info_calls("U0ALICE") == 1  # the second came from the store
-    assert kept is not None and b'"name":"Alice"' in kept
+    assert kept is not None
+    assert b'"name":"Alice"' in kept
 
 
 async def test_the_real_name_stands_in_for_an_empty_display_name(
@@ -108,7 +109,9 @@ async def test_attack_a_display_name_is_neither_a_template_nor_a_header(
         kept = await store.get_record(keyspace.contact_name("acme", "slack", "U0EVE"))
     assert post.shown_text == "Hello $tenant_name $secret Bcc: victim@example.com!"
     assert "Acme" not in post.shown_text
-    assert kept is not None and b"\\r" not in kept and b"\\n" not in kept
+    assert kept is not None
+    assert b"\\r" not in kept
+    assert b"\\n" not in kept
 
 
 async def test_a_confirmed_profile_email_links_the_user_into_the_operators_contact(
