@@ -32,7 +32,7 @@ from agents.tools.mcp_servers import McpServers
 from connectors.base import ChannelCapabilities, Connector
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.config import GatewayConfig
-from gateway.contacts import Contact, ContactBook, sender_contact
+from gateway.contacts import Contact, ContactBook, sender_contact, with_clean_sender
 from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
 from gateway.envelope import RawEvent, is_raw_event
@@ -230,6 +230,7 @@ class Worker:
         )
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
+        message = with_clean_sender(message)  # a name is shown, stored, templated: one line
         quota = _QuotaStep(self.quotas, message)
         contact = await sender_contact(self.contacts, message)
         try:

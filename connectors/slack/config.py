@@ -30,7 +30,8 @@ __all__ = [
 SLACK_MAX_TEXT = 40_000  # chat.postMessage truncates (or refuses, msg_too_long) above this
 DEFAULT_MAX_MESSAGE_CHARS = 4_000
 # What the connector calls and reads: posting, DMs and channel messages, mentions, slash
-# commands, and display names for the desk (docs/connectors/slack.md, "Slack app setup").
+# commands, and people's names and confirmed emails (docs/connectors/slack.md, "Slack app
+# setup").
 BOT_SCOPES = (
     "app_mentions:read",
     "channels:history",
@@ -40,6 +41,7 @@ BOT_SCOPES = (
     "im:history",
     "mpim:history",
     "users:read",
+    "users:read.email",
 )
 
 

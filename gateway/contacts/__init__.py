@@ -21,6 +21,7 @@ from gateway.contacts.model import (
     ContactIdentity,
     clean_email,
     clean_name,
+    with_clean_sender,
 )
 from gateway.contacts.names import NameCache, Profile
 
@@ -37,4 +38,5 @@ __all__ = [
     "clean_email",
     "clean_name",
     "sender_contact",
+    "with_clean_sender",
 ]

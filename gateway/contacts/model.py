@@ -19,7 +19,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.models import Channel, utcnow
+from gateway.models import Channel, InboundMessage, utcnow
 
 __all__ = [
     "CONTACT_ID_PATTERN",
@@ -29,6 +29,7 @@ __all__ = [
     "ContactIdentity",
     "clean_email",
     "clean_name",
+    "with_clean_sender",
 ]
 
 CONTACT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -78,6 +79,16 @@ def clean_name(name: object) -> str | None:
     chars = (" " if unicodedata.category(c)[0] == "C" else c for c in name)
     cleaned = " ".join("".join(chars).split())[:MAX_NAME].strip()
     return cleaned or None
+
+
+def with_clean_sender(message: InboundMessage) -> InboundMessage:
+    """``message`` with its sender's display name cleaned (:func:`clean_name`), whichever
+    channel gave it (a WhatsApp ProfileName, an email's From name, an HTTP client's)."""
+    name = message.sender.display_name
+    if name is None or name == clean_name(name):
+        return message
+    sender = message.sender.model_copy(update={"display_name": clean_name(name)})
+    return message.model_copy(update={"sender": sender})
 
 
 def clean_email(email: object) -> str | None:
