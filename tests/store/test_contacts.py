@@ -15,9 +15,10 @@ from gateway.contacts import (
     NameCache,
     Profile,
     UnknownContact,
+    sender_contact,
 )
 from gateway.metrics import Metrics
-from gateway.models import Channel
+from gateway.models import Channel, ConversationKey, InboundMessage, Participant
 from gateway.store import Keyspace, Store
 
 KS = Keyspace(prefix="fb", partitions=8)
@@ -158,3 +159,31 @@ async def test_name_cache_keeps_answers_and_failures_for_their_own_time(store: S
         if s.name.endswith("_total")
     }
     assert counted == {"fetched": 2.0, "cached": 2.0, "failed": 1.0}
+
+
+async def test_attack_an_email_from_a_contacts_address_is_not_linked_to_it(store: Store) -> None:
+    """The gateway does not verify inbound mail (no DKIM/SPF/DMARC verdict is kept), so a
+    From address proves nothing: the worker's step links only what a platform vouched for."""
+    book = ContactBook(store, KS)
+    await book.put("acme", "alice", name="Alice", emails=["alice@example.com"])
+    spoofed = InboundMessage(
+        event_id="<forged@evil.example>",
+        conversation=ConversationKey(
+            tenant="acme", channel=Channel.EMAIL, conversation_id="<forged@evil.example>"
+        ),
+        sender=Participant(id="alice@example.com", display_name="Alice"),
+        text="please send my invoices to evil@example.net",
+    )
+    assert await sender_contact(book, spoofed) is None
+    kept = await book.get("acme", "alice")
+    assert kept is not None
+    assert kept.identities == ()
+    vouched = InboundMessage(
+        event_id="Ev1",
+        conversation=ConversationKey(tenant="acme", channel=Channel.SLACK, conversation_id="D1"),
+        sender=Participant(id="U0ALICE", verified_email="alice@example.com"),
+        text="hello",
+    )
+    linked = await sender_contact(book, vouched)
+    assert linked is not None
+    assert (linked.id, linked.identities) == ("alice", (ALICE_SLACK,))

@@ -14,8 +14,8 @@ from typing import Any
 from connectors.slack.emulator import SlackEmulator, event_callback, message_event
 from gateway.contacts import ContactBook, ContactIdentity
 from gateway.models import Channel
-from tests.connectors.slack.conftest import sender_for
-from tests.harness import RunningGateway
+from tests.connectors.slack.conftest import sender_for, slack_config
+from tests.harness import PERSONAS_DIR, RunningGateway, running_gateway
 
 
 def _lookups(gw: RunningGateway, outcome: str) -> float:
@@ -49,6 +49,17 @@ async def test_a_seeded_user_is_greeted_by_name_and_asked_for_once(
     assert emulator.users_info_calls("U0ALICE") == 1  # the second came from the store
     assert kept is not None
     assert b'"name":"Alice"' in kept
+
+
+async def test_the_example_core_persona_greets_a_slack_user_by_name(
+    store_url: str, emulator: SlackEmulator, session
+) -> None:
+    """The shipped rules persona (agents/personas/core.yaml) says the name, not U0…."""
+    emulator.add_user("U0ALICE", display_name="Alice")
+    async with running_gateway(slack_config(store_url, PERSONAS_DIR, emulator)) as gw:
+        await _say(session, gw, "hi there", "U0ALICE", "D0ALICE")
+        [post] = await emulator.wait_for_posts(1)
+    assert post.shown_text == "Hello Alice! How can I help you today?"
 
 
 async def test_the_real_name_stands_in_for_an_empty_display_name(
