@@ -1,10 +1,11 @@
-"""The echo agent: repeats what it was told. Useful to see a channel work end to end."""
+"""The echo agent: repeats what it was told, and sends back the files it was sent (the
+ones the gateway kept). Useful to see a channel work end to end, media included."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.base import AgentContext, AgentReply
+from agents.base import AgentContext, AgentReply, ReplyPart
 
 __all__ = ["DEFAULT_PREFIX", "EchoAgent"]
 
@@ -20,4 +21,14 @@ class EchoAgent:
         return cls(prefix=str(options.get("prefix", DEFAULT_PREFIX)))
 
     async def respond(self, context: AgentContext) -> AgentReply:
-        return AgentReply.text(f"{self.prefix}{context.message.text}")
+        message = context.message
+        # Only what the gateway kept can go back out (a refused file has no bytes here);
+        # places and contact cards carry their content and go back as they came.
+        returned = tuple(
+            a.model_copy(update={"url": None})
+            for a in message.attachments
+            if a.blob is not None or a.location is not None or a.contact is not None
+        )
+        return AgentReply(
+            parts=(ReplyPart(text=f"{self.prefix}{message.text}", attachments=returned),)
+        )

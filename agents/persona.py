@@ -191,6 +191,12 @@ class Persona(_Model):
         description="Files its tools may search (search_docs); relative to the persona file.",
     )
     access: PersonaAccess = Field(default=PersonaAccess(), description="Who may reach it.")
+    typing: bool = Field(
+        default=True,
+        description="Show the platform's typing or working indicator while its agent "
+        "answers, where the channel has one (Slack assistant status, LINE loading "
+        "animation, WhatsApp typing); a failed indicator never delays the reply.",
+    )
 
     @field_validator("tools")
     @classmethod

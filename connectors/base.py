@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.contacts.names import NameCache
 from gateway.models import (
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.envelope import RawEvent
     from gateway.ingest import Ingestor
+    from gateway.media import MediaService
     from gateway.metrics import Metrics
     from gateway.store import Keyspace, Store
 
@@ -52,6 +53,7 @@ __all__ = [
     "InboundResult",
     "Pacing",
     "Route",
+    "TypingIndicator",
 ]
 
 
@@ -195,9 +197,13 @@ class ConnectorContext:
         self._store: Store | None = None
         self._http: aiohttp.ClientSession | None = None
         self._ingest: Ingestor | None = None
+        self._media: MediaService | None = None
 
     def attach(self, *, store: Store, http: aiohttp.ClientSession, ingest: Ingestor) -> None:
         self._store, self._http, self._ingest = store, http, ingest
+
+    def attach_media(self, media: MediaService) -> None:
+        self._media = media
 
     @property
     def store(self) -> Store:
@@ -228,6 +234,13 @@ class ConnectorContext:
             ttl=ttl,
             failure_ttl=failure_ttl,
         )
+
+    @property
+    def media(self) -> MediaService:
+        """Kept files: their bytes and signed links (gateway/media/service.py)."""
+        if self._media is None:
+            raise RuntimeError("the media service exists once the app starts")
+        return self._media
 
     @property
     def ingest(self) -> Ingestor:
@@ -266,4 +279,16 @@ class Connector(Protocol):
         """The message in one stored event, or None when it needs no turn (an edit, a bot's
         own post). Runs in the worker, so it may call the platform (a display name, a file);
         raises EventParseError for an event it cannot read."""
+        ...
+
+
+@runtime_checkable
+class TypingIndicator(Protocol):
+    """A connector whose platform can show that an answer is being written."""
+
+    async def show_typing(self, message: InboundMessage) -> bool | None:
+        """Show the indicator for the conversation of ``message``; False when the platform
+        has none for this conversation (a LINE group). Called by the worker as its agent
+        starts, in a task of its own and under a short timeout: it may raise (counted and
+        logged by the worker), and it never delays the reply."""
         ...

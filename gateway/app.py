@@ -40,6 +40,10 @@ from gateway.dispatcher import Dispatcher
 from gateway.edge import edge_handler
 from gateway.errors import StoreError
 from gateway.ingest import INBOX_GROUP, Ingestor
+from gateway.media import FileBlobStore, MediaLinks, MediaService
+from gateway.media.blobs import BlobStore
+from gateway.media.links import load_link_keys
+from gateway.media.route import MEDIA_PATH, media_handler
 from gateway.metrics import Metrics
 from gateway.models import Channel
 from gateway.observability import get_logger
@@ -98,6 +102,7 @@ def create_app(
     app = web.Application(client_max_size=config.http.max_body_bytes)
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(MEDIA_PATH, media_handler(lambda: runtime.media))
     if role in ("all", "web"):
         for channel, connector in mounted.items():
             for route in connector.routes():
@@ -111,6 +116,7 @@ def create_app(
         mount_keyed_operations(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(personas_ctx)  # the stored personas, before the stored tenants
     app.cleanup_ctx.append(tenants_ctx)  # the stored tenants, before any connector starts
     app.cleanup_ctx.append(_connectors_ctx)
@@ -164,6 +170,65 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await rt.quotas.aclose()
     await session.close()
+
+
+_SWEEP_SECONDS = 3600.0
+
+
+def open_blob_store(config: GatewayConfig) -> BlobStore:
+    """The configured blob store: an S3-compatible bucket, else the folder."""
+    if config.media.s3 is not None:
+        # Imported here: botocore is loaded only by the processes that keep files in S3.
+        from gateway.media.s3 import S3BlobStore
+
+        return S3BlobStore(config.media.s3)
+    return FileBlobStore(config.media.dir)
+
+
+async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Kept files: the blob store, the signed links' keys, and (role all/worker) the hourly
+    retention sweep."""
+    rt = app[RUNTIME]
+    assert rt.store is not None  # opened by _store_ctx
+    media = rt.config.media
+    keys = await load_link_keys(
+        [s.get_secret_value() for s in media.link_secrets], rt.store, rt.keyspace
+    )
+    http = rt.context.http
+    blobs = open_blob_store(rt.config)
+    rt.media = MediaService(
+        config=lambda: rt.config,
+        blobs=blobs,
+        links=MediaLinks(
+            keys, base_url=lambda: _public_url(rt), ttl_seconds=media.link_ttl_seconds
+        ),
+        http=http,
+        metrics=rt.metrics,
+    )
+    rt.context.attach_media(rt.media)
+    sweep: asyncio.Task[None] | None = None
+    if rt.role in ("all", "worker"):
+        sweep = asyncio.create_task(_sweep_forever(rt.media), name="media-sweep")
+    yield
+    if sweep is not None:
+        sweep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweep
+    await blobs.aclose()
+
+
+def _public_url(rt: Runtime) -> str:
+    http = rt.config.http
+    return http.public_base_url or rt.public_url or f"http://{http.host}:{http.port}"
+
+
+async def _sweep_forever(media: MediaService) -> None:
+    while True:
+        try:
+            await media.sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep waits for the next, the gateway goes on
+            log.warning("media.sweep_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(_SWEEP_SECONDS)
 
 
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -225,6 +290,7 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=rt.metrics,
         quotas=rt.quotas,
         mcp=rt.mcp,
+        media=rt.media,
     )
     rt.dispatcher = Dispatcher(
         config=rt.config,

@@ -51,6 +51,7 @@ from gateway.config_sections import (
 from gateway.errors import ConfigError
 from gateway.handoff_config import Desk, HandoffConfig, plan_desks
 from gateway.mcp_config import MCP_SERVER_NAME, McpServerConfig
+from gateway.media_config import MediaConfig, MediaLimits
 from gateway.netguard import check_url
 from gateway.safety import SafetyConfig
 from gateway.secret_ref import UNSET_SECRETS_PASS, Secret
@@ -129,6 +130,10 @@ class TenantConfig(_Model):
     )
     handoff: HandoffConfig | None = Field(
         default=None, description="This tenant's own operators' desk (see docs/agents.md)."
+    )
+    media: MediaLimits | None = Field(
+        default=None,
+        description="This tenant's file limits and retention; null: the gateway's `media`.",
     )
 
     @model_validator(mode="after")
@@ -239,6 +244,10 @@ class GatewayConfig(_Model):
         description="A desk serving the tenants it lists (default: its operators' tenant); "
         "no desk when absent.",
     )
+    media: MediaConfig = Field(
+        default=MediaConfig(),
+        description="Files sent and received: where they are kept, limits, signed links.",
+    )
     mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServerConfig] = Field(
         default_factory=dict,
         description="Model Context Protocol servers by name; LLM personas grant their tools "
@@ -310,6 +319,11 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     personas = data.get("personas_dir")
     if isinstance(personas, str) and not Path(personas).is_absolute():
         data["personas_dir"] = str(base / personas)
+    media = data.setdefault("media", {})
+    if isinstance(media, dict):  # the default folder too sits next to the file
+        folder = media.get("dir", "media")
+        if isinstance(folder, str) and not Path(folder).is_absolute():
+            media["dir"] = str(base / folder)
     store = data.get("store")
     if isinstance(store, dict):
         url = store.get("url")

@@ -6,7 +6,9 @@ channel block, the core's own checks and each connector's on the parts that vali
 ``routing.default_persona`` and the tenants name, and the reach report's problems (channels
 where no default persona may answer, see :mod:`gateway.reach_report`). Personas are loaded
 from ``personas_dir`` whenever that key itself is sound, whatever else in the file is
-broken. Every problem names its path in the file as written.
+broken. The folder kept files go to (``media.dir``, unless they go to ``media.s3``) must
+be writable, or creatable (:func:`gateway.media_config.folder_problem`). Every problem names
+its path in the file as written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from agents.persona import PersonaRegistry, load_personas
 from gateway.config import GatewayConfig, inspect_file
 from gateway.errors import ConfigError
+from gateway.media_config import folder_problem
 from gateway.reach_report import ReachReport, reach_report
 
 __all__ = ["CheckedConfig", "check_file", "unknown_personas"]
@@ -45,6 +48,10 @@ def check_file(path: str | Path) -> CheckedConfig:
             personas = load_personas(config.personas_dir)
         except ConfigError as exc:
             inspection.problems.extend(exc.problems)
+    if config is not None and config.media.s3 is None:
+        problem = folder_problem(config.media.dir)
+        if problem is not None:
+            inspection.add([("media.dir", problem)])
     report = ReachReport()
     if config is not None and personas is not None:
         unknown = unknown_personas(config, personas)

@@ -18,8 +18,11 @@ entry, the cached display names of the people who wrote in it and their identiti
 tenant's contacts (a contact left with no identity is deleted), the dedupe claims of its
 events, the delivery records of its replies, what the connectors keep per message (sent
 parts, Message-ID threading, WhatsApp send records and status claims), and its entries in
-the inbox, outbox and dead-letter streams of its partition. Its export includes the
-participants' cached names and contacts.
+the inbox, outbox and dead-letter streams of its partition; given the blob store, the files
+kept from it too, first: a blob store that fails fails the erase before anything else is
+gone, so it can be run again (after the store's records went, the conversation would no
+longer be found). :func:`export_conversation` lists those files, each with a signed link to
+its bytes, and the participants' cached names and contacts.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.contacts import ContactBook, ContactIdentity
 from gateway.handoff_config import Desk, desk_threads
+from gateway.media.service import MediaService
 from gateway.models import (
     Channel,
     ConversationKey,
@@ -56,6 +60,7 @@ __all__ = [
     "erase_conversation",
     "export_conversation",
     "index_records",
+    "kept_files",
     "list_conversations",
     "parse_handle",
     "read_index_entry",
@@ -192,10 +197,32 @@ async def read_receipts(store: Store, keyspace: Keyspace, key: str) -> list[Deli
     ]
 
 
+async def kept_files(media: MediaService, tenant: str, key: str) -> list[dict[str, Any]]:
+    """The files kept from one conversation, oldest first, each with a signed link."""
+    return [
+        {
+            "id": info.id,
+            "content_type": info.content_type,
+            "size": info.size,
+            "sha256": info.sha256,
+            "name": info.name,
+            "created_at": info.created_at.isoformat(),
+            "url": media.links.url(info.id),
+        }
+        for info in await media.blobs.list_conversation(tenant, key)
+    ]
+
+
 async def export_conversation(
-    store: Store, keyspace: Keyspace, tenant: str, key: str
+    store: Store,
+    keyspace: Keyspace,
+    tenant: str,
+    key: str,
+    *,
+    media: MediaService | None = None,
 ) -> dict[str, Any] | None:
-    """Everything kept about one conversation, as JSON-ready data (None if unknown)."""
+    """Everything kept about one conversation, as JSON-ready data (None if unknown); with
+    ``media``, its kept files too (links valid for ``media.link_ttl_seconds``)."""
     entry = await read_index_entry(store, keyspace, tenant, key)
     state = await read_state(store, keyspace, key)
     if entry is None and state is None:
@@ -229,6 +256,7 @@ async def export_conversation(
         "notes": [
             json.loads(e.payload) for e in await _all_entries(store, keyspace.notes(key), log=True)
         ],
+        "files": [] if media is None else await kept_files(media, tenant, key),
         "exported_at": utcnow().isoformat(),
     }
 
@@ -236,6 +264,7 @@ async def export_conversation(
 class EraseReport(BaseModel):
     keys_deleted: int = 0
     stream_entries_deleted: int = 0
+    files_deleted: int = 0
     contacts_changed: int = 0  # contacts the conversation's participants were taken out of
 
 
@@ -285,6 +314,7 @@ async def erase_conversation(
     *,
     extra_keys: Sequence[str] = (),
     desks: Sequence[Desk] = (),
+    media: MediaService | None = None,
 ) -> EraseReport:
     """Remove every trace of conversation ``key`` from the store (GDPR erasure).
 
@@ -292,14 +322,19 @@ async def erase_conversation(
     named by the same :class:`~gateway.store.Keyspace` method that writes it. With ``desks``
     (the configured handoff desks), the thread each desk serving ``tenant`` keeps for this
     customer is erased too: it holds the announcement, the relayed messages and the link
-    back to the customer.
+    back to the customer. With ``media``, the files kept from the conversation (and from
+    those threads) are deleted first; a blob store that fails raises ``OSError``
+    (:class:`~gateway.media.blobs.BlobStoreError`) before the store is touched.
     """
     report = EraseReport()
     for thread in desk_threads(desks, tenant, key):
-        found = await erase_conversation(store, keyspace, thread.tenant, thread.key)
+        found = await erase_conversation(store, keyspace, thread.tenant, thread.key, media=media)
         report.keys_deleted += found.keys_deleted
         report.stream_entries_deleted += found.stream_entries_deleted
         report.contacts_changed += found.contacts_changed
+        report.files_deleted += found.files_deleted
+    if media is not None:
+        report.files_deleted += await media.blobs.delete_conversation(tenant, key)
     partition = keyspace.partition(key)
     conv_keys = set(await store.scan(keyspace.conversation_prefix(key), limit=_SCAN_LIMIT))
     to_delete: set[str] = conv_keys | set(extra_keys)

@@ -76,6 +76,8 @@ async def run_demo(
     state_dir = Path.cwd() / "var"
     state_dir.mkdir(exist_ok=True)
     data["store"]["url"] = store_url or f"sqlite:///{state_dir / 'demo.db'}"
+    # Kept files beside the demo's store, never inside the package's example folder.
+    data.setdefault("media", {})["dir"] = str(state_dir / "media")
     # The operations listener on a free loopback port: a demo must not need 9090 to be free.
     http = data.setdefault("http", {})
     http["operations"] = {**http.get("operations", {}), "host": "127.0.0.1", "port": 0}

@@ -128,6 +128,27 @@ class Metrics:
             ["listener", "event"],
             registry=r,
         )
+        self.media = Counter(
+            "flowbiz_media_total",
+            "Files by channel, direction (in: kept from a platform; out: sent) and outcome "
+            "(kept, sent, too_large, type_not_allowed, fetch_failed, degraded…)",
+            ["channel", "direction", "outcome"],
+            registry=r,
+        )
+        self.typing = Counter(
+            "flowbiz_typing_indicators_total",
+            "Typing indicators shown while an agent answers, by channel and outcome (shown, "
+            "skipped, failed, timeout)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.media_links = Counter(
+            "flowbiz_media_links_total",
+            "Requests for kept files through signed links, by outcome (served, bad_link, "
+            "expired_or_forged, not_found, store_failed)",
+            ["outcome"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

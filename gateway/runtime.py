@@ -18,6 +18,7 @@ from connectors.base import Connector, ConnectorContext, Route
 from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher
 from gateway.ingest import Ingestor
+from gateway.media import MediaService
 from gateway.metrics import Metrics
 from gateway.models import Channel
 from gateway.partitions import PartitionConsumer
@@ -84,6 +85,7 @@ class Runtime:
     consumers: list[PartitionConsumer] = field(default_factory=list)
     quotas: QuotaPolicy | None = None
     mcp: McpServers | None = None  # the MCP server connections (role all/worker)
+    media: MediaService | None = None  # kept files and signed links (gateway/media/)
     # The operations app and its listener's base URL once bound (mode "listener").
     operations_app: web.Application | None = None
     operations_url: str | None = None

@@ -29,8 +29,9 @@ from agents.base import (
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
 from agents.tools.mcp_servers import McpServers
-from connectors.base import ChannelCapabilities, Connector
+from connectors.base import ChannelCapabilities, Connector, TypingIndicator
 from gateway.audit import AuditEvent, AuditLog, digest
+from gateway.choices import answered_choice, offered_fact
 from gateway.config import GatewayConfig
 from gateway.contacts import Contact, ContactBook, sender_contact, with_clean_sender
 from gateway.conversations import index_records
@@ -39,6 +40,7 @@ from gateway.envelope import RawEvent, is_raw_event
 from gateway.errors import AgentError, EventParseError, StoreError
 from gateway.handoff import HandoffDesk, handoff_fact
 from gateway.ingest import INBOX_GROUP
+from gateway.media import MediaService
 from gateway.metrics import Metrics
 from gateway.models import (
     Channel,
@@ -54,6 +56,7 @@ from gateway.routing import Router
 from gateway.safety import SafetyCheck, Verdict, audit_verdict
 from gateway.state import ConversationState
 from gateway.store import Commit, Keyspace, StateWrite, Store, StreamEntry
+from gateway.typing_indicators import TypingIndicators
 from gateway.usage import Usage
 
 __all__ = ["Worker"]
@@ -77,8 +80,11 @@ class Worker:
         metrics: Metrics,
         quotas: QuotaPolicy | None = None,
         mcp: McpServers | None = None,
+        media: MediaService | None = None,
     ) -> None:
         self.config = config
+        self.media = media  # None: files stay metadata (unit tests of the bare pipeline)
+        self.typing = TypingIndicators(metrics)
         self.mcp = mcp  # the MCP server connections the agents share, across reloads
         self.store = store
         self.keyspace = keyspace
@@ -128,6 +134,7 @@ class Worker:
         ):
             # At DEBUG this line carries the full conversation key next to its reference.
             log.debug("worker.turn_started", kind=message.kind.value)
+            message = await self._keep_media(message)
             if self.handoff.is_operators(conv):  # people talk there; no bot answers
                 outcome = await self.handoff.operator_turn(partition, entry, message)
                 self.metrics.turns.labels(f"handoff_{outcome}").inc()
@@ -188,6 +195,14 @@ class Worker:
             log.warning("worker.event_unparsable", reason=reason, event_id=event.event_id)
             await self._dead_letter_event(partition, entry, event, f"{reason}: {detail}")
             return None
+
+    async def _keep_media(self, message: InboundMessage) -> InboundMessage:
+        """The message with its files kept (or refused, with the reason) before any agent
+        or operator sees it: off the acknowledged path, with the platform's credentials."""
+        if self.media is None or not message.attachments:
+            return message
+        connector = self.connectors.get(message.conversation.channel)
+        return await self.media.keep_inbound(message, connector)
 
     async def _parse(self, event: RawEvent) -> InboundMessage | None:
         try:
@@ -274,6 +289,8 @@ class Worker:
                 await self.store.ack(inbox, INBOX_GROUP, [entry.id])
                 self.metrics.turns.labels("already_handled").inc()
                 return
+            # "2" after a message offering numbered choices is that choice's ACTION.
+            message = answered_choice(message, state.facts)
             # The quota step (DESIGN: load state → quota → route → agent).
             if message.kind not in _SILENT_KINDS and not await quota.inbound_allowed():
                 await self.store.ack(inbox, INBOX_GROUP, [entry.id])
@@ -342,6 +359,9 @@ class Worker:
                 replies=[o.text for o in outbound],
                 history_limit=self.config.pipeline.history_limit,
                 now=now,
+            )
+            new_state = new_state.model_copy(
+                update={"facts": offered_fact(new_state.facts, outbound)}
             )
             if message.kind in _SILENT_KINDS:
                 new_state = new_state.model_copy(
@@ -517,6 +537,8 @@ class Worker:
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()
+        if persona.typing and isinstance(connector, TypingIndicator):
+            self.typing.start(connector, message)
         try:
             async with asyncio.timeout(timeout):
                 reply = await self.agents[persona.name].respond(context)

@@ -6,6 +6,7 @@ implementation). ``start_redis_server`` is the helper behind them, usable direct
 that need their own server (e.g. with AOF persistence, to kill and restart it).
 ``redis_cluster`` is a real 3-master Redis Cluster for the session (``redis_cluster_url``:
 flushed before each test); ``store`` runs on it too, as the ``redis-cluster`` kind.
+``s3_server`` is a real S3-compatible server (moto's server mode) for the session.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from connectors.http_api.emulator import CallbackReceiver
 from gateway.store import Store, open_store
 from tests.harness import SECRETS
+
+if TYPE_CHECKING:
+    from tests.s3 import S3Server
 
 
 # -- redis-server --------------------------------------------------------------------------------
@@ -242,6 +247,17 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     """URL of a node of the session's Redis Cluster, every master emptied before each test."""
     redis_cluster.flush()
     return redis_cluster.url
+
+
+# -- S3 --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's) on loopback, for the session; a bucket per test."""
+    from tests.s3 import start_s3_server  # moto loads Flask: only for the tests that use it
+
+    server = start_s3_server(free_port())
+    yield server
+    server.stop()
 
 
 # -- stores --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ its URL is ``RunningGateway.ops_url``. Nothing is mocked: requests go over real 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,8 +33,14 @@ SECRETS = {
     "T_SIGN_OLD": "test-signing-secret-old",
     "T_CALLBACK": "test-callback-secret",
     "T_NOTIFY": "test-notify-secret",
+    # The S3 test server (tests/s3.py) takes any credentials; these are signed with.
+    "T_S3_KEY": "test-s3-access-key",
+    "T_S3_SECRET": "test-s3-secret-key",
 }
 PERSONAS_DIR = REPO / "agents" / "personas"
+
+
+TEST_MEDIA_DIR = Path(tempfile.gettempdir()) / "flowbiz-test-media"
 
 
 def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
@@ -56,6 +63,8 @@ def base_config(store_url: str, **overrides: Any) -> dict[str, Any]:
         # Never a fixed port: gateway processes a test starts from this config (workers as
         # subprocesses) must not collide with each other or with anything else on 9090.
         "http": {"operations": {"port": 0}},
+        # Kept files go to the system's temporary folder, never the working directory.
+        "media": {"dir": str(TEST_MEDIA_DIR)},
     }
     data.update(overrides)
     return data

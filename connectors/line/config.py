@@ -32,8 +32,16 @@ class LineChannelConfig(ChannelConfig):
         description="Use a reply token only while younger than its 60 s lifetime minus this; "
         "later replies are pushes.",
     )
+    data_api_base_url: str = Field(
+        default="https://api-data.line.me",
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="Where the files people send are fetched from (LINE's content API host, "
+        "`api-data.line.me`, apart from the Messaging API's); the emulator's URL in tests.",
+    )
     loading_indicator: bool = Field(
-        default=True, description="Show LINE's typing animation in one-to-one chats."
+        default=True,
+        description="Show LINE's loading animation in one-to-one chats while the agent "
+        "answers (the persona's `typing` turns it off too).",
     )
     loading_seconds: int = Field(
         default=20,

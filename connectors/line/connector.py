@@ -13,12 +13,17 @@ Outbound: at send time, the event's reply token is used when it is still fresh (
 than ``60 - reply_token_margin_seconds`` seconds ago) and this process wins the store claim on
 it (single use across processes); otherwise the message is pushed with an
 ``X-Line-Retry-Key`` derived from the message's idempotency key, so a retried push is
-accepted once (LINE answers 409 to the repeat, which counts as delivered).
+accepted once (LINE answers 409 to the repeat, which counts as delivered). Every part of a
+message goes in its LINE form or its shared text form (:mod:`connectors.line.render`); kept
+files go out as signed links LINE fetches from the gateway.
+
+Files people send are fetched by the worker from LINE's content API, at a URL built from the
+message id (:meth:`LineConnector.media_fetch`, :mod:`connectors.line.content`); the loading
+animation is shown in one-to-one chats as the agent starts (:meth:`LineConnector.show_typing`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +53,7 @@ from connectors.base import (
     Route,
 )
 from connectors.line.config import REPLY_TOKEN_LIFETIME_SECONDS, LineChannelConfig
+from connectors.line.content import content_fetch
 from connectors.line.edge import SIGNATURE_HEADER, admit_event, signature_matches
 from connectors.line.parse import line_message
 from connectors.line.render import (
@@ -77,7 +83,9 @@ from gateway.errors import (
     UnknownTenantError,
     VerificationError,
 )
+from gateway.media import MediaFetch
 from gateway.models import (
+    Attachment,
     Channel,
     DeliveryReceipt,
     EventKind,
@@ -168,7 +176,6 @@ class LineConnector:
             self._bots.append(bot)
             self._by_destination[channel.destination] = bot
             self._by_name[(tenant.id, channel.name)] = bot
-        self._background: set[asyncio.Task[None]] = set()
         self._names = context.name_cache()
         self._quota_policy: QuotaPolicy | None = None
         # Reply-token claims this process holds and knows it never sent with (the store
@@ -199,10 +206,6 @@ class LineConnector:
             self._api(bot)
 
     async def stop(self) -> None:
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for bot in self._bots:
             if bot.client is not None:
                 await bot.client.close()
@@ -286,13 +289,7 @@ class LineConnector:
             if a is not None
         ]
 
-        def respond(flags: Sequence[bool]) -> InboundResponse:
-            for event, new in zip(admitted, flags, strict=True):
-                if new and event.loading_chat is not None:
-                    self._start_loading(bot, event.loading_chat)
-            return _EMPTY_OK
-
-        return InboundResult(encoded=[a.encoded for a in admitted], respond=respond)
+        return InboundResult(encoded=admitted, response=_EMPTY_OK)
 
     # -- inbound: in the worker (connectors/line/parse.py) --------------------------------------
     async def parse(self, event: RawEvent) -> InboundMessage | None:
@@ -356,28 +353,36 @@ class LineConnector:
         self._count("profile_fetched")
         return Profile(name=found.display_name)
 
-    def _start_loading(self, bot: _Bot, chat_id: str) -> None:
-        """Show the typing indicator in a 1:1 chat while the agent works (after the ack)."""
-        task = asyncio.get_running_loop().create_task(self._show_loading(bot, chat_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def media_fetch(
+        self, message: InboundMessage, attachment: Attachment
+    ) -> MediaFetch | None:
+        """LINE's content API for a file someone sent (connectors/line/content.py)."""
+        bot = self._bot_for(message)
+        return None if bot is None else content_fetch(bot.config, attachment)
 
-    async def _show_loading(self, bot: _Bot, chat_id: str) -> None:
+    async def show_typing(self, message: InboundMessage) -> bool:
+        """LINE's loading animation while the agent answers: one-to-one chats only (LINE
+        has none for groups and rooms). Called by the worker in a task of its own."""
+        context = message.reply_context
+        bot = self._bot_for(message)
+        if (
+            bot is None
+            or not bot.config.loading_indicator
+            or not isinstance(context, LineReplyContext)
+            or context.source_type != "user"
+        ):
+            return False
         request = ShowLoadingAnimationRequest(
-            chat_id=chat_id, loading_seconds=bot.config.loading_seconds
+            chat_id=context.source_id, loading_seconds=bot.config.loading_seconds
         )
-        try:
-            await self._api(bot).show_loading_animation(
-                request,
-                _request_timeout=aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds),
-            )
-        except (ApiException, aiohttp.ClientError, TimeoutError):
-            self._count("loading_failed")  # cosmetic: the reply is unaffected
-        else:
-            self._count("loading_started")
+        await self._api(bot).show_loading_animation(
+            request,
+            _request_timeout=aiohttp.ClientTimeout(total=bot.config.request_timeout_seconds),
+        )
+        return True
 
     # -- outbound ----------------------------------------------------------------------------------
-    def _bot_for(self, message: OutboundMessage) -> _Bot | None:
+    def _bot_for(self, message: OutboundMessage | InboundMessage) -> _Bot | None:
         context = message.reply_context
         if not isinstance(context, LineReplyContext):
             return None
@@ -394,7 +399,9 @@ class LineConnector:
                 "no LINE channel for this conversation's destination",
                 code=DeliveryFailure.NO_CHANNEL,
             )
-        batches = message_batches(line_messages(message))
+        batches = message_batches(
+            line_messages(message, link=self.context.media.link, on_media=self._count_media)
+        )
         if not batches:
             raise PermanentDeliveryError("nothing to send", code=DeliveryFailure.EMPTY)
         store, keyspace = self.context.store, self.context.keyspace
@@ -419,6 +426,9 @@ class LineConnector:
             platform_message_id=message_ids[0] if message_ids else None,
             detail={"via": via, "calls": len(batches), "message_ids": message_ids},
         )
+
+    def _count_media(self, outcome: str) -> None:
+        self.context.metrics.media.labels("line", "out", outcome).inc()
 
     def _reply_token_fresh(self, bot: _Bot, message: OutboundMessage, token: str | None) -> bool:
         if not token or message.inbound_received_at is None:

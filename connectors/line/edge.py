@@ -19,14 +19,14 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from connectors.line.config import LineChannelConfig
 from gateway.envelope import encode_raw_event
 from gateway.errors import PayloadError
 from gateway.models import Channel, EncodedInbound, conversation_key_of
 
-__all__ = ["SIGNATURE_HEADER", "AdmittedEvent", "admit_event", "chat_of", "signature_matches"]
+__all__ = ["SIGNATURE_HEADER", "admit_event", "chat_of", "signature_matches"]
 
 SIGNATURE_HEADER = "x-line-signature"
 
@@ -54,13 +54,6 @@ OTHER_TYPES = frozenset(
     }
 )
 _CHAT_ID_FIELD = {"user": "userId", "group": "groupId", "room": "roomId"}
-# Where the loading animation may show: a 1:1 chat, while the agent answers a message.
-_LOADING_TYPES = frozenset({"message", "postback"})
-
-
-class AdmittedEvent(NamedTuple):
-    encoded: EncodedInbound
-    loading_chat: str | None  # the 1:1 chat to show the loading animation in, once stored
 
 
 def signature_matches(secret: bytes, body: bytes, signature: str) -> bool:
@@ -83,7 +76,7 @@ def chat_of(source: object) -> tuple[str, str] | None:
 
 def admit_event(
     event: Any, *, tenant: str, channel: LineChannelConfig, count: Callable[[str], None]
-) -> AdmittedEvent | None:
+) -> EncodedInbound | None:
     """The envelope of one webhook event, or None (counted) when it needs no turn."""
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise PayloadError("malformed LINE event: an event is an object with a type")
@@ -105,8 +98,8 @@ def admit_event(
     delivery = event.get("deliveryContext")
     if isinstance(delivery, dict) and delivery.get("isRedelivery") is True:
         count("redelivery")
-    source_type, chat_id = chat
-    encoded = encode_raw_event(
+    _, chat_id = chat
+    return encode_raw_event(
         event_id=event_id,
         tenant=tenant,
         channel=Channel.LINE,
@@ -116,9 +109,3 @@ def admit_event(
         ),
         event=event,
     )
-    loading = (
-        chat_id
-        if channel.loading_indicator and source_type == "user" and event_type in _LOADING_TYPES
-        else None
-    )
-    return AdmittedEvent(encoded, loading)

@@ -11,7 +11,14 @@
 - ``GET /v2/bot/profile/{userId}`` — profiles registered with :meth:`LineEmulator.add_profile`;
 - ``GET /v2/bot/group/{groupId}/member/{userId}`` and ``GET /v2/bot/room/{roomId}/member/{userId}``
   — the profiles of the members :meth:`LineEmulator.add_member` put in a group or room
-  (404 for anyone else, as LINE answers for a user not in that chat).
+  (404 for anyone else, as LINE answers for a user not in that chat);
+- ``GET /v2/bot/message/{messageId}/content`` — the data API (``api-data.line.me``): the bytes
+  tests seed with :meth:`LineEmulator.add_content` (or :meth:`LineWebhookSender.image`),
+  to the channel's access token only.
+
+Message objects are held to LINE's documented limits (:mod:`connectors.line.emulator_checks`).
+:meth:`LineEmulator.fetch_media` fetches a URL LINE was given (an image's
+``originalContentUrl``) as LINE's servers do, and records what came back.
 
 Every request is recorded; ``fail_next`` answers the next calls with 429 (+ Retry-After) or
 500 without processing them, and ``delay_next`` processes a call but answers it late (for
@@ -37,6 +44,8 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from connectors.line.emulator_checks import invalid_messages, tiny_png
+
 __all__ = [
     "Delivery",
     "LineEmulator",
@@ -44,9 +53,10 @@ __all__ = [
     "RecordedCall",
     "new_webhook_event_id",
     "sign_body",
+    "tiny_png",
 ]
 
-Endpoint = Literal["reply", "push", "loading", "profile", "member_profile"]
+Endpoint = Literal["reply", "push", "loading", "profile", "member_profile", "content"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RETRY_KEY_LIFETIME = 24 * 3600.0
@@ -93,6 +103,9 @@ class Delivery:
     def texts(self) -> list[str]:
         return [m["text"] for m in self.messages if m.get("type") == "text"]
 
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == kind]
+
 
 @dataclass(slots=True)
 class _Token:
@@ -123,6 +136,8 @@ class LineEmulator:
         self._secrets: dict[str, str] = {}  # destination -> channel secret
         self._profiles: dict[str, dict[str, str]] = {}
         self._members: dict[str, dict[str, dict[str, str]]] = {}  # chat id -> user id -> profile
+        self._contents: dict[str, tuple[str, bytes]] = {}  # message id -> (type, bytes)
+        self.fetched: list[tuple[str, int, bytes]] = []  # (url, status, body) LINE fetched
         self._reply_tokens: dict[str, _Token] = {}
         self._retry_keys: dict[tuple[str, str], tuple[float, str]] = {}
         self._failures: deque[_Failure] = deque()
@@ -148,6 +163,20 @@ class LineEmulator:
             "displayName": display_name,
             "language": language,
         }
+
+    def add_content(self, message_id: str, data: bytes, content_type: str = "image/png") -> None:
+        """The bytes LINE keeps for a message someone sent (served by the content API)."""
+        self._contents[message_id] = (content_type, data)
+
+    async def fetch_media(self, url: str) -> tuple[int, bytes]:
+        """GET ``url`` as LINE's servers fetch a media message's content; recorded."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"User-Agent": "LINE-Emulator"}) as response,
+        ):
+            body = await response.read()
+        self.fetched.append((url, response.status, body))
+        return response.status, body
 
     def issue_reply_token(self, destination: str, chat_id: str) -> str:
         """A fresh reply token for an event sent to ``destination`` from ``chat_id``."""
@@ -185,6 +214,7 @@ class LineEmulator:
         app.router.add_post("/v2/bot/chat/loading/start", self._loading)
         app.router.add_get("/v2/bot/profile/{user_id}", self._profile)
         self._add_member_routes(app)
+        app.router.add_get("/v2/bot/message/{message_id}/content", self._content)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -260,17 +290,7 @@ class LineEmulator:
 
     @staticmethod
     def _invalid_messages(messages: Any) -> str | None:
-        if not isinstance(messages, list) or not 1 <= len(messages) <= 5:
-            return "messages: size must be between 1 and 5"
-        for n, message in enumerate(messages):
-            if not isinstance(message, dict) or "type" not in message:
-                return f"messages[{n}].type: may not be empty"
-            if message["type"] == "text" and not 1 <= _utf16_len(message.get("text", "")) <= 5000:
-                return f"messages[{n}].text: length must be between 1 and 5000"
-            items = (message.get("quickReply") or {}).get("items", [])
-            if len(items) > 13:
-                return f"messages[{n}].quickReply.items: size must be between 1 and 13"
-        return None
+        return invalid_messages(messages)
 
     async def _common(
         self, request: web.Request, endpoint: Endpoint
@@ -383,6 +403,7 @@ class LineEmulator:
             return web.json_response({"message": "The request body has 1 error(s)"}, status=400)
         self.loading.append((chat_id, seconds))
         await self._record(RecordedCall("loading", 202, destination, body))
+        await self._late("loading")
         return web.json_response({}, status=202)
 
     async def _profile(self, request: web.Request) -> web.Response:
@@ -395,6 +416,17 @@ class LineEmulator:
             return web.json_response({"message": "Not found"}, status=404)
         await self._record(RecordedCall("profile", 200, destination, None))
         return web.json_response(profile)
+
+    async def _content(self, request: web.Request) -> web.Response:
+        destination, _, early = await self._common(request, "content")
+        if early is not None:
+            return early
+        content = self._contents.get(request.match_info["message_id"])
+        if content is None:
+            await self._record(RecordedCall("content", 404, destination, None))
+            return web.json_response({"message": "Not found"}, status=404)
+        await self._record(RecordedCall("content", 200, destination, None))
+        return web.Response(body=content[1], content_type=content[0])
 
     # -- group and room members (their profiles) ------------------------------------------------
     def add_member(self, chat_id: str, user_id: str, display_name: str) -> None:
@@ -488,6 +520,30 @@ class LineWebhookSender:
         """A message event whose message object is ``content`` (id added)."""
         message = {"id": str(uuid.uuid4().int)[:18], **content}
         return self.event("message", self.source(user_id), message=message)
+
+    def content(
+        self,
+        kind: Literal["image", "video", "audio", "file"],
+        data: bytes,
+        *,
+        user_id: str,
+        content_type: str = "image/png",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """A message event with a file LINE keeps: its bytes are seeded in the emulator's
+        content API under the message id (``fields``: fileName, fileSize, duration…)."""
+        message: dict[str, Any] = {"id": str(uuid.uuid4().int)[:18], "type": kind, **fields}
+        if kind != "file":
+            message.setdefault("contentProvider", {"type": "line"})
+        if kind in ("image", "video"):
+            message.setdefault("quoteToken", base64.urlsafe_b64encode(os.urandom(18)).decode())
+        if self.emulator is not None:
+            self.emulator.add_content(message["id"], data, content_type)
+        return self.event("message", self.source(user_id), message=message)
+
+    def image(self, data: bytes | None = None, *, user_id: str) -> dict[str, Any]:
+        """A photo sent from LINE's app (a small PNG unless ``data`` is given)."""
+        return self.content("image", tiny_png() if data is None else data, user_id=user_id)
 
     def follow(self, *, user_id: str) -> dict[str, Any]:
         return self.event("follow", self.source(user_id), follow={"isUnblocked": False})

@@ -42,6 +42,7 @@ from gateway.models import (
     EventKind,
     InboundMessage,
     LineReplyContext,
+    Location,
     Participant,
 )
 
@@ -142,20 +143,19 @@ def _message_content(content: Any) -> tuple[str, tuple[Attachment, ...]]:
         label = f"[sticker: {', '.join(keywords[:3])}]" if keywords else "[sticker]"
         return (content.text or label), (attachment,)
     if isinstance(content, LocationMessageContent):
+        place = Location(
+            latitude=content.latitude,
+            longitude=content.longitude,
+            title=(content.title or None) and content.title[:100],
+            address=(content.address or None) and content.address[:200],
+        )
         attachment = Attachment(
             kind="location",
             name=content.title,
-            extra={
-                "message_id": message_id,
-                "title": content.title,
-                "address": content.address,
-                "latitude": content.latitude,
-                "longitude": content.longitude,
-            },
+            location=place,
+            extra={"message_id": message_id},
         )
-        place = ", ".join(p for p in (content.title, content.address) if p)
-        where = f"{content.latitude}, {content.longitude}"
-        return f"[location: {place} ({where})]" if place else f"[location: {where}]", (attachment,)
+        return f"[location: {place.as_text()}]", (attachment,)
     if isinstance(content, FileMessageContent):
         attachment = Attachment(
             kind="file",
@@ -167,10 +167,16 @@ def _message_content(content: Any) -> tuple[str, tuple[Attachment, ...]]:
     if isinstance(content, ImageMessageContent | VideoMessageContent | AudioMessageContent):
         kind = _SOURCE_KIND[content.type]
         provider = content.content_provider
+        extra: dict[str, Any] = {"message_id": message_id, "provider": provider.type}
+        duration = getattr(content, "duration", None)
+        if isinstance(duration, int) and duration > 0:
+            extra["duration_ms"] = duration
         attachment = Attachment(
             kind=kind,
-            url=provider.original_content_url,  # only for external providers; else fetch by id
-            extra={"message_id": message_id, "provider": provider.type},
+            # Only for external providers: where the sender's side keeps it. Never fetched
+            # (a stranger chooses it); LINE's own content is fetched by message id.
+            url=provider.original_content_url,
+            extra=extra,
         )
         return f"[{kind}]", (attachment,)
     kind_name = str(getattr(content, "type", "message"))[:20]

@@ -37,6 +37,8 @@ BOT_SCOPES = (
     "channels:history",
     "chat:write",
     "commands",
+    "files:read",
+    "files:write",
     "groups:history",
     "im:history",
     "mpim:history",
@@ -223,6 +225,20 @@ class SlackChannelConfig(ChannelConfig):
         "users:read and users:read.email), cached in the store for "
         "`pipeline.contact_name_ttl_seconds`: agents greet people by name, a desk's customer "
         "sees the operator's as a signature, and a verified email links contacts.",
+    )
+    files_base_url: str = Field(
+        default="https://files.slack.com",
+        pattern=r"^https?://[^/\s?#@]+$",
+        description="Where Slack keeps files (`scheme://host`): an inbound file is fetched, "
+        "with the bot token, only from here, and uploads are posted only here; a file said to "
+        "be elsewhere is refused (`host_not_allowed`).",
+    )
+    typing_status: str = Field(
+        default="is typing…",
+        min_length=1,
+        max_length=50,
+        description="The status shown in a Slack assistant thread while the agent writes "
+        "(`assistant.threads.setStatus`).",
     )
     user_name_timeout_seconds: float = Field(
         default=1.5,

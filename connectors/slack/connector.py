@@ -21,6 +21,13 @@ Dedupe keys: a message is identified by ``team:channel:ts``, so a retried event
 (``X-Slack-Retry-Num``), a Socket Mode redelivery and the ``message`` + ``app_mention`` pair
 that Slack sends for one mention all collapse into one inbound message.
 
+Replies: the rich parts in Block Kit within Slack's limits, else the numbered plain text
+(:mod:`connectors.slack.render`, :mod:`connectors.slack.blocks`); kept files uploaded after
+the posts, each upload a recorded part of the reply like each post, so a retry never sends
+either twice (:mod:`connectors.slack.files`). Inbound files are fetched for the worker's
+keeper only from the configured files host (:meth:`SlackConnector.media_fetch`); assistant
+threads show "is typing…" as the agent starts (:meth:`SlackConnector.show_typing`).
+
 Threads the gateway names (the operators' desk, see :mod:`gateway.handoff`): a message to
 post whose ``conversation.thread`` is not a Slack timestamp (``handoff-…``) goes into the
 Slack thread mapped to that name; the first one posted starts the thread at the channel's
@@ -62,9 +69,12 @@ from connectors.send_policy import (
     record_until_stored,
 )
 from connectors.send_policy.slack import SLACK_CODES, read_slack
+from connectors.slack.blocks import Upload as _Upload
+from connectors.slack.blocks import uploads as _uploads
 from connectors.slack.config import DEFAULT_MAX_MESSAGE_CHARS, SLACK_MAX_TEXT, SlackChannelConfig
 from connectors.slack.desk import ThreadMap, is_slack_ts
 from connectors.slack.edge import SlackEdge
+from connectors.slack.files import file_fetch, upload_file
 from connectors.slack.install import SlackInstaller
 from connectors.slack.parse import SlackParser
 from connectors.slack.render import SLACK_SECTION_MAX, escape, render, split_text, unescape
@@ -80,7 +90,9 @@ from gateway.errors import (
     PermanentDeliveryError,
     UnknownTenantError,
 )
+from gateway.media import MediaFetch, MediaUnavailable
 from gateway.models import (
+    Attachment,
     Channel,
     DeliveryReceipt,
     InboundMessage,
@@ -295,6 +307,7 @@ class SlackConnector:
                 "no Slack channel configured for this workspace", code=DeliveryFailure.NO_CHANNEL
             )
         posts = _render(message, ws.config.max_message_chars)
+        files = _uploads(message)
         ours = message.conversation.thread
         starts_thread = False
         if ours is not None and not is_slack_ts(ours):
@@ -302,20 +315,29 @@ class SlackConnector:
             mapped = await self._threads.thread_ts(ws.tenant, ctx.channel_id, ours)
             starts_thread = mapped is None
             ctx = ctx.model_copy(update={"thread_ts": mapped})
+            if starts_thread and not posts:  # files alone cannot start a thread
+                posts = [_Post(escape(message.persona.display_name))]
+        steps = len(posts) + len(files)
         last_ts: str | None = None
-        for index, post in enumerate(posts):
-            # A reply in several parts is resumed after a failure, not restarted: parts that
-            # went out are recorded, so a retry never posts them twice.
+        for index in range(steps):
+            # A reply in several parts (posts, then each uploaded file) is resumed after a
+            # failure, not restarted: parts that went out are recorded, so a retry never
+            # posts them, nor shares a file, twice.
             progress = None
-            if len(posts) > 1:
+            if steps > 1:
                 progress = self.context.keyspace.slack_part(
                     message.conversation.key, message.idempotency_key, index
                 )
                 done = await self.context.store.get_record(progress)
                 if done is not None:
-                    last_ts = done.decode() or last_ts
+                    if index < len(posts):
+                        last_ts = done.decode() or last_ts
                     continue
-            last_ts = await self._deliver(ws, ctx, message, post, depth=0)
+            if index < len(posts):
+                last_ts = await self._deliver(ws, ctx, message, posts[index], depth=0)
+                said = last_ts
+            else:
+                said = await self._send_file(ws, ctx, message, files[index - len(posts)])
             if starts_thread and ours is not None and last_ts is not None:
                 await self._threads.remember(ws.tenant, ctx.channel_id, ours, last_ts)
                 self._count("desk_thread_started")
@@ -323,12 +345,12 @@ class SlackConnector:
                 ctx = ctx.model_copy(update={"thread_ts": last_ts})
                 starts_thread = False
             if progress is not None:
-                # The part is posted: a store error here must not make the retry post it again.
+                # The part is out: a store error here must not make the retry send it again.
                 await record_until_stored(
                     partial(
                         self.context.store.put_record,
                         progress,
-                        (last_ts or "").encode(),
+                        (said or "").encode(),
                         ttl=self.context.config.store.dedupe_ttl_seconds,
                     ),
                     event="slack.record_retry",
@@ -339,8 +361,69 @@ class SlackConnector:
             channel=Channel.SLACK,
             status="sent",
             platform_message_id=last_ts,
-            detail={"parts": len(posts), "channel_id": ctx.channel_id},
+            detail={"parts": len(posts), "files": len(files), "channel_id": ctx.channel_id},
         )
+
+    async def _send_file(
+        self, ws: _Workspace, ctx: SlackReplyContext, message: OutboundMessage, upload: _Upload
+    ) -> str | None:
+        """Upload one kept file, or post its text form when it cannot be: its bytes are gone,
+        or the answer is only for one person (a file shared in a channel is everyone's)."""
+        metric = self.context.metrics.media.labels(Channel.SLACK.value, "out", "degraded")
+        ephemeral = ctx.response_type == "ephemeral" or (
+            ctx.response_url is not None and ws.config.command_reply_via == "response_url"
+        )
+        if not ephemeral:
+            try:
+                _, data = await self.context.media.read(upload.attachment)
+            except MediaUnavailable:
+                log.info("slack.file_unavailable", workspace=ws.label)
+                data = b""
+            if data:  # Slack takes no empty upload
+                file_id = await upload_file(
+                    client=self._client(ws),
+                    http=self.context.http,
+                    ws=ws,
+                    ctx=ctx,
+                    data=data,
+                    name=upload.attachment.name or upload.attachment.kind,
+                    title=upload.title,
+                )
+                self.context.metrics.media.labels(Channel.SLACK.value, "out", "sent").inc()
+                return file_id
+        metric.inc()
+        post = _Post(escape(upload.attachment.describe()))
+        return await self._deliver(ws, ctx, message, post, depth=0)
+
+    # -- files in and typing ---------------------------------------------------------------------
+    async def media_fetch(
+        self, message: InboundMessage, attachment: Attachment
+    ) -> MediaFetch | None:
+        """A Slack file's bytes: a GET with the bot token of the workspace it came from, only
+        on the configured files host (gateway/media/keeper.py does the rest)."""
+        ctx = message.reply_context
+        if not isinstance(ctx, SlackReplyContext):
+            return None
+        ws = await self._workspace_for(message.conversation.tenant, ctx)
+        if ws is None:
+            return None
+        return file_fetch(ws, attachment)
+
+    async def show_typing(self, message: InboundMessage) -> bool:
+        """'is typing…' in a Slack assistant thread (a DM thread); nothing elsewhere, where
+        Slack has no indicator a bot may set."""
+        ctx = message.reply_context
+        if not isinstance(ctx, SlackReplyContext) or ctx.thread_ts is None:
+            return False
+        if ctx.channel_type != "im" or ctx.response_type == "ephemeral":
+            return False
+        ws = await self._workspace_for(message.conversation.tenant, ctx)
+        if ws is None:
+            return False
+        await self._client(ws).assistant_threads_setStatus(
+            channel_id=ctx.channel_id, thread_ts=ctx.thread_ts, status=ws.config.typing_status
+        )
+        return True
 
     async def _deliver(
         self,

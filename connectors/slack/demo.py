@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
+import zlib
 from typing import Any
 
 import aiohttp
@@ -29,7 +31,10 @@ _WORKSPACE = EmulatedWorkspace()
 
 
 class Scene:
-    title = "Slack (Events API, buttons, threads, slash command → Web API / response_url)"
+    title = (
+        "Slack (Events API, buttons, threads, slash command → Web API / response_url, "
+        "a photo kept and answered with a card)"
+    )
 
     def __init__(self) -> None:
         self.emulator: SlackEmulator | None = None
@@ -48,6 +53,7 @@ class Scene:
                         "bot_token": f"env:{_BOT_VARIABLE}",
                         "api_base_url": self.emulator.api_url,
                         "response_url_prefixes": [f"{self.emulator.base_url}/hooks/"],
+                        "files_base_url": self.emulator.base_url,
                     }
                 )
 
@@ -123,10 +129,46 @@ class Scene:
             status, _ = await sender.command(fields)
             if await reply(4, f"HTTP {status}, ephemeral") is None:
                 return False
+            # 6. Alice sends a photo: the gateway fetches it from Slack's file host with the
+            #    bot token and keeps it; the persona answers with a card (Block Kit).
+            transcript.customer("alice (Slack DM)", "[sends a photo] my parcel arrived")
+            photo = emulator.files.host(_photo(), name="parcel.png", user="U0ALICE")
+            shared = message_event(
+                text="my parcel arrived",
+                channel="D0ALICE",
+                user="U0ALICE",
+                subtype="file_share",
+                files=[photo],
+            )
+            status, _ = await sender.event(event_callback(shared))
+            card = await reply(5, f"HTTP {status}, file_share; the photo kept")
+            if card is None:
+                return False
+            kinds = ", ".join(b["type"] for b in card.blocks)
+            transcript.note(f"Block Kit: {kinds}")
             await asyncio.sleep(0.3)  # a late duplicate of step 2 would show up by now
-            transcript.note(f"replies posted in Slack: {len(emulator.posted)} (expected 4)")
-        return len(emulator.posted) == 4
+            transcript.note(f"replies posted in Slack: {len(emulator.posted)} (expected 5)")
+        return len(emulator.posted) == 5
 
     async def close(self) -> None:
         if self.emulator is not None:
             await self.emulator.stop()
+
+
+def _photo() -> bytes:
+    """A small real PNG (the gateway judges files on their bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes(range(24)) for _ in range(8))
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"IDAT", zlib.compress(rows)),
+            chunk(b"IEND", b""),
+        )
+    )

@@ -28,6 +28,7 @@ __all__ = [
     "event_callback",
     "message_event",
     "slash_command_fields",
+    "static_select_payload",
 ]
 
 # -- payloads, as Slack sends them ---------------------------------------------------------------
@@ -262,6 +263,32 @@ def block_actions_payload(
     }
     if not is_ephemeral:
         payload["message"] = message
+    return payload
+
+
+def static_select_payload(
+    *, value: str, label: str = "Option", message_ts: str, **fields: Any
+) -> dict[str, Any]:
+    """The ``block_actions`` Slack sends when a person picks an option of a select menu."""
+    payload = block_actions_payload(value=value, label=label, message_ts=message_ts, **fields)
+    option = {"text": {"type": "plain_text", "text": label, "emoji": True}, "value": value}
+    payload["actions"] = [
+        {
+            "type": "static_select",
+            "action_id": "flowbiz_select",
+            "block_id": "flowbiz_options",
+            "selected_option": option,
+            "placeholder": {"type": "plain_text", "text": "Choose", "emoji": True},
+            "action_ts": f"{time.time():.6f}",
+        }
+    ]
+    payload["state"] = {
+        "values": {
+            "flowbiz_options": {
+                "flowbiz_select": {"type": "static_select", "selected_option": option}
+            }
+        }
+    }
     return payload
 
 

@@ -17,7 +17,14 @@
   :meth:`push` sends Socket Mode envelopes and every ack is recorded;
 - ``POST /hooks/…``: the ``response_url`` endpoint for slash commands and clicks;
 - "Add to Slack": ``GET /oauth/v2/authorize`` and ``POST /api/oauth.v2.access``, through
-  :attr:`SlackEmulator.oauth` (:mod:`connectors.slack.emulated_oauth`).
+  :attr:`SlackEmulator.oauth` (:mod:`connectors.slack.emulated_oauth`);
+- files and assistant threads through :attr:`SlackEmulator.files`
+  (:mod:`connectors.slack.emulated_files`): files hosted under ``/files-pri/`` behind the bot
+  token, the external upload (``files.getUploadURLExternal``, the upload URL,
+  ``files.completeUploadExternal``) keeping what arrived, ``assistant.threads.setStatus``;
+- ``invalid_blocks`` for blocks Slack refuses: more than 50, a section over 3,000
+  characters, an actions block over 25 elements, a button label over 75, a select option
+  value over 150, duplicate block or action ids, an image without its URL or alt text.
 
 :class:`SlackSender` (signing as Slack does) and the payload builders live in
 :mod:`connectors.slack.emulated_payloads` and are re-exported here under the same names.
@@ -37,6 +44,8 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from connectors.slack.emulated_blocks import blocks_valid as _blocks_valid
+from connectors.slack.emulated_files import EmulatedFiles, UploadedFile
 from connectors.slack.emulated_oauth import EmulatedApp, EmulatedOAuth
 from connectors.slack.emulated_payloads import (
     ACME_FILE,
@@ -47,6 +56,7 @@ from connectors.slack.emulated_payloads import (
     event_callback,
     message_event,
     slash_command_fields,
+    static_select_payload,
 )
 
 __all__ = [
@@ -57,15 +67,16 @@ __all__ = [
     "PostedMessage",
     "SlackEmulator",
     "SlackSender",
+    "UploadedFile",
     "app_mention_event",
     "block_actions_payload",
     "event_callback",
     "message_event",
     "slash_command_fields",
+    "static_select_payload",
 ]
 
 MAX_TEXT = 40_000
-MAX_SECTION = 3_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +145,7 @@ class SlackEmulator:
     ) -> None:
         self.workspaces = workspaces
         self.oauth = EmulatedOAuth(self)
+        self.files = EmulatedFiles(self)
         self.host = host
         self.port = port
         self.missing_channels = missing_channels
@@ -178,6 +190,7 @@ class SlackEmulator:
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/hooks/{path:.*}", self._response_url)
         self.oauth.add_routes(app)
+        self.files.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -280,12 +293,28 @@ class SlackEmulator:
         """The next call of ``method`` IS posted, but the caller never gets the answer."""
         self._drops.setdefault(method, deque()).append(mode)
 
+    def _dropped(self, method: str, args: dict[str, Any], token: str | None) -> bool:
+        """Whether this call's answer is to be lost (:meth:`drop_next`, disconnect mode)."""
+        drops = self._drops.get(method)
+        if not drops:
+            return False
+        drops.popleft()
+        self.calls.append(ApiCall(method, args, token, 0, "dropped"))
+        return True
+
     # -- waiting -----------------------------------------------------------------------------
     async def wait_for_posts(self, count: int, *, timeout: float = 10.0) -> list[PostedMessage]:
         assert self._changed is not None
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.posted) >= count)
         return list(self.posted)
+
+    async def wait_for_uploads(self, count: int, *, timeout: float = 10.0) -> list[UploadedFile]:
+        """Wait until ``count`` files have been shared through the external upload."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.files.uploaded) >= count)
+        return list(self.files.uploaded)
 
     async def wait_for_connections(self, count: int, *, timeout: float = 10.0) -> None:
         """Wait until ``count`` Socket Mode connections have been opened in total."""
@@ -308,9 +337,10 @@ class SlackEmulator:
         if request.method == "GET":
             args: dict[str, Any] = dict(request.query)
         elif request.content_type == "application/json":
-            args = await request.json()
+            args = {**request.query, **await request.json()}
         else:
-            args = dict(await request.post())
+            # The SDK sends some methods' arguments in the query (files.*), as Slack takes.
+            args = {**request.query, **await request.post()}
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else args.get("token")
         return args, token
@@ -574,23 +604,3 @@ class SlackEmulator:
                 )
             else:
                 await ws.close()
-
-
-def _blocks_valid(blocks: Any) -> bool:
-    if not isinstance(blocks, list) or len(blocks) > 50:
-        return False
-    for block in blocks:
-        if not isinstance(block, dict):
-            return False
-        if block.get("type") == "section":
-            text = block.get("text", {}).get("text", "")
-            if not text or len(text) > MAX_SECTION:
-                return False
-        if block.get("type") == "actions":
-            elements = block.get("elements", [])
-            if not elements or len(elements) > 25:
-                return False
-            for e in elements:
-                if len(e.get("text", {}).get("text", "")) > 75 or len(e.get("value", "")) > 2000:
-                    return False
-    return True

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -30,6 +31,7 @@ from connectors.slack.payloads import (
     EVENTS_API,
     INTERACTIVE,
     SLASH_COMMANDS,
+    action_value,
     addressed_by_fields,
     authorized_bot_user,
     clicked_button,
@@ -56,7 +58,7 @@ from gateway.models import (
 )
 from gateway.observability import get_logger
 
-__all__ = ["SlackParser", "clean_text"]
+__all__ = ["SlackParser", "clean_text", "file_url", "on_host"]
 
 log = get_logger(__name__)
 
@@ -198,7 +200,12 @@ class SlackParser:
         channel_type = in_dm(message, channel_id)[0]
         reply = thread if desk is None else reply_thread(ws.config, message, channel_id)
         text = clean_text(string_field(message, "text") or "", ws.bot_user_id)
-        attachments = _files(message.get("files"))
+        attachments = _files(message.get("files"), ws.config.files_base_url)
+        refused = sum(a.refused == "host_not_allowed" for a in attachments)
+        if refused:
+            metrics = self.context.metrics
+            metrics.channel_events.labels(Channel.SLACK.value, "file_host_refused").inc(refused)
+            metrics.media.labels(Channel.SLACK.value, "in", "host_not_allowed").inc(refused)
         if not text and not attachments:
             self._count("ignored_empty")
             return None
@@ -333,7 +340,7 @@ class SlackParser:
         ephemeral = container.get("is_ephemeral") is True
         user = payload.get("user")
         name = string_field(user, "name") or string_field(user, "username")
-        self._count("button_click")
+        self._count("select_choice" if action.get("type") == "static_select" else "button_click")
         return InboundMessage(
             id=event.id,
             trace_id=event.trace_id,
@@ -347,7 +354,7 @@ class SlackParser:
             ),
             sender=Participant(id=user_id, display_name=name),
             kind=EventKind.ACTION,
-            text=string_field(action, "value") or "",
+            text=action_value(action) or "",
             reply_context=SlackReplyContext(
                 team_id=team_id or ws.team_id or "",
                 enterprise_id=enterprise_id,
@@ -417,7 +424,23 @@ def _email_of(user: dict[str, Any]) -> str | None:
     return string_field(user.get("profile"), "email")
 
 
-def _files(files: Any) -> tuple[Attachment, ...]:
+def file_url(attachment: Attachment) -> str | None:
+    """Where Slack keeps an inbound file's bytes: its download URL, else its private URL."""
+    download = attachment.extra.get("url_private_download")
+    return download if isinstance(download, str) else attachment.url
+
+
+def on_host(url: str, host: str) -> bool:
+    """Whether ``url`` is on ``host`` (a ``scheme://host[:port]`` base): the same scheme and
+    the same authority, spelled exactly (no user info, no other port)."""
+    try:
+        parts, base = urlsplit(url), urlsplit(host)
+    except ValueError:
+        return False
+    return (parts.scheme, parts.netloc.lower()) == (base.scheme, base.netloc.lower())
+
+
+def _files(files: Any, host: str) -> tuple[Attachment, ...]:
     if not isinstance(files, list):
         return ()
     out: list[Attachment] = []
@@ -427,18 +450,29 @@ def _files(files: Any) -> tuple[Attachment, ...]:
         mime = string_field(f, "mimetype")
         kind = _FILE_KINDS.get(mime.split("/", 1)[0] if mime else "", "file")
         size = f.get("size")
-        out.append(
-            Attachment(
-                kind=kind,
-                name=string_field(f, "name") or string_field(f, "title"),
-                mime_type=mime,
-                size=size if isinstance(size, int) else None,
-                url=string_field(f, "url_private"),
-                extra={
-                    k: f[k]
-                    for k in ("id", "filetype", "permalink", "url_private_download")
-                    if isinstance(f.get(k), str)
-                },
-            )
+        attachment = Attachment(
+            kind=kind,
+            name=string_field(f, "name") or string_field(f, "title"),
+            mime_type=mime,
+            size=size if isinstance(size, int) else None,
+            url=string_field(f, "url_private"),
+            extra={
+                k: f[k]
+                for k in ("id", "filetype", "permalink", "url_private_download")
+                if isinstance(f.get(k), str)
+            },
         )
+        url = file_url(attachment)
+        if url is not None and not on_host(url, host):
+            # Only Slack's own file host gets the bot token: a file said to be anywhere
+            # else is never fetched, and its address is not kept.
+            log.warning("slack.file_host_refused", file_id=attachment.extra.get("id"))
+            attachment = attachment.model_copy(
+                update={
+                    "url": None,
+                    "extra": {"id": attachment.extra.get("id")},
+                    "refused": "host_not_allowed",
+                }
+            )
+        out.append(attachment)
     return tuple(out)

@@ -22,6 +22,7 @@ __all__ = [
     "INTERACTIVE",
     "SLASH_COMMANDS",
     "Screened",
+    "action_value",
     "addressed_by_fields",
     "authorized_bot_user",
     "clicked_button",
@@ -172,9 +173,22 @@ def addressed_by_fields(
     return None
 
 
+def action_value(action: Any) -> str | None:
+    """What a person chose in one ``block_actions`` action: a button's ``value``, or the
+    ``value`` of the option picked in a ``static_select``."""
+    if not isinstance(action, dict):
+        return None
+    if action.get("type") == "button":
+        return string_field(action, "value")
+    if action.get("type") == "static_select":
+        return string_field(action.get("selected_option"), "value")
+    return None
+
+
 def clicked_button(payload: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """The button a ``block_actions`` payload reports and the id of who clicked it; None for
-    any other interaction."""
+    """The choice a ``block_actions`` payload reports (a button with a value, or an option
+    picked in a select menu) and the id of who made it; None for any other interaction (a
+    link button, a view submission)."""
     if payload.get("type") != "block_actions":
         return None
     actions = payload.get("actions")
@@ -182,7 +196,7 @@ def clicked_button(payload: dict[str, Any]) -> tuple[dict[str, Any], str] | None
         (
             a
             for a in (actions if isinstance(actions, list) else [])
-            if isinstance(a, dict) and a.get("type") == "button" and string_field(a, "value")
+            if isinstance(a, dict) and action_value(a) is not None
         ),
         None,
     )

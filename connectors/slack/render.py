@@ -1,10 +1,10 @@
-"""How a reply looks on Slack: escaped text cut into posts, Block Kit for buttons and the
-persona's signature.
+"""How a reply looks on Slack: escaped text cut into posts, Block Kit for the rich parts
+(:mod:`connectors.slack.blocks`) and the persona's signature.
 
 Guarantees: every post's text is escaped as Slack requires (``&``, ``<``, ``>``) and no
 longer than the limit it is cut to; cutting never drops a character nor splits an entity;
-buttons keep their order and are bounded by Slack's own limits (25 per actions block,
-75-character labels, 2,000-character values). Nothing here talks to Slack.
+the rich parts are Block Kit within Slack's limits, or the whole reply is its numbered
+plain text (:meth:`OutboundMessage.plain_text`) — never cut. Nothing here talks to Slack.
 """
 
 from __future__ import annotations
@@ -12,18 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
 from connectors.send_policy import utf16_fit, utf16_len
+from connectors.slack.blocks import (
+    BUTTON_ACTION_PREFIX,
+    MAX_BLOCKS,
+    SLACK_SECTION_MAX,
+    TooRich,
+    attachment_blocks,
+    card_blocks,
+    choice_blocks,
+    escape,
+    text_lines,
+    uploads,
+)
 from connectors.slack.config import DEFAULT_MAX_MESSAGE_CHARS
-from gateway.models import Attachment, OutboundMessage
+from gateway.models import OutboundMessage
 
 __all__ = [
     "BUTTON_ACTION_PREFIX",
@@ -37,12 +42,6 @@ __all__ = [
     "unescape",
 ]
 
-SLACK_SECTION_MAX = 3_000  # a section block's text; above it Slack answers invalid_blocks
-BUTTON_ACTION_PREFIX = "flowbiz_button_"
-_MAX_BUTTONS = 25  # elements in one actions block
-_BUTTON_LABEL_MAX = 75
-_BUTTON_VALUE_MAX = 2_000
-
 
 @dataclass(frozen=True, slots=True)
 class Post:
@@ -50,11 +49,6 @@ class Post:
 
     text: str
     blocks: tuple[Block, ...] = ()
-
-
-def escape(text: str) -> str:
-    """Slack's required escaping of the three control characters in message text."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def unescape(text: str) -> str:
@@ -93,38 +87,51 @@ def split_text(text: str, limit: int) -> list[str]:
 
 
 def render_posts(message: OutboundMessage, limit: int) -> list[Post]:
-    """The Slack messages for one reply: text chunks, the last one with blocks if needed."""
-    text = escape(message.text)
-    links = [_link(a) for a in message.attachments if a.url]
-    if links:
-        text = "\n".join([text, *links]) if text else "\n".join(links)
+    """The Slack messages for one reply: text chunks, the last one with the blocks.
+
+    The rich parts are Block Kit (:mod:`connectors.slack.blocks`) when they fit Slack's
+    limits, else the whole reply is :meth:`OutboundMessage.plain_text` (choices numbered,
+    cards as titled paragraphs). Kept files are not here: they are uploaded after the posts
+    (:func:`connectors.slack.blocks.uploads`); a reply of files alone has no post."""
+    try:
+        body = card_blocks(message.cards) + attachment_blocks(message)
+        choices = choice_blocks(message)
+        native = True
+    except TooRich:
+        body, choices, native = [], [], False
+    posts = _posts(message, limit, body, choices, native=native)
+    if native and sum(len(p.blocks) for p in posts) > MAX_BLOCKS:
+        posts = _posts(message, limit, [], [], native=False)
+    return posts
+
+
+def _posts(
+    message: OutboundMessage, limit: int, body: list[Block], choices: list[Block], *, native: bool
+) -> list[Post]:
+    text = escape(message.text if native else message.plain_text())
+    lines = text_lines(message, native=native)
+    if lines:
+        text = "\n".join([text, *lines]) if text else "\n".join(lines)
     chunks = split_text(text, limit)
     signature = message.persona.signature
-    if not message.buttons and not signature:
-        return [Post(chunk) for chunk in chunks]
+    if not body and not choices and not signature:
+        if not text and uploads(message):
+            return []
+        return [Post(chunk or escape(message.persona.display_name)) for chunk in chunks]
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=piece))
         for piece in split_text(chunks[-1], SLACK_SECTION_MAX)
         if piece.strip()
     ]
+    blocks += body
     if signature:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=escape(signature))]))
-    if message.buttons:
-        blocks.append(
-            ActionsBlock(
-                block_id="flowbiz_buttons",
-                elements=[
-                    ButtonElement(
-                        text=button.label[:_BUTTON_LABEL_MAX],
-                        action_id=f"{BUTTON_ACTION_PREFIX}{n}",
-                        value=button.value[:_BUTTON_VALUE_MAX],
-                    )
-                    for n, button in enumerate(message.buttons[:_MAX_BUTTONS])
-                ],
-            )
-        )
+    blocks += choices
+    # The notification text: the reply's own, or (a reply of cards or choices alone) the
+    # text form of its parts, so a notification never says nothing.
+    fallback = chunks[-1] or split_text(escape(message.plain_text()), limit)[0]
     posts = [Post(chunk) for chunk in chunks[:-1]]
-    posts.append(Post(chunks[-1] or escape(message.persona.display_name), tuple(blocks)))
+    posts.append(Post(fallback or escape(message.persona.display_name), tuple(blocks)))
     return posts
 
 
@@ -151,11 +158,3 @@ def render(
         }
         for fields in (post_fields(message, post) for post in render_posts(message, limit))
     ]
-
-
-def _link(attachment: Attachment) -> str:
-    url = attachment.url or ""
-    name = attachment.name or url
-    if any(c in url for c in "<>| "):
-        return escape(url)
-    return f"<{url}|{escape(name)}>"

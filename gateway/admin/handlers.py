@@ -67,6 +67,7 @@ from gateway.conversations import (
 )
 from gateway.deadletters import discard, get_dead_letter, list_dead_letters, replay
 from gateway.errors import ConfigError, StoreError
+from gateway.media.blobs import BlobStoreError
 from gateway.models import OutboundMessage, new_id
 from gateway.persona_sync import reload_personas
 from gateway.runtime import Runtime
@@ -253,7 +254,12 @@ async def get_conversation(call: Call) -> web.StreamResponse:
 async def export(call: Call) -> web.StreamResponse:
     tenant = call.tenant()
     key = call.conversation_key()
-    data = await export_conversation(call.store, call.runtime.keyspace, tenant.id, key)
+    try:
+        data = await export_conversation(
+            call.store, call.runtime.keyspace, tenant.id, key, media=call.runtime.media
+        )
+    except BlobStoreError as exc:
+        raise StoreError("the file store is out of reach") from exc
     if data is None:
         raise ApiError(404, "not_found", "no such conversation")
     response = json_response(ConversationExport.model_validate(data))
@@ -271,9 +277,18 @@ async def erase(call: Call) -> web.StreamResponse:
     state = await read_state(call.store, keyspace, key)
     if entry is None and state is None:
         raise ApiError(404, "not_found", "no such conversation")
-    report = await erase_conversation(
-        call.store, keyspace, tenant.id, key, desks=call.runtime.config.handoff_desks()
-    )
+    try:
+        report = await erase_conversation(
+            call.store,
+            keyspace,
+            tenant.id,
+            key,
+            desks=call.runtime.config.handoff_desks(),
+            media=call.runtime.media,
+        )
+    except BlobStoreError as exc:
+        # Nothing was erased yet (the files go first): 503, and the caller tries again.
+        raise StoreError("the file store is out of reach") from exc
     call.audit_detail = report.model_dump()
     return json_response(EraseResult(erased=True, **report.model_dump()))
 

@@ -117,6 +117,7 @@ class TenantDefinition(_In):
     notify_secrets: list[str] = Field(default_factory=list, max_length=8)
     notify_allow_private: bool = False
     handoff: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None  # checked as the file's tenant media block
 
 
 class PersonaDefinition(Persona):
@@ -178,6 +179,18 @@ class ConversationView(_Out):
     facts: dict[str, Any]
 
 
+class KeptFile(_Out):
+    """A file the gateway kept from the conversation (its bytes in the blob store)."""
+
+    id: str
+    content_type: str  # the type its bytes were judged to be
+    size: int
+    sha256: str
+    name: str | None
+    created_at: datetime
+    url: str = Field(description="A signed link to the bytes; it expires (media.link_ttl_seconds).")
+
+
 class ConversationExport(_Out):
     conversation: dict[str, Any] | None
     names: list[dict[str, Any]] = []  # the participants' names as their platforms gave them
@@ -186,6 +199,7 @@ class ConversationExport(_Out):
     replies: list[dict[str, Any]]
     receipts: list[dict[str, Any]]
     notes: list[dict[str, Any]] = []  # operators' notes (console), oldest first
+    files: list[KeptFile] = []  # the kept files, oldest first
     exported_at: datetime
 
 
@@ -193,6 +207,7 @@ class EraseResult(_Out):
     erased: bool
     keys_deleted: int
     stream_entries_deleted: int
+    files_deleted: int = 0  # kept files deleted from the blob store
     contacts_changed: int = 0
 
 

@@ -69,7 +69,8 @@ def _slack(message: OutboundMessage, tenant: TenantConfig | None) -> Preview:
                     for e in b["elements"]
                 ],
                 "buttons": [
-                    e["text"]["text"]
+                    # a button's label, or the placeholder of a select menu
+                    (e.get("text") or e.get("placeholder") or {}).get("text", "")
                     for b in blocks
                     if b["type"] == "actions"
                     for e in b["elements"]
@@ -79,20 +80,43 @@ def _slack(message: OutboundMessage, tenant: TenantConfig | None) -> Preview:
     return Preview("slack", "Slack", posts, views)
 
 
+def _line_view(o: dict[str, Any]) -> dict[str, Any]:
+    """One LINE message object as a person sees it: text, a picture, or a placeholder."""
+    kind = o["type"]
+    buttons = [i["action"]["label"] for i in (o.get("quickReply") or {}).get("items", [])]
+    if kind == "text":
+        text = o["text"]
+    elif kind in ("image", "video", "audio"):
+        text = o["originalContentUrl"] if kind == "image" else f"[{kind}] {o['originalContentUrl']}"
+    elif kind == "location":
+        text = f"[location] {o['title']}, {o['address']}"
+    elif kind == "sticker":
+        text = f"[sticker {o['packageId']}/{o['stickerId']}]"
+    elif kind == "flex":
+        # A Flex card or carousel: its alternative text, and its buttons beside the quick replies.
+        contents = o["contents"]
+        bubbles = contents["contents"] if contents.get("type") == "carousel" else [contents]
+        text = f"[card] {o['altText']}"
+        buttons = [
+            b["action"]["label"]
+            for bubble in bubbles
+            for b in (bubble.get("footer") or {}).get("contents", [])
+        ] + buttons
+    else:
+        text = f"[{kind}]"
+    return {
+        "sender": (o.get("sender") or {}).get("name"),
+        "text": text,
+        "image": kind == "image",
+        "buttons": buttons,
+    }
+
+
 def _line(message: OutboundMessage) -> Preview:
     from connectors.line.connector import render
 
     objects = render(message)
-    views = [
-        {
-            "sender": (o.get("sender") or {}).get("name"),
-            "text": o.get("text") or o.get("originalContentUrl") or "",
-            "image": o["type"] == "image",
-            "buttons": [i["action"]["label"] for i in (o.get("quickReply") or {}).get("items", [])],
-        }
-        for o in objects
-    ]
-    return Preview("line", "LINE", objects, views)
+    return Preview("line", "LINE", objects, [_line_view(o) for o in objects])
 
 
 def _whatsapp(message: OutboundMessage) -> Preview:

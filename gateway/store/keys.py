@@ -320,6 +320,10 @@ class Keyspace:
         """Claimed by the one use a signed request may have (the HTTP channel's reply polls)."""
         return f"{self.prefix}:nonce:{channel}:{tenant}:{replay_key}"
 
+    def media_link_key(self) -> str:
+        """The key signing links to kept files, when the configuration gives none."""
+        return f"{self.prefix}:media:link-key"
+
     def console_session(self, token_digest: str) -> str:
         """A console sign-in, named by the SHA-256 of its cookie token (never the token)."""
         return f"{self.prefix}:console:session:{token_digest}"

@@ -13,6 +13,7 @@ from gateway.conversations import conversation_handle
 from tests.e2e.conftest import SECRETS, http_tenant
 from tests.harness import base_config, eventually, running_gateway
 from tests.leftovers import leftovers
+from tests.media.conftest import PDF, PNG
 
 MARKS = (b"victim", b"ev-secret")
 
@@ -131,3 +132,112 @@ async def test_erase_takes_the_desk_thread_of_a_handed_off_customer(store_url, r
         ) as response:
             assert response.status == 200
         assert await _leftovers(store_url) == []
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("blobs", ["files", "s3"])
+async def test_erase_deletes_the_conversations_kept_files_and_export_lists_them(
+    store_url, receiver, tmp_path, request, blobs
+):
+    """No blob of the erased conversation is left in the folder or the bucket (read there,
+    not through the store's API); another conversation's file stays; the export listed the
+    files with links that worked."""
+    media: dict[str, object] = {"dir": str(tmp_path / "media")}
+    if blobs == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        bucket = await s3.make_bucket()
+        media["s3"] = s3.config_data(bucket)
+
+    async def left() -> list[str]:
+        if blobs == "s3":
+            return sorted(await s3.keys(bucket))
+        folder = tmp_path / "media"
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+    data = base_config(store_url, tenants=[http_tenant(receiver.url)], media=media)
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        assert rt.media is not None
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        auth = {"Authorization": f"Bearer {token}"}
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(conversation_id="victim", text="hello", user_id="victim-user")
+        await client.send(conversation_id="other", text="hello", user_id="someone")
+        await receiver.wait_for(2)
+        kept = [
+            await rt.media.blobs.put(
+                tenant="acme",
+                conversation_key="acme/http/victim",
+                data=content,
+                content_type=kind,
+                name=name,
+            )
+            for content, kind, name in (
+                (PNG, "image/png", "victim.png"),
+                (PDF, "application/pdf", None),
+            )
+        ]
+        other = await rt.media.blobs.put(
+            tenant="acme",
+            conversation_key="acme/http/other",
+            data=PNG,
+            content_type="image/png",
+            name="other.png",
+        )
+        before = await left()
+        assert len(before) in (3, 6)  # S3: one object each; the folder: bytes and metadata
+
+        url = (
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{conversation_handle('acme/http/victim')}"
+        )
+        async with session.get(url + "/export", headers=auth) as response:
+            assert response.status == 200
+            files = (await response.json())["files"]
+        assert [(f["id"], f["content_type"], f["size"], f["sha256"], f["name"]) for f in files] == [
+            (i.id, i.content_type, i.size, i.sha256, i.name) for i in kept
+        ]
+        async with session.get(files[0]["url"]) as response:
+            assert response.status == 200
+            assert await response.read() == PNG
+
+        async with session.delete(url, headers=auth) as response:
+            assert response.status == 200, await response.text()
+            report = await response.json()
+        assert report["files_deleted"] == 2
+        after = await left()
+        assert len(after) == len(before) // 3
+        assert all(other.id.split(".")[2] in path for path in after)
+        assert (await rt.media.blobs.get(other.id))[1] == PNG
+        async with session.get(files[0]["url"]) as response:
+            assert response.status == 404  # the link outlived its file
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_an_erase_the_file_store_fails_erases_nothing_and_can_be_retried(
+    store_url, receiver, s3_server
+):
+    """The files go first: a bucket out of reach answers 503 with the conversation whole."""
+    media = {"s3": s3_server.config_data("flowbiz-no-such-bucket")}
+    data = base_config(store_url, tenants=[http_tenant(receiver.url)], media=media)
+    async with running_gateway(data) as gw, aiohttp.ClientSession() as session:
+        rt = gw.runtime
+        _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)
+        auth = {"Authorization": f"Bearer {token}"}
+        client = HttpChannelClient(
+            session=session, base_url=gw.url, tenant="acme", api_key=SECRETS["T_API_KEY"]
+        )
+        await client.send(conversation_id="victim", text="hello", user_id="victim-user")
+        await receiver.wait_for(1)
+        url = (
+            f"{gw.ops_url}/v1/tenants/acme/conversations/{conversation_handle('acme/http/victim')}"
+        )
+        async with session.delete(url, headers=auth) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"]
+        async with session.get(url, headers=auth) as response:
+            assert response.status == 200
+            assert len((await response.json())["history"]) == 2
+        async with session.get(url + "/export", headers=auth) as response:
+            assert response.status == 503

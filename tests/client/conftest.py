@@ -26,7 +26,11 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path, receiver: CallbackReceiver) -> AsyncIterator[Served]:
-    data = base_config(f"sqlite:///{tmp_path}/g.db", tenants=[http_tenant(receiver.url)])
+    data = base_config(
+        f"sqlite:///{tmp_path}/g.db",
+        tenants=[http_tenant(receiver.url)],
+        media={"dir": str(tmp_path / "media")},
+    )
     async with running_gateway(data) as gw:
         rt = gw.runtime
         _, token = await create_key(rt.store, rt.keyspace, name="ops", role=Role.ADMIN)

@@ -49,12 +49,25 @@ async def test_tenants_conversations_usage_and_personas(served: Served, receiver
     assert callbacks[1].idempotency_key == sent.idempotency_key
     receipts = await eventually(lambda: _when(admin.list_receipts("acme", summary.id), "receipts"))
     assert {r.status for r in receipts.receipts} >= {"delivered"}
+    media = served.gateway.runtime.media
+    assert media is not None
+    kept = await media.blobs.put(
+        tenant="acme",
+        conversation_key="acme/http/c1",
+        data=b"hi",
+        content_type="text/plain",
+        name=None,
+    )
     exported = await admin.export_conversation("acme", summary.id)
     assert exported.conversation is not None
+    [file] = exported.files
+    assert (file.id, file.size, file.sha256, file.name) == (kept.id, 2, kept.sha256, None)
+    assert file.url.startswith(served.gateway.url + "/media/")
     usage = await eventually(lambda: _when(admin.get_usage("acme", since="2000-01-01"), "rows"))
     assert usage.tenant == "acme"
     erased = await admin.erase_conversation("acme", summary.id)
     assert erased.erased
+    assert erased.files_deleted == 1
     with pytest.raises(NotFound):
         await admin.get_conversation("acme", summary.id)
 

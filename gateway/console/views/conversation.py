@@ -29,7 +29,9 @@ from gateway.conversations import (
     read_receipts,
     read_state,
 )
+from gateway.errors import StoreError
 from gateway.handoff import HandoffDesk, handoff_fact, handoff_status, holder_of
+from gateway.media.blobs import BlobStoreError
 from gateway.models import PersonaPresentation, new_id
 from gateway.state import ConversationState
 from gateway.takeover import ActionResult, HandoffActions
@@ -133,7 +135,12 @@ async def export(ctx: Ctx) -> web.StreamResponse:
     key, tenant = _key(ctx)
     if not ctx.may("exportConversation", tenant):
         return refusal(ctx.request, ctx.caller, 403, "Exporting needs the operator role.")
-    data = await export_conversation(ctx.store, ctx.keyspace, tenant, key)
+    try:
+        data = await export_conversation(
+            ctx.store, ctx.keyspace, tenant, key, media=ctx.runtime.media
+        )
+    except BlobStoreError as exc:
+        raise StoreError("the file store is out of reach") from exc
     if data is None:
         raise web.HTTPNotFound(text="no such conversation")
     await ctx.audit("exportConversation", tenant, 200, conversation=key)
@@ -172,9 +179,18 @@ async def act(ctx: Ctx) -> web.StreamResponse:
     if name == "erase":
         if ctx.form.get("confirm", "").strip() != "erase":
             raise done(here, "Type erase to confirm.")
-        await erase_conversation(
-            ctx.store, ctx.keyspace, tenant, key, desks=ctx.runtime.config.handoff_desks()
-        )
+        try:
+            await erase_conversation(
+                ctx.store,
+                ctx.keyspace,
+                tenant,
+                key,
+                desks=ctx.runtime.config.handoff_desks(),
+                media=ctx.runtime.media,
+            )
+        except BlobStoreError as exc:
+            # Nothing was erased yet (the files go first): the operator tries again.
+            raise StoreError("the file store is out of reach") from exc
         await ctx.audit("eraseConversation", tenant, 200, conversation=key)
         raise done("/console/inbox", "Conversation erased.")
     if name == "note":

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 import yaml
 
-from agents.base import AgentReply
+from agents.base import AgentReply, ReplyPart
 from agents.registry import AGENT_KINDS
 from connectors.line.emulator import LineEmulator, LineWebhookSender
 from gateway.ingest import INBOX_GROUP
-from tests.harness import RunningGateway, base_config, running_gateway
+from gateway.models import Channel, ConversationKey, EventKind
+from tests.harness import PERSONAS_DIR, RunningGateway, base_config, running_gateway
 
 DEST = "U" + "a1" * 16
 DEST_2 = "U" + "b2" * 16
@@ -46,6 +48,23 @@ class SleepyAgent:
         return AgentReply.text(f"slow answer to: {context.message.text}")
 
 
+class PartsAgent:
+    """A test bot answering each text with the reply part its test set for it
+    (``PartsAgent.replies``), and each ACTION with the value it carried."""
+
+    replies: ClassVar[dict[str, ReplyPart]] = {}
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        del options
+
+    async def respond(self, context: Any) -> AgentReply:
+        message = context.message
+        if message.kind is EventKind.ACTION:
+            return AgentReply.text(f"picked: {message.text}")
+        part = self.replies.get(message.text.strip(), ReplyPart(text=f"no part: {message.text}"))
+        return AgentReply(parts=(part,))
+
+
 @pytest.fixture(autouse=True)
 def line_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T_LINE_SECRET", SECRET)
@@ -54,6 +73,7 @@ def line_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T_LINE_TOKEN_2", TOKEN_2)
     monkeypatch.setenv("T_LINE_BAD_TOKEN", "a-token-line-does-not-know")
     monkeypatch.setitem(AGENT_KINDS, "sleepy", SleepyAgent)
+    monkeypatch.setitem(AGENT_KINDS, "parts", PartsAgent)
 
 
 @pytest.fixture
@@ -186,5 +206,58 @@ async def inbox_backlog(gw: RunningGateway) -> int:
 def channel_event(gw: RunningGateway, event: str) -> float:
     value = gw.runtime.metrics.registry.get_sample_value(
         "flowbiz_channel_events_total", {"channel": "line", "event": event}
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+def rich_personas(tmp_path: Path) -> Path:
+    """The example ``core`` persona (it answers a photo with a card), ``echo`` (it sends the
+    files it was sent back) and ``parts`` (:class:`PartsAgent`)."""
+    folder = tmp_path / "rich-personas"
+    folder.mkdir()
+    shutil.copy(PERSONAS_DIR / "core.yaml", folder / "core.yaml")
+    (folder / "echo.yaml").write_text(
+        "name: echo\ndisplay_name: Echo\nagent: {kind: echo}\n", encoding="utf-8"
+    )
+    (folder / "parts.yaml").write_text(
+        "name: parts\ndisplay_name: Parts\nagent: {kind: parts}\n", encoding="utf-8"
+    )
+    return folder
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def rich_gateway(
+    store_url: str, rich_personas: Path, emulator: LineEmulator, media_dir: Path
+) -> GatewayFactory:
+    """A gateway whose one persona is ``persona``, fetching files from the emulator's content
+    API; ``media`` adds to the gateway's ``media:`` block, the rest to the LINE block."""
+
+    def start(
+        *, persona: str = "core", media: dict[str, Any] | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[RunningGateway]:
+        block = line_channel(emulator, data_api_base_url=emulator.url, **overrides)
+        data = line_config(store_url, rich_personas, [block])
+        data["routing"] = {"default_persona": persona, "rules": []}
+        data["media"] = {"dir": str(media_dir), **(media or {})}
+        return running_gateway(data)
+
+    return start
+
+
+def conversation_of(chat_id: str) -> str:
+    return ConversationKey(
+        tenant="acme", channel=Channel.LINE, conversation_id=f"line:{chat_id}"
+    ).key
+
+
+def media_count(gw: RunningGateway, direction: str, outcome: str) -> float:
+    value = gw.runtime.metrics.registry.get_sample_value(
+        "flowbiz_media_total", {"channel": "line", "direction": direction, "outcome": outcome}
     )
     return value or 0.0

@@ -108,13 +108,16 @@ async def test_media_messages_become_attachments_with_a_readable_text(connector,
         "[audio]",
         "[file: invoice.pdf]",
         "[sticker: happy, smile]",
-        "[location: Tokyo Tower, 4-2-8 Shibakoen, Minato-ku (35.65861, 139.74556)]",
+        "[location: Tokyo Tower, 4-2-8 Shibakoen, Minato-ku (35.658610,139.745560)]",
     ]
     kinds = [m.attachments[0].kind for m in messages]
     assert kinds == ["image", "video", "audio", "file", "sticker", "location"]
     assert messages[1].attachments[0].url == "https://example.com/v.mp4"
     assert messages[3].attachments[0].size == 2048
-    assert messages[5].attachments[0].extra["latitude"] == 35.65861
+    place = messages[5].attachments[0].location
+    assert place is not None
+    assert (place.latitude, place.title) == (35.65861, "Tokyo Tower")
+    assert messages[2].attachments[0].extra["duration_ms"] == 1200
     assert all(m.attachments[0].extra["message_id"] for m in messages)
 
 

@@ -97,6 +97,7 @@ def slack_channel(emulator: SlackEmulator, **overrides: Any) -> dict[str, Any]:
         "bot_token": "env:T_SLACK_BOT",
         "api_base_url": emulator.api_url,
         "response_url_prefixes": [f"{emulator.base_url}/hooks/"],
+        "files_base_url": emulator.base_url,
         "request_timeout_seconds": 0.5,
         "messages_per_second": 100,
         "burst": 100,

@@ -31,6 +31,8 @@ async def test_demo_scene_plays(
         async with running_gateway(data) as gw:
             assert await scene.play(gw.url, Transcript(out)) is True
         assert "Incident noted" in out.getvalue()  # the infra persona answered the mention
+        assert "Photo received" in out.getvalue()  # the photo was kept and answered by a card
+        assert "Block Kit: section, section, actions" in out.getvalue()
     finally:
         await scene.close()
 
