@@ -1,9 +1,9 @@
 """The ``Agent`` protocol: what the worker asks of whoever answers for a persona.
 
 An agent receives an :class:`AgentContext` (the message, recent history, the persona, the
-channel's capabilities, the template variables and the sender's contact, if linked) and
-returns an :class:`AgentReply`. The worker runs it under the persona's timeout and cancels it
-there, so an agent must be cancellation-safe.
+channel's capabilities, the process's kept files, the template variables and the sender's
+contact, if linked) and returns an :class:`AgentReply`. The worker runs it under the
+persona's timeout and cancels it there, so an agent must be cancellation-safe.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agents.persona import Persona
     from connectors.base import ChannelCapabilities
     from gateway.audit import AuditLog
+    from gateway.media import MediaService
 
 __all__ = [
     "Agent",
@@ -59,6 +60,9 @@ class AgentContext:
     capabilities: ChannelCapabilities
     variables: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # where tools that act on the host record what they did
+    # Kept files: signed links for bots over HTTP, bytes for models that see images. None
+    # where the process keeps no files (unit tests of the bare pipeline).
+    media: MediaService | None = None
     contact: AgentContact | None = None  # None: the sender is linked to no contact
 
 

@@ -16,8 +16,15 @@ Options::
     deterministic: false                     # true: temperature 0 and a fixed seed
     seed: 7
     max_tokens: null
+    vision: false                            # true: kept images are shown to the model
+    vision_max_bytes: 5242880                # bigger images are described in text instead
     tool_options:                            # per-tool settings, see agents/tools
       run_command: {allow: ["uptime"]}
+
+The message's files reach the model as text (``[image: photo.jpg]``), except with
+``vision: true``: then each image the gateway kept (``blob`` set, ``image/*``) and no bigger
+than ``vision_max_bytes`` is sent as an ``image_url`` content part holding a ``data:`` URL of
+its bytes, read from the blob store — never a URL the model's provider would fetch.
 
 ``base_url`` is held to the SSRF guard of :mod:`gateway.netguard` (a private, loopback or
 link-local address, in any spelling or IPv6 mapping, in the URL or in its DNS answer, is
@@ -35,6 +42,7 @@ the audit stream (``tool.refused``) when the turn has one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Mapping
@@ -53,6 +61,8 @@ from agents.tools.mcp_servers import McpServers
 if TYPE_CHECKING:
     from agents.tools.mcp import McpToolset
 from gateway.errors import AgentError
+from gateway.media import MediaUnavailable
+from gateway.models import Attachment
 from gateway.netguard import refusal, refused_by_guard, session_for
 from gateway.observability import get_logger
 
@@ -80,7 +90,19 @@ class LlmOptions(BaseModel):
     deterministic: bool = False
     seed: int = 7
     max_tokens: int | None = Field(default=None, gt=0)
+    vision: bool = False  # the model takes images: kept ones are sent as image_url parts
+    vision_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0, le=20 * 1024 * 1024)
     tool_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _described(attachment: Attachment) -> str:
+    """A file in words, for a model that does not see it: never the platform's URL."""
+    if attachment.location is not None or attachment.contact is not None:
+        return attachment.describe()
+    label = attachment.name or "unnamed"
+    if attachment.refused is not None:
+        return f"[{attachment.kind}: {label} (not kept: {attachment.refused})]"
+    return f"[{attachment.kind}: {label}]"
 
 
 class _FunctionCall(BaseModel):
@@ -163,7 +185,7 @@ class LlmAgent:
         except TimeoutError as exc:
             raise AgentError("the LLM agent ran past its overall timeout") from exc
 
-    def _messages(self, context: AgentContext) -> list[dict[str, Any]]:
+    async def _messages(self, context: AgentContext) -> list[dict[str, Any]]:
         opts = self.options
         template = context.persona.prompts.get(opts.prompt)
         if template is not None:
@@ -175,8 +197,43 @@ class LlmAgent:
         return [
             {"role": "system", "content": system},
             *({"role": t.role, "content": t.text} for t in turns),
-            {"role": "user", "content": context.message.text},
+            {"role": "user", "content": await self._user_content(context)},
         ]
+
+    async def _user_content(self, context: AgentContext) -> str | list[dict[str, Any]]:
+        """The message's text with its files: described in text, or (``vision``) the kept
+        images as ``data:`` URLs, so that the model sees them."""
+        message = context.message
+        lines = [message.text] if message.text else []
+        images: list[dict[str, Any]] = []
+        for attachment in message.attachments:
+            url = await self._image_url(attachment, context) if self.options.vision else None
+            if url is not None:
+                images.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                lines.append(_described(attachment))
+        text = "\n".join(lines)
+        if not images:
+            return text
+        return [{"type": "text", "text": text}, *images]
+
+    async def _image_url(self, attachment: Attachment, context: AgentContext) -> str | None:
+        """A ``data:`` URL of a kept image small enough to send, else None."""
+        media = context.media
+        limit = self.options.vision_max_bytes
+        if media is None or attachment.blob is None:
+            return None
+        if not (attachment.mime_type or "").startswith("image/"):
+            return None
+        if attachment.size is not None and attachment.size > limit:
+            return None
+        try:
+            info, data = await media.read(attachment)
+        except (MediaUnavailable, OSError):
+            return None
+        if len(data) > limit or not info.content_type.startswith("image/"):
+            return None
+        return f"data:{info.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
     def _request(self, messages: list[dict[str, Any]], tools: Mapping[str, Tool]) -> dict[str, Any]:
         opts = self.options
@@ -216,7 +273,7 @@ class LlmAgent:
         if self._url_refusal is not None:
             log.warning("agent.llm_refused", persona=context.persona.name, reason="ssrf")
             raise AgentError(f"the LLM base_url is refused: {self._url_refusal}")
-        messages = self._messages(context)
+        messages = await self._messages(context)
         headers = self._headers()
         tool_context = ToolContext(agent=context)
         tools = await self._turn_tools()

@@ -6,10 +6,15 @@ webhook (:mod:`gateway.signing`: ``X-FlowBiz-Signature: t=…,v1=…``, two ``v1
 a secret rotates). ``X-FlowBiz-Idempotency-Key`` carries the inbound message id, the same on
 every retry, so the bot can answer a retry from its own cache.
 
+The files of the message reach the bot as links: a kept file with a signed, expiring
+``url`` served by the gateway (``GET /media/{blob}``), never the platform's own URL.
+
 The bot answers either inline (``200`` with ``{"parts": [{"text": …, "buttons": […]}]}``, or
-the shorthand ``{"text": …}``) or with ``202 Accepted``: "I will answer later", through the
-admin API's send-message route (``POST /v1/tenants/{tenant}/conversations/{handle}/messages``
-with an operator API key; ``handle`` is in the payload). ``204`` means "no reply".
+the shorthand ``{"text": …}``; a part may carry attachments, quick replies, cards and an
+option list, checked by :mod:`agents.webhook_answer`) or with ``202 Accepted``: "I will
+answer later", through the admin API's send-message route (``POST
+/v1/tenants/{tenant}/conversations/{handle}/messages`` with an operator API key; ``handle``
+is in the payload). ``204`` means "no reply".
 
 Options::
 
@@ -38,10 +43,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.base import AgentContext, AgentReply, ReplyPart
+from agents.base import AgentContext, AgentReply
+from agents.webhook_answer import BotAnswer, InvalidAnswer, checked_reply
 from gateway.conversations import conversation_handle
 from gateway.errors import AgentError
-from gateway.models import Button
+from gateway.models import Attachment
 from gateway.netguard import (
     TargetRefusedError,
     refusal,
@@ -95,31 +101,23 @@ class WebhookOptions(BaseModel):
         return value
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    text: str = Field(default="", max_length=20_000)
-    buttons: tuple[Button, ...] = Field(default=(), max_length=20)
-
-
-class _BotAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    parts: tuple[_Part, ...] = Field(default=(), max_length=10)
-    text: str | None = Field(default=None, max_length=20_000)
-    buttons: tuple[Button, ...] = Field(default=(), max_length=20)
-    switch_persona: str | None = None
-    handoff: str | None = Field(default=None, max_length=500)
-
-    def reply(self) -> AgentReply:
-        parts = [ReplyPart(text=p.text, buttons=p.buttons) for p in self.parts]
-        if self.text is not None:
-            parts.insert(0, ReplyPart(text=self.text, buttons=self.buttons))
-        return AgentReply(
-            parts=tuple(parts), switch_persona=self.switch_persona, handoff=self.handoff
-        )
+def _attachment_json(attachment: Attachment, context: AgentContext) -> dict[str, Any]:
+    """A received file as the bot sees it: a kept one with a signed, expiring ``url`` served
+    by the gateway, a refused one with ``refused``. Where the platform keeps it (its ``url``,
+    its ``extra``) needs the platform's credentials and is never handed out."""
+    if context.media is not None:
+        data = context.media.describe(attachment, inbound=True)
+    else:
+        # Not kept: an inbound file's url is always the platform's, https or not.
+        data = attachment.model_dump(mode="json", exclude_none=True)
+        data.pop("url", None)
+    data.pop("extra", None)
+    return data
 
 
 def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
-    """The JSON a bot receives. Platform payloads and reply tokens are never included."""
+    """The JSON a bot receives. Platform payloads, reply tokens and the platform's file
+    URLs are never included."""
     message = context.message
     conv = message.conversation
     caps = context.capabilities
@@ -134,7 +132,7 @@ def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
             "text": message.text,
             "received_at": message.received_at.isoformat(),
             "sender": {"id": message.sender.id, "display_name": message.sender.display_name},
-            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "attachments": [_attachment_json(a, context) for a in message.attachments],
             "conversation": {
                 "tenant": conv.tenant,
                 "channel": conv.channel.value,
@@ -155,7 +153,11 @@ def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
             "threads": caps.threads,
             "max_text_length": caps.max_text_length,
             "markdown": caps.markdown,
-            "attachments": caps.attachments,
+            "attachments": bool(caps.media_out),
+            "media_out": list(caps.media_out),
+            "cards": caps.cards,
+            "quick_replies": caps.quick_replies,
+            "options": caps.options,
         },
         "variables": dict(context.variables),
         "contact": (
@@ -250,19 +252,27 @@ class WebhookAgent:
             log.info("agent.webhook_deferred" if status == 202 else "agent.webhook_silent")
             return AgentReply()
         if 200 <= status < 300:
-            return self._parse(raw)
+            return await self._parse(raw, context)
         if status in _RETRY_STATUSES or status >= 500:
             log.warning("agent.webhook_retry", persona=persona, attempt=attempt, status=status)
             return retry_after_seconds(retry_after, cap=opts.attempt_timeout_seconds)
         raise AgentError(f"the bot answered {status}")
 
     @staticmethod
-    def _parse(raw: bytes) -> AgentReply:
+    async def _parse(raw: bytes, context: AgentContext) -> AgentReply:
+        persona = context.persona.name
         if len(raw) > _MAX_RESPONSE_BYTES:
+            log.warning("agent.webhook_invalid", persona=persona, reason="too_large")
             raise AgentError("the bot's answer is too large")
         if not raw.strip():
             return AgentReply()
         try:
-            return _BotAnswer.model_validate_json(raw).reply()
+            answer = BotAnswer.model_validate_json(raw)
         except ValidationError as exc:
+            log.warning("agent.webhook_invalid", persona=persona, reason="invalid")
             raise AgentError(f"the bot's answer is not valid: {exc.error_count()} errors") from exc
+        try:
+            return await checked_reply(answer, context.message.conversation, context.media)
+        except InvalidAnswer as exc:
+            log.warning("agent.webhook_invalid", persona=persona, reason=exc.reason)
+            raise

@@ -31,6 +31,7 @@ from gateway.models import (
     InboundMessage,
     OutboundMessage,
 )
+from gateway.parts import AttachmentKind
 
 if TYPE_CHECKING:
     import aiohttp
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from gateway.store import Keyspace, Store
 
 __all__ = [
+    "ALL_MEDIA",
     "FORM",
     "JSON",
     "ChannelCapabilities",
@@ -162,15 +164,35 @@ class Route:
     json_fields: tuple[str, ...] = ()
 
 
+ALL_MEDIA: tuple[AttachmentKind, ...] = (
+    "image",
+    "video",
+    "audio",
+    "file",
+    "sticker",
+    "location",
+    "contact",
+    "other",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelCapabilities:
-    """What a channel can show; agents and the dispatcher adapt to it."""
+    """What a channel can show natively; agents adapt to it (a webhook bot is told it).
+
+    Every rich part may be sent to any channel: one that cannot show it natively falls back
+    to the shared text form (``OutboundMessage.plain_text``). The defaults claim nothing, so
+    a channel whose values are not set is described as showing text only."""
 
     buttons: bool = False
     threads: bool = False
     max_text_length: int = 4000
     markdown: bool = False
     attachments: bool = False
+    cards: bool = False  # a card, several as a carousel
+    quick_replies: bool = False
+    options: bool = False  # an option list as a select menu / list picker
+    media_out: tuple[AttachmentKind, ...] = ()  # the attachment kinds sent as files
 
 
 @dataclass(frozen=True, slots=True)

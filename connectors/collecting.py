@@ -30,7 +30,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ValidationError
 
-from connectors.base import ChannelCapabilities, Pacing, Route
+from connectors.base import ALL_MEDIA, ChannelCapabilities, Pacing, Route
 from gateway.envelope import RawEvent
 from gateway.errors import (
     DeliveryFailure,
@@ -67,7 +67,14 @@ class CollectingConnector:
 
     channel: ClassVar[Channel] = Channel.HTTP
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
-        buttons=True, threads=True, markdown=True, attachments=True
+        buttons=True,
+        threads=True,
+        markdown=True,
+        attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=ALL_MEDIA,
     )
 
     def __init__(self, *, pacing: Pacing | None = None) -> None:

@@ -51,6 +51,7 @@ from gateway.models import (
     utcnow,
 )
 from gateway.observability import bind, get_logger
+from gateway.quota_step import QuotaStep
 from gateway.quotas import QuotaPolicy
 from gateway.routing import Router
 from gateway.safety import SafetyCheck, Verdict, audit_verdict
@@ -246,7 +247,7 @@ class Worker:
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
         message = with_clean_sender(message)  # a name is shown, stored, templated: one line
-        quota = _QuotaStep(self.quotas, message)
+        quota = QuotaStep(self.quotas, message)
         contact = await sender_contact(self.contacts, message)
         try:
             await self._turn_once(partition, entry, message, quota, contact)
@@ -260,7 +261,7 @@ class Worker:
         partition: int,
         entry: StreamEntry,
         message: InboundMessage,
-        quota: _QuotaStep,
+        quota: QuotaStep,
         contact: Contact | None,
     ) -> None:
         inbox = self.keyspace.inbox(partition)
@@ -421,7 +422,7 @@ class Worker:
         raise StoreError(f"conversation state kept changing; gave up after {_MAX_CONFLICTS} tries")
 
     async def _quota_outcome(
-        self, outcome: str, persona: Persona, message: InboundMessage, quota: _QuotaStep
+        self, outcome: str, persona: Persona, message: InboundMessage, quota: QuotaStep
     ) -> list[OutboundMessage]:
         """Over quota: the notice once per window and conversation, else nothing."""
         if outcome != "over_quota" or not await quota.notice_claimed():
@@ -531,6 +532,7 @@ class Worker:
             capabilities=connector.capabilities if connector is not None else ChannelCapabilities(),
             variables=variables,
             audit=self.audit,
+            media=self.media,
             contact=None
             if contact is None
             else AgentContact(id=contact.id, name=contact.name, channels=contact.channels),
@@ -551,69 +553,3 @@ class Worker:
             return AgentReply.text(persona.failure_reply)
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply
-
-
-class _QuotaStep:
-    """One message's quota decisions, taken once and kept across commit retries."""
-
-    def __init__(self, policy: QuotaPolicy | None, message: InboundMessage) -> None:
-        self.policy = policy
-        self.message = message
-        self.reserved = 0
-        self._inbound: bool | None = None
-        self._replies_allowed: bool | None = None
-        self._notice: bool | None = None
-        self.audited = False
-
-    async def inbound_allowed(self) -> bool:
-        if self.policy is None:
-            return True
-        if self._inbound is None:
-            self._inbound = await self.policy.allow_inbound(self.message)
-        return self._inbound
-
-    async def exhausted_before_agent(self) -> bool:
-        if self.policy is None or self.reserved:
-            return False
-        return await self.policy.outbound_exhausted(self.message.conversation.tenant)
-
-    async def settle(self, count: int) -> str:
-        """Reserve quota for ``count`` replies: "ok", "reply_capped" or "over_quota"."""
-        if self.policy is None or count == 0:
-            await self._adjust(0)
-            return "ok"
-        if self._replies_allowed is None:
-            self._replies_allowed = await self.policy.allow_replies(
-                self.message.conversation, count
-            )
-        if not self._replies_allowed:
-            await self._adjust(0)
-            return "reply_capped"
-        return "ok" if await self._adjust(count) else "over_quota"
-
-    async def _adjust(self, count: int) -> bool:
-        """Make the reservation exactly ``count``; False (and none held) if refused."""
-        if self.policy is None or count == self.reserved:
-            return True
-        tenant = self.message.conversation.tenant
-        if count < self.reserved:
-            await self.policy.release_outbound(tenant, self.reserved - count)
-            self.reserved = count
-            return True
-        if await self.policy.reserve_outbound(tenant, count - self.reserved):
-            self.reserved = count
-            return True
-        await self._adjust(0)
-        return False
-
-    async def notice_claimed(self) -> bool:
-        if self.policy is None:
-            return False
-        if self._notice is None:
-            self._notice = await self.policy.claim_notice(self.message.conversation)
-        return self._notice
-
-    async def give_back(self) -> None:
-        if self.policy is not None and self.reserved:
-            await self.policy.release_outbound(self.message.conversation.tenant, self.reserved)
-            self.reserved = 0

@@ -7,11 +7,19 @@ status, a delay), or give a ``responder`` that decides from the request; with ne
 echoes the last user message. Every request body is recorded in ``requests``, so a test can
 check what the agent sent (the system prompt, the tools offered, temperature and seed, the
 tool results it reported back).
+
+A user message may be a list of content parts (``text`` and ``image_url``), as vision models
+take them: the parts of each request's last user message are recorded in ``content_parts``,
+the images it could decode (``data:`` URLs) in ``images``, and the echo answer names each
+image it saw by type, size and SHA-256, so a test can tell the model really got the bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import itertools
 import json
 import time
@@ -57,6 +65,8 @@ class OpenAIEmulator:
     port: int = 0
     responder: Responder | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    content_parts: list[list[dict[str, Any]]] = field(default_factory=list)
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (type, bytes) seen
     _queue: deque[ScriptedReply] = field(default_factory=deque)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -108,23 +118,53 @@ class OpenAIEmulator:
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return self._error(400, "model and messages are required", "invalid_request_error")
         self.requests.append(body)
-        reply = self._next(body)
+        seen = self._look(body)
+        reply = self._next(body, seen)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
             return self._error(reply.status, "scripted failure", "server_error")
         return web.json_response(self._completion(body, reply))
 
-    def _next(self, body: dict[str, Any]) -> ScriptedReply:
+    def _look(self, body: dict[str, Any]) -> list[str]:
+        """Record the last user message's content parts; what it says of each image seen."""
+        users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        last: dict[str, Any] = users[-1] if users else {}
+        content = last.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        self.content_parts.append(parts)
+        seen = []
+        for part in parts:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = str((part.get("image_url") or {}).get("url", ""))
+            head, _, data = url.partition(",")
+            if not (head.startswith("data:") and head.endswith(";base64")):
+                seen.append("an image I cannot open")
+                continue
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                seen.append("an image I cannot open")
+                continue
+            kind = head[len("data:") : -len(";base64")]
+            self.images.append((kind, raw))
+            digest = hashlib.sha256(raw).hexdigest()[:12]
+            seen.append(f"{kind}, {len(raw)} bytes, sha256 {digest}")
+        return seen
+
+    def _next(self, body: dict[str, Any], seen: list[str]) -> ScriptedReply:
         if self._queue:
             return self._queue.popleft()
         if self.responder is not None:
             return self.responder(body)
-        last = next(
-            (m.get("content") for m in reversed(body["messages"]) if m.get("role") == "user"),
-            "",
+        text = " ".join(
+            str(p.get("text", "")) for p in self.content_parts[-1] if p.get("type") == "text"
         )
-        return ScriptedReply.text(f"(emulated) {last}")
+        answer = f"(emulated) {text}"
+        if seen:
+            answer += " — I see: " + "; ".join(seen)
+        return ScriptedReply.text(answer)
 
     def _completion(self, body: dict[str, Any], reply: ScriptedReply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}

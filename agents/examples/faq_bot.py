@@ -7,6 +7,10 @@ standard library, exactly as a bot written in any other language would do it. Ru
 - ``POST /bot`` verifies ``X-FlowBiz-Signature`` (any of its secrets, within 5 minutes),
   answers from a small FAQ inline, asks for a person on "human", and answers a retry (same
   ``X-FlowBiz-Idempotency-Key``) with the answer it gave the first time.
+- It answers in the richest form the channel shows (``capabilities``): a card with buttons
+  and quick replies where cards are shown, plain buttons otherwise. A photo the gateway
+  kept (an attachment with a ``blob``) comes back on a "Photo received" card, sent by its
+  blob id: the bot never downloads or uploads the file itself.
 """
 
 from __future__ import annotations
@@ -72,10 +76,36 @@ class FaqBot:
             if re.search(pattern, text, re.IGNORECASE):
                 return {"parts": [{"text": reply}]}
         name = payload["message"]["sender"]["display_name"] or "there"
+        capabilities = payload["capabilities"]
         buttons = [{"label": "Opening hours", "value": "hours"}]
-        if payload["capabilities"]["buttons"]:
+        if capabilities["buttons"]:
             buttons.append({"label": "Pricing", "value": "pricing"})
-        return {"parts": [{"text": f"Sorry {name}, I only know a few things.", "buttons": buttons}]}
+        photo = next(
+            (
+                a
+                for a in payload["message"]["attachments"]
+                if a.get("kind") == "image" and a.get("blob")
+            ),
+            None,
+        )
+        if photo is not None:
+            text = f"Thanks for the photo, {name}!"
+        else:
+            text = f"Sorry {name}, I only know a few things."
+        if not capabilities.get("cards"):
+            return {"parts": [{"text": text, "buttons": buttons}]}
+        card: dict[str, Any] = {
+            "title": "Photo received" if photo is not None else "Ask me about",
+            "text": "We will look at it shortly." if photo is not None else "Hours and plans.",
+            "buttons": buttons[:3],
+        }
+        if photo is not None:
+            # The kept file, by the id the gateway gave: only this conversation's files go.
+            card["image"] = {"kind": "image", "blob": photo["blob"]}
+        part: dict[str, Any] = {"text": text, "cards": [card]}
+        if capabilities.get("quick_replies"):
+            part["quick_replies"] = [{"label": "Talk to a person", "value": "human"}]
+        return {"parts": [part]}
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import from_json, to_json
 
 from connectors.base import (
+    ALL_MEDIA,
     JSON,
     ChannelCapabilities,
     ConnectorContext,
@@ -58,7 +59,9 @@ from gateway.errors import (
     UnknownTenantError,
     VerificationError,
 )
+from gateway.media import MediaService
 from gateway.models import (
+    Attachment,
     Channel,
     ConversationKey,
     DeliveryReceipt,
@@ -160,8 +163,17 @@ class HttpChannelConfig(ChannelConfig):
 
 class HttpApiConnector:
     channel: ClassVar[Channel] = Channel.HTTP
+    # The client's site shows whatever it likes: every part is in the reply's JSON.
     capabilities: ClassVar[ChannelCapabilities] = ChannelCapabilities(
-        buttons=True, threads=True, max_text_length=20_000, markdown=True, attachments=True
+        buttons=True,
+        threads=True,
+        max_text_length=20_000,
+        markdown=True,
+        attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=ALL_MEDIA,
     )
     config_model: ClassVar[type[ChannelConfig]] = HttpChannelConfig
 
@@ -340,8 +352,7 @@ class HttpApiConnector:
             )
 
     # -- outbound --------------------------------------------------------------------------------
-    @staticmethod
-    def _payload(message: OutboundMessage) -> dict[str, Any]:
+    def _payload(self, message: OutboundMessage) -> dict[str, Any]:
         conv = message.conversation
         return {
             "id": message.id,
@@ -352,10 +363,40 @@ class HttpApiConnector:
             "persona": message.persona.model_dump(mode="json"),
             "text": message.text,
             "buttons": [b.model_dump() for b in message.buttons],
-            "attachments": [a.model_dump(mode="json") for a in message.attachments],
+            "attachments": [self._attachment(a, count=True) for a in message.attachments],
+            "quick_replies": [b.model_dump() for b in message.quick_replies],
+            "cards": [
+                {
+                    **card.model_dump(mode="json", exclude={"image"}),
+                    "image": None if card.image is None else self._attachment(card.image),
+                }
+                for card in message.cards
+            ],
+            "options": None if message.options is None else message.options.model_dump(),
             "created_at": message.created_at.isoformat(),
             "idempotency_key": message.idempotency_key,
         }
+
+    def _attachment(self, attachment: Attachment, *, count: bool = False) -> dict[str, Any]:
+        """A file as the client's site gets it: a kept one with a signed, expiring link served
+        by the gateway, an agent's https URL as it is; what a platform keeps it by (``extra``)
+        is never passed on."""
+        try:
+            media: MediaService | None = self.context.media
+        except RuntimeError:  # no media service in this process: no links to give
+            media = None
+        if media is not None:
+            data = media.describe(attachment)
+        else:
+            data = attachment.model_dump(mode="json", exclude_none=True)
+            if not (attachment.url or "").startswith("https://"):
+                data.pop("url", None)
+        data.pop("extra", None)
+        if count:
+            sendable = "url" in data or attachment.location or attachment.contact
+            outcome = "sent" if sendable else "degraded"
+            self.context.metrics.media.labels("http", "out", outcome).inc()
+        return data
 
     async def send(self, message: OutboundMessage) -> DeliveryReceipt:
         conv = message.conversation

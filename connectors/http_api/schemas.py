@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from gateway.config import TENANT_ID_PATTERN
-from gateway.models import Attachment, Button, PersonaPresentation
+from gateway.models import Attachment, Button, Card, OptionList, PersonaPresentation
 
 __all__ = [
     "CHANNEL_TAG",
@@ -88,7 +88,19 @@ class HttpReply(_Wire):
     persona: PersonaPresentation
     text: str
     buttons: list[Button]
-    attachments: list[Attachment]
+    attachments: list[Attachment] = Field(
+        description="Files: a kept one with a signed `url` served by the gateway, valid for "
+        "`media.link_ttl_seconds` (fetch it soon; it is not renewed), or the agent's own "
+        "https `url`; places and contact cards carry their content"
+    )
+    quick_replies: list[Button] = Field(
+        default_factory=list, description="Choices offered until the customer's next message"
+    )
+    cards: list[Card] = Field(
+        default_factory=list,
+        description="Cards (several: a carousel); a card's image is linked as attachments are",
+    )
+    options: OptionList | None = Field(default=None, description="A list to pick one from")
     created_at: str = Field(description="ISO 8601 time the reply was made")
     idempotency_key: str = Field(description="The same on every retry of this reply")
 

@@ -152,6 +152,10 @@ class LineConnector:
         max_text_length=MAX_TEXT_UTF16,
         markdown=False,
         attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=("image", "video", "audio", "sticker", "location"),
     )
     config_model: ClassVar[type[ChannelConfig]] = LineChannelConfig
 

@@ -129,6 +129,10 @@ class SlackConnector:
         max_text_length=SLACK_MAX_TEXT,
         markdown=True,
         attachments=True,
+        cards=True,
+        quick_replies=True,
+        options=True,
+        media_out=("image", "video", "audio", "file", "location", "contact"),
     )
     config_model: ClassVar[type[ChannelConfig]] = SlackChannelConfig
 

@@ -58,6 +58,7 @@ from connectors.slack.emulated_payloads import (
     slash_command_fields,
     static_select_payload,
 )
+from connectors.slack.emulated_users import slack_user, users_info_calls
 
 __all__ = [
     "ACME_FILE",
@@ -212,33 +213,18 @@ class SlackEmulator:
     # -- people and events -------------------------------------------------------------------
     def add_user(self, user_id: str, *, display_name: str, real_name: str | None = None) -> None:
         """A person of the workspace, as ``users.info`` describes them."""
-        self.users[user_id] = {
-            "id": user_id,
-            "team_id": self.workspaces[0].team_id,
-            "name": display_name.lower(),
-            "real_name": real_name or display_name,
-            "is_bot": False,
-            "deleted": False,
-            "profile": {
-                "display_name": display_name,
-                "real_name": real_name or display_name,
-                "display_name_normalized": display_name,
-            },
-        }
+        team = self.workspaces[0].team_id
+        self.users[user_id] = slack_user(
+            user_id, team, display_name=display_name, real_name=real_name
+        )
 
     def set_user_email(self, user_id: str, email: str, *, confirmed: bool = True) -> None:
-        """Give a person :meth:`add_user` added a profile email, as ``users.info`` shows it
-        to an app with ``users:read.email`` (``is_email_confirmed``: Slack verified it)."""
+        """Their profile email, as an app with ``users:read.email`` sees it."""
         self.users[user_id]["profile"]["email"] = email
-        self.users[user_id]["is_email_confirmed"] = confirmed
+        self.users[user_id]["is_email_confirmed"] = confirmed  # Slack verified it
 
     def users_info_calls(self, user_id: str | None = None) -> int:
-        """How many ``users.info`` calls reached the emulator (for ``user_id``, if given)."""
-        return sum(
-            1
-            for c in self.calls
-            if c.method == "users.info" and (user_id is None or c.args.get("user") == user_id)
-        )
+        return users_info_calls(self.calls, user_id)
 
     def echo_to(self, sender: SlackSender) -> None:
         """Deliver each posted channel message back through ``sender``, as Slack does."""

@@ -102,14 +102,16 @@ class MediaService:
             return attachment.url
         raise MediaUnavailable("the attachment has no kept file and no https url")
 
-    def describe(self, attachment: Attachment) -> dict[str, Any]:
-        """The attachment as JSON for an agent over HTTP: with a signed ``url`` to its
-        kept bytes (the platform's own URL is never handed out: it needs our credentials)."""
+    def describe(self, attachment: Attachment, *, inbound: bool = False) -> dict[str, Any]:
+        """The attachment as JSON for a party over HTTP (a webhook bot, a tenant's site):
+        a kept file gets a signed, expiring ``url`` to its bytes. An inbound file's own
+        ``url`` is the platform's (it needs our credentials) and is never handed out; an
+        outbound one's public https ``url`` (an agent's) is passed on as it is."""
         data = attachment.model_dump(mode="json", exclude_none=True)
         data.pop("url", None)
         if attachment.blob is not None:
             data["url"] = self.links.url(attachment.blob)
-        elif attachment.url is not None and attachment.url.startswith("https://"):
+        elif not inbound and attachment.url is not None and attachment.url.startswith("https://"):
             data["url"] = attachment.url
         return data
 

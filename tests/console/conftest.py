@@ -80,6 +80,16 @@ def personas_dir(tmp_path: Path) -> Path:
                 "rules": [
                     {"keywords": ["hello"], "reply": "Hello $user_name!"},
                     {"keywords": ["pricing"], "reply": "Pro costs 29 a month."},
+                    {
+                        "keywords": ["plans"],
+                        "reply": "Our plans:",
+                        "cards": [{"title": "Pro plan", "text": "29 a month"}],
+                        "options": {
+                            "button": "Choose",
+                            "options": [{"label": "Free", "value": "free"}],
+                        },
+                        "quick_replies": [{"label": "Talk to a person", "value": "human"}],
+                    },
                 ],
                 "fallback": "I did not get that.",
             },

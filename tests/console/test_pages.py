@@ -87,11 +87,22 @@ async def test_playground_round_trips_and_shows_four_previews(browser, tmp_path,
         assert "Acme Helper" in await page.locator(".preview-email .headers").inner_text()
         await shot(page, "playground")
 
+        # A reply with a card, an option list and a quick reply keeps them in the previews:
+        # the text-only channels show them in the shared numbered form.
+        await page.fill("#playground textarea[name=text]", "plans?")
+        await page.click("#playground-send")
+        await page.wait_for_selector(".preview-email >> text=Pro plan", timeout=10_000)
+        for kind in ("whatsapp", "email"):
+            shown = await page.locator(f".preview-{kind}").inner_text()
+            assert "*Pro plan*" in shown
+            assert "1. Free" in shown
+            assert "2. Talk to a person" in shown
+
         # It went through the real channel: counted as beta's HTTP traffic.
         rt = console.gw.runtime
         assert rt.store is not None
         rows = await read_usage(rt.store, rt.keyspace, tenant="beta")
-        assert [(r.channel, r.inbound, r.outbound) for r in rows] == [("http", 1, 1)]
+        assert [(r.channel, r.inbound, r.outbound) for r in rows] == [("http", 2, 2)]
         await page.context.close()
 
 

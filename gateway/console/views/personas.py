@@ -30,8 +30,10 @@ from gateway.conversations import conversation_handle
 from gateway.models import (
     Attachment,
     Button,
+    Card,
     Channel,
     ConversationKey,
+    OptionList,
     OutboundMessage,
     PersonaPresentation,
     new_id,
@@ -171,12 +173,18 @@ async def _ask(ctx: Ctx, tenant: str, persona: str, text: str) -> dict[str, Any]
 
 
 def _outbound(reply: dict[str, Any], key: ConversationKey) -> OutboundMessage:
+    """The reply read back from the replies log, every part kept, so that each preview
+    shows the cards, quick replies and option list as its platform would."""
+    options = reply.get("options")
     return OutboundMessage(
         conversation=key,
         persona=PersonaPresentation.model_validate(reply["persona"]),
         text=reply.get("text") or "",
         buttons=tuple(Button.model_validate(b) for b in reply.get("buttons") or ()),
         attachments=tuple(Attachment.model_validate(a) for a in reply.get("attachments") or ()),
+        quick_replies=tuple(Button.model_validate(b) for b in reply.get("quick_replies") or ()),
+        cards=tuple(Card.model_validate(c) for c in reply.get("cards") or ()),
+        options=None if options is None else OptionList.model_validate(options),
         idempotency_key=str(reply.get("idempotency_key") or new_id()),
     )
 
