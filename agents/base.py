@@ -1,9 +1,9 @@
 """The ``Agent`` protocol: what the worker asks of whoever answers for a persona.
 
 An agent receives an :class:`AgentContext` (the message, recent history, the persona, the
-channel's capabilities and the process's kept files) and returns an :class:`AgentReply`.
-The worker runs it under the persona's timeout and cancels it there, so an agent must be
-cancellation-safe.
+channel's capabilities, the process's kept files, the template variables and the sender's
+contact, if linked) and returns an :class:`AgentReply`. The worker runs it under the
+persona's timeout and cancels it there, so an agent must be cancellation-safe.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from gateway.audit import AuditLog
     from gateway.media import MediaService
 
-__all__ = ["Agent", "AgentContext", "AgentReply", "HistoryTurn", "ReplyPart", "fill_template"]
+__all__ = [
+    "Agent",
+    "AgentContact",
+    "AgentContext",
+    "AgentReply",
+    "HistoryTurn",
+    "ReplyPart",
+    "fill_template",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,17 @@ class HistoryTurn:
     text: str
     at: datetime
     persona: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContact:
+    """The person behind the message, as the tenant's contacts know them
+    (gateway/contacts): their name and the channels they are linked on. Their ids and
+    email addresses stay with the gateway."""
+
+    id: str
+    name: str | None
+    channels: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,7 @@ class AgentContext:
     # Kept files: signed links for bots over HTTP, bytes for models that see images. None
     # where the process keeps no files (unit tests of the bare pipeline).
     media: MediaService | None = None
+    contact: AgentContact | None = None  # None: the sender is linked to no contact
 
 
 @dataclass(frozen=True, slots=True)

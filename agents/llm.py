@@ -52,7 +52,7 @@ import aiohttp
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.base import AgentContext, AgentReply, ReplyPart
+from agents.base import AgentContext, AgentReply, ReplyPart, fill_template
 from agents.persona import Persona
 from agents.tools import Tool, ToolContext, ToolResult, build_tools
 from agents.tools.audit import audit_tool
@@ -191,9 +191,8 @@ class LlmAgent:
         if template is not None:
             system = template.render(context.variables, version=opts.prompt_version)
         else:
-            system = _DEFAULT_SYSTEM
-            for name, value in context.variables.items():
-                system = system.replace(f"${name}", value)
+            # One pass: a value (a display name a stranger chose) is never read as a template.
+            system = fill_template(_DEFAULT_SYSTEM, context.variables)
         turns = context.history[-opts.history_turns :] if opts.history_turns else ()
         return [
             {"role": "system", "content": system},

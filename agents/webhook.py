@@ -160,6 +160,15 @@ def context_payload(context: AgentContext, *, history: int) -> dict[str, Any]:
             "options": caps.options,
         },
         "variables": dict(context.variables),
+        "contact": (
+            None
+            if context.contact is None
+            else {
+                "id": context.contact.id,
+                "name": context.contact.name,
+                "channels": list(context.contact.channels),
+            }
+        ),
     }
 
 

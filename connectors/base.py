@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from gateway.contacts.names import NameCache
 from gateway.models import (
     Channel,
     DeliveryReceipt,
@@ -237,6 +238,24 @@ class ConnectorContext:
         if self._http is None:
             raise RuntimeError("the HTTP client session is opened when the app starts")
         return self._http
+
+    def name_cache(self) -> NameCache:
+        """Display names for the parse step, kept in the store for every process."""
+
+        # Read per call: a tenant change swaps the configuration in.
+        def ttl() -> float:
+            return self.config.pipeline.contact_name_ttl_seconds
+
+        def failure_ttl() -> float:
+            return self.config.pipeline.contact_name_failure_ttl_seconds
+
+        return NameCache(
+            store=lambda: self.store,
+            keyspace=self.keyspace,
+            metrics=self.metrics,
+            ttl=ttl,
+            failure_ttl=failure_ttl,
+        )
 
     @property
     def media(self) -> MediaService:

@@ -301,3 +301,15 @@ class PipelineConfig(_Model):
         ge=1,
         description="Entries one process works on at once, per role (worker, dispatcher).",
     )
+    contact_name_ttl_seconds: float = Field(
+        default=86_400,
+        gt=0,
+        description="How long a display name looked up on a platform (Slack `users.info`, "
+        "LINE profiles) is kept in the store before it is asked again.",
+    )
+    contact_name_failure_ttl_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="After a failed look-up (an error, a timeout), how long the gateway waits "
+        "before asking the platform again; the message goes on with the raw id meanwhile.",
+    )

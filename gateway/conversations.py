@@ -6,19 +6,23 @@ The worker keeps, in the same atomic commit as each turn:
   conversation's partition, so listing a tenant's conversations is one prefix scan per
   partition and the entry moves with the conversation's other keys; it also keeps the last
   reply context, which a proactive message needs;
+- a **participant record** per person who wrote in it (``Keyspace.conversation_participant``),
+  so erase and export find their cached names and contacts;
 - an **inbound marker** per handled message (``Keyspace.inbound_marker``, expiring with
   the dedupe claims) naming the platform event id and the sender, so erase can find the dedupe
   claim, the delivery records and the sender's rate-limit bucket of that conversation.
 
 :func:`erase_conversation` removes everything the store holds about one conversation: its
 state and history, replies, receipts, notes, markers, notices and reply bucket, its index
-entry, the dedupe claims of its events, the delivery records of its replies, what the
-connectors keep per message (sent parts, Message-ID threading, WhatsApp send records and
-status claims), and its entries in the inbox, outbox and dead-letter streams of its
-partition; given the blob store, the files kept from it too, first: a blob store that fails
-fails the erase before anything else is gone, so it can be run again (after the store's
-records went, the conversation would no longer be found). :func:`export_conversation`
-lists those files, each with a signed link to its bytes.
+entry, the cached display names of the people who wrote in it and their identities on the
+tenant's contacts (a contact left with no identity is deleted), the dedupe claims of its
+events, the delivery records of its replies, what the connectors keep per message (sent
+parts, Message-ID threading, WhatsApp send records and status claims), and its entries in
+the inbox, outbox and dead-letter streams of its partition; given the blob store, the files
+kept from it too, first: a blob store that fails fails the erase before anything else is
+gone, so it can be run again (after the store's records went, the conversation would no
+longer be found). :func:`export_conversation` lists those files, each with a signed link to
+its bytes, and the participants' cached names and contacts.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.contacts import ContactBook, ContactIdentity
 from gateway.handoff_config import Desk, desk_threads
 from gateway.media.service import MediaService
 from gateway.models import (
@@ -51,6 +56,7 @@ __all__ = [
     "ConversationIndexEntry",
     "EraseReport",
     "conversation_handle",
+    "conversation_participants",
     "erase_conversation",
     "export_conversation",
     "index_records",
@@ -127,6 +133,9 @@ def index_records(
     )
     marker = _InboundMarker(event_id=message.event_id, sender=message.sender.id)
     return [
+        # Who wrote here, so erase finds their cached name and contact identity (no expiry:
+        # it lives as long as the conversation).
+        (keyspace.conversation_participant(conv.key, message.sender.id), b"1", None),
         (
             keyspace.conversation_index(conv.tenant, conv.key),
             stored_json(entry),
@@ -221,8 +230,25 @@ async def export_conversation(
     replies = [
         json.loads(e.payload) for e in await _all_entries(store, keyspace.replies(key), log=True)
     ]
+    participants = await conversation_participants(store, keyspace, key)
+    names: list[dict[str, Any]] = []
+    for identity in participants:
+        raw = await store.get_record(
+            keyspace.contact_name(tenant, identity.channel.value, identity.id)
+        )
+        if raw is not None:
+            names.append({"channel": identity.channel.value, "id": identity.id, **json.loads(raw)})
+    book = ContactBook(store, keyspace)
+    contacts: dict[str, dict[str, Any]] = {}
+    for identity in participants:
+        contact = await book.of_identity(tenant, identity.channel, identity.id)
+        if contact is not None:
+            contacts[contact.id] = contact.model_dump(mode="json")
     return {
         "conversation": None if entry is None else entry.model_dump(mode="json"),
+        # The people who wrote here: the names their platforms gave, and their contacts.
+        "names": names,
+        "contacts": list(contacts.values()),
         "state": None if state is None else state.model_dump(mode="json"),
         "replies": replies,
         "receipts": [r.model_dump(mode="json") for r in await read_receipts(store, keyspace, key)],
@@ -239,6 +265,24 @@ class EraseReport(BaseModel):
     keys_deleted: int = 0
     stream_entries_deleted: int = 0
     files_deleted: int = 0
+    contacts_changed: int = 0  # contacts the conversation's participants were taken out of
+
+
+async def conversation_participants(
+    store: Store, keyspace: Keyspace, key: str
+) -> list[ContactIdentity]:
+    """The people who wrote in conversation ``key``, as channel identities."""
+    channel, _ = _channel_of(key)
+    if channel is None:
+        return []
+    prefix = keyspace.conversation_participant_prefix(key)
+    found: list[ContactIdentity] = []
+    for record in sorted(await store.scan(prefix, limit=_SCAN_LIMIT)):
+        try:
+            found.append(ContactIdentity(channel=Channel(channel), id=record[len(prefix) :]))
+        except ValidationError:
+            continue  # an id no contact can hold has no contact either
+    return found
 
 
 def _entry_conversation(payload: bytes) -> str | None:
@@ -287,6 +331,7 @@ async def erase_conversation(
         found = await erase_conversation(store, keyspace, thread.tenant, thread.key, media=media)
         report.keys_deleted += found.keys_deleted
         report.stream_entries_deleted += found.stream_entries_deleted
+        report.contacts_changed += found.contacts_changed
         report.files_deleted += found.files_deleted
     if media is not None:
         report.files_deleted += await media.blobs.delete_conversation(tenant, key)
@@ -295,6 +340,11 @@ async def erase_conversation(
     to_delete: set[str] = conv_keys | set(extra_keys)
     to_delete.update(keyspace.conversation_keys(tenant, key))
     channel, key_tenant = _channel_of(key)
+    # The people who wrote here: their cached names go, and their identities leave the
+    # contacts that hold them (a contact left with none goes too).
+    participants = await conversation_participants(store, keyspace, key)
+    for identity in participants:
+        to_delete.add(keyspace.contact_name(tenant, identity.channel.value, identity.id))
     marker_prefix = keyspace.inbound_marker_prefix(key)
     for record_key in sorted(k for k in conv_keys if k.startswith(marker_prefix)):
         inbound_id = record_key[len(marker_prefix) :]
@@ -338,6 +388,7 @@ async def erase_conversation(
         if ids:
             report.stream_entries_deleted += await store.delete_entries(stream, ids)
     report.keys_deleted += await store.delete(sorted(to_delete))
+    report.contacts_changed += await ContactBook(store, keyspace).forget(tenant, participants)
     return report
 
 

@@ -89,6 +89,13 @@ class Metrics:
             ["limit", "outcome"],
             registry=r,
         )
+        self.contact_lookups = Counter(
+            "flowbiz_contact_lookups_total",
+            "Display-name look-ups in the parse step, by channel and outcome "
+            "(cached, fetched, unknown, failed)",
+            ["channel", "outcome"],
+            registry=r,
+        )
         self.routing_unreachable = Counter(
             "flowbiz_routing_unreachable_total",
             "Personas routing skipped because they may not answer where the message arrived",

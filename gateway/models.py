@@ -169,6 +169,9 @@ class Participant(_Frozen):
     id: str
     display_name: str | None = None
     is_bot: bool = False
+    # An email address the platform vouches for (a Slack profile's); never one the sender
+    # merely wrote. What links identities into contacts (gateway/contacts).
+    verified_email: str | None = None
 
 
 class HttpReplyContext(_Frozen):
@@ -315,7 +318,12 @@ def encode_inbound(
                 "conversation_id": conversation_id,
                 "thread": thread,
             },
-            "sender": {"id": sender_id, "display_name": sender_name, "is_bot": False},
+            "sender": {
+                "id": sender_id,
+                "display_name": sender_name,
+                "is_bot": False,
+                "verified_email": None,
+            },
             "kind": kind.value,
             "received_at": utcnow(),
             "text": text,

@@ -18,7 +18,14 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 
-from agents.base import Agent, AgentContext, AgentReply, HistoryTurn, fill_template
+from agents.base import (
+    Agent,
+    AgentContact,
+    AgentContext,
+    AgentReply,
+    HistoryTurn,
+    fill_template,
+)
 from agents.persona import Persona, PersonaRegistry
 from agents.registry import build_agent
 from agents.tools.mcp_servers import McpServers
@@ -26,6 +33,7 @@ from connectors.base import ChannelCapabilities, Connector, TypingIndicator
 from gateway.audit import AuditEvent, AuditLog, digest
 from gateway.choices import answered_choice, offered_fact
 from gateway.config import GatewayConfig
+from gateway.contacts import Contact, ContactBook, sender_contact, with_clean_sender
 from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
 from gateway.envelope import RawEvent, is_raw_event
@@ -43,6 +51,7 @@ from gateway.models import (
     utcnow,
 )
 from gateway.observability import bind, get_logger
+from gateway.quota_step import QuotaStep
 from gateway.quotas import QuotaPolicy
 from gateway.routing import Router
 from gateway.safety import SafetyCheck, Verdict, audit_verdict
@@ -86,6 +95,7 @@ class Worker:
         self.usage = Usage(store, keyspace)
         self.audit = AuditLog(store, keyspace)
         self.safety = SafetyCheck(config.safety)
+        self.contacts = ContactBook(store, keyspace)
         self.personas = personas
         # Applies tenants changed in the store if this process has not yet; True when it did
         # (gateway/tenant_sync.py): see _parse.
@@ -236,16 +246,23 @@ class Worker:
         )
 
     async def _turn(self, partition: int, entry: StreamEntry, message: InboundMessage) -> None:
-        quota = _QuotaStep(self.quotas, message)
+        message = with_clean_sender(message)  # a name is shown, stored, templated: one line
+        quota = QuotaStep(self.quotas, message)
+        contact = await sender_contact(self.contacts, message)
         try:
-            await self._turn_once(partition, entry, message, quota)
+            await self._turn_once(partition, entry, message, quota, contact)
         finally:
             # Whatever was reserved but not committed with replies (a failure, or a race lost
             # to another process that already answered) returns to the tenant.
             await quota.give_back()
 
     async def _turn_once(
-        self, partition: int, entry: StreamEntry, message: InboundMessage, quota: _QuotaStep
+        self,
+        partition: int,
+        entry: StreamEntry,
+        message: InboundMessage,
+        quota: QuotaStep,
+        contact: Contact | None,
     ) -> None:
         inbox = self.keyspace.inbox(partition)
         conv = message.conversation
@@ -304,7 +321,7 @@ class Worker:
                     AgentReply(handoff="the customer asked"), conv.tenant
                 )
             else:
-                reply = await self._answer(persona, message, state, route.remaining_text)
+                reply = await self._answer(persona, message, state, route.remaining_text, contact)
                 reply = self.handoff.customer_reply(reply, conv.tenant)
             agent_ms = 0 if exhausted else round((time.perf_counter() - started) * 1000)
             # An agent may hand over only to a persona that may answer on this channel.
@@ -405,7 +422,7 @@ class Worker:
         raise StoreError(f"conversation state kept changing; gave up after {_MAX_CONFLICTS} tries")
 
     async def _quota_outcome(
-        self, outcome: str, persona: Persona, message: InboundMessage, quota: _QuotaStep
+        self, outcome: str, persona: Persona, message: InboundMessage, quota: QuotaStep
     ) -> list[OutboundMessage]:
         """Over quota: the notice once per window and conversation, else nothing."""
         if outcome != "over_quota" or not await quota.notice_claimed():
@@ -473,11 +490,24 @@ class Worker:
         return state.model_copy(update={"facts": {**state.facts, "handoff": fact}})
 
     async def _answer(
-        self, persona: Persona, message: InboundMessage, state: ConversationState, text: str
+        self,
+        persona: Persona,
+        message: InboundMessage,
+        state: ConversationState,
+        text: str,
+        contact: Contact | None,
     ) -> AgentReply:
         tenant = self.config.tenant(message.conversation.tenant)
+        # The name the platform gave (cleaned: gateway/contacts/model.py), else the
+        # contact's, else the raw id. Filled in one pass: never read as a template itself.
+        user_name = (
+            message.sender.display_name
+            or (contact.name if contact is not None else None)
+            or message.sender.id
+        )
         variables = {
-            "user_name": message.sender.display_name or message.sender.id,
+            "user_name": user_name,
+            "contact_name": (contact.name if contact is not None else None) or user_name,
             "display_name": persona.display_name,
             "persona": persona.name,
             "tenant": message.conversation.tenant,
@@ -503,6 +533,9 @@ class Worker:
             variables=variables,
             audit=self.audit,
             media=self.media,
+            contact=None
+            if contact is None
+            else AgentContact(id=contact.id, name=contact.name, channels=contact.channels),
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()
@@ -520,69 +553,3 @@ class Worker:
             return AgentReply.text(persona.failure_reply)
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply
-
-
-class _QuotaStep:
-    """One message's quota decisions, taken once and kept across commit retries."""
-
-    def __init__(self, policy: QuotaPolicy | None, message: InboundMessage) -> None:
-        self.policy = policy
-        self.message = message
-        self.reserved = 0
-        self._inbound: bool | None = None
-        self._replies_allowed: bool | None = None
-        self._notice: bool | None = None
-        self.audited = False
-
-    async def inbound_allowed(self) -> bool:
-        if self.policy is None:
-            return True
-        if self._inbound is None:
-            self._inbound = await self.policy.allow_inbound(self.message)
-        return self._inbound
-
-    async def exhausted_before_agent(self) -> bool:
-        if self.policy is None or self.reserved:
-            return False
-        return await self.policy.outbound_exhausted(self.message.conversation.tenant)
-
-    async def settle(self, count: int) -> str:
-        """Reserve quota for ``count`` replies: "ok", "reply_capped" or "over_quota"."""
-        if self.policy is None or count == 0:
-            await self._adjust(0)
-            return "ok"
-        if self._replies_allowed is None:
-            self._replies_allowed = await self.policy.allow_replies(
-                self.message.conversation, count
-            )
-        if not self._replies_allowed:
-            await self._adjust(0)
-            return "reply_capped"
-        return "ok" if await self._adjust(count) else "over_quota"
-
-    async def _adjust(self, count: int) -> bool:
-        """Make the reservation exactly ``count``; False (and none held) if refused."""
-        if self.policy is None or count == self.reserved:
-            return True
-        tenant = self.message.conversation.tenant
-        if count < self.reserved:
-            await self.policy.release_outbound(tenant, self.reserved - count)
-            self.reserved = count
-            return True
-        if await self.policy.reserve_outbound(tenant, count - self.reserved):
-            self.reserved = count
-            return True
-        await self._adjust(0)
-        return False
-
-    async def notice_claimed(self) -> bool:
-        if self.policy is None:
-            return False
-        if self._notice is None:
-            self._notice = await self.policy.claim_notice(self.message.conversation)
-        return self._notice
-
-    async def give_back(self) -> None:
-        if self.policy is not None and self.reserved:
-            await self.policy.release_outbound(self.message.conversation.tenant, self.reserved)
-            self.reserved = 0

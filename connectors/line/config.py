@@ -51,7 +51,9 @@ class LineChannelConfig(ChannelConfig):
         description="How long the animation runs at most.",
     )
     fetch_profiles: bool = Field(
-        default=True, description="Look up display names (cached per process)."
+        default=True,
+        description="Look up display names (a friend's profile, a group or room member's "
+        "profile), cached in the store for `pipeline.contact_name_ttl_seconds`.",
     )
     profile_timeout_seconds: float = Field(
         default=1.0, gt=0, le=10, description="A slow profile look-up is given up after this."

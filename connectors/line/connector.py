@@ -24,7 +24,6 @@ animation is shown in one-to-one chats as the agent starts (:meth:`LineConnector
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +72,7 @@ from connectors.send_policy import (
 )
 from connectors.send_policy.line import line_body_text, read_line
 from gateway.config import ChannelConfig, TenantConfig
+from gateway.contacts.names import Profile
 from gateway.envelope import RawEvent
 from gateway.errors import (
     EventParseError,
@@ -116,9 +116,6 @@ _REPLY_CLAIM_TTL = 2 * REPLY_TOKEN_LIFETIME_SECONDS
 _UNUSED_CLAIMS_KEPT = 10_000  # a token lives 60 s; this bounds what a long outage leaves
 _REPLY_FAILED = b"failed"  # the reply token claim's holder after LINE refused the reply
 _USAGE_TTL = 62 * 86400  # long enough for a monthly quota window
-_PROFILE_TTL = 6 * 3600.0
-_PROFILE_FAILURE_TTL = 300.0
-_PROFILE_CACHE_MAX = 10_000
 # Fixed namespace so every process derives the same retry key from an idempotency key.
 _RETRY_KEY_NAMESPACE = uuid.UUID("3f0c6a3e-5b1e-4f6c-9a57-7d1f6d0c2b41")
 
@@ -183,7 +180,7 @@ class LineConnector:
             self._bots.append(bot)
             self._by_destination[channel.destination] = bot
             self._by_name[(tenant.id, channel.name)] = bot
-        self._profiles: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._names = context.name_cache()
         self._quota_policy: QuotaPolicy | None = None
         # Reply-token claims this process holds and knows it never sent with (the store
         # failed around the claim, or the reply never reached LINE): its own retry may use
@@ -311,39 +308,54 @@ class LineConnector:
             message is None
             or not bot.config.fetch_profiles
             or not isinstance(message.reply_context, LineReplyContext)
-            or message.reply_context.source_type != "user"
+            or message.reply_context.user_id is None  # a group event naming nobody
             or message.kind in (EventKind.UNFOLLOW, EventKind.LEAVE)
         ):
             return message
-        # A display name so personas can greet people by name (cached per process).
-        name = await self._display_name(bot, message.sender.id)
-        if name is None:
+        # A display name so personas can greet people by name (cached in the store).
+        context = message.reply_context
+        user_id = message.sender.id
+        profile = await self._names.resolve(
+            bot.tenant,
+            Channel.LINE.value,
+            user_id,
+            lambda: self._profile(bot, context.source_type, context.source_id, user_id),
+            timeout=bot.config.profile_timeout_seconds,
+        )
+        if profile is None or profile.name is None:
             return message
-        sender = message.sender.model_copy(update={"display_name": name})
+        sender = message.sender.model_copy(update={"display_name": profile.name})
         return message.model_copy(update={"sender": sender})
 
-    async def _display_name(self, bot: _Bot, user_id: str) -> str | None:
-        loop = asyncio.get_running_loop()
-        cache_key = (bot.config.destination, user_id)
-        cached = self._profiles.get(cache_key)
-        if cached is not None and cached[1] > loop.time():
-            return cached[0]
-        name: str | None = None
-        ttl = _PROFILE_FAILURE_TTL
+    async def _profile(
+        self, bot: _Bot, source_type: str, chat_id: str, user_id: str
+    ) -> Profile | None:
+        """The user's profile as LINE shows it where they wrote: their own profile in a
+        one-to-one chat (only for friends of the bot), the member profile in a group or
+        room. None when LINE does not know them there (404); other errors are raised."""
+        api = self._api(bot)
+        timeout = aiohttp.ClientTimeout(total=bot.config.profile_timeout_seconds)
         try:
-            profile = await self._api(bot).get_profile(
-                user_id,
-                _request_timeout=aiohttp.ClientTimeout(total=bot.config.profile_timeout_seconds),
-            )
-        except (ApiException, aiohttp.ClientError, TimeoutError):
+            if source_type == "group":
+                found = await api.get_group_member_profile(
+                    chat_id, user_id, _request_timeout=timeout
+                )
+            elif source_type == "room":
+                found = await api.get_room_member_profile(
+                    chat_id, user_id, _request_timeout=timeout
+                )
+            else:
+                found = await api.get_profile(user_id, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
             self._count("profile_failed")  # the reply still goes out, without the name
-        else:
-            name, ttl = profile.display_name, _PROFILE_TTL
-            self._count("profile_fetched")
-        if len(self._profiles) >= _PROFILE_CACHE_MAX:
-            self._profiles.clear()
-        self._profiles[cache_key] = (name, loop.time() + ttl)
-        return name
+            raise
+        except (aiohttp.ClientError, TimeoutError):
+            self._count("profile_failed")
+            raise
+        self._count("profile_fetched")
+        return Profile(name=found.display_name)
 
     async def media_fetch(
         self, message: InboundMessage, attachment: Attachment

@@ -9,6 +9,9 @@
   ``409`` with ``X-Line-Accepted-Request-Id``;
 - ``POST /v2/bot/chat/loading/start`` — the loading indicator (1:1 chats only);
 - ``GET /v2/bot/profile/{userId}`` — profiles registered with :meth:`LineEmulator.add_profile`;
+- ``GET /v2/bot/group/{groupId}/member/{userId}`` and ``GET /v2/bot/room/{roomId}/member/{userId}``
+  — the profiles of the members :meth:`LineEmulator.add_member` put in a group or room
+  (404 for anyone else, as LINE answers for a user not in that chat);
 - ``GET /v2/bot/message/{messageId}/content`` — the data API (``api-data.line.me``): the bytes
   tests seed with :meth:`LineEmulator.add_content` (or :meth:`LineWebhookSender.image`),
   to the channel's access token only.
@@ -53,7 +56,7 @@ __all__ = [
     "tiny_png",
 ]
 
-Endpoint = Literal["reply", "push", "loading", "profile", "content"]
+Endpoint = Literal["reply", "push", "loading", "profile", "member_profile", "content"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RETRY_KEY_LIFETIME = 24 * 3600.0
@@ -132,6 +135,7 @@ class LineEmulator:
         self._tokens_by_access: dict[str, str] = {}  # access token -> destination
         self._secrets: dict[str, str] = {}  # destination -> channel secret
         self._profiles: dict[str, dict[str, str]] = {}
+        self._members: dict[str, dict[str, dict[str, str]]] = {}  # chat id -> user id -> profile
         self._contents: dict[str, tuple[str, bytes]] = {}  # message id -> (type, bytes)
         self.fetched: list[tuple[str, int, bytes]] = []  # (url, status, body) LINE fetched
         self._reply_tokens: dict[str, _Token] = {}
@@ -209,6 +213,7 @@ class LineEmulator:
         app.router.add_post("/v2/bot/message/push", self._push)
         app.router.add_post("/v2/bot/chat/loading/start", self._loading)
         app.router.add_get("/v2/bot/profile/{user_id}", self._profile)
+        self._add_member_routes(app)
         app.router.add_get("/v2/bot/message/{message_id}/content", self._content)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -422,6 +427,30 @@ class LineEmulator:
             return web.json_response({"message": "Not found"}, status=404)
         await self._record(RecordedCall("content", 200, destination, None))
         return web.Response(body=content[1], content_type=content[0])
+
+    # -- group and room members (their profiles) ------------------------------------------------
+    def add_member(self, chat_id: str, user_id: str, display_name: str) -> None:
+        """``user_id`` is in the group or room ``chat_id``, seen there as ``display_name``."""
+        self._members.setdefault(chat_id, {})[user_id] = {
+            "userId": user_id,
+            "displayName": display_name,
+        }
+
+    def _add_member_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v2/bot/group/{chat_id}/member/{user_id}", self._member_profile)
+        app.router.add_get("/v2/bot/room/{chat_id}/member/{user_id}", self._member_profile)
+
+    async def _member_profile(self, request: web.Request) -> web.Response:
+        destination, _, early = await self._common(request, "member_profile")
+        if early is not None:
+            return early
+        members = self._members.get(request.match_info["chat_id"], {})
+        profile = members.get(request.match_info["user_id"])
+        status = 200 if profile is not None else 404
+        await self._record(RecordedCall("member_profile", status, destination, None))
+        if profile is None:
+            return web.json_response({"message": "Not found"}, status=404)
+        return web.json_response(profile)
 
 
 @dataclass(slots=True)

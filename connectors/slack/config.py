@@ -30,7 +30,8 @@ __all__ = [
 SLACK_MAX_TEXT = 40_000  # chat.postMessage truncates (or refuses, msg_too_long) above this
 DEFAULT_MAX_MESSAGE_CHARS = 4_000
 # What the connector calls and reads: posting, DMs and channel messages, mentions, slash
-# commands, and display names for the desk (docs/connectors/slack.md, "Slack app setup").
+# commands, and people's names and confirmed emails (docs/connectors/slack.md, "Slack app
+# setup").
 BOT_SCOPES = (
     "app_mentions:read",
     "channels:history",
@@ -42,6 +43,7 @@ BOT_SCOPES = (
     "im:history",
     "mpim:history",
     "users:read",
+    "users:read.email",
 )
 
 
@@ -219,9 +221,10 @@ class SlackChannelConfig(ChannelConfig):
     )
     fetch_user_names: bool = Field(
         default=True,
-        description="In an operators' desk thread, look up the writer's display name "
-        "(`users.info`, scope users:read) when the event lacks it; the customer sees it as a "
-        "signature.",
+        description="Look up each writer's display name and email (`users.info`, scopes "
+        "users:read and users:read.email), cached in the store for "
+        "`pipeline.contact_name_ttl_seconds`: agents greet people by name, a desk's customer "
+        "sees the operator's as a signature, and a verified email links contacts.",
     )
     files_base_url: str = Field(
         default="https://files.slack.com",
@@ -238,7 +241,9 @@ class SlackChannelConfig(ChannelConfig):
         "(`assistant.threads.setStatus`).",
     )
     user_name_timeout_seconds: float = Field(
-        default=1.5, gt=0, description="That look-up, inside Slack's 3-second window."
+        default=1.5,
+        gt=0,
+        description="That look-up is given up after this (the message goes on with the id).",
     )
 
     @model_validator(mode="after")

@@ -12,26 +12,19 @@ both directions in the connector's channel records, per tenant and Slack channel
 The records have no expiry: one per customer handed off to a Slack desk, and a customer's
 later handoffs continue the same thread.
 
-:class:`UserNames` remembers display names from ``users.info`` per process, so a person's
-name costs one Web API call an hour at most; a failed look-up is remembered briefly and
-leaves the name out, never the message.
+(The names of the people who write there come from ``users.info`` through the store's
+name cache, :mod:`gateway.contacts.names`, as for every Slack message.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from connectors.base import ConnectorContext
 
-__all__ = ["ThreadMap", "UserNames", "is_slack_ts"]
+__all__ = ["ThreadMap", "is_slack_ts"]
 
 _SLACK_TS = re.compile(r"^[0-9]+\.[0-9]+$")
-_NAME_TTL = 3600.0  # a person's display name, once learned
-_NAME_FAILURE_TTL = 60.0  # after a failed look-up, before asking again
-_NAME_CACHE_MAX = 10_000
 
 
 def is_slack_ts(thread: str) -> bool:
@@ -70,43 +63,3 @@ class ThreadMap:
         store = self.context.store
         await store.put_record(self._name_key(tenant, channel_id, thread_ts), thread.encode())
         await store.put_record(self._ts_key(tenant, channel_id, thread), thread_ts.encode())
-
-
-class UserNames:
-    """Display names by (workspace, user id), cached with an expiry."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
-
-    async def name(
-        self,
-        workspace: str,
-        user_id: str,
-        look_up: Callable[[], Awaitable[dict[str, Any] | None]],
-    ) -> str | None:
-        """The cached name, or ``look_up()``'s ``user`` object's (None: the look-up failed)."""
-        loop = asyncio.get_running_loop()
-        key = (workspace, user_id)
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > loop.time():
-            return cached[0]
-        user = await look_up()
-        name, ttl = (_name_of(user), _NAME_TTL) if user is not None else (None, _NAME_FAILURE_TTL)
-        if len(self._cache) >= _NAME_CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = (name, loop.time() + ttl)
-        return name
-
-
-def _name_of(user: dict[str, Any]) -> str | None:
-    profile = user.get("profile")
-    for source, field in (
-        (profile, "display_name"),
-        (profile, "real_name"),
-        (user, "real_name"),
-        (user, "name"),
-    ):
-        value = source.get(field) if isinstance(source, dict) else None
-        if isinstance(value, str) and value:
-            return value
-    return None

@@ -6,7 +6,8 @@
   Slack's answers (``invalid_auth``, ``channel_not_found``, ``msg_too_long`` above 40,000
   characters, ``invalid_blocks`` for a section over 3,000), every call recorded;
 - ``POST /api/users.info`` for the people added with :meth:`add_user` (``user_not_found``
-  otherwise);
+  otherwise), their profile email set with :meth:`set_user_email`, the calls counted by
+  :meth:`users_info_calls`;
 - with :meth:`echo_to`, every message the bot posts comes back to the gateway as the signed
   ``message`` event Slack sends to a subscribed app (with the bot's ``bot_id``), so loops show;
 - failures on demand: :meth:`fail_next` (429 with ``Retry-After``, 500, any ``error``),
@@ -57,6 +58,7 @@ from connectors.slack.emulated_payloads import (
     slash_command_fields,
     static_select_payload,
 )
+from connectors.slack.emulated_users import slack_user, users_info_calls
 
 __all__ = [
     "ACME_FILE",
@@ -211,19 +213,18 @@ class SlackEmulator:
     # -- people and events -------------------------------------------------------------------
     def add_user(self, user_id: str, *, display_name: str, real_name: str | None = None) -> None:
         """A person of the workspace, as ``users.info`` describes them."""
-        self.users[user_id] = {
-            "id": user_id,
-            "team_id": self.workspaces[0].team_id,
-            "name": display_name.lower(),
-            "real_name": real_name or display_name,
-            "is_bot": False,
-            "deleted": False,
-            "profile": {
-                "display_name": display_name,
-                "real_name": real_name or display_name,
-                "display_name_normalized": display_name,
-            },
-        }
+        team = self.workspaces[0].team_id
+        self.users[user_id] = slack_user(
+            user_id, team, display_name=display_name, real_name=real_name
+        )
+
+    def set_user_email(self, user_id: str, email: str, *, confirmed: bool = True) -> None:
+        """Their profile email, as an app with ``users:read.email`` sees it."""
+        self.users[user_id]["profile"]["email"] = email
+        self.users[user_id]["is_email_confirmed"] = confirmed  # Slack verified it
+
+    def users_info_calls(self, user_id: str | None = None) -> int:
+        return users_info_calls(self.calls, user_id)
 
     def echo_to(self, sender: SlackSender) -> None:
         """Deliver each posted channel message back through ``sender``, as Slack does."""
@@ -464,6 +465,11 @@ class SlackEmulator:
         injected = await self._injected("users.info", args, token, request)
         if injected is not None:
             return injected
+        if self._drops.get("users.info"):  # drop_next("users.info"): a look-up left hanging
+            self._drops["users.info"].popleft()
+            self.calls.append(ApiCall("users.info", args, token, 0, "dropped"))
+            await self._release.wait()
+            return web.Response()
         if self._workspace(token) is None:
             return self._answer("users.info", args, token, {"ok": False, "error": "invalid_auth"})
         user = self.users.get(str(args.get("user")))

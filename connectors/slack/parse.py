@@ -5,10 +5,11 @@ its conversation key and, for a reply in an operators' desk thread, the desk's t
 Here it becomes an :class:`~gateway.models.InboundMessage` with that id and key:
 
 - Events API ``message`` / ``app_mention``: the bot's mention stripped and Slack's escaping
-  undone, files as attachment metadata, the sender's display name (from the event, or for
-  a desk reply from ``users.info``, cached), and a :class:`SlackReplyContext` that answers in
-  the right thread. A follow-up in a channel thread without a mention is answered only when
-  the bot already has a conversation there.
+  undone, files as attachment metadata, the sender's display name and verified email (from
+  ``users.info``, cached in the store: :mod:`gateway.contacts.names`; a failed look-up
+  leaves the name the event carried, or the raw id), and a :class:`SlackReplyContext` that
+  answers in the right thread. A follow-up in a channel thread without a mention is
+  answered only when the bot already has a conversation there.
 - slash commands (``COMMAND``) and button clicks (``ACTION``, the button's value as text),
   with a ``response_url`` kept only when it is Slack's own (``response_url_prefixes``).
 
@@ -17,7 +18,6 @@ An event it cannot read raises :class:`EventParseError` (dead-lettered, replayab
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -27,7 +27,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from connectors.base import ConnectorContext
-from connectors.slack.desk import UserNames
 from connectors.slack.payloads import (
     EVENTS_API,
     INTERACTIVE,
@@ -45,6 +44,7 @@ from connectors.slack.payloads import (
 )
 from connectors.slack.render import unescape
 from connectors.slack.workspace import Workspace
+from gateway.contacts.names import Profile
 from gateway.envelope import RawEvent
 from gateway.errors import EventParseError
 from gateway.models import (
@@ -89,7 +89,7 @@ class SlackParser:
         self._by_source = {(ws.tenant, ws.config.name): ws for ws in workspaces}
         self._installed = installed
         self._users_info = users_info
-        self._names = UserNames()
+        self._names = context.name_cache()
         self._count = count
 
     async def parse(self, event: RawEvent) -> InboundMessage | None:
@@ -105,9 +105,10 @@ class SlackParser:
         if kind == EVENTS_API:
             return await self._event_callback(ws, event, payload)
         if kind == SLASH_COMMANDS:
-            return self._command(ws, event, payload)
+            return await self._named(ws, self._command(ws, event, payload))
         if kind == INTERACTIVE:
-            return self._action(ws, event, payload)
+            action = self._action(ws, event, payload)
+            return None if action is None else await self._named(ws, action)
         raise EventParseError("not a Slack payload this connector stores", reason="unknown_type")
 
     async def _installation(
@@ -160,9 +161,9 @@ class SlackParser:
             self._count("ignored_not_addressed")
             return None
         message = self._message(ws, event, body, screened.event, thread=thread, desk=desk_thread)
-        if message is None or desk_thread is None:
-            return message
-        if not screened.mention:
+        if message is None:
+            return None
+        if desk_thread is not None and not screened.mention:
             self._count("desk_reply")
         return await self._named(ws, message)
 
@@ -235,33 +236,49 @@ class SlackParser:
         )
 
     async def _named(self, ws: Workspace, message: InboundMessage) -> InboundMessage:
-        """The message with its sender's display name, when Slack can tell it."""
-        if message.sender.display_name is not None or not ws.config.fetch_user_names:
+        """The message with its sender's display name and verified email from
+        ``users.info`` (cached in the store); as it came when Slack cannot tell them."""
+        if not ws.config.fetch_user_names:
             return message
-        name = await self._names.name(
-            ws.label, message.sender.id, lambda: self._look_up(ws, message.sender.id)
+        user_id = message.sender.id
+        profile = await self._names.resolve(
+            ws.tenant,
+            Channel.SLACK.value,
+            user_id,
+            lambda: self._look_up(ws, user_id),
+            timeout=ws.config.user_name_timeout_seconds,
         )
-        if name is None:
+        if profile is None:
             return message
-        sender = message.sender.model_copy(update={"display_name": name})
+        sender = message.sender.model_copy(
+            update={
+                "display_name": profile.name or message.sender.display_name,
+                "verified_email": profile.verified_email,
+            }
+        )
         return message.model_copy(update={"sender": sender})
 
-    async def _look_up(self, ws: Workspace, user_id: str) -> dict[str, Any] | None:
+    async def _look_up(self, ws: Workspace, user_id: str) -> Profile | None:
+        """``users.info``: the profile's display name, else its real name, and its email
+        (Slack confirms a workspace member's address). Raises what the call raises."""
         try:
-            async with asyncio.timeout(ws.config.user_name_timeout_seconds):
-                user = await self._users_info(ws, user_id)
+            user = await self._users_info(ws, user_id)
         except SlackApiError as exc:
             data = exc.response.data
             error = data.get("error") if isinstance(data, dict) else None
             code = error if isinstance(error, str) else f"http_{exc.response.status_code}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            code = type(exc).__name__
-        else:
-            self._count("user_name_fetched")
-            return user if user is not None else {}
-        self._count("user_name_failed")
-        log.info("slack.user_name_failed", workspace=ws.label, code=code)
-        return None
+            if code == "user_not_found":
+                return None
+            self._count("user_name_failed")
+            log.info("slack.user_name_failed", workspace=ws.label, code=code)
+            raise
+        except (aiohttp.ClientError, TimeoutError):
+            self._count("user_name_failed")
+            raise
+        self._count("user_name_fetched")
+        if user is None:
+            return None
+        return Profile(name=_name_of(user), verified_email=_email_of(user))
 
     # -- slash commands and buttons -------------------------------------------------------------
     def _command(self, ws: Workspace, event: RawEvent, payload: dict[str, Any]) -> InboundMessage:
@@ -384,6 +401,27 @@ def _profile_name(event: dict[str, Any]) -> str | None:
             or string_field(profile, "name")
         )
     return None
+
+
+def _name_of(user: dict[str, Any]) -> str | None:
+    profile = user.get("profile")
+    for source, name in (
+        (profile, "display_name"),
+        (profile, "real_name"),
+        (user, "real_name"),
+        (user, "name"),
+    ):
+        value = source.get(name) if isinstance(source, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _email_of(user: dict[str, Any]) -> str | None:
+    """The profile's email, unless Slack says the member has not confirmed it."""
+    if user.get("is_bot") is True or user.get("is_email_confirmed") is False:
+        return None
+    return string_field(user.get("profile"), "email")
 
 
 def file_url(attachment: Attachment) -> str | None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from gateway.admin import keys as apikeys
 from gateway.admin.keys import ApiKey, Role
 from gateway.admin.schemas import (
+    CHANNEL_PATTERN,
     DEAD_LETTER_PATTERN,
     HANDLE_PATTERN,
     PERSONA_PATTERN,
@@ -27,6 +28,7 @@ from gateway.admin.schemas import (
     Problem,
 )
 from gateway.config import TenantConfig
+from gateway.contacts.model import CONTACT_ID_PATTERN, IDENTITY_PATTERN
 from gateway.conversations import parse_handle
 from gateway.quotas import QuotaPolicy
 from gateway.runtime import Runtime
@@ -55,6 +57,9 @@ PATH_PATTERNS: Mapping[str, str] = {
     "handle": DEAD_LETTER_PATTERN,
     "key_id": apikeys.KEY_ID_PATTERN,
     "persona": PERSONA_PATTERN,
+    "contact": CONTACT_ID_PATTERN,
+    "channel": CHANNEL_PATTERN,
+    "identity": IDENTITY_PATTERN,
 }
 
 

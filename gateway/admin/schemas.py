@@ -12,8 +12,9 @@ from agents.persona import Persona
 from gateway.admin.keys import Role
 from gateway.audit import AuditEvent
 from gateway.config import TENANT_ID_PATTERN, PlanConfig
+from gateway.contacts.model import CONTACT_ID_PATTERN, IDENTITY_PATTERN, MAX_NAME
 from gateway.deadletters import DeadLetter
-from gateway.models import Button, DeliveryReceipt
+from gateway.models import Button, Channel, DeliveryReceipt
 from gateway.quotas import QuotaStatus
 from gateway.state import HistoryEntry
 from gateway.usage import UsageRow
@@ -23,6 +24,7 @@ PERSONA_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 HANDLE_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
 DEAD_LETTER_PATTERN = r"^[0-9]{1,4}:[0-9]{1,20}(-[0-9]{1,20})?$"
 CURSOR_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+CHANNEL_PATTERN = "^(" + "|".join(c.value for c in Channel) + ")$"
 
 
 class _Out(BaseModel):
@@ -191,6 +193,8 @@ class KeptFile(_Out):
 
 class ConversationExport(_Out):
     conversation: dict[str, Any] | None
+    names: list[dict[str, Any]] = []  # the participants' names as their platforms gave them
+    contacts: list[dict[str, Any]] = []  # the participants' contacts (identities, emails)
     state: dict[str, Any] | None
     replies: list[dict[str, Any]]
     receipts: list[dict[str, Any]]
@@ -204,6 +208,7 @@ class EraseResult(_Out):
     keys_deleted: int
     stream_entries_deleted: int
     files_deleted: int = 0  # kept files deleted from the blob store
+    contacts_changed: int = 0
 
 
 class ProactiveMessage(_In):
@@ -327,3 +332,59 @@ class AuditQuery(_Query):
     tenant: str | None = Field(default=None, pattern=TENANT_PATTERN)
     after: str | None = Field(default=None, pattern=CURSOR_PATTERN)
     limit: int = Field(default=100, ge=1, le=1000)
+
+
+# -- contacts --------------------------------------------------------------------------------------
+class ContactQuery(_Query):
+    limit: int = Field(default=100, ge=1, le=1000)
+    after: str | None = Field(
+        default=None,
+        pattern=CONTACT_ID_PATTERN,
+        description="The `next` of the previous page: contacts after this id.",
+    )
+
+
+class ContactIdentityBody(_In):
+    channel: Channel = Field(description="The channel the id belongs to.")
+    identity: str = Field(
+        pattern=IDENTITY_PATTERN,
+        description="The sender id messages carry there: a Slack user id, a LINE user id, "
+        "`whatsapp:+…`, an email address, an HTTP client's user id.",
+    )
+
+
+class ContactDefinition(_In):
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="The name operators and agents see for the person.",
+    )
+    emails: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Addresses of the person (lower-cased; each on one contact at most).",
+    )
+
+
+class ContactIdentityView(_Out):
+    channel: str
+    id: str
+
+
+class ContactView(_Out):
+    id: str
+    tenant: str
+    name: str | None
+    identities: list[ContactIdentityView]
+    emails: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactList(_Out):
+    contacts: list[ContactView]
+    next: str | None = Field(
+        default=None, description="Pass as `after` for the next page; null on the last."
+    )

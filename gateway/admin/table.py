@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.admin.contacts import (
+    delete_contact,
+    get_contact,
+    link_identity,
+    list_contacts,
+    put_contact,
+    unlink_identity,
+)
 from gateway.admin.handlers import (
     create_key,
     discard_dead_letter,
@@ -40,6 +48,11 @@ from gateway.admin.schemas import (
     Accepted,
     AuditList,
     AuditQuery,
+    ContactDefinition,
+    ContactIdentityBody,
+    ContactList,
+    ContactQuery,
+    ContactView,
     ConversationExport,
     ConversationList,
     ConversationView,
@@ -78,6 +91,7 @@ __all__ = ["OPERATIONS", "OPERATIONS_BY_ID"]
 T = "/v1/tenants/{tenant}"
 C = T + "/conversations/{conversation}"
 P = "/v1/personas/{persona}"
+K = T + "/contacts/{contact}"
 V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -127,6 +141,25 @@ OPERATIONS: tuple[Operation, ...] = (
               redact=("conversation",)),
     Operation("GET", C + "/receipts", "listReceipts", "Delivery receipts of a conversation", V,
               "tenant", get_receipts, ReceiptList, errors=(404,), tag="conversations"),
+    Operation("GET", T + "/contacts", "listContacts", "List the tenant's contacts, by id", OP,
+              "tenant", list_contacts, ContactList, query=ContactQuery, errors=(400, 404),
+              tag="contacts"),
+    Operation("GET", K, "getContact", "Read a contact", OP, "tenant", get_contact, ContactView,
+              errors=(404,), tag="contacts"),
+    Operation("PUT", K, "putContact", "Define a contact or replace its name and emails", OP,
+              "tenant", put_contact, ContactView, body=ContactDefinition,
+              errors=(400, 404, 409, 422), mutating=True, tag="contacts"),
+    Operation("DELETE", K, "deleteContact", "Delete a contact (its identities are unlinked)",
+              A, "tenant", delete_contact, None, status=204, errors=(404, 409), mutating=True,
+              tag="contacts"),
+    Operation("POST", K + "/identities", "linkContactIdentity",
+              "Link a channel identity to a contact", OP, "tenant", link_identity, ContactView,
+              body=ContactIdentityBody, errors=(400, 404, 409, 422), mutating=True,
+              tag="contacts"),
+    Operation("DELETE", K + "/identities/{channel}/{identity}", "unlinkContactIdentity",
+              "Unlink a channel identity from a contact", OP, "tenant", unlink_identity,
+              ContactView, errors=(404, 409), mutating=True, tag="contacts",
+              redact=("identity",)),
     Operation("GET", "/v1/personas", "listPersonas", "List personas", V, "any", get_personas,
               PersonaList, tag="personas"),
     Operation("PUT", P, "putPersona",

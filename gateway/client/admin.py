@@ -23,6 +23,10 @@ from gateway.admin.keys import Role
 from gateway.admin.schemas import (
     Accepted,
     AuditList,
+    ContactDefinition,
+    ContactIdentityBody,
+    ContactList,
+    ContactView,
     ConversationExport,
     ConversationList,
     ConversationView,
@@ -60,6 +64,7 @@ M = TypeVar("M", bound=BaseModel)
 
 T = "/v1/tenants/{tenant}"
 C = T + "/conversations/{conversation}"
+K = T + "/contacts/{contact}"
 # Keyed by the AdminClient method that calls each route.
 ADMIN_ROUTES: Mapping[str, Route[Any]] = {
     "health": Route("GET", "/v1/health", Health, also=(503,)),
@@ -79,6 +84,14 @@ ADMIN_ROUTES: Mapping[str, Route[Any]] = {
     "erase_conversation": Route("DELETE", C, EraseResult),
     "send_message": Route("POST", C + "/messages", Accepted, status=202, body=ProactiveMessage),
     "list_receipts": Route("GET", C + "/receipts", ReceiptList),
+    "list_contacts": Route("GET", T + "/contacts", ContactList),
+    "get_contact": Route("GET", K, ContactView),
+    "put_contact": Route("PUT", K, ContactView, body=ContactDefinition),
+    "delete_contact": Route("DELETE", K, None, status=204),
+    "link_contact_identity": Route(
+        "POST", K + "/identities", ContactView, body=ContactIdentityBody
+    ),
+    "unlink_contact_identity": Route("DELETE", K + "/identities/{channel}/{identity}", ContactView),
     "list_personas": Route("GET", "/v1/personas", PersonaList),
     "list_persona_tools": Route("GET", "/v1/personas/{persona}/tools", ToolList),
     "reload_personas": Route("POST", "/v1/personas/reload", ReloadResult),
@@ -264,6 +277,45 @@ class AdminClient(Transport):
     async def list_receipts(self, tenant: str, conversation: str) -> ReceiptList:
         route = ADMIN_ROUTES["list_receipts"]
         return await self._call(route, tenant=tenant, conversation=conversation)
+
+    # -- contacts: one person's identities across the tenant's channels -----------------------
+    async def list_contacts(
+        self, tenant: str, *, limit: int = 100, after: str | None = None
+    ) -> ContactList:
+        """A page of contacts by id; pass the answer's ``next`` as ``after`` for the next."""
+        query = _query(limit=limit, after=after)
+        return await self._call(ADMIN_ROUTES["list_contacts"], query, tenant=tenant)
+
+    async def get_contact(self, tenant: str, contact: str) -> ContactView:
+        return await self._call(ADMIN_ROUTES["get_contact"], tenant=tenant, contact=contact)
+
+    async def put_contact(
+        self, tenant: str, contact: str, *, name: str | None = None, emails: Sequence[str] = ()
+    ) -> ContactView:
+        """Define the contact, or replace its name and emails (its identities stay)."""
+        body = _body(ContactDefinition, name=name, emails=list(emails))
+        route = ADMIN_ROUTES["put_contact"]
+        return await self._call(route, body=body, tenant=tenant, contact=contact)
+
+    async def delete_contact(self, tenant: str, contact: str) -> None:
+        route = ADMIN_ROUTES["delete_contact"]
+        await self._answer(route, {"tenant": tenant, "contact": contact}, None, None)
+
+    async def link_contact_identity(
+        self, tenant: str, contact: str, channel: str, identity: str
+    ) -> ContactView:
+        """Link the sender id ``identity`` on ``channel`` (``slack``, ``line``…)."""
+        body = _body(ContactIdentityBody, channel=channel, identity=identity)
+        route = ADMIN_ROUTES["link_contact_identity"]
+        return await self._call(route, body=body, tenant=tenant, contact=contact)
+
+    async def unlink_contact_identity(
+        self, tenant: str, contact: str, channel: str, identity: str
+    ) -> ContactView:
+        route = ADMIN_ROUTES["unlink_contact_identity"]
+        return await self._call(
+            route, tenant=tenant, contact=contact, channel=channel, identity=identity
+        )
 
     # -- personas ----------------------------------------------------------------------------
     async def list_personas(self) -> PersonaList:

@@ -47,7 +47,8 @@ SLACK_BOT_SCOPES = (
     "groups:history",  # message.groups
     "im:history",  # message.im: direct messages
     "mpim:history",  # message.mpim
-    "users:read",  # users.info: operators' names in a desk thread
+    "users:read",  # users.info: each writer's name (agents, desk signatures)
+    "users:read.email",  # users.info's profile email: contacts linked on a verified address
 )
 SLACK_BOT_EVENTS = (
     "app_mention",

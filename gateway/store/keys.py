@@ -155,6 +155,14 @@ class Keyspace:
             conversation_key, f"line_push_reserved:{idempotency_key}#{index}"
         )
 
+    def conversation_participant(self, conversation_key: str, sender_id: str) -> str:
+        """Names one person who wrote in the conversation, so erase finds their cached name
+        and their identity on a contact (gateway/contacts)."""
+        return self._conversation_record(conversation_key, f"who:{sender_id}")
+
+    def conversation_participant_prefix(self, conversation_key: str) -> str:
+        return self.conversation_participant(conversation_key, "")
+
     def conversation_index(self, tenant: str, conversation_key: str) -> str:
         """The tenant's index entry for a conversation (admin listing), in its partition."""
         return self.conversation_index_prefix(tenant, self.partition(conversation_key)) + (
@@ -235,6 +243,34 @@ class Keyspace:
     def line_push_usage(self, tenant: str, day: str) -> str:
         """The tenant's billed LINE pushes on one UTC day (``YYYY-MM-DD``)."""
         return self._tenant_record(tenant, f"usage:line_push:{day}")
+
+    def contact_name(self, tenant: str, channel: str, user: str) -> str:
+        """A person's display name (and verified email) as their platform gave it, cached
+        with an expiry (gateway/contacts/names.py); erased with a conversation they wrote in."""
+        return self._tenant_record(tenant, f"name:{channel}:{user}")
+
+    def _contacts(self, tenant: str) -> str:
+        # One hash tag per tenant: a contact and its indexes change in one atomic commit.
+        return f"{self.prefix}:{{ct:{tenant}}}"
+
+    def contacts_version(self, tenant: str) -> str:
+        """Bumped by every change of the tenant's contacts: their compare-and-set."""
+        return f"{self._contacts(tenant)}:contacts:version"
+
+    def contact(self, tenant: str, contact_id: str) -> str:
+        """One person's contact record: their identities across channels (gateway/contacts)."""
+        return self.contact_prefix(tenant) + contact_id
+
+    def contact_prefix(self, tenant: str) -> str:
+        return f"{self._contacts(tenant)}:contact:"
+
+    def contact_identity(self, tenant: str, channel: str, user: str) -> str:
+        """A channel identity → the id of the contact it is linked to."""
+        return f"{self._contacts(tenant)}:contact-of:{channel}:{user}"
+
+    def contact_email(self, tenant: str, email: str) -> str:
+        """A verified email address → the id of the contact that holds it."""
+        return f"{self._contacts(tenant)}:contact-email:{email}"
 
     def quota_counter(self, tenant: str, name: str, window: str) -> str:
         return f"{self.prefix}:q:{tenant}:{name}:{window}"

@@ -1,11 +1,14 @@
 """The operator's day in a real browser: sign in, a LINE customer's message appears live,
-take over, reply (delivered on LINE), release, and the bot answers again."""
+her name and linked contact shown, take over, reply (delivered on LINE), release, and the
+bot answers again."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.admin.keys import Role
+from gateway.contacts import ContactBook, ContactIdentity
+from gateway.models import Channel
 from tests.console.conftest import ALICE, console_gateway, shot, sign_in
 from tests.harness import eventually
 
@@ -19,6 +22,13 @@ async def test_live_inbox_take_over_reply_release(browser, tmp_path, personas_di
         await page.evaluate("window.notReloaded = true")
         await page.wait_for_timeout(300)  # the event stream is open
 
+        # The operator linked Alice's LINE id to her contact before she wrote.
+        store = console.gw.runtime.store
+        assert store is not None
+        book = ContactBook(store, console.gw.runtime.keyspace)
+        await book.put("acme", "alice", name="Alice Example", emails=["alice@example.com"])
+        await book.link("acme", "alice", ContactIdentity(channel=Channel.LINE, id=ALICE))
+
         line = console.line
         assert await line.post([line.text("hello, I need help", user_id=ALICE)]) == 200
         row = page.locator("#inbox-rows tr", has_text="Alice")
@@ -29,6 +39,12 @@ async def test_live_inbox_take_over_reply_release(browser, tmp_path, personas_di
 
         await row.locator("a").click()
         await page.wait_for_selector("#history")
+        # Who wrote: the name LINE's profile gave, the raw id beside it, the linked contact.
+        person = page.locator("#people .person")
+        assert await person.locator(".name").inner_text() == "Alice"
+        assert ALICE in await person.inner_text()
+        assert await person.locator(".contact").inner_text() == "Alice Example"
+        assert "on line" in await person.inner_text()
         await page.click("#take-over")
         await page.wait_for_selector("#holder")
         assert await page.inner_text("#holder") == "Dana"

@@ -41,6 +41,7 @@ LINKED = {
     "whatsapp_sid",
     "status_seen",
     "status_dead_letter_seen",
+    "contact_name",
 }
 
 # No conversation's data: partition streams (their entries are erased one by one, below),
@@ -86,6 +87,13 @@ NOT_PER_CONVERSATION = {
     "imap_state_prefix",
     "imap_state",
     "collecting_pace",
+    # a person's contact record outlives one conversation; erase takes the conversation's
+    # participants out of it (gateway/contacts/book.py, tests/pipeline/test_contacts_erase.py)
+    "contacts_version",
+    "contact",
+    "contact_prefix",
+    "contact_identity",
+    "contact_email",
 }
 
 # Helpers over the families above (prefixes, erase's own lists).
@@ -93,6 +101,7 @@ HELPERS = {
     "partition",
     "conversation_prefix",
     "inbound_marker_prefix",
+    "conversation_participant_prefix",
     "status_seen_prefix",
     "conversation_keys",
     "inbound_keys",
@@ -167,6 +176,7 @@ class _Conversation:
             "reply_token": f"{self.mark}-token",
             "inbound_id": self.inbound.id,
             "tenant": TENANT,
+            "sender_id": f"{self.mark}-user",
         }
         assert parameter in samples, f"no sample value for Keyspace parameter {parameter!r}"
         return samples[parameter]
@@ -176,6 +186,7 @@ class _Conversation:
         return {
             "inbound_seen": [KS.inbound_seen(p, "whatsapp", TENANT, f"{m}-ev")],
             "inbound_bucket": [KS.inbound_bucket(TENANT, "whatsapp", f"{m}-user")],
+            "contact_name": [KS.contact_name(TENANT, "whatsapp", f"{m}-user")],
             "email_thread": [
                 KS.email_thread(TENANT, f"{m}-ev"),
                 KS.email_thread(TENANT, f"{m}-reply@example.com"),
@@ -299,6 +310,15 @@ async def test_erase_leaves_nothing_of_any_key_family(store: Store) -> None:
             KS.conversation_index("acme", "a/http/c"),
             f"fb:{{p{KS.partition('a/http/c')}}}:ix:acme:a/http/c",
         ),
+        (
+            KS.conversation_participant("a/line/c", "U1"),
+            KS.conversation_prefix("a/line/c") + "who:U1",
+        ),
+        (KS.contact_name("acme", "slack", "U1"), "fb:t:acme:name:slack:U1"),
+        (KS.contacts_version("acme"), "fb:{ct:acme}:contacts:version"),
+        (KS.contact("acme", "c1"), "fb:{ct:acme}:contact:c1"),
+        (KS.contact_identity("acme", "line", "U1"), "fb:{ct:acme}:contact-of:line:U1"),
+        (KS.contact_email("acme", "a@x"), "fb:{ct:acme}:contact-email:a@x"),
         (KS.lease("worker", 3), "fb:lease:worker:3"),
         (KS.members("worker"), "fb:members:worker"),
         (KS.web_members(), "fb:members:web"),

@@ -17,8 +17,11 @@ from aiohttp import web
 
 from gateway.console.listing import STATES
 from gateway.console.web import Ctx, action, done, page, refusal
+from gateway.contacts import ContactBook
+from gateway.contacts.names import NameCache
 from gateway.conversations import (
     conversation_handle,
+    conversation_participants,
     erase_conversation,
     export_conversation,
     parse_handle,
@@ -71,6 +74,7 @@ async def _view(ctx: Ctx) -> dict[str, Any]:
         raise web.HTTPNotFound(text="no such conversation")
     readable = ctx.may("getConversation", tenant)
     fact = handoff_fact(state) if state is not None else None
+    # Names and contacts are the customer's data: shown to whoever may read the history.
     return {
         "handle": conversation_handle(key),
         "tenant": tenant,
@@ -80,6 +84,7 @@ async def _view(ctx: Ctx) -> dict[str, Any]:
         "fact": fact,
         "holder": holder_of(fact),
         "history": list(state.history) if state is not None and readable else None,
+        "people": await _people(ctx, tenant, key) if readable else [],
         "notes": await _actions(ctx).notes(key) if readable else [],
         "receipts": await read_receipts(ctx.store, ctx.keyspace, key),
         "may_read": readable,
@@ -88,6 +93,24 @@ async def _view(ctx: Ctx) -> dict[str, Any]:
         "may_erase": ctx.may("eraseConversation", tenant),
         "reply_id": new_id(),
     }
+
+
+async def _people(ctx: Ctx, tenant: str, key: str) -> list[dict[str, Any]]:
+    """Who wrote here: the name their platform gave (cached) and their contact, if linked."""
+    book = ContactBook(ctx.store, ctx.keyspace)
+    people = []
+    for identity in await conversation_participants(ctx.store, ctx.keyspace, key):
+        raw = await ctx.store.get_record(
+            ctx.keyspace.contact_name(tenant, identity.channel.value, identity.id)
+        )
+        people.append(
+            {
+                "id": identity.id,
+                "name": NameCache.name_in(raw),
+                "contact": await book.of_identity(tenant, identity.channel, identity.id),
+            }
+        )
+    return people
 
 
 @page

