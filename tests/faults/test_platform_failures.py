@@ -60,6 +60,7 @@ def _config(
     acme["channels"] += [
         {
             "kind": "slack",
+            "fetch_user_names": False,  # the faults are for the sends, not the look-ups
             "team_id": SLACK.team_id,
             "signing_secret": "env:F_SLACK_SECRET",
             "bot_token": "env:F_SLACK_BOT",

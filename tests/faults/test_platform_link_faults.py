@@ -110,6 +110,7 @@ def _config(p: Platforms, personas: Path, store_url: str) -> dict[str, Any]:
     tenant["channels"] += [
         {
             "kind": "slack",
+            "fetch_user_names": False,  # the faults are for the sends, not the look-ups
             "team_id": SLACK.team_id,
             "signing_secret": "env:L_SLACK_SECRET",
             "bot_token": "env:L_SLACK_BOT",

@@ -96,6 +96,7 @@ def _stalled_channel(platform: str, stall: StallServer, line: LineEmulator) -> d
     if platform == "slack":
         return {
             "kind": "slack",
+            "fetch_user_names": False,  # the faults are for the sends, not the look-ups
             "team_id": "T0FLOWBIZ",
             "signing_secret": "env:S_SLACK_SECRET",
             "bot_token": "env:S_SLACK_BOT",
