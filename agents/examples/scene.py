@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,11 @@ class Scene:
                 for tenant in (self.tenant, self.ops_tenant)
             }
             cursors: dict[str, str | None] = {}
-            for n, (conversation, user, text) in enumerate(_CONVERSATIONS):
+            # Conversations of this run only: a demo run again on its kept store must not
+            # read the earlier run's replies as this one's.
+            run = f"{os.getpid()}-{int(time.time())}"
+            for n, (name, user, text) in enumerate(_CONVERSATIONS):
+                conversation = f"{name}-{run}"
                 ops = conversation.startswith(_OPS)
                 client = clients[self.ops_tenant if ops else self.tenant]
                 transcript.customer(f"{user} ({'ops' if ops else 'web'})", text)

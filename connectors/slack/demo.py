@@ -43,6 +43,8 @@ class Scene:
         os.environ.setdefault(_SIGNING_VARIABLE, "demo-slack-signing-secret")
         os.environ.setdefault(_BOT_VARIABLE, _WORKSPACE.bot_token)
         self.emulator = await SlackEmulator(workspaces=(_WORKSPACE,)).start()
+        # Alice as users.info describes her: the persona greets her by name, not by id.
+        self.emulator.add_user("U0ALICE", display_name="Alice", real_name="Alice Example")
         for tenant in config["tenants"]:
             if tenant["id"] == "acme":
                 tenant.setdefault("channels", []).append(
@@ -75,10 +77,12 @@ class Scene:
                     return None
                 post = posts[-1]
                 buttons = "".join(f"\n[{label}]" for label, _ in post.buttons)
+                # Each section on a line of its own: a card's is not part of the text above it.
+                shown = "\n".join(post.shown_sections) or post.shown_text
                 where = f"{post.via}, thread {post.thread_ts}" if post.thread_ts else post.via
                 transcript.bot(
                     post.username or "(response_url)",
-                    post.shown_text + buttons,
+                    shown + buttons,
                     note=f"{note}; {where}",
                 )
                 return post

@@ -118,13 +118,22 @@ class PostedMessage:
         ]
 
     @property
+    def shown_sections(self) -> list[str]:
+        """Each section's text as a person sees it (entities decoded)."""
+        return [
+            _decoded(b["text"]["text"])
+            for b in self.blocks
+            if b.get("type") == "section" and "text" in b
+        ]
+
+    @property
     def shown_text(self) -> str:
         """The text as a person sees it: the sections when blocks are present."""
-        sections = [
-            b["text"]["text"] for b in self.blocks if b.get("type") == "section" and "text" in b
-        ]
-        body = "".join(sections) if sections else self.text
-        return body.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        return "".join(self.shown_sections) or _decoded(self.text)
+
+
+def _decoded(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 @dataclass(slots=True)

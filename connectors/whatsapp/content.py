@@ -53,6 +53,10 @@ def friendly_name(digest: str) -> str:
 class ContentLibrary:
     def __init__(self, context: ConnectorContext) -> None:
         self.context = context
+        # SIDs this process has seen Twilio hold: a stored SID is asked about once per
+        # process, since a content deleted at Twilio (or a store kept across accounts'
+        # resets) would otherwise be sent by a SID Twilio no longer knows.
+        self._confirmed: set[str] = set()
 
     async def sid(self, client: Any, *, tenant: str, account_sid: str, spec: ContentSpec) -> str:
         """The SID of ``spec``'s content in ``tenant``'s account: from the store, else
@@ -63,8 +67,13 @@ class ContentLibrary:
         kept = await ctx.store.get_record(key)
         events = ctx.metrics.channel_events
         if kept is not None:
-            events.labels("whatsapp", "content_reused").inc()
-            return kept.decode()
+            stored = kept.decode()
+            if stored in self._confirmed or await self._still_there(client, stored):
+                events.labels("whatsapp", "content_reused").inc()
+                return stored
+            events.labels("whatsapp", "content_gone").inc()
+            log.warning("whatsapp.content_gone", kind=spec.kind, content_sid=stored)
+            await ctx.store.delete([key])
         name = friendly_name(digest)
         try:
             sid = await self._find(client, name)
@@ -83,7 +92,18 @@ class ContentLibrary:
         await record_until_stored(
             partial(ctx.store.put_record, key, sid.encode()), event="whatsapp.record_retry"
         )
+        self._confirmed.add(sid)
         return sid
+
+    async def _still_there(self, client: Any, sid: str) -> bool:
+        """Whether Twilio still holds the content ``sid`` (one fetch, then remembered)."""
+        try:
+            async with twilio_call("Content API fetch", idempotent=True):
+                await client.content.v1.contents(sid).fetch_async()
+        except PermanentDeliveryError:
+            return False
+        self._confirmed.add(sid)
+        return True
 
     async def _find(self, client: Any, name: str) -> str | None:
         async with twilio_call("Content API list", idempotent=True):

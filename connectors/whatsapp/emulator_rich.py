@@ -67,6 +67,7 @@ class RichTwilio:
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # HX… → resource
     content_creates: list[str] = field(default_factory=list)  # friendly names, in order
     content_lists: int = 0  # GET /v1/Content pages served
+    content_fetches: int = 0  # GET /v1/Content/{sid} served
     typing: list[TypingCall] = field(default_factory=list)
     typing_failure: int | None = None  # HTTP status to answer typing with
     typing_delay: float = 0.0
@@ -82,6 +83,7 @@ class RichTwilio:
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/Content", self._create_content)
         app.router.add_get("/v1/Content", self._list_content)
+        app.router.add_get("/v1/Content/{sid}", self._fetch_content)
         app.router.add_get(
             "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}", self._media_get
         )
@@ -230,6 +232,16 @@ class RichTwilio:
                 },
             }
         )
+
+    async def _fetch_content(self, request: web.Request) -> web.Response:
+        account = self._account(request)
+        if account is None:
+            return self._error(401, 20003, "Authenticate")
+        self.content_fetches += 1
+        content = self.contents.get(request.match_info["sid"])
+        if content is None or content["account_sid"] != account:
+            return self._error(404, 20404, "The requested resource was not found")
+        return web.json_response(content)
 
     # -- media -----------------------------------------------------------------------------------
     async def _media_get(self, request: web.Request) -> web.StreamResponse:

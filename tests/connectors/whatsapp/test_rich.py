@@ -212,8 +212,9 @@ async def test_content_is_reused_across_processes_and_found_by_name_when_the_sto
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    """A second gateway on the same store reuses the SID without asking Twilio; a gateway on
-    a new store finds the content by its name before creating one."""
+    """A second gateway on the same store reuses the SID (asking Twilio once whether it
+    still holds it, never listing); a gateway on a new store finds the content by its name
+    before creating one; a content deleted at Twilio is made again."""
     data = config(make_config, tmp_path)
     async with running_gateway(data) as gw:
         await open_window(gw, http, emulator)
@@ -231,6 +232,13 @@ async def test_content_is_reused_across_processes_and_found_by_name_when_the_sto
     assert found.content_sid == first.content_sid
     assert emulator.rich.content_lists == lists_after_first + 1
     assert len(emulator.rich.content_creates) == 1
+    emulator.rich.contents.clear()  # deleted in Twilio's console
+    async with running_gateway(data) as gw:
+        [remade] = await send(gw, emulator, quick_replies=(BUY, LATER))
+        [again] = await send(gw, emulator, quick_replies=(BUY, LATER))
+    assert remade.content_sid != first.content_sid
+    assert again.content_sid == remade.content_sid
+    assert len(emulator.rich.content_creates) == 2
 
 
 async def test_a_content_api_refusal_sends_the_numbered_text(
