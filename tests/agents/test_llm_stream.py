@@ -33,7 +33,8 @@ async def test_a_streamed_answer_is_reported_as_it_arrives(emulator, monkeypatch
     assert emulator.streamed == 1
     assert len(seen) == emulator.stream_chunks  # one report per piece of content
     assert all(ANSWER.startswith(s) for s in seen)  # each the text so far, growing
-    assert seen == sorted(seen, key=len) and seen[-1] == ANSWER
+    assert seen == sorted(seen, key=len)
+    assert seen[-1] == ANSWER
 
 
 async def test_a_streamed_tool_call_is_handled_as_before(emulator, monkeypatch):

@@ -94,7 +94,8 @@ async def test_a_streamed_answer_is_one_message_posted_then_updated(
         shown = _drafts(gw, "shown")
     [post] = _calls(emulator, "chat.postMessage")
     # The first draft: part of the answer, as the persona, where the reply goes.
-    assert ANSWER.startswith(post.args["text"]) and post.args["text"] != ANSWER
+    assert ANSWER.startswith(post.args["text"])
+    assert post.args["text"] != ANSWER
     assert (post.args["channel"], post.args["username"]) == ("D0DIRECT", "Writer Bot")
     updates = _calls(emulator, "chat.update")
     assert len(updates) >= 2  # at least one draft update, then the reply
@@ -181,7 +182,8 @@ async def test_a_persona_without_stream_posts_once_without_drafts(
         assert _drafts(gw, "shown") == 0
     assert post.text == ANSWER
     assert _calls(emulator, "chat.update") == []
-    assert "stream" not in llm.requests[0] and llm.streamed == 0
+    assert "stream" not in llm.requests[0]
+    assert llm.streamed == 0
 
 
 async def test_an_ephemeral_answer_takes_no_draft(draft_gateway, emulator, llm, session) -> None:
@@ -195,7 +197,8 @@ async def test_an_ephemeral_answer_takes_no_draft(draft_gateway, emulator, llm, 
         )
         [post] = await emulator.wait_for_posts(1)
         await eventually(lambda: _drafts(gw, "skipped") == 1)
-    assert post.via == "response_url" and post.text == ANSWER
+    assert post.via == "response_url"
+    assert post.text == ANSWER
     assert _calls(emulator, "chat.postMessage") == _calls(emulator, "chat.update") == []
 
 
