@@ -344,10 +344,11 @@ class SlackConnector:
                     if index < len(posts):
                         last_ts = done.decode() or last_ts
                     continue
-            said: str | None
+            said: str | None = None
             if index == 0 and draft_ts is not None and takes_drafts(ctx, ws, ours):
                 client = self._client(ws)
                 said = await self._drafts.replace(client, ws, ctx, message, posts[0], draft_ts)
+            if said is not None:
                 last_ts = said
             elif index < len(posts):
                 last_ts = await self._deliver(ws, ctx, message, posts[index], depth=0)

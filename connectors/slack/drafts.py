@@ -17,7 +17,8 @@ Why this never answers twice:
   draft post whose answer never came (the claim without a ``ts``) is not retried: no more
   drafts for that message, and the reply posts as it would have without them.
 - ``chat.update`` changes a message in place, so updating again (a retried delivery) is
-  harmless, unlike a post.
+  harmless, unlike a post. A draft someone deleted (``message_not_found``) cannot become
+  the reply: the reply is then posted, as it would have been without drafts.
 
 What is left: a worker killed between Slack taking the first draft and the record of its
 ``ts`` leaves that draft in the channel, and the reply is posted beside it (the same window
@@ -38,6 +39,7 @@ from connectors.send_policy.slack import SLACK_CODES, read_slack
 from connectors.slack.desk import is_slack_ts
 from connectors.slack.render import Post, escape, post_fields, split_text
 from connectors.slack.workspace import Workspace
+from gateway.errors import PermanentDeliveryError
 from gateway.models import (
     InboundMessage,
     OutboundMessage,
@@ -51,6 +53,9 @@ __all__ = ["POSTING", "SlackDrafts", "takes_drafts"]
 log = get_logger(__name__)
 
 POSTING = b"-"  # the claim of the first draft's post, until its ts is recorded
+# Slack's word for a draft that cannot become the reply: someone deleted it, or it is too
+# old to edit. Nothing was changed, so the reply is posted instead.
+_DRAFT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 
 def takes_drafts(ctx: SlackReplyContext, ws: Workspace, thread: str | None) -> bool:
@@ -131,24 +136,31 @@ class SlackDrafts:
         message: OutboundMessage,
         post: Post,
         ts: str,
-    ) -> str:
-        """Make the draft the reply's first post: its text, blocks and metadata."""
+    ) -> str | None:
+        """Make the draft the reply's first post: its text, blocks and metadata. None when
+        the draft is gone (deleted in Slack): the caller then posts the reply."""
         fields: dict[str, Any] = post_fields(message, post)
-        # An update is idempotent (the same content again changes nothing), so a delivery
-        # whose answer was lost may be retried, unlike a post.
-        async with (
-            map_delivery_errors("Slack", idempotent=True, read=[read_slack], codes=SLACK_CODES),
-            asyncio.timeout(ws.config.request_timeout_seconds),
-        ):
-            await client.chat_update(
-                channel=ctx.channel_id,
-                ts=ts,
-                text=fields["text"],
-                blocks=fields["blocks"] or [],
-                metadata={
-                    "event_type": "flowbiz_reply",
-                    "event_payload": {"idempotency_key": message.idempotency_key},
-                },
-            )
+        try:
+            # An update is idempotent (the same content again changes nothing), so a
+            # delivery whose answer was lost may be retried, unlike a post.
+            async with (
+                map_delivery_errors("Slack", idempotent=True, read=[read_slack], codes=SLACK_CODES),
+                asyncio.timeout(ws.config.request_timeout_seconds),
+            ):
+                await client.chat_update(
+                    channel=ctx.channel_id,
+                    ts=ts,
+                    text=fields["text"],
+                    blocks=fields["blocks"] or [],
+                    metadata={
+                        "event_type": "flowbiz_reply",
+                        "event_payload": {"idempotency_key": message.idempotency_key},
+                    },
+                )
+        except PermanentDeliveryError as exc:
+            if exc.platform_code not in _DRAFT_GONE:
+                raise
+            log.info("slack.draft_gone", code=exc.platform_code)
+            return None
         log.info("slack.draft_replaced")
         return ts

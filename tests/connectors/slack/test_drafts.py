@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from agents.emulators.openai import OpenAIEmulator, ScriptedReply
@@ -139,12 +140,17 @@ async def test_a_failing_draft_neither_changes_nor_delays_the_reply(
     assert len([c for c in _calls(emulator, "chat.postMessage") if c.error is None]) == 1
 
 
-async def test_a_turn_run_again_updates_the_draft_it_left(
-    draft_gateway, emulator, llm, session
-) -> None:
-    """A worker posted and recorded the draft, then died before its commit: the turn runs
-    again (here: in a second gateway on the same store) and updates that same message."""
-    async with draft_gateway(role="web") as web:  # takes the event; no worker answers
+async def _first_turn_left_a_draft(
+    draft_gateway: GatewayFactory,
+    emulator: SlackEmulator,
+    session: aiohttp.ClientSession,
+    *,
+    deleted: bool = False,
+) -> str:
+    """The customer writes; the event is stored but no worker answers (a web-only gateway).
+    Then what a first turn that died before its commit left: its draft in the channel (or
+    deleted there since) and the draft's ts recorded for the inbound message."""
+    async with draft_gateway(role="web") as web:
         await sender_for(session, web).event(event_callback(message_event(text="hours?")))
         runtime = web.runtime
         assert runtime.store is not None
@@ -155,22 +161,44 @@ async def test_a_turn_run_again_updates_the_draft_it_left(
         ]
         [entry] = [e for e in entries if is_raw_event(e.payload)]
         event = RawEvent.model_validate_json(entry.payload)
-        # What the first turn left: its draft in the channel and the draft's ts recorded.
-        async with session.post(
-            f"{emulator.api_url}chat.postMessage",
-            json={"channel": "D0DIRECT", "text": "We open at"},
-            headers={"Authorization": f"Bearer {ACME.bot_token}"},
-        ) as response:
-            ts = (await response.json())["ts"]
+        ts = "1700000000.999999"  # never posted (deleted): chat.update answers message_not_found
+        if not deleted:
+            async with session.post(
+                f"{emulator.api_url}chat.postMessage",
+                json={"channel": "D0DIRECT", "text": "We open at"},
+                headers={"Authorization": f"Bearer {ACME.bot_token}"},
+            ) as response:
+                ts = (await response.json())["ts"]
         await runtime.store.put_record(
             runtime.keyspace.slack_draft(event.conversation, event.id), ts.encode()
         )
+    return ts
+
+
+async def test_a_turn_run_again_updates_the_draft_it_left(
+    draft_gateway, emulator, llm, session
+) -> None:
+    """A worker posted and recorded the draft, then died before its commit: the turn runs
+    again (here: in a second gateway on the same store) and updates that same message."""
+    ts = await _first_turn_left_a_draft(draft_gateway, emulator, session)
     async with draft_gateway() as gw:
         await eventually(lambda: _reply_update(emulator))
         assert _drafts(gw, "shown") >= 1
     assert len(_calls(emulator, "chat.postMessage")) == 1  # the first turn's, none since
     assert {u.args["ts"] for u in _calls(emulator, "chat.update")} == {ts}
     assert [p.text for p in emulator.posted] == [ANSWER]
+
+
+async def test_a_deleted_draft_gives_way_to_a_post(draft_gateway, emulator, llm, session) -> None:
+    """The recorded draft is gone from Slack: the drafts stop and the reply is posted (not
+    dead-lettered for an update Slack cannot make)."""
+    await _first_turn_left_a_draft(draft_gateway, emulator, session, deleted=True)
+    async with draft_gateway() as gw:
+        [post] = await emulator.wait_for_posts(1)
+        await eventually(lambda: _drafts(gw, "failed") == 1)
+    assert post.text == ANSWER
+    assert {c.error for c in _calls(emulator, "chat.update")} == {"message_not_found"}
+    assert len(_calls(emulator, "chat.postMessage")) == 1
 
 
 async def test_a_persona_without_stream_posts_once_without_drafts(
