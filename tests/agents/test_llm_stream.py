@@ -2,12 +2,16 @@
 the text so far to ``on_partial``, and answers exactly as without streaming."""
 
 import dataclasses
+import json
 
 import aiohttp
+import pytest
+from aiohttp import web
 
 from agents.emulators.openai import ScriptedReply
 from agents.registry import build_agent
 from connectors.http_api.emulator import HttpChannelClient
+from gateway.errors import AgentError
 from tests.agents.conftest import make_context
 from tests.agents.test_llm import llm_persona
 from tests.harness import SECRETS, base_config, eventually, http_tenant, running_gateway
@@ -105,3 +109,53 @@ async def test_a_streaming_persona_on_a_channel_without_drafts(
     assert [cb.payload["text"] for cb in receiver.unique()] == [ANSWER]
     assert emulator.streamed == 1
     assert "flowbiz_reply_drafts_total{" not in metrics
+
+
+async def _server(body: bytes, content_type: str):
+    """A local endpoint that answers every completion with ``body`` as it is."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+
+def _chunk(content: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"delta": {"content": content}}]}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (_chunk("We open"), "ended before"),  # cut off: no [DONE]
+        (_chunk("We open") + b"data: {not json\n\n", "not JSON"),
+        (b'data: {"choices": 3}\n\n', "not a completion chunk"),
+    ],
+)
+async def test_a_broken_stream_is_an_error_not_a_partial_answer(monkeypatch, body, error):
+    monkeypatch.setenv("LLM_KEY", "k")
+    runner, base_url = await _server(body, "text/event-stream")
+    try:
+        persona = llm_persona(base_url, tools=(), stream=True)
+        with pytest.raises(AgentError, match=error):
+            await build_agent(persona).respond(make_context(persona, "hours?"))
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_server_that_does_not_stream_is_read_as_before(monkeypatch):
+    monkeypatch.setenv("LLM_KEY", "k")
+    completion = {"choices": [{"message": {"role": "assistant", "content": ANSWER}}]}
+    runner, base_url = await _server(json.dumps(completion).encode(), "application/json")
+    try:
+        persona = llm_persona(base_url, tools=(), stream=True)
+        reply = await build_agent(persona).respond(make_context(persona, "hours?"))
+    finally:
+        await runner.cleanup()
+    assert [p.text for p in reply.parts] == [ANSWER]

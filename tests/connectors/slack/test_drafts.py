@@ -246,3 +246,22 @@ async def test_drafts_are_throttled_to_one_every_half_second(
     )
     assert 1 <= draft_calls == shown <= 4  # a post at once, then at most one per 0.5 s
     assert [p.text for p in emulator.posted] == [answer]
+
+
+async def test_a_first_draft_whose_answer_is_lost_is_not_retried(
+    draft_gateway, emulator, llm, session
+) -> None:
+    """Slack takes the first draft but its answer never comes (the documented window): the
+    drafts stop at the timeout, the reply is posted on time, and no further draft is tried
+    for that message: the stray draft stays the only extra message."""
+    emulator.drop_next("chat.postMessage", mode="hang")
+    async with draft_gateway() as gw:
+        started = time.perf_counter()
+        await sender_for(session, gw).event(event_callback(message_event(text="hours?")))
+        posts = await emulator.wait_for_posts(2)
+        elapsed = time.perf_counter() - started
+        assert _drafts(gw, "timeout") == 1
+    assert elapsed < CHUNKS * CHUNK_DELAY + 1.5
+    assert posts[1].text == ANSWER
+    assert ANSWER.startswith(posts[0].text)
+    assert _calls(emulator, "chat.update") == []
