@@ -2,14 +2,16 @@
 
 An agent receives an :class:`AgentContext` (the message, recent history, the persona, the
 channel's capabilities, the process's kept files, the template variables and the sender's
-contact, if linked) and returns an :class:`AgentReply`. The worker runs it under the
-persona's timeout and cancels it there, so an agent must be cancellation-safe.
+contact, if linked) and returns an :class:`AgentReply`. An agent that writes its answer
+piece by piece may report the text so far through ``AgentContext.on_partial`` (a draft
+the customer sees); the reply it returns is still the only answer committed. The worker
+runs it under the persona's timeout and cancels it there, so an agent must be cancellation-safe.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -64,6 +66,9 @@ class AgentContext:
     # where the process keeps no files (unit tests of the bare pipeline).
     media: MediaService | None = None
     contact: AgentContact | None = None  # None: the sender is linked to no contact
+    # Called with the answer's text so far while it is written (an agent that streams,
+    # gateway/drafts.py); it returns at once and never raises. Others ignore it.
+    on_partial: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

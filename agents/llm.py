@@ -18,6 +18,7 @@ Options::
     max_tokens: null
     vision: false                            # true: kept images are shown to the model
     vision_max_bytes: 5242880                # bigger images are described in text instead
+    stream: false                            # true: the answer is streamed, shown as a draft
     tool_options:                            # per-tool settings, see agents/tools
       run_command: {allow: ["uptime"]}
 
@@ -30,6 +31,11 @@ its bytes, read from the blob store — never a URL the model's provider would f
 link-local address, in any spelling or IPv6 mapping, in the URL or in its DNS answer, is
 refused with an AgentError) unless the options say ``allow_private: true``: a model server
 on the same host or network is a deliberate choice.
+
+With ``stream: true`` each model call asks for ``"stream": true`` and reads the server-sent
+events (:mod:`agents.llm_stream`); the text so far goes to ``AgentContext.on_partial`` as it
+arrives (the worker shows it as a draft where the channel can, gateway/drafts.py). A streamed
+answer that turns out to be tool calls is handled as a non-streamed one; only text is shown.
 
 Tools are deny-first: only the persona's ``tools`` are offered — the built-ins it lists and
 the Model Context Protocol tools its ``mcp:`` grants cover (agents/tools/mcp.py, read from
@@ -53,6 +59,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.base import AgentContext, AgentReply, ReplyPart, fill_template
+from agents.llm_stream import Partial, read_stream
 from agents.persona import Persona
 from agents.tools import Tool, ToolContext, ToolResult, build_tools
 from agents.tools.audit import audit_tool
@@ -92,6 +99,7 @@ class LlmOptions(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     vision: bool = False  # the model takes images: kept ones are sent as image_url parts
     vision_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0, le=20 * 1024 * 1024)
+    stream: bool = False  # ask for server-sent events; the text so far goes to on_partial
     tool_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -244,6 +252,8 @@ class LlmAgent:
             body["temperature"] = opts.temperature
         if opts.max_tokens is not None:
             body["max_tokens"] = opts.max_tokens
+        if opts.stream:
+            body["stream"] = True
         if tools:
             body["tools"] = [
                 {
@@ -281,7 +291,9 @@ class LlmAgent:
         handoff: str | None = None
         async with session_for(allow_private=self.options.allow_private) as session:
             for step in range(1, self.options.max_steps + 1):
-                message = await self._complete(session, headers, messages, tools)
+                message = await self._complete(
+                    session, headers, messages, tools, context.on_partial
+                )
                 calls = message.tool_calls or []
                 log.info(
                     "agent.llm_step", persona=context.persona.name, step=step, calls=len(calls)
@@ -313,8 +325,10 @@ class LlmAgent:
         headers: Mapping[str, str],
         messages: list[dict[str, Any]],
         tools: Mapping[str, Tool],
+        on_partial: Partial | None = None,
     ) -> _Message:
         url = self.options.base_url.rstrip("/") + "/chat/completions"
+        streamed: dict[str, Any] | None = None
         try:
             async with session.post(
                 url,
@@ -323,7 +337,13 @@ class LlmAgent:
                 timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_seconds),
             ) as response:
                 status = response.status
-                raw = await response.read()
+                if status == 200 and response.content_type == "text/event-stream":
+                    streamed = await read_stream(response, on_partial)
+                    raw = b""
+                else:  # not streamed (an error, or a server that ignores "stream")
+                    raw = await response.read()
+        except ValueError as exc:  # aiohttp: an event line longer than its buffer
+            raise AgentError("the LLM endpoint streamed a line too long to read") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             refused = refused_by_guard(exc)
             if refused is not None:
@@ -333,6 +353,8 @@ class LlmAgent:
         if status != 200:
             raise AgentError(f"the LLM endpoint answered {status}")
         try:
+            if streamed is not None:
+                return _Message.model_validate(streamed)
             return _Completion.model_validate_json(raw).choices[0].message
         except ValidationError as exc:
             raise AgentError("the LLM endpoint's answer is not a chat completion") from exc

@@ -30,6 +30,7 @@ from gateway.models import (
     EncodedInbound,
     InboundMessage,
     OutboundMessage,
+    PersonaPresentation,
 )
 from gateway.parts import AttachmentKind
 
@@ -55,6 +56,7 @@ __all__ = [
     "InboundResult",
     "Pacing",
     "Route",
+    "StreamingDraft",
     "TypingIndicator",
 ]
 
@@ -313,4 +315,21 @@ class TypingIndicator(Protocol):
         has none for this conversation (a LINE group). Called by the worker as its agent
         starts, in a task of its own and under a short timeout: it may raise (counted and
         logged by the worker), and it never delays the reply."""
+        ...
+
+
+@runtime_checkable
+class StreamingDraft(Protocol):
+    """A connector that can show an answer while it is being written, as a draft that the
+    committed reply then replaces (never a second message)."""
+
+    async def show_draft(
+        self, message: InboundMessage, text: str, persona: PersonaPresentation
+    ) -> bool | None:
+        """Show ``text`` (the answer so far) as the draft of the reply to ``message``; False
+        when this conversation takes no drafts. The draft must be findable by the reply
+        (the first part of a reply whose ``in_reply_to`` is ``message.id``) in any process,
+        and by a later turn of the same inbound message (a redelivery after a crash), so
+        that both replace it rather than post again. Called by the worker in a task of its
+        own, at most every half second, under a short timeout: it may raise."""
         ...

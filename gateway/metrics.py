@@ -142,6 +142,13 @@ class Metrics:
             ["channel", "outcome"],
             registry=r,
         )
+        self.reply_drafts = Counter(
+            "flowbiz_reply_drafts_total",
+            "Drafts of a reply shown while a streaming agent writes it, by channel and outcome "
+            "(shown, skipped, failed, timeout)",
+            ["channel", "outcome"],
+            registry=r,
+        )
         self.media_links = Counter(
             "flowbiz_media_links_total",
             "Requests for kept files through signed links, by outcome (served, bad_link, "

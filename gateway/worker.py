@@ -36,6 +36,7 @@ from gateway.config import GatewayConfig
 from gateway.contacts import Contact, ContactBook, sender_contact, with_clean_sender
 from gateway.conversations import index_records
 from gateway.deadletters import DeadLetter, move_to_dead_letters
+from gateway.drafts import ReplyDrafts
 from gateway.envelope import RawEvent, is_raw_event
 from gateway.errors import AgentError, EventParseError, StoreError
 from gateway.handoff import HandoffDesk, handoff_fact
@@ -86,6 +87,7 @@ class Worker:
         self.config = config
         self.media = media  # None: files stay metadata (unit tests of the bare pipeline)
         self.typing = TypingIndicators(metrics)
+        self.drafts = ReplyDrafts(metrics)  # a streaming agent's answer shown as it is written
         self.mcp = mcp  # the MCP server connections the agents share, across reloads
         self.store = store
         self.keyspace = keyspace
@@ -522,6 +524,7 @@ class Worker:
                 return AgentReply()
             return AgentReply.text(fill_template(persona.welcome, variables))
         connector = self.connectors.get(message.conversation.channel)
+        draft = self.drafts.open(connector, message, persona.presentation)
         context = AgentContext(
             message=message.model_copy(update={"text": text}) if text != message.text else message,
             persona=persona,
@@ -536,6 +539,7 @@ class Worker:
             contact=None
             if contact is None
             else AgentContact(id=contact.id, name=contact.name, channels=contact.channels),
+            on_partial=draft.on_partial if draft is not None else None,
         )
         timeout = persona.agent.timeout_seconds or self.config.pipeline.agent_timeout_seconds
         started = time.perf_counter()
@@ -551,5 +555,8 @@ class Worker:
             )
             log.warning("worker.agent_failed", persona=persona.name, outcome=outcome)
             return AgentReply.text(persona.failure_reply)
+        finally:
+            if draft is not None:  # settled before the commit: the reply finds its ts
+                await draft.close()
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply

@@ -12,6 +12,11 @@ A user message may be a list of content parts (``text`` and ``image_url``), as v
 take them: the parts of each request's last user message are recorded in ``content_parts``,
 the images it could decode (``data:`` URLs) in ``images``, and the echo answer names each
 image it saw by type, size and SHA-256, so a test can tell the model really got the bytes.
+
+A request with ``"stream": true`` is answered as the API streams: ``text/event-stream``, the
+content in ``stream_chunks`` pieces (split between words) ``chunk_delay`` seconds apart,
+each a ``chat.completion.chunk`` whose ``choices[0].delta`` holds it, tool calls in one
+chunk of their own, then ``data: [DONE]``; ``streamed`` counts such answers.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class OpenAIEmulator:
     requests: list[dict[str, Any]] = field(default_factory=list)
     content_parts: list[list[dict[str, Any]]] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (type, bytes) seen
+    stream_chunks: int = 4  # pieces of a streamed answer's content
+    chunk_delay: float = 0.05  # seconds between them
+    streamed: int = 0  # answers sent as server-sent events
     _queue: deque[ScriptedReply] = field(default_factory=deque)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -108,7 +116,7 @@ class OpenAIEmulator:
             {"object": "list", "data": [{"id": "emulated", "object": "model"}]}
         )
 
-    async def _completions(self, request: web.Request) -> web.Response:
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return self._error(401, "Incorrect API key provided.", "invalid_request_error")
         try:
@@ -124,7 +132,42 @@ class OpenAIEmulator:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
             return self._error(reply.status, "scripted failure", "server_error")
+        if body.get("stream") is True:
+            return await self._stream(request, body, reply)
         return web.json_response(self._completion(body, reply))
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], reply: ScriptedReply
+    ) -> web.StreamResponse:
+        self.streamed += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        whole = self._completion(body, reply)
+        message = whole["choices"][0]["message"]
+        ident = whole["id"]
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": whole["created"],
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": ""})
+        for n, piece in enumerate(_pieces(message.get("content") or "", self.stream_chunks)):
+            if n and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await send({"content": piece})
+        calls = message.get("tool_calls") or []
+        if calls:
+            await send({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+        await send({}, "tool_calls" if calls else "stop")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     def _look(self, body: dict[str, Any]) -> list[str]:
         """Record the last user message's content parts; what it says of each image seen."""
@@ -198,3 +241,13 @@ class OpenAIEmulator:
             ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
+
+
+def _pieces(text: str, count: int) -> list[str]:
+    """``text`` in at most ``count`` pieces, cut after a space, that join back to it."""
+    words = text.split(" ")
+    if count <= 1 or len(words) < 2:
+        return [text] if text else []
+    size = -(-len(words) // count)
+    groups = [words[i : i + size] for i in range(0, len(words), size)]
+    return [" ".join(g) + (" " if i < len(groups) - 1 else "") for i, g in enumerate(groups)]

@@ -26,7 +26,9 @@ Replies: the rich parts in Block Kit within Slack's limits, else the numbered pl
 the posts, each upload a recorded part of the reply like each post, so a retry never sends
 either twice (:mod:`connectors.slack.files`). Inbound files are fetched for the worker's
 keeper only from the configured files host (:meth:`SlackConnector.media_fetch`); assistant
-threads show "is typing…" as the agent starts (:meth:`SlackConnector.show_typing`).
+threads show "is typing…" as the agent starts (:meth:`SlackConnector.show_typing`); a
+streaming agent's answer is shown as a draft message that the reply then updates, never a
+second post (:meth:`SlackConnector.show_draft`, :mod:`connectors.slack.drafts`).
 
 Threads the gateway names (the operators' desk, see :mod:`gateway.handoff`): a message to
 post whose ``conversation.thread`` is not a Slack timestamp (``handoff-…``) goes into the
@@ -73,6 +75,7 @@ from connectors.slack.blocks import Upload as _Upload
 from connectors.slack.blocks import uploads as _uploads
 from connectors.slack.config import DEFAULT_MAX_MESSAGE_CHARS, SLACK_MAX_TEXT, SlackChannelConfig
 from connectors.slack.desk import ThreadMap, is_slack_ts
+from connectors.slack.drafts import SlackDrafts, takes_drafts
 from connectors.slack.edge import SlackEdge
 from connectors.slack.files import file_fetch, upload_file
 from connectors.slack.install import SlackInstaller
@@ -97,6 +100,7 @@ from gateway.models import (
     DeliveryReceipt,
     InboundMessage,
     OutboundMessage,
+    PersonaPresentation,
     SlackReplyContext,
 )
 from gateway.observability import get_logger
@@ -146,6 +150,7 @@ class SlackConnector:
         self.context = context
         self._workspaces: list[_Workspace] = []
         self._threads = ThreadMap(context)
+        self._drafts = SlackDrafts(context)
         for tenant, channel in channels:
             if not isinstance(channel, SlackChannelConfig):
                 continue
@@ -323,6 +328,8 @@ class SlackConnector:
                 posts = [_Post(escape(message.persona.display_name))]
         steps = len(posts) + len(files)
         last_ts: str | None = None
+        # A streamed answer's draft (connectors/slack/drafts.py) becomes the first post.
+        draft_ts = await self._drafts.recorded(message) if posts else None
         for index in range(steps):
             # A reply in several parts (posts, then each uploaded file) is resumed after a
             # failure, not restarted: parts that went out are recorded, so a retry never
@@ -337,7 +344,13 @@ class SlackConnector:
                     if index < len(posts):
                         last_ts = done.decode() or last_ts
                     continue
-            if index < len(posts):
+            said: str | None = None
+            if index == 0 and draft_ts is not None and takes_drafts(ctx, ws, ours):
+                client = self._client(ws)
+                said = await self._drafts.replace(client, ws, ctx, message, posts[0], draft_ts)
+            if said is not None:
+                last_ts = said
+            elif index < len(posts):
                 last_ts = await self._deliver(ws, ctx, message, posts[index], depth=0)
                 said = last_ts
             else:
@@ -428,6 +441,19 @@ class SlackConnector:
             channel_id=ctx.channel_id, thread_ts=ctx.thread_ts, status=ws.config.typing_status
         )
         return True
+
+    async def show_draft(
+        self, message: InboundMessage, text: str, persona: PersonaPresentation
+    ) -> bool:
+        """The answer so far, as the draft the reply will replace (connectors/slack/drafts.py);
+        nothing where the reply is not a channel post (ephemeral, response_url, desk)."""
+        ctx = message.reply_context
+        if not isinstance(ctx, SlackReplyContext):
+            return False
+        ws = await self._workspace_for(message.conversation.tenant, ctx)
+        if ws is None or not takes_drafts(ctx, ws, message.conversation.thread):
+            return False
+        return await self._drafts.show(self._client(ws), ws, ctx, message, text, persona)
 
     async def _deliver(
         self,

@@ -22,6 +22,9 @@
   (:mod:`connectors.slack.emulated_files`): files hosted under ``/files-pri/`` behind the bot
   token, the external upload (``files.getUploadURLExternal``, the upload URL,
   ``files.completeUploadExternal``) keeping what arrived, ``assistant.threads.setStatus``;
+- ``POST /api/chat.update`` through :attr:`SlackEmulator.updates`
+  (:mod:`connectors.slack.emulated_updates`): the posted message changed in place in
+  ``posted``, each update recorded by ``ts``;
 - ``invalid_blocks`` for blocks Slack refuses: more than 50, a section over 3,000
   characters, an actions block over 25 elements, a button label over 75, a select option
   value over 150, duplicate block or action ids, an image without its URL or alt text.
@@ -38,7 +41,7 @@ import json
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -58,6 +61,7 @@ from connectors.slack.emulated_payloads import (
     slash_command_fields,
     static_select_payload,
 )
+from connectors.slack.emulated_updates import EmulatedUpdates, PostedMessage
 from connectors.slack.emulated_users import slack_user, users_info_calls
 
 __all__ = [
@@ -89,53 +93,6 @@ class ApiCall:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class PostedMessage:
-    """A message that Slack accepted (and would show)."""
-
-    via: Literal["chat.postMessage", "chat.postEphemeral", "response_url"]
-    team_id: str | None
-    channel: str | None
-    text: str
-    ts: str
-    thread_ts: str | None = None
-    user: str | None = None  # the viewer of an ephemeral message
-    username: str | None = None
-    icon_url: str | None = None
-    blocks: tuple[dict[str, Any], ...] = ()
-    response_type: str | None = None
-    received_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def buttons(self) -> list[tuple[str, str]]:
-        """(label, value) of the buttons in the message's actions blocks."""
-        return [
-            (e["text"]["text"], e.get("value", ""))
-            for b in self.blocks
-            if b.get("type") == "actions"
-            for e in b.get("elements", [])
-            if e.get("type") == "button"
-        ]
-
-    @property
-    def shown_sections(self) -> list[str]:
-        """Each section's text as a person sees it (entities decoded)."""
-        return [
-            _decoded(b["text"]["text"])
-            for b in self.blocks
-            if b.get("type") == "section" and "text" in b
-        ]
-
-    @property
-    def shown_text(self) -> str:
-        """The text as a person sees it: the sections when blocks are present."""
-        return "".join(self.shown_sections) or _decoded(self.text)
-
-
-def _decoded(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
 @dataclass(slots=True)
 class _Failure:
     status: int
@@ -156,6 +113,7 @@ class SlackEmulator:
         self.workspaces = workspaces
         self.oauth = EmulatedOAuth(self)
         self.files = EmulatedFiles(self)
+        self.updates = EmulatedUpdates(self)
         self.host = host
         self.port = port
         self.missing_channels = missing_channels
@@ -201,6 +159,7 @@ class SlackEmulator:
         app.router.add_post("/hooks/{path:.*}", self._response_url)
         self.oauth.add_routes(app)
         self.files.add_routes(app)
+        self.updates.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -303,6 +262,12 @@ class SlackEmulator:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.posted) >= count)
         return list(self.posted)
+
+    async def wait_for_updates(self, count: int, *, timeout: float = 10.0) -> None:
+        """Wait until ``count`` chat.update calls have changed a message in total."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.updates.count >= count)
 
     async def wait_for_uploads(self, count: int, *, timeout: float = 10.0) -> list[UploadedFile]:
         """Wait until ``count`` files have been shared through the external upload."""

@@ -137,6 +137,11 @@ class Keyspace:
         """A part of a multi-part Slack reply that went out (its ``ts``)."""
         return self._conversation_record(conversation_key, f"slack-part:{idempotency_key}:{index}")
 
+    def slack_draft(self, conversation_key: str, inbound_id: str) -> str:
+        """The draft of the reply to one inbound message (its ``ts``), which later drafts
+        and the reply itself update rather than post again."""
+        return self._conversation_record(conversation_key, f"slack-draft:{inbound_id}")
+
     def whatsapp_part(self, conversation_key: str, idempotency_key: str, index: int) -> str:
         """A part of a multi-part WhatsApp reply Twilio accepted (its message SID)."""
         return self._conversation_record(conversation_key, f"wa_sent:{idempotency_key}:{index}")

@@ -291,6 +291,10 @@ async def test_erase_leaves_nothing_of_any_key_family(store: Store) -> None:
             KS.conversation_prefix("a/slack/c") + "slack-part:m1:0:2",
         ),
         (
+            KS.slack_draft("a/slack/c", "m1"),
+            KS.conversation_prefix("a/slack/c") + "slack-draft:m1",
+        ),
+        (
             KS.whatsapp_part("a/whatsapp/c", "m1:0", 2),
             KS.conversation_prefix("a/whatsapp/c") + "wa_sent:m1:0:2",
         ),
