@@ -100,8 +100,20 @@ def _encode_name(name: str | None) -> str | None:
 class S3BlobStore:
     """Blobs as objects of one bucket, under ``config.prefix``."""
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(
+        self,
+        config: S3Config,
+        *,
+        page_size: int = 1000,
+        delete_batch: int = _DELETE_BATCH,
+        attempts: int = 3,
+    ) -> None:
+        # page_size, delete_batch and attempts are S3's and botocore's own defaults; smaller
+        # values let a test walk many pages and batches, or meet an outage, in little time.
         self.config = config
+        self._page_size = page_size
+        self._delete_batch = min(delete_batch, _DELETE_BATCH)
+        self._attempts = attempts
         self.bucket = config.bucket
         self.prefix = config.prefix
         self._client: S3Client | None = None
@@ -129,7 +141,7 @@ class S3BlobStore:
         client_config = AioConfig(
             connect_timeout=5,
             read_timeout=30,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": self._attempts, "mode": "standard"},
             # Only the checksums the API requires: S3-compatible stores differ in the rest.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -244,7 +256,11 @@ class S3BlobStore:
         """``(key, last modified)`` of every blob object under ``prefix``, page by page."""
         s3 = await self._s3()
         async with _mapped():
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=prefix,
+                PaginationConfig={"PageSize": self._page_size},
+            )
             async for page in pages:
                 for item in page.get("Contents", ()):
                     if self._blob(item["Key"]) is not None:
@@ -270,8 +286,8 @@ class S3BlobStore:
         s3 = await self._s3()
         pending = list(keys)
         deleted = 0
-        for start in range(0, len(pending), _DELETE_BATCH):
-            batch = pending[start : start + _DELETE_BATCH]
+        for start in range(0, len(pending), self._delete_batch):
+            batch = pending[start : start + self._delete_batch]
             async with _mapped():
                 answer = await s3.delete_objects(
                     Bucket=self.bucket,
