@@ -29,30 +29,17 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from connectors.slack.emulated_payloads import ACME_FILE, EmulatedWorkspace
+from connectors.slack.emulated_host import SlackApiHost
+from connectors.slack.emulated_payloads import ACME_FILE
 
 __all__ = ["EmulatedFiles", "HostedFile", "UploadedFile"]
 
 
-class _Slack(Protocol):
-    """What this needs of the emulator it adds to."""
+class _Slack(SlackApiHost, Protocol):
+    """What this needs of the emulator it adds to, besides its Web API handling."""
 
     @property
     def base_url(self) -> str: ...
-
-    def _workspace(self, token: str | None) -> EmulatedWorkspace | None: ...
-
-    async def _args(self, request: web.Request) -> tuple[dict[str, Any], str | None]: ...
-
-    async def _injected(
-        self, method: str, args: dict[str, Any], token: str | None, request: web.Request
-    ) -> web.Response | None: ...
-
-    def _answer(
-        self, method: str, args: dict[str, Any], token: str | None, body: dict[str, Any]
-    ) -> web.Response: ...
-
-    async def _notify(self) -> None: ...
 
     def _dropped(self, method: str, args: dict[str, Any], token: str | None) -> bool: ...
 

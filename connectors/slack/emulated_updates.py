@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 
 from connectors.slack.emulated_blocks import blocks_valid
-from connectors.slack.emulated_payloads import EmulatedWorkspace
+from connectors.slack.emulated_host import SlackApiHost
 
 __all__ = ["EmulatedUpdates", "PostedMessage"]
 
@@ -75,25 +75,11 @@ def _decoded(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-class _Slack(Protocol):
-    """What this needs of the emulator it adds to."""
+class _Slack(SlackApiHost, Protocol):
+    """What this needs of the emulator it adds to, besides its Web API handling."""
 
     posted: list[PostedMessage]
     max_text: int
-
-    def _workspace(self, token: str | None) -> EmulatedWorkspace | None: ...
-
-    async def _args(self, request: web.Request) -> tuple[dict[str, Any], str | None]: ...
-
-    async def _injected(
-        self, method: str, args: dict[str, Any], token: str | None, request: web.Request
-    ) -> web.Response | None: ...
-
-    def _answer(
-        self, method: str, args: dict[str, Any], token: str | None, body: dict[str, Any]
-    ) -> web.Response: ...
-
-    async def _notify(self) -> None: ...
 
 
 class EmulatedUpdates:
