@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agents.base import ReplyPart
+from agents.webhook_answer import BotAnswer, BotPart, InvalidAnswer, checked_reply
 from gateway.admin import keys as apikeys
 from gateway.admin.keys import ApiKey
 from gateway.admin.operation import (
@@ -68,7 +70,7 @@ from gateway.conversations import (
 from gateway.deadletters import discard, get_dead_letter, list_dead_letters, replay
 from gateway.errors import ConfigError, StoreError
 from gateway.media.blobs import BlobStoreError
-from gateway.models import OutboundMessage, new_id
+from gateway.models import ConversationKey, OutboundMessage, new_id
 from gateway.persona_sync import reload_personas
 from gateway.runtime import Runtime
 from gateway.store import Commit
@@ -305,6 +307,7 @@ async def send_message(call: Call) -> web.StreamResponse:
     name = body.persona or entry.persona or call.runtime.config.routing.default_persona
     if name not in personas:
         raise ApiError(422, "invalid", "no such persona")
+    part = await _checked_part(body, entry.conversation, call)
     if not await call.quotas.reserve_outbound(tenant.id, 1):
         raise ApiError(429, "over_quota", "the tenant's monthly outbound quota is used up")
     message_id = new_id()
@@ -312,8 +315,12 @@ async def send_message(call: Call) -> web.StreamResponse:
         id=message_id,
         conversation=entry.conversation,
         persona=personas[name].presentation,
-        text=body.text,
-        buttons=tuple(body.buttons),
+        text=part.text,
+        buttons=part.buttons,
+        quick_replies=part.quick_replies,
+        cards=part.cards,
+        options=part.options,
+        attachments=part.attachments,
         idempotency_key=f"proactive:{message_id}",
         reply_context=entry.reply_context,
     )
@@ -333,6 +340,30 @@ async def send_message(call: Call) -> web.StreamResponse:
     )
     call.audit_detail = {"message": message.id}
     return json_response(Accepted(id=message.id, idempotency_key=message.idempotency_key), 202)
+
+
+async def _checked_part(
+    body: ProactiveMessage, conversation: ConversationKey, call: Call
+) -> ReplyPart:
+    """The message's parts checked as a webhook bot's answer is (agents/webhook_answer.py):
+    a file only by public https URL or by a blob this conversation holds."""
+    answer = BotAnswer(
+        parts=(
+            BotPart(
+                text=body.text,
+                buttons=tuple(body.buttons),
+                attachments=tuple(body.attachments),
+                quick_replies=tuple(body.quick_replies),
+                cards=tuple(body.cards),
+                options=body.options,
+            ),
+        )
+    )
+    try:
+        reply = await checked_reply(answer, conversation, call.runtime.media)
+    except InvalidAnswer as exc:
+        raise ApiError(422, "invalid", f"{exc} ({exc.reason})") from exc
+    return reply.parts[0]
 
 
 async def get_receipts(call: Call) -> web.StreamResponse:

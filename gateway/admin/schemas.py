@@ -9,12 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agents.persona import Persona
+from agents.webhook_answer import BotAttachment, BotCard
 from gateway.admin.keys import Role
 from gateway.audit import AuditEvent
 from gateway.config import TENANT_ID_PATTERN, PlanConfig
 from gateway.contacts.model import CONTACT_ID_PATTERN, IDENTITY_PATTERN, MAX_NAME
 from gateway.deadletters import DeadLetter
-from gateway.models import Button, Channel, DeliveryReceipt
+from gateway.models import Button, Channel, DeliveryReceipt, OptionList
 from gateway.quotas import QuotaStatus
 from gateway.state import HistoryEntry
 from gateway.usage import UsageRow
@@ -212,9 +213,16 @@ class EraseResult(_Out):
 
 
 class ProactiveMessage(_In):
+    """A message to send now; its rich parts obey the rules of a webhook bot's answer
+    (docs/agents.md): files by public https URL or by a blob of this conversation."""
+
     text: str = Field(min_length=1, max_length=20_000)
     persona: str | None = Field(default=None, pattern=PERSONA_PATTERN)
     buttons: list[Button] = Field(default_factory=list, max_length=10)
+    quick_replies: list[Button] = Field(default_factory=list, max_length=13)
+    cards: list[BotCard] = Field(default_factory=list, max_length=10)
+    options: OptionList | None = None
+    attachments: list[BotAttachment] = Field(default_factory=list, max_length=10)
 
 
 class Accepted(_Out):

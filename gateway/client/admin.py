@@ -268,9 +268,24 @@ class AdminClient(Transport):
         *,
         persona: str | None = None,
         buttons: Sequence[Button] = (),
+        quick_replies: Sequence[Button] = (),
+        cards: Sequence[Mapping[str, Any]] = (),
+        options: Mapping[str, Any] | None = None,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> Accepted:
-        """A proactive message on the conversation's channel; queued, delivered later."""
-        body = _body(ProactiveMessage, text=text, persona=persona, buttons=list(buttons))
+        """A proactive message on the conversation's channel; queued, delivered later. Cards,
+        options and attachments as JSON objects (docs/admin-api.md): a file by public https
+        URL or by the id of a blob this conversation holds."""
+        body = _body(
+            ProactiveMessage,
+            text=text,
+            persona=persona,
+            buttons=list(buttons),
+            quick_replies=list(quick_replies),
+            cards=list(cards),
+            options=options,
+            attachments=list(attachments),
+        )
         route = ADMIN_ROUTES["send_message"]
         return await self._call(route, body=body, tenant=tenant, conversation=conversation)
 

@@ -177,3 +177,58 @@ async def test_a_store_outage_is_unavailable_and_health_says_degraded(
                 assert down.value.retry_after == RETRY_AFTER_SECONDS
     finally:
         redis.stop()
+
+
+async def test_a_proactive_message_carries_rich_parts_and_only_this_conversations_files(
+    served: Served, receiver
+):
+    """Cards, quick replies, options and a file of this conversation reach the channel; a
+    file of another conversation, or by plain http, is refused 422 and nothing is sent."""
+    admin = served.admin
+    await served.channel.send("c1", "hello", user_id="u1")
+    await served.channel.send("c2", "hello", user_id="u2")
+    await receiver.wait_for(2)
+    listed = await eventually(lambda: _when(admin.list_conversations("acme"), "conversations"))
+    ids = {c.conversation_id: c.id for c in listed.conversations}
+    media = served.gateway.runtime.media
+    assert media is not None
+    mine, theirs = [
+        await media.blobs.put(
+            tenant="acme",
+            conversation_key=key,
+            data=b"%PDF-1.4\n",
+            content_type="application/pdf",
+            name="invoice.pdf",
+        )
+        for key in ("acme/http/c1", "acme/http/c2")
+    ]
+    sent = await admin.send_message(
+        "acme",
+        ids["c1"],
+        "Your invoice",
+        quick_replies=[{"label": "Thanks", "value": "thanks"}],
+        cards=[
+            {
+                "title": "Order 1042",
+                "text": "Shipped",
+                "buttons": [{"label": "Track", "value": "track"}],
+            }
+        ],
+        options={"button": "Pick", "options": [{"label": "Refund", "value": "refund"}]},
+        attachments=[{"kind": "file", "blob": mine.id}],
+    )
+    callbacks = await receiver.wait_for(3)
+    reply = callbacks[2].payload
+    assert callbacks[2].idempotency_key == sent.idempotency_key
+    assert [c["title"] for c in reply["cards"]] == ["Order 1042"]
+    assert reply["quick_replies"][0]["value"] == "thanks"
+    assert reply["options"]["options"][0]["value"] == "refund"
+    [file] = reply["attachments"]
+    assert (file["blob"], file["mime_type"]) == (mine.id, "application/pdf")
+    async with aiohttp.ClientSession() as session, session.get(file["url"]) as response:
+        assert await response.read() == b"%PDF-1.4\n"
+    for attachment in ({"blob": theirs.id}, {"url": "http://example.com/a.png"}):
+        with pytest.raises(InvalidRequest):
+            await admin.send_message("acme", ids["c1"], "x", attachments=[attachment])
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 3
