@@ -204,6 +204,11 @@ class Worker:
         or operator sees it: off the acknowledged path, with the platform's credentials."""
         if self.media is None or not message.attachments:
             return message
+        # A redelivery of a message already answered (a crash between commit and ack): its
+        # files were kept then, and the turn will only acknowledge it; fetch nothing again.
+        current = await self.store.get_state(self.keyspace.state(message.conversation.key))
+        if current is not None and message.id in _handled_ids(current.value):
+            return message
         connector = self.connectors.get(message.conversation.channel)
         return await self.media.keep_inbound(message, connector)
 
@@ -560,3 +565,7 @@ class Worker:
                 await draft.close()
         self.metrics.agent_seconds.labels(persona.name, "ok").observe(time.perf_counter() - started)
         return reply
+
+
+def _handled_ids(state: bytes) -> tuple[str, ...]:
+    return ConversationState.model_validate_json(state).handled

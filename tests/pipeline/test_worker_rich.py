@@ -54,8 +54,10 @@ class PictureSource(CollectingConnector):
         super().__init__()
         self.data, self.typing_mood = data, typing
         self.typing_shown: list[str] = []
+        self.fetches = 0
 
     async def media_fetch(self, message: InboundMessage, attachment: Attachment) -> MediaFetch:
+        self.fetches += 1
         return MediaFetch(data=self.data)
 
     async def show_typing(self, message: InboundMessage) -> None:
@@ -152,3 +154,19 @@ def test_an_action_keeps_its_kind() -> None:
 
     action = said("1", event_id="e").model_copy(update={"kind": EventKind.ACTION})
     assert answered_choice(action, {"choices": ["x"]}) is action
+
+
+async def test_a_redelivered_answered_message_fetches_its_files_once(
+    pipeline: Pipeline, media: MediaService
+) -> None:
+    """A crash between commit and ack hands the entry out again: it is acknowledged, not
+    answered, and its file is not fetched (nor kept) a second time."""
+    pipeline.connector = source = PictureSource()
+    partition, entry = await pipeline.inbound(_photo("ev-1"))
+    worker = pipeline.worker()
+    worker.media = media
+    await worker.handle(partition, entry)
+    await worker.handle(partition, entry)  # the same entry again, as after a crash
+    assert source.fetches == 1
+    assert len(await media.blobs.list_conversation("acme", CUSTOMER.key)) == 1
+    assert len(await pipeline.outbox(CUSTOMER)) == 1
