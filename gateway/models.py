@@ -375,11 +375,6 @@ class OutboundMessage(_Frozen):
     # goes out again, the operator having accepted that it may show twice.
     replayed: bool = False
 
-    @property
-    def is_rich(self) -> bool:
-        """Whether anything but text and plain buttons is in it."""
-        return bool(self.attachments or self.quick_replies or self.cards or self.options)
-
     def plain_text(self, *, with_attachments: bool = False) -> str:
         """The message as text alone, choices numbered (:func:`gateway.parts.plain_text`)."""
         return plain_text(

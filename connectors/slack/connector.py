@@ -328,8 +328,10 @@ class SlackConnector:
                 posts = [_Post(escape(message.persona.display_name))]
         steps = len(posts) + len(files)
         last_ts: str | None = None
-        # A streamed answer's draft (connectors/slack/drafts.py) becomes the first post.
-        draft_ts = await self._drafts.recorded(message) if posts else None
+        # A streamed answer's draft (connectors/slack/drafts.py) becomes the first post; where
+        # no draft can be shown (ephemeral, response_url, a desk thread) none is looked for.
+        drafts = bool(posts) and takes_drafts(ctx, ws, ours)
+        draft_ts = await self._drafts.recorded(message) if drafts else None
         for index in range(steps):
             # A reply in several parts (posts, then each uploaded file) is resumed after a
             # failure, not restarted: parts that went out are recorded, so a retry never
@@ -345,7 +347,7 @@ class SlackConnector:
                         last_ts = done.decode() or last_ts
                     continue
             said: str | None = None
-            if index == 0 and draft_ts is not None and takes_drafts(ctx, ws, ours):
+            if index == 0 and draft_ts is not None:
                 client = self._client(ws)
                 said = await self._drafts.replace(client, ws, ctx, message, posts[0], draft_ts)
             if said is not None:
